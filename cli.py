@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""mpview command line: ``prepare``, ``extract``, ``train``, ``evaluate`` and the one-command ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pipeline.logs import configure, get_logger
+
+STAGES = {
+    "prepare": "discover a dataset, split it, crop face/mouth ROIs per perspective into HDF5 shards",
+    "extract": "turn ROI clips into per-frame embeddings (VGGFace, dlib, pixels) in HDF5 / TFRecord shards",
+    "train": "train MP-LSTM or a baseline on the embeddings (or ROI pixels)",
+    "evaluate": "score checkpoints on the test split: accuracy, confusion matrix, reports, plots",
+    "demo": "run the whole pipeline offline on the embedded synthetic dataset",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one sub-command per stage (each stage module adds its own options)."""
+    parser = argparse.ArgumentParser(prog="mpview", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in STAGES.items():
+        stage_parser = sub.add_parser(name, help=help_text, description=help_text)
+        noise = stage_parser.add_mutually_exclusive_group()
+        noise.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
+        noise.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        importlib.import_module(f"stages.{name}").add_arguments(stage_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, set up logging, run the chosen stage; return its exit status."""
+    args = build_parser().parse_args(argv)
+    configure(-1 if args.quiet else 1 if args.verbose else 0)
+    stage = importlib.import_module(f"stages.{args.command}")
+    try:
+        return stage.run(args)
+    except KeyboardInterrupt:
+        get_logger().error("interrupted; re-run the same command to resume")
+        return 130
+    except Exception as exc:  # a clear one-line error for expected failures, traceback with --verbose
+        known = getattr(stage, "EXPECTED_ERRORS", ())
+        if known and isinstance(exc, known) and not args.verbose:
+            get_logger().error("%s", exc)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Atomic file writes and content hashing: a file is either complete under its final name or absent."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+TMP_MARK = ".tmp-"
+
+
+def temp_path_for(final: Path) -> Path:
+    """A unique temporary name in the same directory as ``final`` (same filesystem, so rename is atomic)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARK}", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path | str) -> Iterator[Path]:
+    """Yield a temporary path to write; on success fsync and rename it to ``final``, on error delete it."""
+    final = Path(final)
+    tmp = temp_path_for(final)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes_atomic(final: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``final`` atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(final: Path | str, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``final`` atomically."""
+    write_bytes_atomic(final, text.encode("utf-8"))
+
+
+def remove_stale_temps(directory: Path | str) -> int:
+    """Delete temporary files left by an interrupted run in ``directory`` (recursively); return how many."""
+    directory = Path(directory)
+    if not directory.exists():
+        return 0
+    count = 0
+    for path in directory.rglob(f"*{TMP_MARK}*"):
+        if path.is_file() and path.name.startswith("."):
+            path.unlink()
+            count += 1
+    return count
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,34 @@
+"""Where per-shard work runs: in-process, local joblib workers, or a Dask cluster through joblib."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from pipeline.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@contextlib.contextmanager
+def backend_for(jobs: int = 1, scheduler: str | None = None, dask_local: int = 0) -> Iterator[str | None]:
+    """Yield the joblib backend name to use: ``None`` (local, ``jobs`` processes) or ``"dask"``.
+
+    ``scheduler`` connects to a running Dask scheduler (``tcp://host:8786``); ``dask_local`` starts a
+    local cluster of that many single-threaded worker processes on loopback for the duration.
+    """
+    if not scheduler and not dask_local:
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise RuntimeError("Dask execution needs the [dask] extra: pip install 'mpview[dask]'") from None
+    if scheduler:
+        with Client(scheduler) as client:
+            log.info("running on Dask scheduler %s (%d workers)", scheduler, len(client.scheduler_info()["workers"]))
+            yield "dask"
+        return
+    with LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster):
+        log.info("started a local Dask cluster with %d workers at %s", dask_local, cluster.scheduler_address)
+        yield "dask"

@@ -1,0 +1,260 @@
+"""Resumable, parallel execution of per-shard work with per-sample outcomes.
+
+A stage's samples are cut into fixed shards (the plan is saved beside the shards, so a re-run
+cuts them the same way). Each shard is one task: a worker processes its samples, writes the shard
+under a temporary name and renames it when complete. The parent records every finished shard's
+per-sample outcomes in the manifest. A re-run skips shards already on disk (re-reading their
+outcomes, so a manifest that lagged behind a kill is repaired) and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from tqdm import tqdm
+
+from pipeline.atomic import remove_stale_temps, write_text_atomic
+from pipeline.logs import get_logger, progress_disabled
+from pipeline.manifest import DONE, FAILED, Manifest, Sample, replace_stage
+from pipeline.shards import ShardError, ShardReader, ShardWriter, shard_name
+
+log = get_logger(__name__)
+
+
+class RunError(RuntimeError):
+    """A stage cannot run as asked (bad plan, strict failure, ...); the message says why."""
+
+
+class SampleError(Exception):
+    """A per-sample failure: recorded in the manifest with its reason; the run goes on."""
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StrictFailure(RunError):
+    """Raised under ``--strict`` at the first failed sample."""
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One unit of work: the samples of one shard and where the shard goes."""
+
+    index: int
+    path: str
+    samples: tuple[dict[str, Any], ...]
+
+    @property
+    def ids(self) -> list[str]:
+        return [s["id"] for s in self.samples]
+
+
+@dataclass
+class RunSummary:
+    """What a stage run did: counts, failure reasons, time."""
+
+    stage: str
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped_shards: int = 0
+    written_shards: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "total": self.total,
+            "done": self.done,
+            "failed": self.failed,
+            "skipped_shards": self.skipped_shards,
+            "written_shards": self.written_shards,
+            "failure_reasons": dict(self.reasons),
+            "seconds": round(self.seconds, 3),
+        }
+
+    def describe(self) -> str:
+        """A human summary line plus up to ten failures with their reasons."""
+        lines = [f"{self.stage}: {self.done} done, {self.failed} failed of {self.total} samples ({self.written_shards} shards written, {self.skipped_shards} already complete) in {self.seconds:.1f}s"]
+        if self.reasons:
+            lines.append("  failures by reason: " + ", ".join(f"{r}: {n}" for r, n in self.reasons.most_common()))
+        for failure in self.failures[:10]:
+            lines.append(f"  - {failure['id']}: {failure['error']}")
+        if len(self.failures) > 10:
+            lines.append(f"  ... and {len(self.failures) - 10} more (see the manifest)")
+        return "\n".join(lines)
+
+
+def plan_shards(samples: list[Sample], out_dir: Path, prefix: str, shard_size: int) -> list[ShardTask]:
+    """Cut samples into shards of ``shard_size`` in manifest order; reuse the saved plan on a re-run."""
+    if shard_size < 1:
+        raise RunError(f"shard size must be >= 1, got {shard_size}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan_path = out_dir / "plan.json"
+    ids = [s.id for s in samples]
+    if plan_path.exists():
+        try:
+            plan = json.loads(plan_path.read_text())
+            groups = [list(g) for g in plan["shards"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"{plan_path}: unreadable shard plan ({exc}); delete the output folder to start over") from None
+        if sorted(i for g in groups for i in g) != sorted(ids):
+            raise RunError(f"{plan_path}: existing shards were planned for a different set of samples; use a new output folder or delete this one")
+    else:
+        groups = [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
+        write_text_atomic(plan_path, json.dumps({"prefix": prefix, "shard_size": shard_size, "shards": groups}, indent=1))
+    by_id = {s.id: s for s in samples}
+    total = len(groups)
+    return [
+        ShardTask(index, str(out_dir / shard_name(prefix, index, total)), tuple(by_id[i].to_dict() for i in group))
+        for index, group in enumerate(groups)
+    ]
+
+
+def write_shard(
+    task: ShardTask,
+    kind: str,
+    attrs: dict[str, Any],
+    results: Iterable[tuple[str, Any]],
+    strict: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Write one shard from ``(sample_id, outcome)`` pairs and return per-sample records.
+
+    An outcome is a ``SampleError`` (recorded as a failure) or a dict with ``arrays`` and optionally
+    ``attrs``, ``extras`` and ``record`` (fields copied into the manifest's stage record).
+    Under ``strict`` the first failure discards the shard and raises ``StrictFailure``.
+    """
+    with ShardWriter(task.path, kind, attrs) as writer:
+        for sample_id, outcome in results:
+            if isinstance(outcome, SampleError):
+                if strict:
+                    raise StrictFailure(f"sample {sample_id!r} failed ({outcome.reason}): {outcome}")
+                writer.add_failure(sample_id, str(outcome), {"reason": outcome.reason})
+            else:
+                writer.add(sample_id, outcome["arrays"], outcome.get("attrs"), outcome.get("extras"), outcome.get("record"))
+        return writer.records
+
+
+def _reconcile(manifest: Manifest, stage: str, tasks: list[ShardTask], redo_failed: bool, root: Path) -> list[ShardTask]:
+    """Fill the manifest from shards already on disk; return the tasks still to run."""
+    by_id = manifest.by_id()
+    todo = []
+    for task in tasks:
+        path = Path(task.path)
+        if not path.exists():
+            todo.append(task)
+            continue
+        try:
+            with ShardReader(path) as reader:
+                records = reader.records()
+        except ShardError as exc:
+            aside = path.with_name(path.name + ".corrupt")
+            path.replace(aside)
+            log.warning("%s; moved aside to %s and redoing it", exc, aside.name)
+            todo.append(task)
+            continue
+        if set(records) != set(task.ids) or (redo_failed and any(r["status"] == FAILED for r in records.values())):
+            todo.append(task)
+            continue
+        _record(manifest, by_id, stage, task, records, root)
+    return todo
+
+
+def _record(manifest: Manifest, by_id: dict[str, Sample], stage: str, task: ShardTask, records: dict[str, dict[str, Any]], root: Path) -> None:
+    location = Path(task.path).relative_to(root).as_posix() if Path(task.path).is_relative_to(root) else task.path
+    index = {s.id: i for i, s in enumerate(manifest.samples)}
+    for sample_id, record in records.items():
+        entry = {**record, "shard": location}
+        updated = replace_stage(by_id[sample_id], stage, entry)
+        manifest.samples[index[sample_id]] = updated
+        by_id[sample_id] = updated
+
+
+def execute(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[str, Any]]], jobs: int = 1, backend: str | None = None) -> Iterator[tuple[ShardTask, dict[str, dict[str, Any]]]]:
+    """Run ``job`` on every task (in-process, on joblib workers, or on a Dask cluster); yield as they finish."""
+    if jobs == 1 and backend is None:
+        for task in tasks:
+            yield task, job(task)
+        return
+    from joblib import Parallel, delayed, parallel_config
+
+    with parallel_config(backend=backend or "loky", n_jobs=jobs if backend is None else -1):
+        runner = Parallel(return_as="generator_unordered")
+        for task, records in runner(delayed(_run_one)(job, task) for task in tasks):
+            yield task, records
+
+
+def _run_one(job: Callable[[ShardTask], dict[str, dict[str, Any]]], task: ShardTask) -> tuple[ShardTask, dict[str, dict[str, Any]]]:
+    return task, job(task)
+
+
+def run_stage(
+    manifest: Manifest,
+    manifest_path: Path,
+    stage: str,
+    samples: list[Sample],
+    out_dir: Path,
+    prefix: str,
+    job: Callable[[ShardTask], dict[str, dict[str, Any]]],
+    *,
+    shard_size: int = 32,
+    jobs: int = 1,
+    backend: str | None = None,
+    redo_failed: bool = False,
+    config: dict[str, Any] | None = None,
+    save_every: float = 2.0,
+) -> RunSummary:
+    """Plan, resume and run a stage over ``samples``, keeping the manifest current; return the summary."""
+    started = time.time()
+    work_root = manifest_path.parent.resolve()
+    out_dir = out_dir.resolve()
+    removed = remove_stale_temps(out_dir)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run", removed)
+    tasks = plan_shards(samples, out_dir, prefix, shard_size)
+    todo = _reconcile(manifest, stage, tasks, redo_failed, work_root)
+    summary = RunSummary(stage, total=len(samples), skipped_shards=len(tasks) - len(todo))
+    if summary.skipped_shards:
+        log.info("%d of %d shards already complete; resuming", summary.skipped_shards, len(tasks))
+    manifest.save(manifest_path)
+    by_id = manifest.by_id()
+    last_save = time.monotonic()
+    bar = tqdm(total=sum(len(t.samples) for t in todo), desc=stage, unit="sample", disable=progress_disabled())
+    try:
+        for task, records in execute(todo, job, jobs, backend):
+            _record(manifest, by_id, stage, task, records, work_root)
+            summary.written_shards += 1
+            bar.update(len(task.samples))
+            if time.monotonic() - last_save > save_every:
+                manifest.save(manifest_path)
+                last_save = time.monotonic()
+    finally:
+        bar.close()
+        _count(manifest, stage, samples, summary)
+        summary.seconds = time.time() - started
+        manifest.add_run(stage, config or {}, summary.to_dict(), started, time.time())
+        manifest.save(manifest_path)
+    return summary
+
+
+def _count(manifest: Manifest, stage: str, samples: list[Sample], summary: RunSummary) -> None:
+    wanted = {s.id for s in samples}
+    for sample in manifest.samples:
+        if sample.id not in wanted:
+            continue
+        status = sample.status(stage)
+        if status == DONE:
+            summary.done += 1
+        elif status == FAILED:
+            summary.failed += 1
+            record = sample.stages[stage]
+            summary.reasons[record.get("reason", "error")] += 1
+            summary.failures.append({"id": sample.id, "error": record.get("error", "")})

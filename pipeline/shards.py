@@ -1,0 +1,239 @@
+"""HDF5 shards: one group per sample, one dataset per perspective, written atomically.
+
+The same layout holds uint8 ROI clips (``prepare``) and float embeddings (``extract``). Each shard
+also records, in its root attributes, the per-sample outcome of the stage that wrote it, so a
+shard on disk is the source of truth and a manifest can always be reconciled from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from urllib.parse import quote
+
+import h5py
+import numpy as np
+
+from pipeline.atomic import temp_path_for
+
+SHARD_FORMAT = "mpview-shard"
+SHARD_VERSION = 1
+
+
+class ShardError(RuntimeError):
+    """A shard that is missing, truncated, corrupted or of the wrong kind; the message names the file."""
+
+
+@dataclass
+class ShardSample:
+    """One sample read back from a shard: per-perspective arrays, attributes and extra arrays."""
+
+    id: str
+    arrays: dict[str, np.ndarray]
+    attrs: dict[str, Any]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def group_name(sample_id: str) -> str:
+    """HDF5-safe group name for a sample id (``/`` and other specials percent-encoded)."""
+    return quote(sample_id, safe=" ").replace(".", "%2E")
+
+
+def _attr_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+class ShardWriter:
+    """Write samples into a temporary HDF5 file; ``commit`` renames it to its final name.
+
+    Used as a context manager: leaving the block normally commits, an exception discards the file.
+    """
+
+    def __init__(self, path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None, compression: int = 1) -> None:
+        self.path = Path(path)
+        self.kind = kind
+        self.compression = compression
+        self._tmp = temp_path_for(self.path)
+        self._file = h5py.File(self._tmp, "w")
+        self._file.attrs["format"] = SHARD_FORMAT
+        self._file.attrs["version"] = SHARD_VERSION
+        self._file.attrs["kind"] = kind
+        for key, value in (attrs or {}).items():
+            self._file.attrs[key] = _attr_value(value)
+        self._records: dict[str, dict[str, Any]] = {}
+
+    def add(
+        self,
+        sample_id: str,
+        arrays: Mapping[str, np.ndarray],
+        attrs: Mapping[str, Any] | None = None,
+        extras: Mapping[str, np.ndarray] | None = None,
+        record: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store one sample: a dataset per perspective, its attributes, extra arrays (e.g. ``audit/v1/landmarks``)."""
+        if sample_id in self._records:
+            raise ValueError(f"{self.path}: sample {sample_id!r} written twice")
+        group = self._file.create_group(group_name(sample_id))
+        group.attrs["id"] = sample_id
+        for key, value in (attrs or {}).items():
+            group.attrs[key] = _attr_value(value)
+        for name, array in arrays.items():
+            self._dataset(group, name, np.asarray(array))
+        for name, array in (extras or {}).items():
+            self._dataset(group, name, np.asarray(array))
+        self._records[sample_id] = {"status": "done", **(record or {})}
+
+    def add_failure(self, sample_id: str, error: str, record: Mapping[str, Any] | None = None) -> None:
+        """Record that a sample of this shard failed, with the reason."""
+        self._records[sample_id] = {"status": "failed", "error": error, **(record or {})}
+
+    def _dataset(self, group: h5py.Group, name: str, array: np.ndarray) -> None:
+        kwargs: dict[str, Any] = {"track_times": False}
+        if array.ndim >= 1 and array.size > 0:
+            chunk_rows = max(1, min(array.shape[0], (1 << 18) // max(1, array[0].nbytes)))
+            kwargs.update(chunks=(chunk_rows, *array.shape[1:]), compression="gzip", compression_opts=self.compression, fletcher32=True)
+        group.create_dataset(name, data=array, **kwargs)
+
+    @property
+    def records(self) -> dict[str, dict[str, Any]]:
+        return dict(self._records)
+
+    def commit(self) -> Path:
+        """Write the per-sample outcomes, close, fsync and rename into place."""
+        self._file.attrs["records"] = json.dumps(self._records, sort_keys=True)
+        self._file.attrs["complete"] = True
+        self._file.close()
+        with open(self._tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Close and delete the temporary file (nothing appears under the final name)."""
+        try:
+            self._file.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class ShardReader:
+    """Read a committed shard; opening checks the format, kind and completeness."""
+
+    def __init__(self, path: Path | str, kind: str | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ShardError(f"{self.path}: shard is missing")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise ShardError(f"{self.path}: not a readable HDF5 shard (truncated or corrupted): {exc}") from None
+        attrs = self._file.attrs
+        if attrs.get("format") != SHARD_FORMAT:
+            self.close()
+            raise ShardError(f"{self.path}: not an {SHARD_FORMAT} file")
+        if not attrs.get("complete", False):
+            self.close()
+            raise ShardError(f"{self.path}: shard was not completed")
+        if kind is not None and attrs.get("kind") != kind:
+            self.close()
+            raise ShardError(f"{self.path}: shard holds {attrs.get('kind')!r} data, expected {kind!r}")
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes, JSON-valued ones decoded."""
+        return {k: _decode_attr(v) for k, v in self._file.attrs.items()}
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Per-sample outcomes the writing stage stored (``status``, ``error``, ...)."""
+        return json.loads(self._file.attrs["records"])
+
+    def ids(self) -> list[str]:
+        """Ids of the samples stored (failures excluded)."""
+        return [self._file[name].attrs["id"] for name in self._file.keys()]
+
+    def __contains__(self, sample_id: str) -> bool:
+        return group_name(sample_id) in self._file
+
+    def read(self, sample_id: str, perspectives: list[str] | None = None, extras: bool = False) -> ShardSample:
+        """Read one sample's arrays (all perspectives, or those named); ``extras`` adds nested arrays."""
+        name = group_name(sample_id)
+        if name not in self._file:
+            raise ShardError(f"{self.path}: no sample {sample_id!r}")
+        group = self._file[name]
+        try:
+            arrays = {}
+            extra = {}
+            for key, item in group.items():
+                if isinstance(item, h5py.Dataset):
+                    if perspectives is None or key in perspectives:
+                        arrays[key] = item[()]
+                elif extras:
+                    item.visititems(lambda sub, obj, base=key: extra.__setitem__(f"{base}/{sub}", obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        except OSError as exc:
+            raise ShardError(f"{self.path}: sample {sample_id!r} is corrupted ({exc})") from None
+        if perspectives is not None:
+            absent = [p for p in perspectives if p not in arrays]
+            if absent:
+                raise ShardError(f"{self.path}: sample {sample_id!r} has no perspective(s) {absent}")
+        return ShardSample(sample_id, arrays, {k: _decode_attr(v) for k, v in group.attrs.items()}, extra)
+
+    def __iter__(self) -> Iterator[ShardSample]:
+        for sample_id in self.ids():
+            yield self.read(sample_id)
+
+    def verify(self) -> None:
+        """Read every dataset so that checksums (fletcher32) are checked; raise ShardError on damage."""
+        for sample_id in self.ids():
+            self.read(sample_id, extras=True)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "ShardReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def shard_name(prefix: str, index: int, total: int, suffix: str = ".h5") -> str:
+    """Shard file name in the ``<prefix>-00003-of-00010<suffix>`` convention."""
+    return f"{prefix}-{index:05d}-of-{total:05d}{suffix}"
+
+
+def read_shard_sample(path: Path | str, sample_id: str, perspectives: list[str] | None = None) -> ShardSample:
+    """Open a shard, read one sample, close it."""
+    with ShardReader(path) as reader:
+        return reader.read(sample_id, perspectives)
+
+
+__all__ = ["ShardError", "ShardReader", "ShardSample", "ShardWriter", "group_name", "read_shard_sample", "shard_name"]

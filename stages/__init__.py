@@ -1,0 +1,1 @@
+"""One thin module per CLI stage: parse options, call the library, report."""
