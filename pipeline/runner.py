@@ -21,7 +21,8 @@ from tqdm import tqdm
 from pipeline.atomic import remove_stale_temps, write_text_atomic
 from pipeline.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, FAILED, Manifest, Sample, replace_stage
-from pipeline.shards import ShardError, ShardReader, ShardWriter, shard_name
+from pipeline.sequences import open_shard, shard_writer
+from pipeline.shards import ShardError, shard_name
 
 log = get_logger(__name__)
 
@@ -93,7 +94,7 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def plan_shards(samples: list[Sample], out_dir: Path, prefix: str, shard_size: int) -> list[ShardTask]:
+def plan_shards(samples: list[Sample], out_dir: Path, prefix: str, shard_size: int, suffix: str = ".h5") -> list[ShardTask]:
     """Cut samples into shards of ``shard_size`` in manifest order; reuse the saved plan on a re-run."""
     if shard_size < 1:
         raise RunError(f"shard size must be >= 1, got {shard_size}")
@@ -114,7 +115,7 @@ def plan_shards(samples: list[Sample], out_dir: Path, prefix: str, shard_size: i
     by_id = {s.id: s for s in samples}
     total = len(groups)
     return [
-        ShardTask(index, str(out_dir / shard_name(prefix, index, total)), tuple(by_id[i].to_dict() for i in group))
+        ShardTask(index, str(out_dir / shard_name(prefix, index, total, suffix)), tuple(by_id[i].to_dict() for i in group))
         for index, group in enumerate(groups)
     ]
 
@@ -132,7 +133,7 @@ def write_shard(
     ``attrs``, ``extras`` and ``record`` (fields copied into the manifest's stage record).
     Under ``strict`` the first failure discards the shard and raises ``StrictFailure``.
     """
-    with ShardWriter(task.path, kind, attrs) as writer:
+    with shard_writer(task.path, kind, attrs) as writer:
         for sample_id, outcome in results:
             if isinstance(outcome, SampleError):
                 if strict:
@@ -153,7 +154,7 @@ def _reconcile(manifest: Manifest, stage: str, tasks: list[ShardTask], redo_fail
             todo.append(task)
             continue
         try:
-            with ShardReader(path) as reader:
+            with open_shard(path) as reader:
                 records = reader.records()
         except ShardError as exc:
             aside = path.with_name(path.name + ".corrupt")
@@ -211,6 +212,7 @@ def run_stage(
     redo_failed: bool = False,
     config: dict[str, Any] | None = None,
     save_every: float = 2.0,
+    suffix: str = ".h5",
 ) -> RunSummary:
     """Plan, resume and run a stage over ``samples``, keeping the manifest current; return the summary."""
     started = time.time()
@@ -219,7 +221,7 @@ def run_stage(
     removed = remove_stale_temps(out_dir)
     if removed:
         log.info("removed %d temporary file(s) left by an interrupted run", removed)
-    tasks = plan_shards(samples, out_dir, prefix, shard_size)
+    tasks = plan_shards(samples, out_dir, prefix, shard_size, suffix)
     todo = _reconcile(manifest, stage, tasks, redo_failed, work_root)
     summary = RunSummary(stage, total=len(samples), skipped_shards=len(tasks) - len(todo))
     if summary.skipped_shards:
