@@ -19,6 +19,8 @@ def configure(verbosity: int = 0) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     get_logger().setLevel(level)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if verbosity < 1 else "0")
+    if verbosity < 1:
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def progress_disabled() -> bool:

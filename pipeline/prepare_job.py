@@ -1,0 +1,116 @@
+"""The per-shard work of ``prepare``: decode each perspective, crop its ROI, write the shard."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from pipeline.atomic import file_sha256
+from pipeline.manifest import ManifestError, Sample, resolve_inside
+from pipeline.roi import NoFaceError, RoiConfig, crop_clip
+from pipeline.runner import SampleError, ShardTask, write_shard
+from pipeline.video import VideoError, probe, read_frames, read_image_sequence
+
+ROI_KIND = "roi"
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareJob:
+    """Picklable shard job: everything a worker needs, nothing it must look up elsewhere."""
+
+    root: str
+    perspectives: tuple[str, ...]
+    roi: RoiConfig
+    audio: bool = False
+    strict: bool = False
+
+    def __call__(self, task: ShardTask) -> dict[str, dict[str, Any]]:
+        attrs = {"stage": "prepare", "roi": self.roi.to_dict(), "perspectives": list(self.perspectives)}
+        return write_shard(task, ROI_KIND, attrs, self._outcomes(task), self.strict)
+
+    def _outcomes(self, task: ShardTask) -> Iterator[tuple[str, Any]]:
+        for data in task.samples:
+            sample = Sample.from_dict(data)
+            try:
+                yield sample.id, self.process(sample)
+            except SampleError as exc:
+                yield sample.id, exc
+
+    def process(self, sample: Sample) -> dict[str, Any]:
+        """Crop every perspective of one sample; raise ``SampleError`` with a reason on bad input."""
+        arrays: dict[str, np.ndarray] = {}
+        extras: dict[str, np.ndarray] = {}
+        media: dict[str, dict[str, Any]] = {}
+        for view in self.perspectives:
+            if view not in sample.sources:
+                raise SampleError(f"perspective {view} has no source", "missing-perspective")
+            frames, info, first = self._read(sample, view)
+            try:
+                result = crop_clip(frames, self.roi, source=str(first))
+            except NoFaceError as exc:
+                raise SampleError(str(exc), "no-face") from None
+            except VideoError as exc:
+                raise SampleError(str(exc), "unreadable") from None
+            arrays[view] = result.clip
+            for key, value in result.arrays().items():
+                extras[f"audit/{view}/{key}"] = value
+            media[view] = {**info, "found_fraction": round(1.0 - result.missing_fraction, 4)}
+        if self.audio:
+            extras["audio/mel"] = self._audio(sample, media)
+        attrs = {"label": sample.label, "split": sample.split, "speaker": sample.speaker, "sha256": {v: m["sha256"] for v, m in media.items()}}
+        return {"arrays": arrays, "extras": extras, "attrs": attrs, "record": {"media": media}}
+
+    def _read(self, sample: Sample, view: str) -> tuple[np.ndarray, dict[str, Any], Path]:
+        source = sample.sources[view]
+        try:
+            if source.kind == "images":
+                paths = [resolve_inside(self.root, f, what=f"sample {sample.id!r}") for f in (source.frames or [])]
+                if not paths:
+                    raise SampleError(f"{source.path}: image sequence lists no frames", "zero-frames")
+                missing = [p for p in paths if not p.exists()]
+                if missing:
+                    raise SampleError(f"{missing[0]}: image file is missing", "missing-file")
+                frames = read_image_sequence(paths)
+                info = {"frames": len(frames), "fps": None, "height": frames.shape[1], "width": frames.shape[2], "sha256": _hash_many(paths)}
+                return frames, info, paths[0]
+            path = resolve_inside(self.root, source.path, what=f"sample {sample.id!r}")
+            if not path.exists():
+                raise SampleError(f"{path}: video file is missing", "missing-file")
+            frames = read_frames(path)
+            meta = probe(path)
+            info = {"frames": len(frames), "fps": meta.get("fps"), "height": frames.shape[1], "width": frames.shape[2], "sha256": file_sha256(path)}
+            return frames, info, path
+        except ManifestError as exc:
+            raise SampleError(str(exc), "outside-root") from None
+        except VideoError as exc:
+            raise SampleError(str(exc), _reason_code(exc.reason)) from None
+
+    def _audio(self, sample: Sample, media: dict[str, dict[str, Any]]) -> np.ndarray:
+        from pipeline.audio import audio_for_clip
+
+        view = self.perspectives[0]
+        path = resolve_inside(self.root, sample.sources[view].path)
+        try:
+            return audio_for_clip(path, media[view]["frames"], media[view]["fps"] or 25.0)
+        except VideoError as exc:
+            raise SampleError(f"{path}: no usable audio ({exc})", "no-audio") from None
+
+
+def _reason_code(reason: str) -> str:
+    """A short failure category for summaries, from a ``VideoError`` reason text."""
+    text = reason.lower()
+    codes = {"truncated": "truncated", "empty file": "empty-file", "no frames": "zero-frames", "pixel format": "pixel-format",
+             "not found": "missing-file", "no video stream": "no-video-stream", "no audio": "no-audio"}
+    return next((code for needle, code in codes.items() if needle in text), "unreadable")
+
+
+def _hash_many(paths: list[Path]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()

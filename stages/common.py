@@ -1,0 +1,45 @@
+"""Options and run handling shared by the per-sample stages (prepare, extract)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.logs import get_logger
+from pipeline.runner import RunSummary
+
+log = get_logger(__name__)
+MANIFEST_NAME = "manifest.jsonl"
+
+
+def add_work_argument(parser: argparse.ArgumentParser) -> None:
+    """``--work``: the run folder holding the manifest and every stage's outputs."""
+    parser.add_argument("--work", type=Path, default=Path("work"), help="run folder: manifest.jsonl and all outputs (default: ./work)")
+
+
+def add_execution_arguments(parser: argparse.ArgumentParser, shard_size: int) -> None:
+    """Parallelism, sharding and failure-policy options."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1: in-process)")
+    group.add_argument("--scheduler", metavar="ADDRESS", help="run shards on an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    group.add_argument("--dask-local", type=int, default=0, metavar="N", help="start a local Dask cluster of N workers for this run")
+    group.add_argument("--shard-size", type=int, default=shard_size, help=f"samples per shard (default {shard_size}); fixed by the first run")
+    policy = group.add_mutually_exclusive_group()
+    policy.add_argument("--strict", action="store_true", help="stop at the first failed sample")
+    policy.add_argument("--allow-failures", action="store_true", help="exit 0 even when some samples failed")
+    group.add_argument("--retry-failed", action="store_true", help="redo shards holding failed samples")
+
+
+def finish(summary: RunSummary, allow_failures: bool) -> int:
+    """Log the run summary; exit status 1 when samples failed unless failures are allowed."""
+    text = summary.describe()
+    (log.warning if summary.failed else log.info)("%s", text)
+    if summary.failed and not allow_failures:
+        log.error("%d sample(s) failed; pass --allow-failures to accept that (exit 0)", summary.failed)
+        return 1
+    return 0
+
+
+def manifest_path(work: Path) -> Path:
+    """Where a run folder keeps its manifest."""
+    return work / MANIFEST_NAME

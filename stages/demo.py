@@ -1,0 +1,70 @@
+"""``demo``: the whole pipeline, offline, on the embedded synthetic dataset.
+
+prepare (render + mouth ROI) -> extract (pixels backbone with PCA) -> train MP-LSTM and every
+baseline -> evaluate, ending with the comparison table. It drives the other stages exactly as
+their own commands would, so it doubles as an end-to-end check of the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from pipeline.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Size and place of the demo run."""
+    parser.add_argument("--work", type=Path, default=Path("demo-work"), help="run folder (default ./demo-work)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes for prepare (default 2)")
+    parser.add_argument("--per-class", type=int, default=30, help="clips per class (10 classes, 3 views)")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs per model")
+    parser.add_argument("--quick", action="store_true", help="a tiny run for tests: few clips and epochs")
+
+
+def _stage(name: str) -> tuple[Callable[[list[str]], argparse.Namespace], Callable[[argparse.Namespace], int]]:
+    """A stage's own argument parser and run function."""
+    import importlib
+
+    module = importlib.import_module(f"stages.{name}")
+    parser = argparse.ArgumentParser(prog=f"mpview {name}")
+    module.add_arguments(parser)
+
+    def parse(argv: list[str]) -> argparse.Namespace:
+        args = parser.parse_args(argv)
+        args.quiet, args.verbose = False, False
+        return args
+
+    return parse, module.run
+
+
+def call(name: str, argv: list[str]) -> None:
+    """Run one stage as ``mpview <name> <argv>`` would; stop the demo if it fails."""
+    parse, run = _stage(name)
+    log.info("$ mpview %s %s", name, " ".join(argv))
+    status = run(parse(argv))
+    if status:
+        raise SystemExit(f"demo: `{name}` exited with status {status}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare, extract, train every model, evaluate and print the comparison."""
+    work = str(args.work)
+    per_class, epochs = (4, 3) if args.quick else (args.per_class, args.epochs)
+    call("prepare", ["--work", work, "--dataset", "synthetic", "--jobs", str(args.jobs), "--option", f"n_per_class={per_class}", "--allow-failures"])
+    call("extract", ["--work", work, "--backbone", "pixels", "--pixel-size", "32", "--pca", "64", "--allow-failures"])
+    common = ["--work", work, "--features", "pixels", "--timesteps", "30", "--units", "64", "--epochs", str(epochs), "--batch-size", "32", "--patience", "15", "--no-tensorboard"]
+    from pipeline.manifest import Manifest
+    from stages.common import manifest_path
+
+    views = Manifest.load(manifest_path(args.work)).perspectives
+    for model in ("mplstm", "early_fusion", "late_fusion", "mvlstm"):
+        call("train", common + ["--model", model])
+    for view in views:
+        call("train", common + ["--model", "single", "--perspectives", view])
+    call("evaluate", ["--work", work])
+    log.info("demo finished: reports in %s", args.work / "reports")
+    return 0
