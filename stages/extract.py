@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("backbone")
     model.add_argument("--backbone", choices=BACKBONES, default="resnet50", help="embedding model (default resnet50, VGGFace2)")
     model.add_argument("--weights", default=None, help="'vggface' (released weights: cache, then download), a .h5 PATH, or 'random' (smoke tests only)")
-    model.add_argument("--cache-dir", help="where released weights are cached (default ~/.cache/mpview/weights or $MPVIEW_CACHE)")
+    model.add_argument("--cache-dir", help="where released weights are cached (default ~/.cache/mpview/weights, or $MPVIEW_CACHE/weights)")
     model.add_argument("--batch-size", type=int, default=32, help="frames per forward pass")
     model.add_argument("--pixel-size", type=int, default=32, help="pixels backbone: side of the resized grayscale frame")
     model.add_argument("--pca", type=int, default=0, metavar="K", help="pixels backbone: project to K PCA components fitted on the training split")

@@ -1,0 +1,95 @@
+"""The LRW training recipe of Kim, Yeo and Ro (AAAI 2022) as pure numpy functions on uint8 clips [T, H, W(, C)]."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import cv2
+import numpy as np
+
+LRW_MEAN = 0.4136
+LRW_STD = 0.1700
+LRW_SIZE = 112
+MAX_SHIFT = 5
+MIXUP_ALPHA = 0.4
+RGB_TO_GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+Box = tuple[int, int, int, int]
+
+
+def centre_box(clip: np.ndarray, size: int) -> Box:
+    """The ``size`` x ``size`` box (top, left, height, width) in the middle of the clip's frames."""
+    height, width = clip.shape[1:3]
+    return (height - size) // 2, (width - size) // 2, size, size
+
+
+def shift_crop(clip: np.ndarray, box: Box, rng: np.random.Generator | None, max_shift: int = MAX_SHIFT) -> np.ndarray:
+    """Crop the fixed ``box`` moved by one uniform integer shift in [-max_shift, max_shift] per axis for the whole clip.
+
+    ``rng=None`` crops the box unshifted (evaluation); the shifted box is kept inside the frame.
+    """
+    top, left, height, width = box
+    if rng is not None:
+        dy, dx = rng.integers(-max_shift, max_shift + 1, size=2)
+        top = int(np.clip(top + dy, 0, clip.shape[1] - height))
+        left = int(np.clip(left + dx, 0, clip.shape[2] - width))
+    if top < 0 or left < 0 or top + height > clip.shape[1] or left + width > clip.shape[2]:
+        raise ValueError(f"box {box} does not fit frames of shape {clip.shape[1:3]}")
+    return clip[:, top : top + height, left : left + width]
+
+
+def resize(clip: np.ndarray, size: int = LRW_SIZE) -> np.ndarray:
+    """Resize every frame to ``size`` x ``size`` (bilinear, area when shrinking), keeping dtype and channels."""
+    height, width = clip.shape[1:3]
+    interpolation = cv2.INTER_AREA if size < min(height, width) else cv2.INTER_LINEAR
+    frames = [cv2.resize(frame, (size, size), interpolation=interpolation) for frame in clip]
+    return np.stack(frames).reshape((len(clip), size, size) + clip.shape[3:])
+
+
+def grayscale(clip: np.ndarray) -> np.ndarray:
+    """RGB clip [T, H, W, 3] to luma [T, H, W] (ITU-R BT.601 weights); a [T, H, W] clip is returned unchanged."""
+    if clip.ndim == 3:
+        return clip
+    gray = np.tensordot(clip.astype(np.float32), RGB_TO_GRAY, axes=([-1], [0]))
+    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+
+
+def normalise(clip: np.ndarray, mean: float = LRW_MEAN, std: float = LRW_STD) -> np.ndarray:
+    """uint8 pixels to float32 ``(x / 255 - mean) / std``."""
+    return ((clip.astype(np.float32) / 255.0) - mean) / std
+
+
+def hflip(clip: np.ndarray, batched: bool = False) -> np.ndarray:
+    """Mirror left-right: the width axis is 2 of a clip [T, H, W(, C)], 3 of a batch [B, T, H, W(, C)]."""
+    return np.flip(clip, axis=3 if batched else 2)
+
+
+def mixup(
+    clips: np.ndarray, onehot: np.ndarray, rng: np.random.Generator, alpha: float = MIXUP_ALPHA
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mix each sample with a random partner, weight lambda ~ Beta(alpha, alpha) per sample; labels mix alike."""
+    clips = np.asarray(clips, dtype=np.float32)
+    onehot = np.asarray(onehot, dtype=np.float32)
+    lam = rng.beta(alpha, alpha, size=len(clips)).astype(np.float32)
+    partner = rng.permutation(len(clips))
+    lam_x = lam.reshape((-1,) + (1,) * (clips.ndim - 1))
+    lam_y = lam.reshape((-1,) + (1,) * (onehot.ndim - 1))
+    return lam_x * clips + (1 - lam_x) * clips[partner], lam_y * onehot + (1 - lam_y) * onehot[partner]
+
+
+def train_clip(clip: np.ndarray, box: Box, rng: np.random.Generator, size: int = LRW_SIZE) -> np.ndarray:
+    """The training transform: shifted crop, resize, grayscale, random horizontal flip, normalise -> [T, size, size]."""
+    out = grayscale(resize(shift_crop(clip, box, rng), size))
+    if rng.random() < 0.5:
+        out = hflip(out)
+    return normalise(out)
+
+
+def eval_clip(clip: np.ndarray, box: Box, size: int = LRW_SIZE) -> np.ndarray:
+    """The evaluation transform: fixed crop, resize, grayscale, normalise -> [T, size, size]."""
+    return normalise(grayscale(resize(shift_crop(clip, box, None), size)))
+
+
+def tta_logits(model_fn: Callable[[np.ndarray], np.ndarray], clips: np.ndarray) -> np.ndarray:
+    """Test-time augmentation: logits of the batch plus logits of its mirror image (a sum, not a mean)."""
+    return np.asarray(model_fn(clips)) + np.asarray(model_fn(np.ascontiguousarray(hflip(clips, batched=True))))

@@ -1,0 +1,126 @@
+"""One interface for every spatial backbone the extract stage can use: ``build_backbone(name).embed(frames)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from pipeline.backbones.pixels import DEFAULT_SIZE, PcaProjection, PixelBackbone, as_rgb, resize
+from pipeline.backbones.resolve import RANDOM, VGGFACE, Downloader, checked_sha256, resolve_weights, urllib_download
+from pipeline.logs import get_logger
+
+if TYPE_CHECKING:
+    import keras
+
+log = get_logger(__name__)
+
+RANDOM_LABEL = "random (smoke test only)"
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A frame embedder: ``embed([N,H,W(,C)] uint8) -> [N, dim] float32``; ``weights_label`` goes into every output."""
+
+    name: str
+    dim: int
+    weights_label: str
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embed a batch of uint8 frames (RGB or gray), resizing and preprocessing them itself."""
+        ...
+
+
+@dataclass(frozen=True)
+class KerasSpec:
+    """Which VGGFace model a backbone name means and where its embedding is taken."""
+
+    arch: str
+    include_top: bool
+    pooling: str | None
+    output_layer: str | None  # None: the model's own output
+
+
+KERAS_SPECS = {
+    "vgg16": KerasSpec("vgg16", True, None, "fc7"),
+    "vgg16-pool5": KerasSpec("vgg16", False, "avg", None),
+    "resnet50": KerasSpec("resnet50", False, "avg", None),
+    "senet50": KerasSpec("senet50", False, "avg", None),
+}
+BACKBONES = (*KERAS_SPECS, "dlib", "pixels")
+
+
+def _bucket(n: int, batch_size: int) -> int:
+    """Padded size for a chunk of ``n`` frames: the next power of two, at most ``batch_size`` (few compiled shapes)."""
+    return min(batch_size, 1 << max(0, n - 1).bit_length())
+
+
+class KerasBackbone:
+    """A VGGFace model cut at its embedding layer, run in fixed-size batches through its compiled predict function."""
+
+    def __init__(self, name: str, model: keras.Model, preprocess_version: int, weights_label: str, batch_size: int = 32) -> None:
+        self.name, self.model, self.weights_label = name, model, weights_label
+        self.preprocess_version, self.batch_size = preprocess_version, batch_size
+        self.dim = int(model.output.shape[-1])
+        self.input_size = int(model.inputs[0].shape[1])
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """``[N,H,W(,C)]`` uint8 RGB/gray frames -> ``[N, dim]`` float32 (resize to 224, BGR mean subtraction, forward)."""
+        from pipeline.backbones.vggface import preprocess_input
+
+        frames = resize(as_rgb(batch), self.input_size)
+        out = np.empty((len(frames), self.dim), np.float32)
+        for start in range(0, len(frames), self.batch_size):
+            chunk = frames[start:start + self.batch_size]
+            padded = np.zeros((_bucket(len(chunk), self.batch_size),) + chunk.shape[1:], chunk.dtype)
+            padded[:len(chunk)] = chunk
+            result = self.model.predict_on_batch(preprocess_input(padded, self.preprocess_version))
+            out[start:start + len(chunk)] = np.asarray(result, np.float32).reshape(len(padded), -1)[:len(chunk)]
+        return out
+
+
+def _keras_backbone(name: str, weights: str | None, cache_dir: Path | str | None, batch_size: int,
+                    downloader: Downloader) -> KerasBackbone:
+    """Build a VGGFace backbone and load (or, for 'random', skip) its weights."""
+    import keras
+
+    from pipeline.backbones import vggface
+    from pipeline.backbones.weights import load_keras2_weights
+
+    spec = KERAS_SPECS[name]
+    path = resolve_weights(spec.arch, spec.include_top, weights, cache_dir, downloader)
+    model = vggface.build(spec.arch, spec.include_top, spec.pooling)
+    if path is None:
+        log.warning("backbone %s uses random weights: embeddings are for smoke tests only", name)
+        label = RANDOM_LABEL
+    else:
+        label = f"sha256:{checked_sha256(path)}"
+        load_keras2_weights(model, path)
+        log.info("backbone %s: weights %s (%s)", name, path, label)
+    if spec.output_layer:
+        model = keras.Model(model.input, model.get_layer(spec.output_layer).output, name=f"{model.name}_{spec.output_layer}")
+    return KerasBackbone(name, model, vggface.PREPROCESS_VERSION[spec.arch], label, batch_size)
+
+
+def build_backbone(name: str, weights: str | None = VGGFACE, *, cache_dir: Path | str | None = None,
+                   batch_size: int = 32, pixel_size: int = DEFAULT_SIZE, pca: Path | str | None = None,
+                   downloader: Downloader = urllib_download) -> Backbone:
+    """The backbone ``name`` (one of :data:`BACKBONES`); ``weights`` is 'vggface', 'random' or a file path.
+
+    For ``dlib`` a path replaces the bundled descriptor model; ``pixels`` takes no weights but an optional
+    PCA ``.npz`` (``pca``).
+    """
+    if name in KERAS_SPECS:
+        return _keras_backbone(name, weights, cache_dir, batch_size, downloader)
+    if name == "dlib":
+        from pipeline.backbones.dlib_descriptor import DlibDescriptor
+
+        custom = weights not in (None, VGGFACE, RANDOM)
+        if weights == RANDOM:
+            log.info("dlib has no random mode; using the bundled descriptor model")
+        return DlibDescriptor(weights if custom else None)
+    if name == "pixels":
+        return PixelBackbone(pixel_size, PcaProjection.load(pca) if pca is not None else None)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

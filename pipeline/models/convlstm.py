@@ -1,0 +1,86 @@
+"""Deep convolutional LSTM lip reader on ROI pixels (Courtney and Sreenivas, ACPR 2019), one stack per perspective."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+
+LAYER_KINDS = ("conv", "convlstm", "pool")
+DEFAULT_LAYERS = "conv,pool,convlstm,pool,convlstm"
+DEFAULT_FILTERS = (32, 48, 64)
+
+Shape = tuple[int | None, int, int, int]
+
+
+def parse_layers(spec: str | Sequence[str]) -> list[str]:
+    """Split a layer spec such as ``"conv,pool,convlstm"`` into checked tokens."""
+    tokens = [t.strip().lower() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
+    unknown = sorted(set(tokens) - set(LAYER_KINDS))
+    if unknown or not any(t in ("conv", "convlstm") for t in tokens):
+        raise ValueError(f"layer spec {spec!r}: tokens must be among {LAYER_KINDS} with at least one conv/convlstm")
+    return tokens
+
+
+def build_view_stack(
+    shape: Shape, layers: Sequence[str], filters: Sequence[int], kernel_size: int = 3, name: str = "view"
+) -> keras.Model:
+    """One perspective's stack: clip [T, H, W, C] -> per-frame features [T, F] (spatial global average).
+
+    ``conv`` is a per-frame 2D convolution + batch norm + ReLU, ``convlstm`` a ConvLSTM2D (return sequences)
+    + batch norm, ``pool`` a per-frame 2x2 max pool; ``filters`` gives one width per conv/convlstm token.
+    """
+    widths = iter(filters)
+    clip = keras.Input(shape=shape, name=f"{name}_clip")
+    x = clip
+    for i, kind in enumerate(layers):
+        tag = f"{name}_{i}_{kind}"
+        if kind == "pool":
+            x = keras.layers.TimeDistributed(keras.layers.MaxPooling2D(2, padding="same"), name=tag)(x)
+            continue
+        width = next(widths)
+        if kind == "conv":
+            x = keras.layers.TimeDistributed(keras.layers.Conv2D(width, kernel_size, padding="same"), name=tag)(x)
+            x = keras.layers.BatchNormalization(name=f"{tag}_bn")(x)
+            x = keras.layers.Activation("relu", name=f"{tag}_relu")(x)
+        else:
+            x = keras.layers.ConvLSTM2D(width, kernel_size, padding="same", return_sequences=True, name=tag)(x)
+            x = keras.layers.BatchNormalization(name=f"{tag}_bn")(x)
+    features = keras.layers.TimeDistributed(keras.layers.GlobalAveragePooling2D(), name=f"{name}_spatial_pool")(x)
+    return keras.Model(clip, features, name=name)
+
+
+def build_convlstm(
+    input_shapes: Sequence[Shape],
+    n_classes: int,
+    layers: str | Sequence[str] = DEFAULT_LAYERS,
+    filters: Sequence[int] = DEFAULT_FILTERS,
+    kernel_size: int = 3,
+    dropout: float = 0.3,
+    shared: bool = False,
+    name: str = "convlstm",
+) -> keras.Model:
+    """Multi-perspective ConvLSTM classifier: per-view stack -> mean over time -> concatenate views -> softmax.
+
+    ``input_shapes`` holds one (T, H, W, C) per perspective (T may be None); ``shared=True`` applies one stack,
+    hence one set of weights, to every view (all shapes must then be equal). Inputs are normalised pixels.
+    """
+    tokens = parse_layers(layers)
+    n_conv = sum(t != "pool" for t in tokens)
+    if len(filters) != n_conv:
+        raise ValueError(f"{n_conv} conv/convlstm layers in {tokens} but {len(filters)} filter widths")
+    shapes = [tuple(s) for s in input_shapes]
+    if any(len(s) != 4 for s in shapes):
+        raise ValueError(f"each input shape must be (T, H, W, C), got {shapes}")
+    if shared and len(set(shapes)) > 1:
+        raise ValueError(f"shared weights need equal view shapes, got {shapes}")
+    inputs = [keras.Input(shape=s, name=f"view{j}") for j, s in enumerate(shapes)]
+    shared_stack = build_view_stack(shapes[0], tokens, filters, kernel_size, "stack") if shared else None
+    pooled = []
+    for j, (clip, shape) in enumerate(zip(inputs, shapes)):
+        stack = shared_stack or build_view_stack(shape, tokens, filters, kernel_size, f"stack{j}")
+        pooled.append(keras.layers.GlobalAveragePooling1D(name=f"time_pool{j}")(stack(clip)))
+    x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="fusion")(pooled)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name)
