@@ -1,4 +1,4 @@
-"""What a training run is: its model, inputs and options, saved beside the checkpoint.
+"""What a training run is, and the model it builds: spec saved beside the checkpoint.
 
 ``evaluate`` reads the same spec back, so a checkpoint is always scored on the inputs it was
 trained on (the same stage, perspectives, timesteps and class order).
@@ -16,6 +16,7 @@ import numpy as np
 from pipeline.manifest import Manifest
 
 SPEC = "spec.json"
+SEQUENCE_MODELS = ("mplstm", "single", "early_fusion", "late_fusion", "mvlstm")
 PIXEL_MODELS = ("convlstm", "mvm")
 
 
@@ -38,6 +39,11 @@ class RunSpec:
         """Whether the model reads ROI pixel clips instead of embedding sequences."""
         return self.input_stage == "prepare"
 
+    @property
+    def audio(self) -> bool:
+        """Whether training also reads the frame-aligned audio (visual-audio memory)."""
+        return self.model == "mvm"
+
     def save(self, out_dir: Path) -> None:
         from pipeline.atomic import write_text_atomic
 
@@ -54,13 +60,38 @@ class RunSpec:
             raise ValueError(f"{path}: unreadable run spec ({exc})") from None
 
 
-def load_inputs(manifest: Manifest, spec: RunSpec, split: str, work: Path):
-    """The ``SequenceSet`` of ``split`` for this run's stage, perspectives and timesteps."""
+def load_inputs(manifest: Manifest, spec: RunSpec, split: str, work: Path, audio: bool = False, extra_frames: int = 0):
+    """The ``SequenceSet`` of ``split`` for this run's stage and perspectives (``extra_frames`` more for pretraining)."""
     from pipeline.sequences import load_split
 
-    return load_split(manifest, spec.input_stage, split, spec.perspectives, spec.timesteps, work, flatten=not spec.pixels)
+    return load_split(manifest, spec.input_stage, split, spec.perspectives, spec.timesteps + extra_frames, work, flatten=not spec.pixels, audio=audio)
 
 
-def model_inputs(sequences) -> list[np.ndarray]:
-    """The list of per-perspective arrays a model's ``predict``/``fit`` takes."""
-    return list(sequences.inputs)
+def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None):
+    """The compiled model a spec names, for per-perspective input shapes ``[T, ...]``.
+
+    For ``mvm`` this returns the ``(train, infer)`` pair; every other name returns one model.
+    """
+    from pipeline.models import networks
+
+    o, n = spec.options, len(spec.classes)
+    if spec.model == "convlstm":
+        from pipeline.models.convlstm import build_convlstm
+
+        return networks.compile_model(build_convlstm([tuple(s) for s in shapes], n, layers=o.get("layers", "conv,pool,convlstm,pool,convlstm")), o["lr"])
+    if spec.model == "mvm":
+        import keras
+
+        from pipeline.models.mvm import build_mvm
+
+        if audio_shape is None:
+            raise ValueError("mvm trains with audio: prepare with --audio")
+        return build_mvm(shapes[0], audio_shape, n, dim=o["units"], slots=o.get("slots", 112), heads=o.get("heads", 8), radius=o.get("radius", 16.0), optimizer=keras.optimizers.Adam(o["lr"]))
+    extra = {"mplstm": {"released": o.get("released", False)}, "late_fusion": {"combine": o.get("combine", "scores")}, "mvlstm": {"topology": o.get("topology", "hybrid")}}.get(spec.model, {})
+    model = networks.build_model(spec.model, [s[-1] for s in shapes], n, timesteps=spec.timesteps, units=o["units"], dropout=o["dropout"], **extra)
+    return networks.compile_model(model, o["lr"])
+
+
+def split_future(sequences, timesteps: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Cut each perspective's ``[N, T+F, d]`` array into the seen first ``timesteps`` frames and the future rest."""
+    return [x[:, :timesteps] for x in sequences.inputs], [x[:, timesteps:] for x in sequences.inputs]

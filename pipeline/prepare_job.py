@@ -12,6 +12,7 @@ from pipeline.atomic import file_sha256
 from pipeline.manifest import ManifestError, Sample, resolve_inside
 from pipeline.roi import NoFaceError, RoiConfig, crop_clip
 from pipeline.runner import SampleError, ShardTask, write_shard
+from pipeline.sequences import AUDIO_KEY
 from pipeline.video import VideoError, probe, read_frames, read_image_sequence
 
 ROI_KIND = "roi"
@@ -59,7 +60,7 @@ class PrepareJob:
                 extras[f"audit/{view}/{key}"] = value
             media[view] = {**info, "found_fraction": round(1.0 - result.missing_fraction, 4)}
         if self.audio:
-            extras["audio/mel"] = self._audio(sample, media)
+            extras[AUDIO_KEY] = self._audio(sample, media)
         attrs = {"label": sample.label, "split": sample.split, "speaker": sample.speaker, "sha256": {v: m["sha256"] for v, m in media.items()}}
         return {"arrays": arrays, "extras": extras, "attrs": attrs, "record": {"media": media}}
 

@@ -53,15 +53,18 @@ def open_shard(path: Path | str, kind: str | None = None) -> ShardReader | TFRec
     return TFRecordShardReader(path, kind)
 
 
-def read_shard_samples(path: Path | str, ids: Sequence[str], perspectives: Sequence[str]) -> Iterator[ShardSample]:
+def read_shard_samples(path: Path | str, ids: Sequence[str], perspectives: Sequence[str], extras: bool = False) -> Iterator[ShardSample]:
     """The samples ``ids`` of one shard with the perspectives named, opening the shard once (any order)."""
     reader = open_shard(path)
     if isinstance(reader, ShardReader):
         with reader:
             for sample_id in ids:
-                yield reader.read(sample_id, list(perspectives))
+                yield reader.read(sample_id, list(perspectives), extras=extras)
     else:
         yield from reader.samples(perspectives, ids)
+
+
+AUDIO_KEY = "audio/mel"
 
 
 @dataclass
@@ -75,6 +78,7 @@ class SequenceSet:
     labels: np.ndarray  # [N] int64 index into manifest.classes
     ids: list[str]
     speakers: list[str | None]
+    audio: np.ndarray | None = None  # [N, T, k, n_mels] log-mel aligned to the frames, when asked for
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -118,11 +122,13 @@ def load_split(
     timesteps: int,
     work_dir: Path | str,
     flatten: bool = True,
+    audio: bool = False,
 ) -> SequenceSet:
     """Read ``split``'s samples from ``stage``'s shards (paths in the stage records, relative to ``work_dir``).
 
     Failed, unprocessed and unlabelled samples are skipped with one warning. ``flatten`` gives
     ``[N, T, d]`` per perspective; ``flatten=False`` keeps image frames as ``[N, T, h, w, C]``.
+    ``audio`` also reads the frame-aligned log-mel stored by ``prepare --audio``.
     """
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
@@ -139,12 +145,20 @@ def load_split(
         by_shard[sample.stages[stage]["shard"]].append(sample.id)
     inputs: list[np.ndarray | None] = [None] * len(perspectives)
     lengths = np.zeros(len(chosen), np.int64)
+    mels: np.ndarray | None = None
     for location, ids in by_shard.items():
         path = Path(work_dir) / location
         found = set()
-        for sample in read_shard_samples(path, ids, perspectives):
+        for sample in read_shard_samples(path, ids, perspectives, extras=audio):
             i = row[sample.id]
             found.add(sample.id)
+            if audio:
+                if AUDIO_KEY not in sample.extras:
+                    raise ShardError(f"{path}: sample {sample.id!r} has no audio; run `prepare --audio` in a new --work folder")
+                mel = sample.extras[AUDIO_KEY][:timesteps]
+                if mels is None:
+                    mels = np.zeros((len(chosen), timesteps, *mel.shape[1:]), np.float32)
+                mels[i, : len(mel)] = mel
             for j, name in enumerate(perspectives):
                 frames = _frames(sample.arrays[name], flatten, f"{path}: sample {sample.id!r} perspective {name!r}")
                 if inputs[j] is None:
@@ -165,6 +179,7 @@ def load_split(
         labels=np.array([classes[s.label] for s in chosen], np.int64),
         ids=[s.id for s in chosen],
         speakers=[s.speaker for s in chosen],
+        audio=mels,
     )
 
 

@@ -36,6 +36,7 @@ class FitConfig:
     patience: int = 10
     seed: int = 0
     monitor: str = "val_accuracy"
+    checkpoint: str = BEST
     tensorboard: bool = True
     verbose: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
@@ -56,7 +57,7 @@ def fit(model, train: tuple[Any, Any], val: tuple[Any, Any] | None, out_dir: Pat
     callbacks: list[Any] = [
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
-            str(out_dir / BEST), monitor=config.monitor, mode="max", save_best_only=True,
+            str(out_dir / config.checkpoint), monitor=config.monitor, mode="max", save_best_only=True,
             initial_value_threshold=None if best_so_far == -math.inf else best_so_far,
         ),
         keras.callbacks.EarlyStopping(monitor=config.monitor, mode="max", patience=config.patience, restore_best_weights=False),
@@ -75,7 +76,7 @@ def fit(model, train: tuple[Any, Any], val: tuple[Any, Any] | None, out_dir: Pat
         kwargs["validation_data"] = val if val[1] is not None else val[0]
     model.fit(x, y, **kwargs)
     if val is None:
-        model.save(out_dir / BEST)
+        model.save(out_dir / config.checkpoint)
     history = read_history(history_path)
     write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1))
     return history
@@ -109,6 +110,6 @@ def load_checkpoint(path: Path):
     """Load a saved model with ``safe_mode`` on (no arbitrary code from the file)."""
     import keras
 
-    import pipeline.models  # noqa: F401  (registers the project's layers)
+    from pipeline.models import composite, convlstm, mvm, networks  # noqa: F401  (register the project's layers)
 
     return keras.models.load_model(path, safe_mode=True)
