@@ -25,6 +25,7 @@ log = get_logger(__name__)
 BEST = "best.keras"
 HISTORY = "history.csv"
 CONFIG = "config.json"
+COMPLETE = "complete.json"
 
 
 @dataclass
@@ -42,19 +43,24 @@ class FitConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def fit(model, train: tuple[Any, Any], val: tuple[Any, Any] | None, out_dir: Path, config: FitConfig, run_info: dict[str, Any]) -> dict[str, list[float]]:
+def fit(
+    model, train: tuple[Any, Any], val: tuple[Any, Any] | None, out_dir: Path, config: FitConfig, run_info: dict[str, Any], callbacks: list[Any] | None = None
+) -> dict[str, list[float]]:
     """Train ``model`` on ``train`` = (x, y) arrays or a ``tf.data`` dataset (y None); return the full history.
 
-    Re-running with the same ``out_dir`` resumes from the last finished epoch.
+    Re-running with the same ``out_dir`` resumes from the last finished epoch; a finished run is not redone.
     """
     import keras
 
+    if is_complete(out_dir, config):
+        log.info("%s already finished training; delete it (or use another --name) to train again", out_dir)
+        return read_history(out_dir / HISTORY)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / CONFIG, json.dumps({**run_info, "fit": asdict(config), "environment": environment()}, indent=2, sort_keys=True, default=str))
     history_path = out_dir / HISTORY
     previous = read_history(history_path)
     best_so_far = max(previous.get(config.monitor, [-math.inf]))
-    callbacks: list[Any] = [
+    callbacks = list(callbacks or []) + [
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
             str(out_dir / config.checkpoint), monitor=config.monitor, mode="max", save_best_only=True,
@@ -79,7 +85,19 @@ def fit(model, train: tuple[Any, Any], val: tuple[Any, Any] | None, out_dir: Pat
         model.save(out_dir / config.checkpoint)
     history = read_history(history_path)
     write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1))
+    write_text_atomic(out_dir / COMPLETE, json.dumps({"checkpoint": config.checkpoint, "epochs": len(history.get("loss", [])), "fit": asdict(config)}, default=str))
     return history
+
+
+def is_complete(out_dir: Path, config: FitConfig) -> bool:
+    """Whether ``out_dir`` holds a finished fit of this checkpoint (its marker and checkpoint exist)."""
+    marker = out_dir / COMPLETE
+    if not marker.exists() or not (out_dir / config.checkpoint).exists():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("checkpoint") == config.checkpoint
+    except ValueError:
+        return False
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
