@@ -1,11 +1,14 @@
 """The per-shard work of ``extract``: ROI clips in, per-frame embeddings out, batched across samples.
 
 Reading the next samples' ROI clips (HDF5 decompression) runs in a background thread while the
-backbone embeds the current batch, and frames of several samples share one forward pass.
+backbone embeds the current batch; the frames of every perspective of consecutive samples stream
+through the backbone in whole batches (a remainder is carried to the next call, not padded), so
+only a shard's last batch is padded.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import functools
@@ -62,20 +65,31 @@ class ExtractJob:
         return write_shard(task, EMBEDDING_KIND, attrs, self._outcomes(task, model), self.strict)
 
     def _outcomes(self, task: ShardTask, model) -> Iterator[tuple[str, Any]]:
-        pending: list[tuple[dict[str, Any], dict[str, np.ndarray]]] = []
-        frames = 0
+        """Stream every perspective's frames of consecutive samples through the backbone in whole batches.
+
+        Frames wait in a buffer until ``frames_per_batch`` are there; then every whole batch of them is
+        embedded and the few left over are carried into the next call, so only the shard's last batch is
+        padded. Samples are yielded in order as soon as all their frames are embedded.
+        """
+        unit = max(1, int(getattr(model, "batch_size", 1) or 1))
+        queue: collections.deque[_Pending] = collections.deque()
+        buffer: list[tuple[_Pending, str, np.ndarray]] = []
+        buffered = 0
         for sample, clips in self._read_ahead(task):
             if isinstance(clips, SampleError):
-                yield from self._embed(pending, model)
-                pending, frames = [], 0
-                yield sample["id"], clips
-                continue
-            pending.append((sample, clips))
-            frames += sum(len(c) for c in clips.values())
-            if frames >= self.frames_per_batch:
-                yield from self._embed(pending, model)
-                pending, frames = [], 0
-        yield from self._embed(pending, model)
+                queue.append(_Pending(sample, error=clips))
+            else:
+                entry = _Pending(sample, remaining=sum(len(clips[view]) for view in self.perspectives))
+                queue.append(entry)
+                for view in self.perspectives:
+                    entry.parts[view] = []
+                    buffer.append((entry, view, clips[view]))
+                    buffered += len(clips[view])
+                if buffered >= self.frames_per_batch:
+                    buffered = self._embed(buffer, buffered // unit * unit, model)
+            yield from self._finished(queue, model)
+        self._embed(buffer, buffered, model)
+        yield from self._finished(queue, model)
 
     def _read_ahead(self, task: ShardTask) -> Iterator[tuple[dict[str, Any], Any]]:
         """Yield (sample, clips or SampleError), reading the next sample while the caller computes."""
@@ -94,19 +108,44 @@ class ExtractJob:
         except (ShardError, StopIteration) as exc:
             return SampleError(f"ROI clips unreadable: {exc}", "bad-roi-shard")
 
-    def _embed(self, pending: list[tuple[dict[str, Any], dict[str, np.ndarray]]], model) -> Iterator[tuple[str, Any]]:
-        """Embed the pending samples' frames in one batch per perspective and split them back."""
-        if not pending:
-            return
-        out: list[dict[str, np.ndarray]] = [{} for _ in pending]
-        for view in self.perspectives:
-            clips = [clips[view] for _, clips in pending]
-            features = model.embed(np.concatenate(clips)).astype(self.dtype)
-            bounds = np.cumsum([0] + [len(c) for c in clips])
-            for i in range(len(pending)):
-                out[i][view] = features[bounds[i] : bounds[i + 1]]
+    def _embed(self, buffer: list[tuple["_Pending", str, np.ndarray]], count: int, model) -> int:
+        """Embed the first ``count`` buffered frames in one call, hand the features to their samples; return frames left."""
+        if count <= 0:
+            return sum(len(frames) for _, _, frames in buffer)
+        features = model.embed(np.concatenate([frames for _, _, frames in buffer])[:count]).astype(self.dtype)
+        used = 0
+        while buffer and used < count:
+            entry, view, frames = buffer[0]
+            take = min(len(frames), count - used)
+            entry.parts[view].append(features[used:used + take])
+            entry.remaining -= take
+            used += take
+            if take == len(frames):
+                buffer.pop(0)
+            else:
+                buffer[0] = (entry, view, frames[take:])
+        return sum(len(frames) for _, _, frames in buffer)
+
+    def _finished(self, queue: collections.deque["_Pending"], model) -> Iterator[tuple[str, Any]]:
+        """Yield, in order, the samples at the head of the queue whose frames are all embedded (or that failed)."""
         index = {c: i for i, c in enumerate(self.classes)}
-        for (sample, _), arrays in zip(pending, out):
+        while queue and (queue[0].error is not None or queue[0].remaining == 0):
+            entry = queue.popleft()
+            sample = entry.sample
+            if entry.error is not None:
+                yield sample["id"], entry.error
+                continue
+            arrays = {view: np.concatenate(parts) if parts else np.zeros((0, model.dim), self.dtype) for view, parts in entry.parts.items()}
             label = sample.get("label")
             attrs = {"label": label, "label_index": index.get(label, -1), "split": sample.get("split"), "speaker": sample.get("speaker")}
             yield sample["id"], {"arrays": arrays, "attrs": attrs, "record": {"dim": model.dim, "weights": model.weights_label}}
+
+
+@dataclasses.dataclass(eq=False)
+class _Pending:
+    """A sample read from its ROI shard whose features are still being computed (or its read failure)."""
+
+    sample: dict[str, Any]
+    remaining: int = 0
+    parts: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
+    error: SampleError | None = None

@@ -67,17 +67,27 @@ class KerasBackbone:
         self.input_size = int(model.inputs[0].shape[1])
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """``[N,H,W(,C)]`` uint8 RGB/gray frames -> ``[N, dim]`` float32 (resize to 224, BGR mean subtraction, forward)."""
-        from pipeline.backbones.vggface import preprocess_input
+        """``[N,H,W(,C)]`` uint8 RGB/gray frames -> ``[N, dim]`` float32 (resize to 224, BGR mean subtraction, forward).
+
+        The preprocessing is ``vggface.preprocess_input`` fused into one pass (uint8 -> float32, RGB -> BGR,
+        minus the means) written straight into a reused input buffer; only a last, partial chunk is padded.
+        """
+        from pipeline.backbones.vggface import BGR_MEANS
 
         frames = resize(as_rgb(batch), self.input_size)
+        means = np.asarray(BGR_MEANS[self.preprocess_version], np.float32)
         out = np.empty((len(frames), self.dim), np.float32)
+        buffers: dict[int, np.ndarray] = {}
         for start in range(0, len(frames), self.batch_size):
             chunk = frames[start:start + self.batch_size]
-            padded = np.zeros((_bucket(len(chunk), self.batch_size),) + chunk.shape[1:], chunk.dtype)
-            padded[:len(chunk)] = chunk
-            result = self.model.predict_on_batch(preprocess_input(padded, self.preprocess_version))
-            out[start:start + len(chunk)] = np.asarray(result, np.float32).reshape(len(padded), -1)[:len(chunk)]
+            size = _bucket(len(chunk), self.batch_size)
+            inputs = buffers.get(size)
+            if inputs is None:
+                inputs = buffers[size] = np.empty((size,) + chunk.shape[1:], np.float32)
+            np.subtract(chunk[..., ::-1], means, out=inputs[:len(chunk)], dtype=np.float32)
+            inputs[len(chunk):] = -means  # padding rows: preprocessed black frames, as before
+            result = self.model.predict_on_batch(inputs)
+            out[start:start + len(chunk)] = np.asarray(result, np.float32).reshape(size, -1)[:len(chunk)]
         return out
 
 
