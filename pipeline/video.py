@@ -1,0 +1,173 @@
+"""Video and image-sequence I/O with PyAV and OpenCV; every failure is a VideoError naming the file and the reason."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import av
+import cv2
+import numpy as np
+
+from pipeline.atomic import atomic_path
+from pipeline.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class VideoError(Exception):
+    """A video or image sequence that cannot be used: unreadable, empty, truncated, wrong format, or no face."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _check_file(path: Path | str) -> Path:
+    """Fail early, with a plain reason, on a missing, non-regular or zero-byte file."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(path, "file not found")
+    if not path.is_file():
+        raise VideoError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise VideoError(path, "empty file (0 bytes)")
+    return path
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    """Open a container for reading, mapping FFmpeg's errors to VideoError."""
+    try:
+        return av.open(str(path), mode="r")
+    except av.FFmpegError as exc:
+        raise VideoError(path, f"not a readable video container ({exc})") from exc
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    """The first video stream, or VideoError when there is none."""
+    if not container.streams.video:
+        raise VideoError(path, "no video stream")
+    return container.streams.video[0]
+
+
+def probe(path: Path | str) -> dict:
+    """Frame count, frame rate and size from the container (frames counted from packets when the header omits them)."""
+    path = _check_file(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        frames = stream.frames
+        if not frames:
+            try:
+                frames = sum(1 for packet in container.demux(stream) if packet.size)
+            except av.FFmpegError as exc:
+                raise VideoError(path, f"truncated or corrupt while counting packets ({exc})") from exc
+        rate = stream.average_rate or stream.guessed_rate or 0
+        return {
+            "frames": int(frames),
+            "fps": float(rate),
+            "width": int(stream.codec_context.width),
+            "height": int(stream.codec_context.height),
+        }
+
+
+def iter_frames(path: Path | str) -> Iterator[np.ndarray]:
+    """Decode a video frame by frame into ``[H, W, 3]`` uint8 RGB arrays, checking for truncation at the end."""
+    path = _check_file(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        claimed = stream.frames
+        count = 0
+        frames = container.decode(stream)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except av.FFmpegError as exc:
+                raise VideoError(path, f"truncated or corrupt: decoding failed after {count} frames ({exc})") from exc
+            try:
+                image = frame.to_ndarray(format="rgb24")
+            except (ValueError, NotImplementedError, av.FFmpegError) as exc:
+                raise VideoError(path, f"unsupported pixel format {frame.format.name!r} ({exc})") from exc
+            count += 1
+            yield image
+    if count == 0:
+        raise VideoError(path, "no frames decoded (zero-frame or unreadable video)")
+    if claimed and count < claimed:
+        raise VideoError(path, f"truncated: decoded {count} of the {claimed} frames the container declares")
+
+
+def read_frames(path: Path | str) -> np.ndarray:
+    """Decode a whole video into ``[T, H, W, 3]`` uint8 RGB."""
+    return np.stack(list(iter_frames(path)))
+
+
+def read_image_sequence(paths: Sequence[Path | str]) -> np.ndarray:
+    """Read same-sized still images (e.g. light-field sub-aperture views) into ``[T, H, W, 3]`` uint8 RGB."""
+    if not paths:
+        raise VideoError("<image sequence>", "no images given")
+    images = []
+    for path in paths:
+        path = _check_file(path)
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise VideoError(path, "not a readable image")
+        if images and image.shape != images[0].shape:
+            raise VideoError(path, f"size {image.shape[1]}x{image.shape[0]} differs from the first image's "
+                                   f"{images[0].shape[1]}x{images[0].shape[0]}")
+        images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    return np.stack(images)
+
+
+def _video_codec() -> str:
+    """H.264 through libx264 when this PyAV build has it, else MPEG-4 part 2."""
+    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+def write_video(path: Path | str, frames: np.ndarray, fps: float, crf: int = 18) -> Path:
+    """Write ``[T, H, W, 3]`` RGB (or ``[T, H, W]`` gray) uint8 frames as an MP4 atomically; H and W must be even."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or len(frames) == 0:
+        raise ValueError(f"expected non-empty uint8 [T,H,W] or [T,H,W,3] frames, got {frames.dtype} {frames.shape}")
+    if frames.ndim == 3:
+        frames = np.repeat(frames[..., None], 3, axis=-1)
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"width and height must be even for yuv420p video, got {width}x{height}")
+    codec = _video_codec()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            if codec == "libx264":
+                stream.options = {"crf": str(crf), "preset": "medium"}
+            for image in frames:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+    log.debug("wrote %s (%d frames, %dx%d, %s)", path, len(frames), width, height, codec)
+    return path
+
+
+def read_audio(path: Path | str, sample_rate: int = 16000) -> np.ndarray:
+    """Decode the first audio stream, downmixed to mono and resampled, as float32 samples (full scale 1.0)."""
+    path = _check_file(path)
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise VideoError(path, "no audio stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks = []
+        try:
+            for frame in container.decode(stream):
+                chunks.extend(resampler.resample(frame))
+            chunks.extend(resampler.resample(None))
+        except av.FFmpegError as exc:
+            raise VideoError(path, f"truncated or corrupt audio ({exc})") from exc
+    if not chunks:
+        raise VideoError(path, "audio stream has no samples")
+    return np.concatenate([chunk.to_ndarray().reshape(-1) for chunk in chunks]).astype(np.float32, copy=False)
+

@@ -1,0 +1,129 @@
+"""Video I/O: round trips, audio, and a clear VideoError naming the file for every kind of broken input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.video import VideoError, iter_frames, probe, read_audio, read_frames, read_image_sequence, write_video
+
+
+def moving_square(frames: int = 30, height: int = 96, width: int = 128) -> np.ndarray:
+    """A gradient background with a bright square sliding across: cheap, realistic enough to compress."""
+    y, x = np.mgrid[:height, :width]
+    background = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 90)], axis=-1).astype(np.uint8)
+    clip = np.repeat(background[None], frames, axis=0)
+    for t in range(frames):
+        clip[t, 30:60, 2 * t:2 * t + 30] = 230
+    return clip
+
+
+def assert_names_file(excinfo: pytest.ExceptionInfo, path: Path, reason: str) -> None:
+    """The error message names the file and says why."""
+    message = str(excinfo.value)
+    assert str(path) in message and reason in message, message
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    clip = moving_square()
+    path = write_video(tmp_path / "clip.mp4", clip, fps=25)
+    assert probe(path) == {"frames": 30, "fps": 25.0, "width": 128, "height": 96}
+    decoded = read_frames(path)
+    assert decoded.shape == clip.shape and decoded.dtype == np.uint8
+    assert np.abs(decoded.astype(int) - clip).mean() < 4
+    assert sum(1 for _ in iter_frames(path)) == 30
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_write_video_gray_and_odd_size(tmp_path: Path) -> None:
+    gray = moving_square()[..., 0]
+    assert read_frames(write_video(tmp_path / "gray.mp4", gray, fps=25)).shape == (30, 96, 128, 3)
+    with pytest.raises(ValueError, match="even"):
+        write_video(tmp_path / "odd.mp4", moving_square(height=95), fps=25)
+    assert not (tmp_path / "odd.mp4").exists()
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.mp4"
+    for reader in (read_frames, probe, read_audio):
+        with pytest.raises(VideoError) as excinfo:
+            reader(path)
+        assert_names_file(excinfo, path, "not found")
+
+
+def test_zero_byte_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    with pytest.raises(VideoError) as excinfo:
+        read_frames(path)
+    assert_names_file(excinfo, path, "empty")
+
+
+def test_text_file_named_mp4(tmp_path: Path) -> None:
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 50)
+    with pytest.raises(VideoError) as excinfo:
+        read_frames(path)
+    assert_names_file(excinfo, path, "not a readable video")
+
+
+def test_truncated_video(tmp_path: Path) -> None:
+    whole = write_video(tmp_path / "whole.mp4", moving_square(frames=50), fps=25).read_bytes()
+    path = tmp_path / "half.mp4"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(VideoError) as excinfo:
+        read_frames(path)
+    assert_names_file(excinfo, path, "truncated")
+
+
+def test_zero_frame_video(tmp_path: Path) -> None:
+    path = tmp_path / "zero.mp4"
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        container.start_encoding()
+    with pytest.raises(VideoError) as excinfo:
+        read_frames(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_no_audio_stream(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "silent.mp4", moving_square(), fps=25)
+    with pytest.raises(VideoError) as excinfo:
+        read_audio(path)
+    assert_names_file(excinfo, path, "no audio")
+
+
+def test_image_sequence(tmp_path: Path) -> None:
+    clip = moving_square(frames=3)
+    paths = []
+    for index, frame in enumerate(clip):
+        paths.append(tmp_path / f"view_{index}.png")
+        cv2.imwrite(str(paths[-1]), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(read_image_sequence(paths), clip)
+    odd = tmp_path / "odd.png"
+    cv2.imwrite(str(odd), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(VideoError) as excinfo:
+        read_image_sequence(paths + [odd])
+    assert_names_file(excinfo, odd, "differs")
+    bad = tmp_path / "bad.png"
+    bad.write_text("no image here")
+    with pytest.raises(VideoError) as excinfo:
+        read_image_sequence([bad])
+    assert_names_file(excinfo, bad, "not a readable image")
+
+
+def test_grid_clip(grid_clip: Path) -> None:
+    assert probe(grid_clip) == {"frames": 75, "fps": 25.0, "width": 360, "height": 288}
+    assert read_frames(grid_clip).shape == (75, 288, 360, 3)
+
+
+def test_read_audio_grid(grid_clip: Path) -> None:
+    audio = read_audio(grid_clip, sample_rate=16000)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert 2.9 * 16000 <= len(audio) <= 3.1 * 16000
+    assert 0.01 < np.abs(audio).max() < 2.0
