@@ -199,7 +199,7 @@ class Manifest:
         lines = text.splitlines()
         if not lines:
             raise ManifestError(f"{path}: empty manifest")
-        header = _parse_line(path, 1, lines[0])
+        header = parse_json_object(path, 1, lines[0])
         if header.get("schema") != SCHEMA:
             raise ManifestError(f"{path}:1: not an {SCHEMA} header (schema={header.get('schema')!r})")
         if header.get("version") != SCHEMA_VERSION:
@@ -221,7 +221,7 @@ class Manifest:
             if not line.strip():
                 continue
             try:
-                sample = Sample.from_dict(_parse_line(path, number, line))
+                sample = Sample.from_dict(parse_json_object(path, number, line))
             except ValueError as exc:
                 if isinstance(exc, ManifestError):
                     raise
@@ -236,13 +236,14 @@ class Manifest:
         return manifest
 
 
-def _parse_line(path: Path, number: int, line: str) -> dict[str, Any]:
+def parse_json_object(path: Path, number: int, line: str, error: type[Exception] = ManifestError) -> dict[str, Any]:
+    """One JSON Lines record as a dict; ``error`` names the file and line when it is not a JSON object."""
     try:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        raise error(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(value, dict):
-        raise ManifestError(f"{path}:{number}: expected a JSON object")
+        raise error(f"{path}:{number}: expected a JSON object")
     return value
 
 

@@ -50,24 +50,80 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
-class ShardWriter:
+class BaseShardWriter:
+    """What every shard writer shares: a temporary file, per-sample outcomes, commit-or-discard.
+
+    Subclasses open ``self._tmp`` in ``__init__``, store samples in ``add``, and implement
+    ``_close`` (flush and close the temporary file) and ``_publish`` (make it final).
+    """
+
+    def __init__(self, path: Path | str, kind: str) -> None:
+        self.path = Path(path)
+        self.kind = kind
+        self._tmp = temp_path_for(self.path)
+        self._records: dict[str, dict[str, Any]] = {}
+
+    def _claim(self, sample_id: str) -> None:
+        if sample_id in self._records:
+            raise ValueError(f"{self.path}: sample {sample_id!r} written twice")
+
+    def _done(self, sample_id: str, record: Mapping[str, Any] | None) -> None:
+        self._records[sample_id] = {"status": "done", **(record or {})}
+
+    def add_failure(self, sample_id: str, error: str, record: Mapping[str, Any] | None = None) -> None:
+        """Record that a sample of this shard failed, with the reason."""
+        self._records[sample_id] = {"status": "failed", "error": error, **(record or {})}
+
+    @property
+    def records(self) -> dict[str, dict[str, Any]]:
+        return dict(self._records)
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _publish(self) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> Path:
+        """Close, fsync and move the shard into place under its final name."""
+        self._close()
+        with open(self._tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        self._publish()
+        return self.path
+
+    def discard(self) -> None:
+        """Close and delete the temporary file (nothing appears under the final name)."""
+        try:
+            self._close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class ShardWriter(BaseShardWriter):
     """Write samples into a temporary HDF5 file; ``commit`` renames it to its final name.
 
     Used as a context manager: leaving the block normally commits, an exception discards the file.
     """
 
     def __init__(self, path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None, compression: int = 1) -> None:
-        self.path = Path(path)
-        self.kind = kind
+        super().__init__(path, kind)
         self.compression = compression
-        self._tmp = temp_path_for(self.path)
         self._file = h5py.File(self._tmp, "w")
         self._file.attrs["format"] = SHARD_FORMAT
         self._file.attrs["version"] = SHARD_VERSION
         self._file.attrs["kind"] = kind
         for key, value in (attrs or {}).items():
             self._file.attrs[key] = _attr_value(value)
-        self._records: dict[str, dict[str, Any]] = {}
 
     def add(
         self,
@@ -78,8 +134,7 @@ class ShardWriter:
         record: Mapping[str, Any] | None = None,
     ) -> None:
         """Store one sample: a dataset per perspective, its attributes, extra arrays (e.g. ``audit/v1/landmarks``)."""
-        if sample_id in self._records:
-            raise ValueError(f"{self.path}: sample {sample_id!r} written twice")
+        self._claim(sample_id)
         group = self._file.create_group(group_name(sample_id))
         group.attrs["id"] = sample_id
         for key, value in (attrs or {}).items():
@@ -88,11 +143,7 @@ class ShardWriter:
             self._dataset(group, name, np.asarray(array))
         for name, array in (extras or {}).items():
             self._dataset(group, name, np.asarray(array))
-        self._records[sample_id] = {"status": "done", **(record or {})}
-
-    def add_failure(self, sample_id: str, error: str, record: Mapping[str, Any] | None = None) -> None:
-        """Record that a sample of this shard failed, with the reason."""
-        self._records[sample_id] = {"status": "failed", "error": error, **(record or {})}
+        self._done(sample_id, record)
 
     def _dataset(self, group: h5py.Group, name: str, array: np.ndarray) -> None:
         kwargs: dict[str, Any] = {"track_times": False}
@@ -101,35 +152,14 @@ class ShardWriter:
             kwargs.update(chunks=(chunk_rows, *array.shape[1:]), compression="gzip", compression_opts=self.compression, fletcher32=True)
         group.create_dataset(name, data=array, **kwargs)
 
-    @property
-    def records(self) -> dict[str, dict[str, Any]]:
-        return dict(self._records)
-
-    def commit(self) -> Path:
-        """Write the per-sample outcomes, close, fsync and rename into place."""
-        self._file.attrs["records"] = json.dumps(self._records, sort_keys=True)
-        self._file.attrs["complete"] = True
-        self._file.close()
-        with open(self._tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self._tmp, self.path)
-        return self.path
-
-    def discard(self) -> None:
-        """Close and delete the temporary file (nothing appears under the final name)."""
-        try:
+    def _close(self) -> None:
+        if self._file.id.valid:
+            self._file.attrs["records"] = json.dumps(self._records, sort_keys=True)
+            self._file.attrs["complete"] = True
             self._file.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "ShardWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
+    def _publish(self) -> None:
+        os.replace(self._tmp, self.path)
 
 
 class ShardReader:

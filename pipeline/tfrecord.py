@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 
-from pipeline.atomic import temp_path_for, write_text_atomic
-from pipeline.shards import SHARD_FORMAT, SHARD_VERSION, ShardError, ShardSample
+from pipeline.atomic import write_text_atomic
+from pipeline.shards import SHARD_FORMAT, SHARD_VERSION, BaseShardWriter, ShardError, ShardSample
 
 SUFFIX = ".tfrecord"
 CONTAINER = "tfrecord"
@@ -62,7 +62,7 @@ def _exact(array: Any, what: str) -> np.ndarray:
     return array
 
 
-class TFRecordShardWriter:
+class TFRecordShardWriter(BaseShardWriter):
     """Write samples into a temporary TFRecord; ``commit`` renames it and then writes its sidecar.
 
     Same interface as ``pipeline.shards.ShardWriter``; as a context manager, leaving the block
@@ -70,12 +70,9 @@ class TFRecordShardWriter:
     """
 
     def __init__(self, path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None) -> None:
-        self.path = Path(path)
-        self.kind = kind
+        super().__init__(path, kind)
         self.attrs = dict(attrs or {})
-        self._tmp = temp_path_for(self.path)
         self._writer = tf.io.TFRecordWriter(str(self._tmp))
-        self._records: dict[str, dict[str, Any]] = {}
         self._dims: dict[str, int] = {}
 
     def add(
@@ -87,8 +84,7 @@ class TFRecordShardWriter:
         record: Mapping[str, Any] | None = None,
     ) -> None:
         """Store one sample as a SequenceExample: a feature list per perspective, attributes in the context."""
-        if sample_id in self._records:
-            raise ValueError(f"{self.path}: sample {sample_id!r} written twice")
+        self._claim(sample_id)
         attrs = dict(attrs or {})
         example = tf.train.SequenceExample()
         context = example.context.feature
@@ -119,21 +115,13 @@ class TFRecordShardWriter:
             context[f"extra/{name}"].float_list.value[:] = array.astype(np.float32).ravel().tolist()
             _put_layout(context, f"extra/{name}", array.shape, array.dtype)
         self._writer.write(example.SerializeToString())
-        self._records[sample_id] = {"status": "done", **(record or {})}
+        self._done(sample_id, record)
 
-    def add_failure(self, sample_id: str, error: str, record: Mapping[str, Any] | None = None) -> None:
-        """Record that a sample of this shard failed, with the reason."""
-        self._records[sample_id] = {"status": "failed", "error": error, **(record or {})}
-
-    @property
-    def records(self) -> dict[str, dict[str, Any]]:
-        return dict(self._records)
-
-    def commit(self) -> Path:
-        """Close and fsync the TFRecord, drop any older sidecar, rename into place, then write the sidecar."""
+    def _close(self) -> None:
         self._writer.close()
-        with open(self._tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+
+    def _publish(self) -> None:
+        """Drop any older sidecar, rename the TFRecord into place, then write the sidecar (completion marker)."""
         sidecar = sidecar_path(self.path)
         sidecar.unlink(missing_ok=True)
         os.replace(self._tmp, self.path)
@@ -148,23 +136,6 @@ class TFRecordShardWriter:
             "bytes": self.path.stat().st_size,
         }
         write_text_atomic(sidecar, _dumps(meta))
-        return self.path
-
-    def discard(self) -> None:
-        """Close and delete the temporary file (nothing appears under the final name)."""
-        try:
-            self._writer.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "TFRecordShardWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:

@@ -17,12 +17,11 @@ When no sample has a split, splits are assigned (seeded, stratified by label, sp
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from pipeline.manifest import Manifest, natural_sorted
+from pipeline.manifest import Manifest, natural_sorted, parse_json_object
 from pipeline.recipes.common import (
     RecipeError,
     SampleCollector,
@@ -170,10 +169,4 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecipeError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise RecipeError(f"{path}:{number}: expected a JSON object")
-            yield number, record
+            yield number, parse_json_object(path, number, line, RecipeError)
