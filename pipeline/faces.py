@@ -91,7 +91,7 @@ def landmarks(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
 # Following one face through a clip
 # ---------------------------------------------------------------------------------------------------------------------
 
-STABLE_IDS = [33, 36, 39, 42, 45]  # nose tip and eye corners: they move with the head, not with speech
+STABLE_IDS = [33, 36, 39, 42, 45]  # nose base and eye corners: they move with the head, not with speech
 MOUTH_IDS = slice(48, 68)
 FLOW_IDS = STABLE_IDS + list(range(48, 68))  # the points a crop depends on, followed by optical flow between fits
 # Health checks of a tracked fit, as fractions of the face box side: landmarks may stray this far outside the box,
@@ -107,7 +107,7 @@ THUMBNAIL = 24
 MIN_THUMBNAIL_NCC = 0.9
 # Pyramidal Lucas-Kanade at half resolution on the followed points' box grown by FLOW_MARGIN (of the face box side);
 # the flow stops, and a fit is made, when a point is lost or the median patch error exceeds MAX_FLOW_ERROR grey levels
-# (GRID frame to frame: <= 10; a cut: about 20).
+# (GRID frame to frame: <= 11; a cut to another place: 17-20).
 FLOW_SCALE = 0.5
 FLOW_WINDOW = (9, 9)
 FLOW_LEVELS = 1
@@ -380,7 +380,7 @@ class _Tracker:
         self.points[frames] = filled
 
 
-def track_face(frames: np.ndarray, landmark_every: int = 10, detect_every: int = 25, detect_scale: float = 0.5,
+def track_face(frames: np.ndarray, landmark_every: int = 12, detect_every: int = 25, detect_scale: float = 0.5,
                upsample: int = 0, policy: str = "largest", max_missing_fraction: float = 0.2,
                source: str = "<frames>") -> FaceTrack:
     """Follow the face through ``[T, H, W, 3]`` (or gray) frames cheaply; NoFaceError if it is missing too often."""

@@ -18,9 +18,9 @@ __all__ = ["NoFaceError", "RoiConfig", "RoiResult", "crop_clip", "crop_clip_naiv
 
 log = get_logger(__name__)
 
-# Nose tip and eye corners of a mean frontal face in a 256x256 reference: the Procrustes mean of dlib landmarks on the
-# GRID speakers, made left-right symmetric and scaled so the 68 points span x 53..203 (REFERENCE_FACE_BOX). The mouth
-# is then about 52 px wide, so a 96x96 mouth crop also shows the nose tip's base and the chin's top.
+# Nose base (33) and eye corners (36, 39, 42, 45) of a mean frontal face in a 256x256 reference: the Procrustes mean
+# of dlib landmarks on the GRID speakers, made left-right symmetric and scaled so the 68 points span x 53..203
+# (REFERENCE_FACE_BOX). The mouth is then about 52 px wide, so a 96x96 mouth crop also shows nostrils and chin.
 REFERENCE_STABLE = np.array([[128.0, 126.0], [82.4, 77.4], [108.4, 77.4], [147.6, 77.4], [173.6, 77.4]], np.float32)
 REFERENCE_FACE_BOX = (53.2, 48.6, 202.8, 207.4)
 DEFAULT_SIZE = {"mouth": (96, 96), "face": (112, 112)}
@@ -40,7 +40,7 @@ class RoiConfig:
     detect_every: int = 25  # re-run the detector at least this often (frames); tracking in between
     detect_scale: float = 0.5  # detect on a frame resized by this factor (full size is retried when nothing is found)
     detect_upsample: int = 0
-    landmark_every: int = 10  # fit the 68 landmarks every n-th frame; optical flow follows the crop points in between
+    landmark_every: int = 12  # fit the 68 landmarks every n-th frame; optical flow follows the crop points in between
     smooth_window: int = 12  # temporal landmark smoothing window (frames), Gaussian weights; 0 or 1 turns it off
     max_missing_fraction: float = 0.2  # fail the clip when the face is missing from more frames than this
 

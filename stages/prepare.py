@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roi.add_argument("--no-align", action="store_true", help="crop without similarity alignment to the reference face")
     roi.add_argument("--face-policy", choices=("largest", "central"), default="largest", help="which face when several are found")
     roi.add_argument("--detect-every", type=int, default=RoiConfig.detect_every, help="run the detector at least every N frames; track in between")
+    roi.add_argument("--landmark-every", type=int, default=RoiConfig.landmark_every, help="fit the 68 landmarks at least every N frames; optical flow in between")
     roi.add_argument("--detect-scale", type=float, default=RoiConfig.detect_scale, help="detect on frames resized by this factor")
     roi.add_argument("--smooth", type=int, default=RoiConfig.smooth_window, help="landmark smoothing window in frames (0: off)")
     roi.add_argument("--max-missing", type=float, default=RoiConfig.max_missing_fraction, help="fail a clip when the face is missing in more than this fraction of frames")
@@ -86,7 +87,7 @@ def roi_config(args: argparse.Namespace, manifest: Manifest) -> RoiConfig:
     fixed = args.fixed_box or manifest.info.get("fixed_box")
     return RoiConfig(
         roi=args.roi, size=tuple(args.size) if args.size else None, grayscale=args.gray, align=not args.no_align,
-        fixed_box=tuple(fixed) if fixed else None, face_policy=args.face_policy, detect_every=args.detect_every,
+        fixed_box=tuple(fixed) if fixed else None, face_policy=args.face_policy, detect_every=args.detect_every, landmark_every=args.landmark_every,
         detect_scale=args.detect_scale, smooth_window=args.smooth, max_missing_fraction=args.max_missing,
     )
 
