@@ -112,7 +112,7 @@ def read_history(path: Path) -> dict[str, list[float]]:
     history: dict[str, list[float]] = {}
     for epoch in sorted(rows):
         for key, value in rows[epoch].items():
-            if key != "epoch" and value not in ("", None):
+            if key != "epoch" and value not in ("", "NA", None):
                 history.setdefault(key, []).append(float(value))
     return history
 

@@ -97,13 +97,15 @@ def run(args: argparse.Namespace) -> int:
     path = manifest_path(args.work)
     if path.exists():
         manifest = Manifest.load(path)
-        if args.dataset and args.dataset != manifest.dataset:
-            raise ValueError(f"{path} holds dataset {manifest.dataset!r}, not {args.dataset!r}; use another --work folder")
+        recipe = manifest.info.get("recipe", manifest.dataset)
+        if args.dataset and args.dataset != recipe:
+            raise ValueError(f"{path} was prepared with --dataset {recipe}, not {args.dataset}; use another --work folder")
         log.info("resuming with %s (%d samples)", path, len(manifest))
     else:
         if not args.dataset:
             raise ValueError(f"no manifest in {args.work}: pass --dataset (and --root) for the first run")
         manifest = build_manifest(args)
+        manifest.info["recipe"] = args.dataset
         args.work.mkdir(parents=True, exist_ok=True)
         manifest.save(path)
         log.info("wrote %s: %d samples, perspectives %s, %d problem(s)", path, len(manifest), manifest.perspectives, len(manifest.problems))
