@@ -18,7 +18,9 @@ class TemporalAttention(keras.layers.Layer):
     so they come out as zeros, and the mask stops here.
     """
 
-    def __init__(self, kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros", **kwargs: Any) -> None:
+    def __init__(
+        self, kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)

@@ -1,9 +1,10 @@
 """Multi-Perspective LSTM (Sepas-Moghaddam et al., CVPR 2021): cell, layer and their shared base.
 
 A perspective-sequence layer takes m inputs ``[B, T, d_j]`` (a list, or one tensor of
-``sum(d_j)`` features split in order). It projects every perspective for every timestep
-before the recurrence, in one batched product, so the recurrent step only adds the
-recurrent term and applies the gates. ``MVLSTM`` (mvlstm.py) reuses the same base.
+``sum(d_j)`` features split in order). It projects every perspective for all timesteps
+before the recurrence (one matmul per perspective over the whole batch of sequences), so the
+recurrent step only adds the recurrent term, once, and applies the gates. ``MVLSTM``
+(mvlstm.py) reuses the same base.
 """
 
 from __future__ import annotations
@@ -34,9 +35,19 @@ def get_activation(identifier: Any) -> Any:
     return keras.activations.get(identifier)
 
 
+def is_shape_list(shape: Any) -> bool:
+    """Whether ``shape`` is a list of shapes (one per perspective) rather than one shape."""
+    return isinstance(shape, (list, tuple)) and bool(shape) and isinstance(shape[0], (list, tuple))
+
+
+def first_shape(shape: Any) -> Any:
+    """The first perspective's shape from a list of shapes, or the shape itself."""
+    return tuple(shape[0]) if is_shape_list(shape) else shape
+
+
 def resolve_input_dims(input_shape: Any, perspectives: int, input_dims: Sequence[int] | None) -> tuple[int, ...]:
-    """Per-perspective feature sizes from a list of shapes, or a concatenated shape split evenly or by ``input_dims``."""
-    if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
+    """Per-perspective feature sizes from a list of shapes, or from one shape split by ``input_dims`` or evenly."""
+    if is_shape_list(input_shape):
         dims = tuple(int(shape[-1]) for shape in input_shape)
         if len(dims) != perspectives or (input_dims is not None and tuple(input_dims) != dims):
             raise ValueError(f"got inputs of sizes {dims} for perspectives={perspectives}, input_dims={input_dims}")
@@ -44,10 +55,10 @@ def resolve_input_dims(input_shape: Any, perspectives: int, input_dims: Sequence
     total = int(input_shape[-1])
     if input_dims is None:
         if total % perspectives:
-            raise ValueError(f"{total} input features do not split evenly into {perspectives} perspectives; pass input_dims")
+            raise ValueError(f"{total} features do not split evenly into {perspectives} perspectives; pass input_dims")
         return (total // perspectives,) * perspectives
     if len(input_dims) != perspectives or sum(input_dims) != total:
-        raise ValueError(f"input_dims={tuple(input_dims)} do not split {total} features into {perspectives} perspectives")
+        raise ValueError(f"input_dims={tuple(input_dims)} do not split {total} features into {perspectives} parts")
     return tuple(int(d) for d in input_dims)
 
 
@@ -67,9 +78,10 @@ def merge_masks(mask: Any) -> Any:
 class PerspectiveCell(keras.layers.Layer):
     """Shared weights and input handling of the multi-perspective cells: per-perspective input kernels and biases.
 
-    The input kernel is stored as ``kernel [sum d_j, width]`` with perspective j's rows in order, the bias
-    as ``bias [m * width]``; ``width`` is the size of one perspective's projection (four gate blocks).
-    Subclasses define ``width``, the recurrent kernel's shape and the step (``call``).
+    Perspective j's input kernel is ``kernels[j]`` ``[d_j, width]``, the biases are one ``bias [m * width]``;
+    ``width`` is the size of one perspective's projection (four gate blocks). Subclasses define ``width``,
+    the recurrent kernel's shape and the step (``call``). Weights are ordered kernels, recurrent kernel, bias,
+    so with one perspective they are ``keras.layers.LSTM``'s.
     """
 
     def __init__(
@@ -136,13 +148,16 @@ class PerspectiveCell(keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         """Create the weights for the per-perspective sizes found in ``input_shape`` (list of shapes or one shape)."""
         self.input_dims = resolve_input_dims(input_shape, self.perspectives, self.input_dims)
-        self.kernel = self.add_weight(
-            shape=(sum(self.input_dims), self.width),
-            name="kernel",
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
+        self.kernels = [
+            self.add_weight(
+                shape=(dim, self.width),
+                name=f"kernel_{j}",
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+            )
+            for j, dim in enumerate(self.input_dims)
+        ]
         self.recurrent_kernel = self.add_weight(
             shape=self.recurrent_shape,
             name="recurrent_kernel",
@@ -172,17 +187,17 @@ class PerspectiveCell(keras.layers.Layer):
         return ops.concatenate(blocks, axis=0)
 
     def project(self, inputs: Any, training: bool = False) -> Any:
-        """Input dropout, then every perspective's ``s_j W^j + b^j`` for all timesteps at once: ``[..., m * width]``.
-
-        One matmul per perspective over all timesteps (a batched einsum is no faster, and its TensorFlow
-        gradient materialises the kernel gradient per timestep).
-        """
-        bounds = [sum(self.input_dims[:j]) for j in range(self.perspectives + 1)]
-        spans = list(zip(bounds[:-1], bounds[1:]))
-        parts = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs[..., a:b] for a, b in spans]
+        """Input dropout, then every perspective's ``s_j W^j + b^j`` for all timesteps at once: ``[..., m * width]``."""
+        # One matmul per perspective: a batched einsum is no faster, and TensorFlow's gradient of
+        # "...md,mdk->...mk" materialises the kernel gradient for every timestep.
+        if isinstance(inputs, (list, tuple)):
+            parts = list(inputs)
+        else:
+            bounds = [sum(self.input_dims[:j]) for j in range(self.perspectives + 1)]
+            parts = [inputs[..., a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         if training and 0.0 < self.dropout < 1.0:
             parts = [self.input_dropout(part) for part in parts]
-        z = ops.concatenate([ops.matmul(part, self.kernel[a:b]) for part, (a, b) in zip(parts, spans)], axis=-1)
+        z = ops.concatenate([ops.matmul(part, kernel) for part, kernel in zip(parts, self.kernels)], axis=-1)
         return z + self.bias if self.use_bias else z
 
     def input_dropout(self, x: Any) -> Any:
@@ -196,7 +211,7 @@ class PerspectiveCell(keras.layers.Layer):
         return self.recurrent_kernel
 
     def start_sequence(self, batch_size: Any, training: bool = False) -> None:
-        """Prepare the loop: the step kernel and the recurrent dropout mask shared by all steps (none outside training)."""
+        """Prepare the loop: the step kernel, and the recurrent dropout mask all steps share (training only)."""
         self.recurrent_mask = None
         if training and 0.0 < self.recurrent_dropout < 1.0:
             ones = ops.ones((batch_size, self.units), dtype=self.compute_dtype)
@@ -256,7 +271,9 @@ class MPLSTMCell(PerspectiveCell):
     by ``project``; use the cell through ``MPLSTM``.
     """
 
-    def __init__(self, units: int, perspectives: int = 1, released: bool = False, recurrent_activation: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, units: int, perspectives: int = 1, released: bool = False, recurrent_activation: Any = None, **kwargs: Any
+    ) -> None:
         if recurrent_activation is None:
             recurrent_activation = keras2_hard_sigmoid if released else "sigmoid"
         super().__init__(units, perspectives, recurrent_activation=recurrent_activation, **kwargs)
@@ -355,20 +372,13 @@ class PerspectiveRNN(keras.layers.RNN):
         return cls(**config)
 
 
-def first_shape(shape: Any) -> Any:
-    """The first perspective's shape from a list of shapes, or the shape itself."""
-    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
-        return tuple(shape[0])
-    return shape
-
-
 @keras.saving.register_keras_serializable(package="mpview")
 class MPLSTM(PerspectiveRNN):
     """Multi-Perspective LSTM layer: ``MPLSTM(units, perspectives, released=False, dropout=..., return_sequences=...)``.
 
-    Input projections of all perspectives and timesteps are one batched product before the loop, and
-    the recurrent product ``U h_{t-1}`` is computed once per step, so a step costs about what a
-    ``keras.layers.LSTM`` step of the same width and total input size costs.
+    The input projections of all perspectives and timesteps are computed before the loop (one matmul
+    per perspective) and ``U h_{t-1}`` once per step, so a training step costs about what a
+    ``keras.layers.LSTM`` of the same width and total input size costs (bench/train.py).
     """
 
     cell_class = MPLSTMCell

@@ -11,8 +11,9 @@ two fixed selections (paper eqs. 7-17)::
 ``round(beta * n)`` units of every other view's. So each hidden unit is view-specific (read by its own
 view only), coupled (read by the other views only), fully connected (both) or input-oriented (neither).
 Topologies (paper Fig. 2): view-specific (alpha=1, beta=0), coupled (0, 1), fully connected (1, 1) and
-hybrid (the paper's best: alpha=0.1, beta=1). As in the authors' released code, every view has its own
-recurrent weights for every source view (``W_h^(v,k)``); their released code takes B's units from the
+hybrid (the paper's Table 1 setting: alpha=0.1, beta=1). As in the authors' released code, every view has
+its own recurrent weights for every source view (``W_h^(v,k)``), stored as one ``[units, 4 units]`` kernel
+whose unselected rows are masked out (unused, zero gradient); their released code takes B's units from the
 start of the hidden state rather than the end, which differs only when 0 < beta < 1. Their linear
 per-view input embedding is left out: it composes linearly with ``W_x^(v)``.
 
@@ -40,8 +41,7 @@ TOPOLOGIES: dict[str, tuple[float, float]] = {
 
 
 def connectivity(units: int, views: int, alpha: float, beta: float) -> np.ndarray:
-    """0/1 mask ``[units, 4 * units]``: which previous hidden units (rows, view-major) feed which gates
-    (columns, gate-major then view, as ``keras.layers.LSTM`` orders them)."""
+    """0/1 ``[units, 4 units]``: which hidden units (rows, by view) feed which gates (columns, by gate then view)."""
     n = units // views
     own = np.arange(n) < round(alpha * n)
     cross = np.arange(n) >= n - round(beta * n)
@@ -98,7 +98,7 @@ class MVLSTMCell(PerspectiveCell):
 
     def step_kernel(self) -> Any:
         """The recurrent kernel with the topology's unused connections zeroed."""
-        mask = ops.convert_to_tensor(self.connectivity, dtype=self.recurrent_kernel.dtype)
+        mask = ops.convert_to_tensor(self.connectivity, dtype=self.compute_dtype)
         return self.recurrent_kernel * mask
 
     def call(self, inputs: Any, states: Sequence[Any]) -> tuple[Any, list[Any]]:

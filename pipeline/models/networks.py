@@ -46,8 +46,8 @@ def encode(recurrent: LayerFactory, x: Any, bidirectional: bool, attention: bool
 
 
 def classifier(features: Any, n_classes: int, name: str = "classifier") -> Any:
-    """Softmax scores over the classes."""
-    return keras.layers.Dense(n_classes, activation="softmax", name=name)(features)
+    """Softmax scores over the classes (float32 even under mixed precision)."""
+    return keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name=name)(features)
 
 
 def lstm_factory(units: int, dropout: float, recurrent_dropout: float) -> LayerFactory:
@@ -143,9 +143,9 @@ def build_late_fusion(
     if combine not in ("scores", "features"):
         raise ValueError(f"combine must be 'scores' or 'features', got {combine!r}")
     inputs = perspective_inputs(input_dims, timesteps)
+    lstm = lstm_factory(units, dropout, recurrent_dropout)
     features = [
-        encode(lstm_factory(units, dropout, recurrent_dropout), masked([x], f"late_{j}"), bidirectional, attention, f"late_{j}")
-        for j, x in enumerate(inputs)
+        encode(lstm, masked([x], f"late_{j}"), bidirectional, attention, f"late_{j}") for j, x in enumerate(inputs)
     ]
     if combine == "scores":
         scores = [classifier(f, n_classes, name=f"late_{j}_classifier") for j, f in enumerate(features)]
