@@ -131,7 +131,7 @@ def open_mouth(face: Face, opening: float, width: float) -> np.ndarray:
     cx, y0 = (float(c) for c in face.mouth_centre)
     half_outer = face.mouth_width / 2
     half_inner = max(float(lm[64, 0] - lm[60, 0]) / 2, 0.6 * half_outer) * width
-    below = 2.5 * max(float(lm[8, 1]) - y0, 10.0)  # distance over which the jaw displacement fades
+    below = 1.5 * max(float(lm[8, 1]) - y0, 10.0)  # distance over which the jaw displacement fades
     above = 0.9 * half_outer
     h, w = out.shape[:2]
     x0, x1 = int(max(cx - 3 * half_outer, 0)), int(min(cx + 3 * half_outer + 1, w))
@@ -194,7 +194,7 @@ def head_motion(frames: int, rng: np.random.Generator, amplitude: float = 1.5) -
     return smooth / peak * amplitude
 
 
-def corruption_plan(frames: int, views: int, rng: np.random.Generator, rate: float = 0.7, segment: tuple[int, int] = (3, 8)) -> np.ndarray:
+def corruption_plan(frames: int, views: int, rng: np.random.Generator, rate: float = 0.7, segment: tuple[int, int] = (6, 12)) -> np.ndarray:
     """Corruption kind per view and frame (``[views, frames]``, 0 = clean) in random stretches.
 
     Each stretch of frames corrupts each view with probability ``rate``; with several views at least one
@@ -214,7 +214,10 @@ def corruption_plan(frames: int, views: int, rng: np.random.Generator, rate: flo
 
 
 def corrupt_region(frame: np.ndarray, centre: np.ndarray, radius: float, kind: int, rng: np.random.Generator) -> None:
-    """Corrupt the mouth around ``centre`` in place: an occluding blob, heavy blur, a deep shadow, or heavy noise."""
+    """Corrupt the mouth around ``centre`` in place: an occluding blob, heavy blur, a deep shadow, or heavy noise.
+
+    Fills take their colour from the skin around the region, not from the mouth, so they carry no trace of it.
+    """
     h, w = frame.shape[:2]
     cx, cy = centre
     rx, ry = radius * 0.95, radius * 0.65
@@ -227,15 +230,18 @@ def corrupt_region(frame: np.ndarray, centre: np.ndarray, radius: float, kind: i
     if kind == OCCLUDE:  # a skin-toned blob (a hand, a microphone) with soft edges over the mouth
         ox, oy = centre + rng.uniform(-0.1, 0.1, 2) * radius
         mask = np.clip((1.2 - (np.abs(xx - ox) / rx) ** 4 - (np.abs(yy - oy) / ry) ** 4) * 3, 0, 1)
-        changed = region.reshape(-1, 3).mean(0) * rng.uniform(0.75, 1.2, 3).astype(np.float32)
+    else:  # fully covered out to the ellipse, fading just beyond
+        mask = np.clip((1.25 - np.sqrt(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2)) * 4, 0, 1)
+    cheeks = (mask == 0) & (yy < cy)  # skin beside and above the mouth, which the jaw does not move
+    around = region[cheeks].mean(0) if cheeks.any() else region.reshape(-1, 3).mean(0)
+    if kind == OCCLUDE:
+        changed = around * rng.uniform(0.75, 1.2, 3).astype(np.float32)
+    elif kind == BLUR:
+        changed = 0.1 * cv2.GaussianBlur(region, (0, 0), radius) + 0.9 * around
+    elif kind == DARK:
+        changed = 0.45 * around + rng.normal(0, 6, region.shape[:2])[..., None].astype(np.float32)
     else:
-        mask = np.clip(1.5 - np.sqrt(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2), 0, 1)
-        if kind == BLUR:
-            changed = 0.3 * cv2.GaussianBlur(region, (0, 0), radius) + 0.7 * region.mean((0, 1))
-        elif kind == DARK:
-            changed = region * 0.04 + rng.normal(0, 8, region.shape[:2])[..., None].astype(np.float32)
-        else:
-            changed = 0.05 * region + 0.95 * region.mean() + rng.normal(0, 55, region.shape).astype(np.float32)
+        changed = around + rng.normal(0, 25, region.shape).astype(np.float32)
     mask = mask[..., None]
     frame[y0:y1, x0:x1] = np.clip(region * (1 - mask) + changed * mask, 0, 255).astype(np.uint8)
 
@@ -263,13 +269,6 @@ class ViewSetup:
     sigma: float
 
 
-def _mouth_radius(face: Face, view: ViewSetup, opening: float, width: float) -> float:
-    """Size of the mouth region to corrupt, in view pixels: the foreshortened, stretched half-width plus a quarter
-    of the opening, never less than the still mouth's half-width."""
-    half = 0.5 * face.mouth_width * view.zoom
-    return max(half * width * np.cos(np.deg2rad(view.yaw)) + 0.25 * opening * view.zoom, half)
-
-
 def render_clip(face: Face, opening: np.ndarray, width: np.ndarray, views: list[ViewSetup], plan: np.ndarray, motion: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """Render every view of a clip: uint8 ``[views, frames, size, size, 3]``.
 
@@ -279,17 +278,16 @@ def render_clip(face: Face, opening: np.ndarray, width: np.ndarray, views: list[
     frames = len(opening)
     out = np.empty((len(views), frames, size, size, 3), np.uint8)
     centre = face.centre
-    mouth = face.mouth_centre
+    # The corrupted region is fixed to the face, whatever the mouth does, so its place and size say nothing of it.
+    mouth = face.mouth_centre + np.array([0, 0.15 * face.mouth_width])
     focal = 2.5 * face.image.shape[1]
     for t in range(frames):
         still = open_mouth(face, float(opening[t]), float(width[t]))
-        mouth_t = mouth + np.array([0, 0.35 * opening[t]])
         for j, view in enumerate(views):
             homography = yaw_homography(centre - motion[t], view.yaw, view.zoom, (size / 2, size / 2), focal)
             frame = cv2.warpPerspective(still, homography, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
             if plan[j, t] != CLEAN:
-                radius = _mouth_radius(face, view, float(opening[t]), float(width[t]))
-                corrupt_region(frame, apply_point(homography, mouth_t), radius, int(plan[j, t]), rng)
+                corrupt_region(frame, apply_point(homography, mouth), 0.6 * face.mouth_width * view.zoom, int(plan[j, t]), rng)
             out[j, t] = frame
     for j, view in enumerate(views):
         out[j] = light_and_noise(out[j], view.gain, view.gradient, view.sigma, rng)

@@ -84,6 +84,22 @@ def test_every_frame_has_a_clean_view_and_no_view_is_always_clean():
     assert np.all((corrupted > 0.3) & (corrupted < 0.7))
 
 
+@pytest.mark.parametrize("kind", sorted(rf.CORRUPTIONS))
+def test_a_corrupted_mouth_does_not_show_its_opening(kind):
+    face = still_face()
+    view = rf.ViewSetup(0.0, 160 / 150, 1.0, 0.0, 0.0)
+    centre = rf.apply_point(rf.yaw_homography(face.centre, 0.0, 160 / 150, (80, 80), 500.0), face.mouth_centre)
+    x, y = (int(c) for c in centre)
+
+    def mouth_box(opening: float, plan: int) -> np.ndarray:
+        clip = rf.render_clip(face, np.array([opening]), np.ones(1), [view], np.full((1, 1), plan), np.zeros((1, 2)), 160, np.random.default_rng(0))
+        return clip[0, 0, y - 4 : y + 12, x - 12 : x + 12].astype(float)
+
+    wide = 0.35 * face.mouth_width
+    assert np.abs(mouth_box(wide, rf.CLEAN) - mouth_box(0.0, rf.CLEAN)).mean() > 30
+    assert abs(mouth_box(wide, kind).mean() - mouth_box(0.0, kind).mean()) < 3
+
+
 def test_viseme_tracks_follow_the_class_pattern():
     rng = np.random.default_rng(0)
     for pattern in ("a", "ao", "eoa"):

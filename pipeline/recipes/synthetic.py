@@ -28,7 +28,7 @@ from pipeline.splits import assign_splits
 
 log = get_logger(__name__)
 
-GENERATOR = "mpview-synthetic-1"  # bump when the rendering changes, so old files are regenerated
+GENERATOR = "mpview-synthetic-2"  # bump when the rendering changes, so old files are regenerated
 SOURCE_BOX = (21, 221, 120, 320)  # rows y0:y1, cols x0:x1 of the astronaut photograph around the face
 MAX_YAW = 30.0
 FPS = 25
@@ -116,7 +116,7 @@ def write_clip(path: Path, frames: np.ndarray) -> None:
             container.mux(stream.encode(None))
 
 
-def _sample_plan(pattern: str, seed: int, class_index: int, rep: int, person: rf.Speaker, face: rf.Face, yaws: list[float], frames: int, size: int) -> dict[str, Any]:
+def _sample_plan(pattern: str, seed: int, class_index: int, rep: int, person: rf.Speaker, yaws: list[float], frames: int, size: int) -> dict[str, Any]:
     """Everything random about one clip except its pixel noise: mouth track, view looks, corruptions, head motion."""
     rng = np.random.default_rng([seed, 2, class_index, rep])
     opening, width = rf.viseme_track(pattern, frames, rng, person.amplitude, person.speed)
@@ -131,7 +131,7 @@ def _sample_plan(pattern: str, seed: int, class_index: int, rep: int, person: rf
 
 def _make_sample(task: dict[str, Any], face: rf.Face, person: rf.Speaker, yaws: list[float], cfg: dict[str, Any], out_dir: str, reuse: bool) -> dict[str, Any]:
     """Render and write one clip's views (unless ``reuse`` and they exist); return its media info and metadata."""
-    plan = _sample_plan(task["pattern"], cfg["seed"], task["class_index"], task["rep"], person, face, yaws, cfg["frames"], cfg["size"])
+    plan = _sample_plan(task["pattern"], cfg["seed"], task["class_index"], task["rep"], person, yaws, cfg["frames"], cfg["size"])
     paths = {view: Path(out_dir) / rel for view, rel in task["paths"].items()}
     if not (reuse and all(p.is_file() for p in paths.values())):
         clip = rf.render_clip(
