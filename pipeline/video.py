@@ -126,8 +126,11 @@ def _video_codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-def write_video(path: Path | str, frames: np.ndarray, fps: float, crf: int = 18) -> Path:
-    """Write ``[T, H, W, 3]`` RGB (or ``[T, H, W]`` gray) uint8 frames as an MP4 atomically; H and W must be even."""
+def write_video(path: Path | str, frames: np.ndarray, fps: float, crf: int = 18, preset: str = "medium") -> Path:
+    """Write ``[T, H, W, 3]`` RGB (or ``[T, H, W]`` gray) uint8 frames as an MP4 atomically; H and W must be even.
+
+    Encoding runs on one thread with x264's macroblock tree off, so identical frames give identical bytes.
+    """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or len(frames) == 0:
         raise ValueError(f"expected non-empty uint8 [T,H,W] or [T,H,W,3] frames, got {frames.dtype} {frames.shape}")
@@ -143,9 +146,12 @@ def write_video(path: Path | str, frames: np.ndarray, fps: float, crf: int = 18)
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             if codec == "libx264":
-                stream.options = {"crf": str(crf), "preset": "medium"}
+                stream.options = {"crf": str(crf), "preset": preset, "threads": "1", "x264-params": "mbtree=0"}
+            else:
+                stream.options = {"threads": "1"}
+                stream.bit_rate = 2_000_000
             for image in frames:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p", threads=1)
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
     log.debug("wrote %s (%d frames, %dx%d, %s)", path, len(frames), width, height, codec)

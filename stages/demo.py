@@ -58,15 +58,15 @@ def run(args: argparse.Namespace) -> int:
         return run_composite(args)
     work = str(args.work)
     per_class, epochs = (4, 3) if args.quick else (args.per_class, args.epochs)
-    call("prepare", ["--work", work, "--dataset", "synthetic", "--jobs", str(args.jobs), "--option", f"n_per_class={per_class}", "--allow-failures"])
+    call("prepare", ["--work", work, "--dataset", "synthetic", "--jobs", str(args.jobs), "--option", f"n_per_class={per_class}", "--detect-scale", "1", "--allow-failures"])
     call("extract", ["--work", work, "--backbone", "pixels", "--pixel-size", "32", "--pca", "64", "--allow-failures"])
     common = ["--work", work, "--features", "pixels", "--timesteps", "30", "--units", "64", "--epochs", str(epochs), "--batch-size", "32", "--patience", "15", "--no-tensorboard"]
     from pipeline.manifest import Manifest
     from stages.common import manifest_path
 
     views = Manifest.load(manifest_path(args.work)).perspectives
-    for model in ("mplstm", "early_fusion", "late_fusion", "mvlstm"):
-        call("train", common + ["--model", model])
+    for model in (["mplstm"], ["early_fusion"], ["late_fusion", "--combine", "features"], ["mvlstm"]):
+        call("train", common + ["--model", *model])
     for view in views:
         call("train", common + ["--model", "single", "--perspectives", view])
     call("evaluate", ["--work", work])

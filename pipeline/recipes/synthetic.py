@@ -15,16 +15,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 from joblib import Parallel, delayed
 
 from pipeline import render_face as rf
-from pipeline.atomic import atomic_path, file_sha256, write_text_atomic
+from pipeline.atomic import file_sha256, write_text_atomic
 from pipeline.faces import choose_face, detect_faces, landmarks
 from pipeline.logs import get_logger
 from pipeline.manifest import Manifest, Sample, Source
 from pipeline.splits import assign_splits
+from pipeline.video import write_video
 
 log = get_logger(__name__)
 
@@ -95,25 +95,8 @@ def _all_detected(face: rf.Face, people: list[rf.Speaker], yaw: float, size: int
 
 
 def write_clip(path: Path, frames: np.ndarray) -> None:
-    """Write ``[T, H, W, 3]`` RGB frames as a 25 fps MP4 atomically, byte-identical for identical frames.
-
-    H.264 (libx264, fast preset) where PyAV has it, else MPEG-4 part 2. Colour conversion and encoding run on
-    one thread, and x264's macroblock tree is off: with it on, x264 here gives slightly different bytes from run to run.
-    """
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream(codec, rate=FPS)
-            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            if codec == "libx264":
-                stream.options = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
-            else:
-                stream.options = {"threads": "1"}
-                stream.bit_rate = 2_000_000
-            for image in frames:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p", threads=1)
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
+    """Write ``[T, H, W, 3]`` RGB frames as a 25 fps MP4, byte-identical for identical frames."""
+    write_video(path, frames, FPS, preset="veryfast")
 
 
 def _sample_plan(pattern: str, seed: int, class_index: int, rep: int, person: rf.Speaker, yaws: list[float], frames: int, size: int) -> dict[str, Any]:
