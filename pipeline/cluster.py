@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Iterator
 
 from pipeline.logs import get_logger
@@ -24,11 +25,25 @@ def backend_for(jobs: int = 1, scheduler: str | None = None, dask_local: int = 0
         from distributed import Client, LocalCluster
     except ImportError:
         raise RuntimeError("Dask execution needs the [dask] extra: pip install 'mpview[dask]'") from None
-    if scheduler:
-        with Client(scheduler) as client:
-            log.info("running on Dask scheduler %s (%d workers)", scheduler, len(client.scheduler_info()["workers"]))
+    with _dask_chatter_hidden():
+        if scheduler:
+            with Client(scheduler) as client:
+                log.info("running on Dask scheduler %s (%d workers)", scheduler, len(client.scheduler_info()["workers"]))
+                yield "dask"
+            return
+        with LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster):
+            log.info("started a local Dask cluster with %d workers at %s", dask_local, cluster.scheduler_address)
             yield "dask"
-        return
-    with LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster):
-        log.info("started a local Dask cluster with %d workers at %s", dask_local, cluster.scheduler_address)
-        yield "dask"
+
+
+@contextlib.contextmanager
+def _dask_chatter_hidden() -> Iterator[None]:
+    """Show Dask's own INFO logging (scheduler, nanny, connections) only under ``--verbose``; warnings always."""
+    dask_logger = logging.getLogger("distributed")
+    old = dask_logger.level
+    if log.getEffectiveLevel() > logging.DEBUG:
+        dask_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        dask_logger.setLevel(old)

@@ -9,6 +9,7 @@ outcomes, so a manifest that lagged behind a kill is repaired) and redoes the re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
-from pipeline.atomic import remove_stale_temps, write_text_atomic
+from pipeline.atomic import TMP_MARK, remove_stale_temps, write_text_atomic
 from pipeline.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, FAILED, Manifest, Sample, replace_stage
 from pipeline.sequences import open_shard, shard_writer
@@ -131,17 +132,32 @@ def write_shard(
 
     An outcome is a ``SampleError`` (recorded as a failure) or a dict with ``arrays`` and optionally
     ``attrs``, ``extras`` and ``record`` (fields copied into the manifest's stage record).
-    Under ``strict`` the first failure discards the shard and raises ``StrictFailure``.
+    Under ``strict`` the first failure discards the shard and raises ``StrictFailure``. A write that
+    fails (full disk, ...) discards the temporary file and raises ``RunError`` naming the shard.
     """
-    with shard_writer(task.path, kind, attrs) as writer:
+    writer = _writing(task, shard_writer, task.path, kind, attrs)
+    try:
         for sample_id, outcome in results:
             if isinstance(outcome, SampleError):
                 if strict:
                     raise StrictFailure(f"sample {sample_id!r} failed ({outcome.reason}): {outcome}")
-                writer.add_failure(sample_id, str(outcome), {"reason": outcome.reason})
+                _writing(task, writer.add_failure, sample_id, str(outcome), {"reason": outcome.reason})
             else:
-                writer.add(sample_id, outcome["arrays"], outcome.get("attrs"), outcome.get("extras"), outcome.get("record"))
-        return writer.records
+                _writing(task, writer.add, sample_id, outcome["arrays"], outcome.get("attrs"), outcome.get("extras"), outcome.get("record"))
+        _writing(task, writer.commit)
+    except BaseException:
+        with contextlib.suppress(Exception):  # closing a file on a full disk may fail again; the first error matters
+            writer.discard()
+        raise
+    return writer.records
+
+
+def _writing(task: ShardTask, action: Callable[..., Any], *args: Any) -> Any:
+    """Call one shard-writing step, turning an OS error (disk full, quota, I/O) into a ``RunError`` naming the shard."""
+    try:
+        return action(*args)
+    except OSError as exc:
+        raise RunError(f"{task.path}: cannot write the shard ({exc}); completed shards are kept, fix the cause and re-run to resume") from None
 
 
 def _reconcile(manifest: Manifest, stage: str, tasks: list[ShardTask], redo_failed: bool, root: Path) -> list[ShardTask]:
@@ -180,17 +196,38 @@ def _record(manifest: Manifest, by_id: dict[str, Sample], stage: str, task: Shar
 
 
 def execute(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[str, Any]]], jobs: int = 1, backend: str | None = None) -> Iterator[tuple[ShardTask, dict[str, dict[str, Any]]]]:
-    """Run ``job`` on every task (in-process, on joblib workers, or on a Dask cluster); yield as they finish."""
+    """Run ``job`` on every task (in-process, on joblib workers, or on a Dask cluster); yield as they finish.
+
+    A worker process that dies (killed, out of memory) ends the run with a ``RunError``; shards already
+    written are kept and a re-run resumes.
+    """
     if jobs == 1 and backend is None:
         for task in tasks:
             yield task, job(task)
         return
     from joblib import Parallel, delayed, parallel_config
 
-    with parallel_config(backend=backend or "loky", n_jobs=jobs if backend is None else -1):
-        runner = Parallel(return_as="generator_unordered")
-        for task, records in runner(delayed(_run_one)(job, task) for task in tasks):
-            yield task, records
+    try:
+        with parallel_config(backend=backend or "loky", n_jobs=jobs if backend is None else -1):
+            runner = Parallel(return_as="generator_unordered")
+            for task, records in runner(delayed(_run_one)(job, task) for task in tasks):
+                yield task, records
+    except _worker_deaths(backend) as exc:
+        detail = " ".join(str(exc).split())  # loky's message spans several lines; keep the error on one
+        raise RunError(f"a worker process died ({type(exc).__name__}: {detail}); completed shards are kept, re-run the same command to resume") from exc
+
+
+def _worker_deaths(backend: str | None) -> tuple[type[BaseException], ...]:
+    """Exception types that mean a worker process died rather than a job failing."""
+    import concurrent.futures
+
+    kinds: list[type[BaseException]] = [concurrent.futures.BrokenExecutor]
+    if backend == "dask":
+        with contextlib.suppress(ImportError):
+            from distributed.scheduler import KilledWorker
+
+            kinds.append(KilledWorker)
+    return tuple(kinds)
 
 
 def _run_one(job: Callable[[ShardTask], dict[str, dict[str, Any]]], task: ShardTask) -> tuple[ShardTask, dict[str, dict[str, Any]]]:
@@ -218,7 +255,7 @@ def run_stage(
     started = time.time()
     work_root = manifest_path.parent.resolve()
     out_dir = out_dir.resolve()
-    removed = remove_stale_temps(out_dir)
+    removed = remove_stale_temps(out_dir) + _remove_manifest_temps(manifest_path)
     if removed:
         log.info("removed %d temporary file(s) left by an interrupted run", removed)
     tasks = plan_shards(samples, out_dir, prefix, shard_size, suffix)
@@ -226,25 +263,49 @@ def run_stage(
     summary = RunSummary(stage, total=len(samples), skipped_shards=len(tasks) - len(todo))
     if summary.skipped_shards:
         log.info("%d of %d shards already complete; resuming", summary.skipped_shards, len(tasks))
-    manifest.save(manifest_path)
+    _save(manifest, manifest_path)
     by_id = manifest.by_id()
     last_save = time.monotonic()
     bar = tqdm(total=sum(len(t.samples) for t in todo), desc=stage, unit="sample", disable=progress_disabled())
+    failing = True
     try:
         for task, records in execute(todo, job, jobs, backend):
             _record(manifest, by_id, stage, task, records, work_root)
             summary.written_shards += 1
             bar.update(len(task.samples))
             if time.monotonic() - last_save > save_every:
-                manifest.save(manifest_path)
+                _save(manifest, manifest_path)
                 last_save = time.monotonic()
+        # every task has finished: temporary files still here belong to attempts that died and were retried
+        remove_stale_temps(out_dir)
+        failing = False
     finally:
         bar.close()
         _count(manifest, stage, samples, summary)
         summary.seconds = time.time() - started
         manifest.add_run(stage, config or {}, summary.to_dict(), started, time.time())
-        manifest.save(manifest_path)
+        _save(manifest, manifest_path, failing)
     return summary
+
+
+def _remove_manifest_temps(manifest_path: Path) -> int:
+    """Delete temporary copies of the manifest left by a run killed while saving it; return how many."""
+    stale = [p for p in manifest_path.parent.glob(f".{manifest_path.name}{TMP_MARK}*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def _save(manifest: Manifest, path: Path, failing: bool = False) -> None:
+    """Save the manifest; an OS error (full disk) becomes a ``RunError``, or only a log line when the run is already failing."""
+    try:
+        manifest.save(path)
+    except OSError as exc:
+        message = f"{path}: cannot save the manifest ({exc}); the previous version is kept and the next run recovers finished shards from disk"
+        if failing:  # let the error that stopped the run be the one reported
+            log.error("%s", message)
+            return
+        raise RunError(message) from None
 
 
 def _count(manifest: Manifest, stage: str, samples: list[Sample], summary: RunSummary) -> None:

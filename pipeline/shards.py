@@ -21,6 +21,10 @@ from pipeline.atomic import temp_path_for
 
 SHARD_FORMAT = "mpview-shard"
 SHARD_VERSION = 1
+# Shards use the HDF5 1.10 format, whose structures carry metadata checksums, and keep text attributes inside
+# those structures: a flipped bit in a shard's metadata raises instead of being misread (or sending the library
+# into an endless loop, as a damaged variable-length-string heap can).
+DAMAGE = (OSError, KeyError, RuntimeError, ValueError, TypeError)  # what h5py raises on damaged structures
 
 
 class ShardError(RuntimeError):
@@ -43,10 +47,14 @@ def group_name(sample_id: str) -> str:
 
 
 def _attr_value(value: Any) -> Any:
+    """An attribute as stored: text (JSON for containers) as fixed-length UTF-8, kept inside the checksummed header."""
     if value is None:
-        return ""
+        value = ""
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True)
+        value = json.dumps(value, sort_keys=True)
+    if isinstance(value, str):  # h5py would store str as variable-length, in a global heap that has no checksum
+        encoded = value.encode("utf-8")
+        return np.array(encoded, dtype=h5py.string_dtype("utf-8", max(1, len(encoded))))
     return value
 
 
@@ -109,6 +117,24 @@ class BaseShardWriter:
             self.discard()
 
 
+def _create_file(path: Path) -> h5py.File:
+    """A new HDF5 file in the checksummed 1.10 format that stores no timestamps (same content, same bytes)."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_LATEST)
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    return h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl))
+
+
+def _group(parent: h5py.Group, name: str) -> h5py.Group:
+    """A new sub-group without timestamps (the 1.10 format would otherwise store its creation time)."""
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    lcpl = h5py.h5p.create(h5py.h5p.LINK_CREATE)
+    lcpl.set_char_encoding(h5py.h5t.CSET_UTF8)
+    return h5py.Group(h5py.h5g.create(parent.id, name.encode("utf-8"), lcpl=lcpl, gcpl=gcpl))
+
+
 class ShardWriter(BaseShardWriter):
     """Write samples into a temporary HDF5 file; ``commit`` renames it to its final name.
 
@@ -118,10 +144,10 @@ class ShardWriter(BaseShardWriter):
     def __init__(self, path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None, compression: int = 1) -> None:
         super().__init__(path, kind)
         self.compression = compression
-        self._file = h5py.File(self._tmp, "w")
-        self._file.attrs["format"] = SHARD_FORMAT
+        self._file = _create_file(self._tmp)
+        self._file.attrs["format"] = _attr_value(SHARD_FORMAT)
         self._file.attrs["version"] = SHARD_VERSION
-        self._file.attrs["kind"] = kind
+        self._file.attrs["kind"] = _attr_value(kind)
         for key, value in (attrs or {}).items():
             self._file.attrs[key] = _attr_value(value)
 
@@ -135,8 +161,8 @@ class ShardWriter(BaseShardWriter):
     ) -> None:
         """Store one sample: a dataset per perspective, its attributes, extra arrays (e.g. ``audit/v1/landmarks``)."""
         self._claim(sample_id)
-        group = self._file.create_group(group_name(sample_id))
-        group.attrs["id"] = sample_id
+        group = _group(self._file, group_name(sample_id))
+        group.attrs["id"] = _attr_value(sample_id)
         for key, value in (attrs or {}).items():
             group.attrs[key] = _attr_value(value)
         for name, array in arrays.items():
@@ -150,11 +176,17 @@ class ShardWriter(BaseShardWriter):
         if array.ndim >= 1 and array.size > 0:
             chunk_rows = max(1, min(array.shape[0], (1 << 18) // max(1, array[0].nbytes)))
             kwargs.update(chunks=(chunk_rows, *array.shape[1:]), compression="gzip", compression_opts=self.compression, fletcher32=True)
-        group.create_dataset(name, data=array, **kwargs)
+        *parents, leaf = name.split("/")
+        for part in parents:
+            group = group[part] if part in group else _group(group, part)
+        # write the chunks now: left to the dataset's close, their place in the file would depend on when Python frees
+        # the object (later when e.g. a sampling profiler, as Dask workers run, holds the creating frame), and the same
+        # content would give different bytes
+        group.create_dataset(leaf, data=array, **kwargs).flush()
 
     def _close(self) -> None:
         if self._file.id.valid:
-            self._file.attrs["records"] = json.dumps(self._records, sort_keys=True)
+            self._file.attrs["records"] = _attr_value(self._records)
             self._file.attrs["complete"] = True
             self._file.close()
 
@@ -173,55 +205,76 @@ class ShardReader:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
             raise ShardError(f"{self.path}: not a readable HDF5 shard (truncated or corrupted): {exc}") from None
-        attrs = self._file.attrs
-        if attrs.get("format") != SHARD_FORMAT:
+        try:
+            found = {key: _decode_attr(self._file.attrs.get(key)) for key in ("format", "complete", "kind")}
+        except DAMAGE as exc:
+            self.close()
+            raise ShardError(f"{self.path}: damaged shard header (corrupted): {exc}") from None
+        if found["format"] != SHARD_FORMAT:
             self.close()
             raise ShardError(f"{self.path}: not an {SHARD_FORMAT} file")
-        if not attrs.get("complete", False):
+        if not found["complete"]:
             self.close()
             raise ShardError(f"{self.path}: shard was not completed")
-        if kind is not None and attrs.get("kind") != kind:
+        if kind is not None and found["kind"] != kind:
             self.close()
-            raise ShardError(f"{self.path}: shard holds {attrs.get('kind')!r} data, expected {kind!r}")
+            raise ShardError(f"{self.path}: shard holds {found['kind']!r} data, expected {kind!r}")
+
+    def _damaged(self, what: str, exc: BaseException) -> ShardError:
+        return ShardError(f"{self.path}: {what} (corrupted): {exc}")
 
     @property
     def attrs(self) -> dict[str, Any]:
         """Root attributes, JSON-valued ones decoded."""
-        return {k: _decode_attr(v) for k, v in self._file.attrs.items()}
+        try:
+            return {k: _decode_attr(v) for k, v in self._file.attrs.items()}
+        except DAMAGE as exc:
+            raise self._damaged("unreadable attributes", exc) from None
 
     def records(self) -> dict[str, dict[str, Any]]:
         """Per-sample outcomes the writing stage stored (``status``, ``error``, ...)."""
-        return json.loads(self._file.attrs["records"])
+        try:
+            return json.loads(self._file.attrs["records"])
+        except DAMAGE as exc:
+            raise self._damaged("unreadable per-sample records", exc) from None
 
     def ids(self) -> list[str]:
         """Ids of the samples stored (failures excluded)."""
-        return [self._file[name].attrs["id"] for name in self._file.keys()]
+        try:
+            return [_decode_attr(self._file[name].attrs["id"]) for name in self._file.keys()]
+        except DAMAGE as exc:
+            raise self._damaged("unreadable sample index", exc) from None
 
     def __contains__(self, sample_id: str) -> bool:
-        return group_name(sample_id) in self._file
+        try:
+            return group_name(sample_id) in self._file
+        except DAMAGE as exc:
+            raise self._damaged("unreadable sample index", exc) from None
 
     def read(self, sample_id: str, perspectives: list[str] | None = None, extras: bool = False) -> ShardSample:
         """Read one sample's arrays (all perspectives, or those named); ``extras`` adds nested arrays."""
-        name = group_name(sample_id)
-        if name not in self._file:
+        if sample_id not in self:
             raise ShardError(f"{self.path}: no sample {sample_id!r}")
-        group = self._file[name]
         try:
+            group = self._file[group_name(sample_id)]
             arrays = {}
             extra = {}
             for key, item in group.items():
+                if item is None:  # h5py's answer for a link whose object cannot be opened
+                    raise KeyError(f"unreadable object {key!r}")
                 if isinstance(item, h5py.Dataset):
                     if perspectives is None or key in perspectives:
                         arrays[key] = item[()]
                 elif extras:
                     item.visititems(lambda sub, obj, base=key: extra.__setitem__(f"{base}/{sub}", obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        except OSError as exc:
+            attrs = {k: _decode_attr(v) for k, v in group.attrs.items()}
+        except DAMAGE as exc:
             raise ShardError(f"{self.path}: sample {sample_id!r} is corrupted ({exc})") from None
         if perspectives is not None:
             absent = [p for p in perspectives if p not in arrays]
             if absent:
                 raise ShardError(f"{self.path}: sample {sample_id!r} has no perspective(s) {absent}")
-        return ShardSample(sample_id, arrays, {k: _decode_attr(v) for k, v in group.attrs.items()}, extra)
+        return ShardSample(sample_id, arrays, attrs, extra)
 
     def __iter__(self) -> Iterator[ShardSample]:
         for sample_id in self.ids():

@@ -1,0 +1,185 @@
+"""The Dask path on a loopback cluster: the same shards and manifest records as an in-process run, models loaded once per worker."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+import cli  # noqa: E402
+from pipeline.cluster import backend_for  # noqa: E402
+from pipeline.manifest import Manifest, Sample, Source  # noqa: E402
+from pipeline.runner import ShardTask, run_stage, write_shard  # noqa: E402
+from pipeline.shards import ShardReader  # noqa: E402
+
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A two-worker, single-threaded, process-based Dask cluster on 127.0.0.1 (no dashboard) and a client to it."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    dask_logger = logging.getLogger("distributed")
+    level = dask_logger.level
+    dask_logger.setLevel(logging.WARNING)  # keep the scheduler's INFO chatter out of failure reports
+    try:
+        with LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as local, Client(local) as client:
+            client.wait_for_workers(WORKERS, timeout=120)
+            yield local, client
+    finally:
+        dask_logger.setLevel(level)
+
+
+class PidJob:
+    """Toy shard job: one small array per sample; notes which process ran each shard in ``pid_dir``."""
+
+    def __init__(self, pid_dir: str, kind: str = "roi") -> None:
+        self.pid_dir, self.kind = pid_dir, kind
+
+    def __call__(self, task: ShardTask) -> dict[str, dict[str, Any]]:
+        Path(self.pid_dir, f"{task.index}.pid").write_text(str(os.getpid()))
+
+        def outcomes() -> Iterator[tuple[str, Any]]:
+            for sample in task.samples:
+                index = int(sample["id"][1:])
+                frames = np.random.default_rng(index).integers(0, 256, (5 + index % 3, 24, 24, 3), dtype=np.uint8)
+                yield sample["id"], {"arrays": {"v1": frames, "v2": frames[:, ::-1]}, "attrs": {"label": sample["label"]}, "record": {"frames": len(frames)}}
+
+        return write_shard(task, self.kind, {"stage": "toy"}, outcomes(), False)
+
+
+def toy_work(work: Path, n: int = 8) -> Manifest:
+    """A run folder with a toy two-perspective manifest (no media needed)."""
+    work.mkdir(parents=True)
+    samples = [Sample(id=f"s{i:02d}", sources={"v1": Source(f"v1/{i}.mp4"), "v2": Source(f"v2/{i}.mp4")}, label="ab"[i % 2],
+                      split=("train", "val", "test")[i % 3], speaker=f"p{i % 3}") for i in range(n)]
+    manifest = Manifest("toy", str(work / "data"), ["v1", "v2"], samples, classes=["a", "b"])
+    manifest.save(work / "manifest.jsonl")
+    return manifest
+
+
+def run_toy(work: Path, stage: str, shard_size: int, backend: str | None) -> Path:
+    """Run ``PidJob`` as ``stage`` over a fresh toy run folder; return the folder of process-id notes."""
+    manifest = toy_work(work)
+    pids = work / "pids"
+    pids.mkdir()
+    run_stage(manifest, work / "manifest.jsonl", stage, list(manifest.samples), work / "roi", "roi", PidJob(str(pids)),
+              shard_size=shard_size, backend=backend)
+    return pids
+
+
+def shard_bytes(folder: Path, pattern: str = "*.h5") -> dict[str, bytes]:
+    """File name -> bytes of every shard in ``folder``."""
+    return {p.name: p.read_bytes() for p in sorted(folder.glob(pattern))}
+
+
+def stage_records(work: Path, stage: str) -> dict[str, Any]:
+    """Sample id -> the stage's record in the run folder's manifest."""
+    return {s.id: s.stages.get(stage) for s in Manifest.load(work / "manifest.jsonl")}
+
+
+def cache_counts(client: Any, dotted: str) -> dict[str, tuple[int, int]]:
+    """Worker address -> (hits, misses) of the ``functools.lru_cache`` function ``dotted`` in that worker process."""
+
+    def probe(dotted: str = dotted) -> tuple[int, int]:
+        import importlib
+
+        module, name = dotted.rsplit(".", 1)
+        info = getattr(importlib.import_module(module), name).cache_info()
+        return info.hits, info.misses
+
+    return client.run(probe)
+
+
+def assert_loaded_once_per_worker(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], calls: int) -> None:
+    """Each worker that made calls built the cached model exactly once in its life, however many ``calls`` were made."""
+    assert set(before) == set(after)
+    made = {w: sum(after[w]) - sum(before[w]) for w in after}
+    assert sum(made.values()) >= calls, (before, after)
+    assert all(after[w][1] == 1 for w in after if made[w]), after
+
+
+def test_toy_runner_on_the_cluster_equals_in_process(tmp_path: Path, cluster: Any) -> None:
+    local, client = cluster
+    run_toy(tmp_path / "local", "toy", 2, None)
+    with backend_for(scheduler=local.scheduler_address) as backend:
+        assert backend == "dask"
+        pids = run_toy(tmp_path / "dask", "toy", 2, backend)
+    assert shard_bytes(tmp_path / "dask" / "roi") == shard_bytes(tmp_path / "local" / "roi")
+    assert len(shard_bytes(tmp_path / "dask" / "roi")) == 4
+    assert stage_records(tmp_path / "dask", "toy") == stage_records(tmp_path / "local", "toy")
+    ran_on = {int(p.read_text()) for p in pids.glob("*.pid")}
+    workers = set(client.run(os.getpid).values())
+    assert len(list(pids.glob("*.pid"))) == 4 and ran_on <= workers and os.getpid() not in ran_on
+    assert not list((tmp_path / "dask" / "roi").glob(".*tmp*"))
+    assert Manifest.load(tmp_path / "dask" / "manifest.jsonl").runs[-1]["summary"]["done"] == 8
+
+
+def test_extract_backbone_loads_once_per_worker_and_matches_local(tmp_path: Path, cluster: Any) -> None:
+    local, client = cluster
+    work = tmp_path / "work"
+    run_toy(work, "prepare", 2, None)  # toy ROI clips recorded as the prepare stage
+    shutil.copytree(work, tmp_path / "local")
+    assert cli.main(["extract", "--quiet", "--work", str(tmp_path / "local"), "--backbone", "pixels", "--shard-size", "1"]) == 0
+    before = cache_counts(client, "pipeline.extract_job.load_backbone")
+    assert cli.main(["extract", "--quiet", "--work", str(work), "--backbone", "pixels", "--shard-size", "1", "--scheduler", local.scheduler_address]) == 0
+    after = cache_counts(client, "pipeline.extract_job.load_backbone")
+    assert_loaded_once_per_worker(before, after, calls=8)  # 8 shards of one sample, 2 perspectives each: 2 builds at most
+    features = "features/pixels"
+    assert shard_bytes(work / features) == shard_bytes(tmp_path / "local" / features)
+    assert len(shard_bytes(work / features)) == 8
+    assert stage_records(work, "extract:pixels") == stage_records(tmp_path / "local", "extract:pixels")
+    assert Manifest.load(work / "manifest.jsonl").runs[-1]["config"]["backend"] == "dask"
+
+
+def _prepare_both(tmp_path: Path, client: Any, address: str, args: list[str], clips: int) -> None:
+    """``prepare`` in-process and through the scheduler; equal shards and records; dlib's predictor loaded once per worker."""
+    local, remote = tmp_path / "local", tmp_path / "dask"
+    args = [*args, "--allow-failures"]  # a synthetic clip may lose its face; failures must match too
+    assert cli.main(["prepare", "--quiet", "--work", str(local), *args]) == 0
+    before = cache_counts(client, "pipeline.faces.shape_predictor")
+    assert cli.main(["prepare", "--quiet", "--work", str(remote), *args, "--scheduler", address]) == 0
+    after = cache_counts(client, "pipeline.faces.shape_predictor")
+    assert_loaded_once_per_worker(before, after, calls=clips)  # one call per frame fitted, one load per process
+    assert shard_bytes(remote / "roi") == shard_bytes(local / "roi") and shard_bytes(local / "roi")
+    records = stage_records(remote, "prepare")
+    assert records == stage_records(local, "prepare")
+    assert sum(r["status"] == "done" for r in records.values()) >= 2
+    with ShardReader(next((remote / "roi").glob("roi-*.h5"))) as reader:
+        assert reader.attrs["stage"] == "prepare"
+
+
+def test_synthetic_prepare_on_the_cluster_equals_in_process(tmp_path: Path, cluster: Any) -> None:
+    local, client = cluster
+    options = {"n_per_class": 2, "n_classes": 2, "n_speakers": 2, "perspectives": 2, "frames": 12, "size": 96}
+    args = ["--dataset", "synthetic", "--root", str(tmp_path / "data"), "--shard-size", "2", "--max-missing", "1", "--contact-sheet", "0"]
+    args += [a for key, value in options.items() for a in ("--option", f"{key}={value}")]
+    _prepare_both(tmp_path, client, local.scheduler_address, args, clips=4)
+
+
+def test_grid_prepare_on_the_cluster_equals_in_process(tmp_path: Path, cluster: Any, grid_dir: Path) -> None:
+    local, client = cluster
+    root = tmp_path / "data"
+    (root / "v1").mkdir(parents=True)
+    rows = []
+    for i, clip in enumerate(sorted(grid_dir.glob("*.mpg"))):
+        shutil.copy(clip, root / "v1" / clip.name)
+        rows.append({"id": clip.stem, "label": "ab"[i % 2], "speaker": "s1", "split": ("train", "val", "test")[i], "path:v1": f"v1/{clip.name}"})
+    with open(root / "listing.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["id", "label", "speaker", "split", "path:v1"])
+        writer.writeheader()
+        writer.writerows(rows)
+    args = ["--dataset", "generic", "--root", str(root), "--option", f"listing={root / 'listing.csv'}", "--shard-size", "1", "--contact-sheet", "0"]
+    _prepare_both(tmp_path, client, local.scheduler_address, args, clips=3)
+    assert [r["status"] for r in stage_records(tmp_path / "dask", "prepare").values()] == ["done"] * 3
+

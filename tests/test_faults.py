@@ -1,0 +1,549 @@
+"""Faults and bad inputs: killed workers and runs, a full disk, corrupted shards and manifests, hostile names and paths, wrong weights.
+
+Every case ends by checking that no sample was lost; the last test prints the suite's tally and writes it as JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+import cli
+from pipeline.atomic import file_sha256
+from pipeline.manifest import Manifest, Sample, Source
+from pipeline.runner import RunError, ShardTask, run_stage, write_shard
+from pipeline.sequences import open_shard, read_shard_samples
+from pipeline.shards import ShardError, ShardReader, ShardWriter, group_name
+
+REPO = Path(__file__).resolve().parents[1]
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# -- shared pieces ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tally() -> dict[str, Any]:
+    """What the suite did to the pipeline, filled in by each case and reported by the last test."""
+    return {"runs_killed": 0, "resumed": 0, "samples_lost": 0, "bad_inputs_tried": 0, "cases": []}
+
+
+def frames_for(sample_id: str) -> np.ndarray:
+    """Deterministic toy ROI frames for any id (unicode, slashes and dots included)."""
+    seed = int(hashlib.sha1(sample_id.encode("utf-8")).hexdigest()[:8], 16)
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (4 + seed % 3, 16, 16, 3), dtype=np.uint8)
+
+
+class ToyJob:
+    """Writes toy ROI clips; on shard ``crash_shard`` the process dies mid-shard (``os._exit``) until ``marker`` exists."""
+
+    def __init__(self, crash_shard: int | None = None, marker: str | None = None) -> None:
+        self.crash_shard, self.marker = crash_shard, marker
+
+    def __call__(self, task: ShardTask) -> dict[str, dict[str, Any]]:
+        def outcomes() -> Iterator[tuple[str, Any]]:
+            for n, sample in enumerate(task.samples):
+                if n == 1 and task.index == self.crash_shard and self.marker and not Path(self.marker).exists():
+                    Path(self.marker).write_text(str(os.getpid()))
+                    os._exit(3)  # killed with the first sample already in the temporary shard
+                frames = frames_for(sample["id"])
+                yield sample["id"], {"arrays": {"v1": frames}, "attrs": {"label": sample["label"]}, "record": {"frames": len(frames)}}
+
+        return write_shard(task, "roi", {"stage": "toy"}, outcomes())
+
+
+def toy_work(work: Path, n: int = 8, ids: list[str] | None = None) -> Manifest:
+    """A run folder with a one-perspective toy manifest."""
+    work.mkdir(parents=True)
+    ids = ids or [f"s{i:02d}" for i in range(n)]
+    samples = [Sample(id=i, sources={"v1": Source(f"v1/{k}.mp4")}, label="ab"[k % 2], split=("train", "val", "test")[k % 3])
+               for k, i in enumerate(ids)]
+    manifest = Manifest("toy", str(work / "data"), ["v1"], samples, classes=["a", "b"])
+    manifest.save(work / "manifest.jsonl")
+    return manifest
+
+
+def run_toy(work: Path, job: Any, stage: str = "toy", shard_size: int = 2, **kw: Any):
+    """Run (or resume) ``job`` over the run folder's manifest as ``stage``."""
+    manifest = Manifest.load(work / "manifest.jsonl")
+    return run_stage(manifest, work / "manifest.jsonl", stage, list(manifest.samples), work / "out", "toy", job, shard_size=shard_size, **kw)
+
+
+def clean_run(tmp_path: Path, n: int = 8, shard_size: int = 2) -> dict[str, bytes]:
+    """Shards of an uninterrupted in-process run, for comparison."""
+    work = tmp_path / "clean"
+    toy_work(work, n)
+    run_toy(work, ToyJob(), shard_size=shard_size)
+    return shard_bytes(work / "out")
+
+
+def shard_bytes(folder: Path) -> dict[str, bytes]:
+    """File name -> bytes of every HDF5 shard in ``folder``."""
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.h5"))}
+
+
+def temps(folder: Path) -> list[Path]:
+    """Temporary files (``.name.tmp-*``) anywhere under ``folder``."""
+    return [p for p in folder.rglob(".*") if ".tmp-" in p.name]
+
+
+def lost(work: Path, stage: str, ids: list[str], allowed_failures: dict[str, str] | None = None) -> int:
+    """Samples not recorded as done (or failed for an expected reason), or recorded done but unreadable from their shard."""
+    manifest = Manifest.load(work / "manifest.jsonl")
+    by_id = manifest.by_id()
+    missing = 0
+    for sample_id in ids:
+        record = by_id[sample_id].stages.get(stage, {})
+        if record.get("status") == "failed" and (allowed_failures or {}).get(sample_id) == record.get("reason"):
+            continue
+        if record.get("status") != "done":
+            missing += 1
+            continue
+        try:
+            with ShardReader(work / record["shard"]) as reader:
+                reader.read(sample_id)
+        except ShardError:
+            missing += 1
+    return missing
+
+
+def assert_consistent(work: Path, stage: str) -> None:
+    """After a failed run: the manifest loads, every final shard is complete, and every 'done' sample is in its shard."""
+    manifest = Manifest.load(work / "manifest.jsonl")
+    for path in (work / "out").glob("*.h5"):
+        with open_shard(path) as reader:
+            assert set(reader.records()) <= set(manifest.by_id())
+    for sample in manifest:
+        if sample.status(stage) == "done":
+            with ShardReader(work / sample.stages[stage]["shard"]) as reader:
+                assert sample.id in reader
+
+
+def error_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The messages logged at ERROR level (what the CLI prints for a failed command)."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- killed workers and runs -----------------------------------------------------------------
+
+def test_loky_worker_killed_mid_task_fails_cleanly_and_resumes(tmp_path: Path, tally: dict[str, Any]) -> None:
+    clean = clean_run(tmp_path)
+    work = tmp_path / "killed"
+    toy_work(work)
+    job = ToyJob(crash_shard=1, marker=str(tmp_path / "crashed"))
+    with pytest.raises(RunError, match="worker process died") as failure:
+        run_toy(work, job, jobs=2)
+    tally["runs_killed"] += 1
+    assert "\n" not in str(failure.value) and "re-run" in str(failure.value)
+    assert (tmp_path / "crashed").exists()
+    assert not (work / "out" / "toy-00001-of-00004.h5").exists()
+    assert_consistent(work, "toy")
+    summary = run_toy(work, job, jobs=2)
+    tally["resumed"] += 1
+    assert (summary.done, summary.failed) == (8, 0)
+    assert shard_bytes(work / "out") == clean and not temps(work / "out")
+    tally["samples_lost"] += lost(work, "toy", [f"s{i:02d}" for i in range(8)])
+    tally["cases"].append("loky-worker-killed")
+
+
+@pytest.mark.slow
+def test_dask_worker_killed_mid_task_loses_nothing(tmp_path: Path, tally: dict[str, Any]) -> None:
+    pytest.importorskip("distributed")
+    from pipeline.cluster import backend_for
+
+    clean = clean_run(tmp_path)
+    work = tmp_path / "killed"
+    toy_work(work)
+    job = ToyJob(crash_shard=1, marker=str(tmp_path / "crashed"))
+    with backend_for(dask_local=2) as backend:
+        try:
+            summary = run_toy(work, job, backend=backend)  # the scheduler normally retries the task elsewhere
+        except RunError as exc:  # or gives up on it (KilledWorker): then a re-run resumes
+            assert "worker process died" in str(exc)
+            summary = run_toy(work, job)
+            tally["resumed"] += 1
+    tally["runs_killed"] += 1
+    assert (tmp_path / "crashed").exists()
+    assert (summary.done, summary.failed) == (8, 0)
+    assert shard_bytes(work / "out") == clean and not temps(work / "out")
+    tally["samples_lost"] += lost(work, "toy", [f"s{i:02d}" for i in range(8)])
+    tally["cases"].append("dask-worker-killed")
+
+
+RUN_SCRIPT = '''
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+import numpy as np
+from pipeline.manifest import Manifest, Sample, Source
+from pipeline.runner import run_stage, write_shard
+
+work, delay, beat = Path(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
+path = work / "manifest.jsonl"
+if path.exists():
+    manifest = Manifest.load(path)
+else:
+    work.mkdir(parents=True, exist_ok=True)
+    samples = [Sample(id=f"s{{i:02d}}", sources={{"v1": Source(f"{{i}}.mp4")}}, label="ab"[i % 2]) for i in range({n})]
+    manifest = Manifest("toy", str(work), ["v1"], samples)
+    manifest.save(path)
+
+def job(task):
+    with open(beat, "a") as fh:
+        fh.write(f"{{task.index}}\\n")
+    def outcomes():
+        for sample in task.samples:
+            time.sleep(delay)
+            i = int(sample["id"][1:])
+            yield sample["id"], {{"arrays": {{"v1": np.full((3, 8, 8), i, np.uint8)}}, "record": {{"i": i}}}}
+    return write_shard(task, "roi", {{"stage": "toy"}}, outcomes())
+
+summary = run_stage(manifest, path, "toy", list(manifest.samples), work / "out", "toy", job, shard_size=3, save_every=0.0)
+print(json.dumps(summary.to_dict()))
+'''
+
+
+@pytest.mark.slow
+def test_run_killed_at_random_points_resumes_to_identical_shards(tmp_path: Path, tally: dict[str, Any]) -> None:
+    n, delay = 15, 0.08
+    script = tmp_path / "toy_run.py"
+    script.write_text(RUN_SCRIPT.format(repo=str(REPO), n=n))
+    def command(work: Path, beat: Path) -> list[str]:
+        return [sys.executable, str(script), str(work), str(delay), str(beat)]
+
+    subprocess.run(command(tmp_path / "clean", tmp_path / "clean.beat"), check=True, capture_output=True)
+    work, beat = tmp_path / "killed", tmp_path / "killed.beat"
+    rng = random.Random(20240607)
+    kills = 0
+    for _ in range(6):
+        beats_before = beat.read_text().count("\n") if beat.exists() else 0
+        proc = subprocess.Popen(command(work, beat), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and (not beat.exists() or beat.read_text().count("\n") == beats_before):
+            time.sleep(0.01)  # wait until this attempt is working on its first shard
+        time.sleep(rng.uniform(0.0, 0.5))
+        if proc.poll() is not None:
+            break  # finished before the kill landed
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        if (work / "manifest.jsonl").exists():
+            assert_consistent(work, "toy")  # loadable and truthful after every kill
+    final = subprocess.run(command(work, beat), check=True, capture_output=True, text=True)
+    summary = json.loads(final.stdout.strip().splitlines()[-1])
+    tally["runs_killed"] += kills
+    tally["resumed"] += kills
+    assert kills >= 2, "the kills should land mid-run"
+    assert summary["done"] == n and summary["failed"] == 0
+    assert shard_bytes(work / "out") == shard_bytes(tmp_path / "clean" / "out")
+    assert (work / "out" / "plan.json").read_text() == (tmp_path / "clean" / "out" / "plan.json").read_text()
+    assert not temps(work) and [s.status("toy") for s in Manifest.load(work / "manifest.jsonl")] == ["done"] * n
+    tally["samples_lost"] += lost(work, "toy", [f"s{i:02d}" for i in range(n)])
+    tally["cases"].append("random-kills")
+
+
+# -- full disk -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["add", "close", "everywhere"])
+def test_full_disk_fails_cleanly_and_resumes(tmp_path: Path, tally: dict[str, Any], monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    clean = clean_run(tmp_path, shard_size=3)
+    work = tmp_path / "full"
+    toy_work(work)
+    state = {"full": False}
+    original_add, original_close, original_fsync = ShardWriter.add, ShardWriter._close, os.fsync
+
+    def add(self: ShardWriter, *args: Any, **kwargs: Any) -> None:
+        if where != "close" and self.path.name.startswith("toy-00001") and self.records:
+            state["full"] = True  # the second sample of the second shard hits the full disk
+            raise ENOSPC
+        original_add(self, *args, **kwargs)
+
+    def close(self: ShardWriter) -> None:
+        original_close(self)
+        if self.path.name.startswith("toy-00001"):
+            raise ENOSPC  # the final flush of the second shard fails
+
+    def fsync(fd: int) -> None:
+        if state["full"]:
+            raise ENOSPC
+        original_fsync(fd)
+
+    monkeypatch.setattr(ShardWriter, "add", add)
+    if where == "close":
+        monkeypatch.setattr(ShardWriter, "_close", close)
+    if where == "everywhere":
+        monkeypatch.setattr(os, "fsync", fsync)  # from then on the manifest cannot be saved either
+    with pytest.raises(RunError, match="No space left on device") as failure:
+        run_toy(work, ToyJob(), shard_size=3)
+    monkeypatch.undo()
+    tally["bad_inputs_tried"] += 1
+    message = str(failure.value)
+    assert "toy-00001-of-00003.h5" in message and "\n" not in message
+    assert (work / "out" / "toy-00000-of-00003.h5").exists()
+    assert not (work / "out" / "toy-00001-of-00003.h5").exists() and not temps(work / "out")
+    assert_consistent(work, "toy")
+    statuses = [s.status("toy") for s in Manifest.load(work / "manifest.jsonl")]
+    if where == "everywhere":
+        assert "done" not in statuses[3:]  # the manifest kept its last good version; the shard on disk is the truth
+    else:
+        assert statuses[:3] == ["done"] * 3 and set(statuses[3:]) == {None}
+    summary = run_toy(work, ToyJob(), shard_size=3)
+    tally["resumed"] += 1
+    assert (summary.done, summary.skipped_shards) == (8, 1)
+    assert shard_bytes(work / "out") == clean
+    tally["samples_lost"] += lost(work, "toy", [f"s{i:02d}" for i in range(8)])
+    tally["cases"].append(f"full-disk-{where}")
+
+
+def prepared_work(tmp_path: Path, n: int = 8, ids: list[str] | None = None) -> Path:
+    """A run folder whose samples finished a toy ``prepare`` (ROI shards of 2 samples), ready for ``extract``."""
+    work = tmp_path / "work"
+    toy_work(work, n, ids)
+    manifest = Manifest.load(work / "manifest.jsonl")
+    run_stage(manifest, work / "manifest.jsonl", "prepare", list(manifest.samples), work / "roi", "roi", ToyJob(), shard_size=2)
+    return work
+
+
+def extract(work: Path, *extra: str) -> int:
+    return cli.main(["extract", "--quiet", "--work", str(work), "--backbone", "pixels", "--pixel-size", "8", *extra])
+
+
+def test_full_disk_during_extract_is_a_one_line_cli_error(tmp_path: Path, tally: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    work = prepared_work(tmp_path)
+    original_add = ShardWriter.add
+
+    def add(self: ShardWriter, *args: Any, **kwargs: Any) -> None:
+        if self.kind == "embedding" and "emb-00001" in self.path.name:
+            raise ENOSPC
+        original_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(ShardWriter, "add", add)
+    assert extract(work, "--shard-size", "4") == 2
+    monkeypatch.undo()
+    tally["bad_inputs_tried"] += 1
+    [message] = error_lines(caplog)
+    assert "No space left on device" in message and "emb-00001-of-00002.h5" in message and "\n" not in message
+    features = work / "features" / "pixels"
+    assert [p.name for p in features.glob("*.h5")] == ["emb-00000-of-00002.h5"] and not temps(features)
+    assert extract(work, "--shard-size", "4") == 0
+    tally["resumed"] += 1
+    tally["samples_lost"] += lost(work, "extract:pixels", [f"s{i:02d}" for i in range(8)])
+    tally["cases"].append("full-disk-cli")
+
+
+# -- corrupted shards and manifests ----------------------------------------------------------
+
+def test_corrupted_roi_shards_fail_per_sample_naming_the_shard(tmp_path: Path, tally: dict[str, Any]) -> None:
+    work = prepared_work(tmp_path)
+    roi = work / "roi"
+    truncated, flipped = roi / "roi-00001-of-00004.h5", roi / "roi-00002-of-00004.h5"
+    truncated.write_bytes(truncated.read_bytes()[:1500])
+    raw = bytearray(flipped.read_bytes())
+    with ShardReader(flipped) as reader:
+        offset = reader._file[group_name("s05")]["v1"].id.get_chunk_info(0).byte_offset
+    raw[offset + 10] ^= 0x5A  # a bit flip inside s05's compressed frames: fletcher32 catches it
+    flipped.write_bytes(bytes(raw))
+    tally["bad_inputs_tried"] += 2
+    assert extract(work, "--shard-size", "4") == 1  # failures are recorded, the run goes on
+    records = {s.id: s.stages["extract:pixels"] for s in Manifest.load(work / "manifest.jsonl")}
+    for sample_id in ("s02", "s03"):
+        assert records[sample_id]["status"] == "failed" and records[sample_id]["reason"] == "bad-roi-shard"
+        assert truncated.name in records[sample_id]["error"]
+    assert records["s05"]["reason"] == "bad-roi-shard" and flipped.name in records["s05"]["error"] and "corrupted" in records["s05"]["error"]
+    assert [i for i, r in records.items() if r["status"] == "done"] == ["s00", "s01", "s04", "s06", "s07"]
+    # recovery: prepare again (the truncated shard is moved aside and redone; the damaged one is deleted first), retry
+    flipped.unlink()
+    manifest = Manifest.load(work / "manifest.jsonl")
+    again = run_stage(manifest, work / "manifest.jsonl", "prepare", list(manifest.samples), roi, "roi", ToyJob(), shard_size=2)
+    assert again.written_shards == 2 and (roi / (truncated.name + ".corrupt")).exists()
+    assert extract(work, "--shard-size", "4", "--retry-failed") == 0
+    tally["resumed"] += 1
+    tally["samples_lost"] += lost(work, "extract:pixels", [f"s{i:02d}" for i in range(8)])
+    tally["cases"].append("corrupted-shards")
+
+
+def test_metadata_bit_flips_never_hang_and_always_name_the_shard(tmp_path: Path, tally: dict[str, Any]) -> None:
+    path = tmp_path / "shard.h5"
+    with ShardWriter(path, "roi", {"stage": "prepare", "roi": {"size": [16, 16]}}) as writer:
+        for sample_id in ("a", "b/ü .."):
+            writer.add(sample_id, {"v1": frames_for(sample_id)}, {"label": "a", "sha256": {"v1": "0" * 64}}, {"audit/v1/landmarks": np.zeros((4, 68, 2), np.float32)})
+    raw = path.read_bytes()
+    outcomes = {"read": 0, "error": 0}
+    for offset in range(0, min(len(raw), 6000), 11):  # the header, attributes, group and chunk indexes
+        damaged = bytearray(raw)
+        damaged[offset] ^= 0xFF
+        bad = tmp_path / "flipped.h5"
+        bad.write_bytes(bytes(damaged))
+        try:
+            for sample in read_shard_samples(bad, ["a", "b/ü .."], ["v1"], extras=True):
+                assert sample.arrays["v1"].shape[1:] == (16, 16, 3)
+            outcomes["read"] += 1
+        except ShardError as exc:
+            assert "flipped.h5" in str(exc)
+            outcomes["error"] += 1
+    tally["bad_inputs_tried"] += sum(outcomes.values())
+    assert outcomes["error"] > outcomes["read"]
+    tally["cases"].append("metadata-bit-flips")
+
+
+def test_half_written_manifest_is_a_one_line_error(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    work = prepared_work(tmp_path, n=4)
+    path = work / "manifest.jsonl"
+    text = path.read_text()
+    path.write_text(text[: len(text) - 40])  # the last record cut mid-line, as a non-atomic writer would leave it
+    assert extract(work) == 2
+    assert cli.main(["prepare", "--quiet", "--work", str(work)]) == 2
+    path.write_bytes(b"\xff\xfe garbage")
+    assert extract(work) == 2
+    tally["bad_inputs_tried"] += 3
+    messages = error_lines(caplog)
+    assert len(messages) == 3 and all("\n" not in m and str(path) in m for m in messages)
+    assert messages[0].startswith(f"{path}:5: invalid JSON") and messages[1] == messages[0]
+    assert not (work / "features" / "pixels").exists() or not list((work / "features" / "pixels").glob("*.h5"))
+    tally["cases"].append("corrupted-manifest")
+
+
+# -- hostile names and paths -----------------------------------------------------------------
+
+ODD_IDS = ["spk 1/utt..1", "ü/視頻", "../../etc/x", "a%2Eb", ".", "..", "100%"]
+
+
+def test_odd_ids_round_trip_through_both_stages(tmp_path: Path, tally: dict[str, Any]) -> None:
+    work = prepared_work(tmp_path, ids=ODD_IDS)
+    assert extract(work, "--shard-size", "3") == 0
+    manifest = Manifest.load(work / "manifest.jsonl")
+    assert [s.id for s in manifest] == ODD_IDS
+    for sample in manifest:
+        roi = next(read_shard_samples(work / sample.stages["prepare"]["shard"], [sample.id], ["v1"]))
+        assert roi.attrs["id"] == sample.id and np.array_equal(roi.arrays["v1"], frames_for(sample.id))
+        assert next(read_shard_samples(work / sample.stages["extract:pixels"]["shard"], [sample.id], ["v1"])).arrays["v1"].shape[1] == 64
+    # a manifest that never heard of the shards is rebuilt from them, ids intact
+    fresh = toy_work(tmp_path / "fresh", ids=ODD_IDS)
+    summary = run_stage(fresh, tmp_path / "fresh" / "manifest.jsonl", "prepare", list(fresh.samples), work / "roi", "roi", ToyJob(), shard_size=2)
+    assert summary.written_shards == 0 and summary.done == len(ODD_IDS)
+    tally["bad_inputs_tried"] += len(ODD_IDS)
+    tally["samples_lost"] += lost(work, "extract:pixels", ODD_IDS)
+    tally["cases"].append("odd-ids")
+
+
+def test_odd_file_names_on_real_video(tmp_path: Path, tally: dict[str, Any], grid_clip: Path) -> None:
+    from pipeline.video import read_frames, write_video
+
+    root = tmp_path / "data set"
+    folder = root / "cam ü"
+    folder.mkdir(parents=True)
+    frames = read_frames(grid_clip)[:16]
+    names = {"spk 1/utt..1": "my clip (1).mp4", "ü/視頻": "ünïcødé 視頻.mp4", "a..b": "a..b.mp4"}
+    rows = []
+    for k, (sample_id, name) in enumerate(names.items()):
+        write_video(folder / name, frames if k != 1 else frames[:, :, ::-1], 25)
+        rows.append({"id": sample_id, "label": "ab"[k % 2], "split": ("train", "val", "test")[k], "path:v1": f"cam ü/{name}"})
+    with open(root / "list ü.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, ["id", "label", "split", "path:v1"])
+        writer.writeheader()
+        writer.writerows(rows)
+    work = tmp_path / "work ü"
+    args = ["prepare", "--quiet", "--work", str(work), "--dataset", "generic", "--root", str(root), "--option", f"listing={root / 'list ü.csv'}",
+            "--shard-size", "2", "--contact-sheet", "0"]
+    assert cli.main(args) == 0
+    assert extract(work) == 0
+    manifest = Manifest.load(work / "manifest.jsonl")
+    assert sorted(s.id for s in manifest) == sorted(names)
+    for sample in manifest:
+        record = sample.stages["prepare"]
+        assert record["media"]["v1"]["sha256"] == file_sha256(folder / names[sample.id])
+        with ShardReader(work / record["shard"]) as reader:
+            assert sample.id in reader.ids() and reader.read(sample.id).arrays["v1"].shape == (16, 96, 96, 3)
+    tally["bad_inputs_tried"] += len(names)
+    tally["samples_lost"] += lost(work, "extract:pixels", list(names))
+    tally["cases"].append("odd-file-names")
+
+
+def test_sources_outside_the_root_fail_and_are_never_read(tmp_path: Path, tally: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.prepare_job as prepare_job
+
+    root, secret = tmp_path / "data", tmp_path / "secret"
+    root.mkdir()
+    secret.mkdir()
+    (secret / "clip.mp4").write_bytes(b"not for you")
+    (root / "f0.png").write_bytes(b"inside")
+    (root / "link.mp4").symlink_to("/etc/passwd")
+    (root / "outside").symlink_to(secret, target_is_directory=True)
+    hostile = {
+        "dotdot": Source("../../etc/passwd"),
+        "absolute": Source("/etc/passwd"),
+        "file-link": Source("link.mp4"),
+        "folder-link": Source("outside/clip.mp4"),
+        "sneaky-dotdot": Source("v1/../../secret/clip.mp4"),
+        "image-frame": Source("frames", kind="images", frames=["f0.png", "../secret/clip.mp4"]),
+    }
+    samples = [Sample(id=i, sources={"v1": s}, label="a", split="train") for i, s in hostile.items()]
+    samples.append(Sample(id="control", sources={"v1": Source("missing.mp4")}, label="a", split="train"))
+    work = tmp_path / "work"
+    work.mkdir()
+    Manifest("hostile", str(root), ["v1"], samples).save(work / "manifest.jsonl")
+    opened: list[str] = []
+    for name in ("read_frames", "probe", "file_sha256", "read_image_sequence", "_hash_many"):
+        monkeypatch.setattr(prepare_job, name, lambda *args, _name=name, **kw: opened.append(f"{_name}{args}") or pytest.fail(f"read {args}"))
+    assert cli.main(["prepare", "--quiet", "--work", str(work), "--allow-failures", "--contact-sheet", "0"]) == 0
+    assert opened == []
+    records = {s.id: s.stages["prepare"] for s in Manifest.load(work / "manifest.jsonl")}
+    for sample_id in hostile:
+        assert records[sample_id]["status"] == "failed" and records[sample_id]["reason"] == "outside-root", sample_id
+        assert "outside the dataset root" in records[sample_id]["error"]
+    assert records["control"]["reason"] == "missing-file"
+    tally["bad_inputs_tried"] += len(hostile)
+    tally["samples_lost"] += lost(work, "prepare", list(records), {**{i: "outside-root" for i in hostile}, "control": "missing-file"})
+    tally["cases"].append("outside-root")
+
+
+# -- wrong weights ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_weights_of_another_architecture_are_refused(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.backbones import vggface
+    from pipeline.backbones.weights import write_keras2_weight_file
+
+    weights = tmp_path / "vgg16 weights.h5"
+    write_keras2_weight_file(vggface.build("vgg16", include_top=False, pooling="avg"), weights)
+    work = prepared_work(tmp_path, n=2)
+    before = (work / "manifest.jsonl").read_text()
+    code = cli.main(["extract", "--quiet", "--work", str(work), "--backbone", "resnet50", "--weights", str(weights)])
+    tally["bad_inputs_tried"] += 1
+    assert code == 2
+    [message] = error_lines(caplog)
+    assert str(weights) in message and "conv1_1" in message and "\n" not in message
+    assert not list((work / "features").rglob("*.h5")) and not temps(work / "features")
+    assert all(s.status("extract:resnet50") is None for s in Manifest.load(work / "manifest.jsonl"))
+    assert (work / "manifest.jsonl").read_text().splitlines()[1:] == before.splitlines()[1:]  # samples untouched
+    tally["cases"].append("wrong-weights")
+
+
+# -- the tally -------------------------------------------------------------------------------
+
+def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path_factory.mktemp("tally") / "fault_tally.json"
+    path.write_text(json.dumps(tally, indent=1))
+    with capsys.disabled():
+        print(f"\nfault tally ({path}): {json.dumps({k: v for k, v in tally.items() if k != 'cases'})}")
+    assert tally["samples_lost"] == 0
+    assert json.loads(path.read_text()) == tally
+    if "random-kills" in tally["cases"]:
+        assert tally["runs_killed"] >= 3 and tally["resumed"] >= 3
+    if len(tally["cases"]) >= 10:
+        assert tally["bad_inputs_tried"] >= 20
