@@ -87,7 +87,7 @@ def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple
         if audio_shape is None:
             raise ValueError("mvm trains with audio: prepare with --audio")
         return build_mvm(shapes[0], audio_shape, n, dim=o["units"], slots=o.get("slots", 112), heads=o.get("heads", 8), radius=o.get("radius", 16.0), optimizer=keras.optimizers.Adam(o["lr"]))
-    extra = {"mplstm": {"released": o.get("released", False)}, "late_fusion": {"combine": o.get("combine", "scores")}, "mvlstm": {"topology": o.get("topology", "hybrid")}}.get(spec.model, {})
+    extra = {"mplstm": {"released": o.get("released", False)}, "late_fusion": {"combine": o.get("combine", "scores")}, "mvlstm": {"topology": o.get("topology", "hybrid"), "output_activation": None if o.get("mv_output", "none") == "none" else o["mv_output"]}}.get(spec.model, {})
     model = networks.build_model(spec.model, [s[-1] for s in shapes], n, timesteps=spec.timesteps, units=o["units"], dropout=o["dropout"], **extra)
     return networks.compile_model(model, o["lr"])
 

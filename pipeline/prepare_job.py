@@ -88,6 +88,8 @@ class PrepareJob:
             raise SampleError(str(exc), "outside-root") from None
         except VideoError as exc:
             raise SampleError(str(exc), _reason_code(exc.reason)) from None
+        except OSError as exc:
+            raise SampleError(f"{exc.filename or source.path}: cannot read ({exc.strerror or exc})", "unreadable") from None
 
     def _audio(self, sample: Sample, media: dict[str, dict[str, Any]]) -> np.ndarray:
         from pipeline.audio import audio_for_clip

@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Size and place of the demo run."""
     parser.add_argument("--work", type=Path, default=Path("demo-work"), help="run folder (default ./demo-work)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes for prepare (default 2)")
-    parser.add_argument("--per-class", type=int, default=30, help="clips per class (10 classes, 3 views)")
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs per model")
+    parser.add_argument("--per-class", type=int, default=40, help="clips per class (10 classes, 3 views)")
+    parser.add_argument("--epochs", type=int, default=50, help="training epochs per model")
     parser.add_argument("--quick", action="store_true", help="a tiny run for tests: few clips and epochs")
     parser.add_argument("--composite", action="store_true", help="composite pretraining on moving digits instead (work folder WORK-composite)")
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from stages.common import manifest_path
 
     views = Manifest.load(manifest_path(args.work)).perspectives
-    for model in (["mplstm"], ["early_fusion"], ["late_fusion", "--combine", "features"], ["mvlstm"]):
+    for model in (["mplstm"], ["early_fusion"], ["late_fusion", "--combine", "features"], ["mvlstm", "--units", "192", "--mv-output", "tanh"]):
         call("train", common + ["--model", *model])
     for view in views:
         call("train", common + ["--model", "single", "--perspectives", view])

@@ -11,7 +11,7 @@ from pipeline.backbones.registry import BACKBONES
 from pipeline.backbones.resolve import WeightsUnavailableError
 from pipeline.backbones.weights import WeightFileError
 from pipeline.cluster import backend_for
-from pipeline.extract_job import BackboneSpec, ExtractJob
+from pipeline.extract_job import BackboneSpec, ExtractJob, load_backbone
 from pipeline.logs import get_logger
 from pipeline.manifest import DONE, Manifest, ManifestError
 from pipeline.runner import RunError, run_stage
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--pca applies to the pixels backbone only")
         pca = str(fit_pixel_pca(manifest, args.work, out, args.pixel_size, args.pca))
     spec = BackboneSpec(args.backbone, args.weights, args.cache_dir, args.batch_size, args.pixel_size, pca)
+    load_backbone(spec)  # refuse missing or mismatched weights before planning anything (cached for in-process runs)
     job = ExtractJob(str(args.work.resolve()), spec, tuple(manifest.perspectives), tuple(manifest.classes), args.dtype, strict=args.strict)
     settings = {"backbone": args.backbone, "weights": args.weights or "vggface", "format": args.format, "dtype": args.dtype, "pca": args.pca, "batch_size": args.batch_size}
     with backend_for(args.jobs, args.scheduler, args.dask_local) as backend:

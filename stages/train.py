@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--dropout", type=float, default=0.2, help="input dropout")
     what.add_argument("--released", action="store_true", help="MP-LSTM: reproduce the released code exactly (U_f in the candidate, hard sigmoid)")
     what.add_argument("--combine", choices=("scores", "features"), default="scores", help="late fusion: average scores or join representations")
-    what.add_argument("--topology", default="hybrid", help="MV-LSTM topology (see README)")
+    what.add_argument("--topology", default="hybrid", help="MV-LSTM topology: view_specific, coupled, fully_connected, hybrid")
+    what.add_argument("--mv-output", choices=("none", "tanh"), default="none", help="MV-LSTM hidden state: o*c as in the paper (none) or o*tanh(c) as in an LSTM")
     what.add_argument("--layers", default="conv,pool,convlstm,pool,convlstm", help="convlstm: layer stack, conv/convlstm/pool tokens")
     what.add_argument("--slots", type=int, default=112, help="mvm: memory slots")
     what.add_argument("--heads", type=int, default=8, help="mvm: addressing heads")
@@ -84,7 +85,7 @@ def make_spec(args: argparse.Namespace, manifest: Manifest) -> RunSpec:
     name = args.name or f"{args.model}{'-composite' if args.pretrain else ''}-{'+'.join(perspectives)}-{source if stage != 'prepare' else 'roi'}"
     options = {
         "units": args.units, "dropout": args.dropout, "lr": args.lr, "released": args.released, "combine": args.combine,
-        "topology": args.topology, "layers": args.layers, "slots": args.slots, "heads": args.heads, "radius": args.radius,
+        "topology": args.topology, "mv_output": args.mv_output, "layers": args.layers, "slots": args.slots, "heads": args.heads, "radius": args.radius,
         "pretrain": args.pretrain, "future": args.future if args.pretrain else 0,
     }
     weights = stage_weights(manifest, stage) if stage != "prepare" else "n/a (ROI pixels)"
