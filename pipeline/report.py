@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -151,6 +152,11 @@ def write_report(
     return paths
 
 
+def _short_hashes(text: Any) -> Any:
+    """Hex digests cut to 12 characters for tables (the JSON keeps them whole)."""
+    return re.sub(r"([0-9a-f]{12})[0-9a-f]{52}", r"\1…", text) if isinstance(text, str) else text
+
+
 def _summary_row(report: Mapping[str, Any]) -> dict[str, Any]:
     """One comparison row: what ran and how well it scored."""
     run_info, metrics = report.get("run_info") or {}, report["metrics"]
@@ -206,7 +212,7 @@ def comparison_table(reports: Sequence[Mapping[str, Any]]) -> str:
             row["name"],
             row["model"],
             row["perspectives"],
-            f"⚠ {row['weights'] or 'random'} (smoke test only)" if row["random_weights"] else row["weights"],
+            f"⚠ {row['weights'] or 'random'} (smoke test only)" if row["random_weights"] else _short_hashes(row["weights"]),
             _pct(row["accuracy"]),
             *[_pct(row["top_k"].get(k)) for k in ks],
             f"{row['macro_f1']:.4f}",
