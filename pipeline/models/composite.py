@@ -215,6 +215,6 @@ def classifier_from_encoder(
     h, _ = encoder(inputs if len(inputs) > 1 else inputs[0])
     x = keras.layers.Dropout(dropout, name="dropout")(h)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="classifier")(x)
-    model = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)  # a list, like every network the trainer feeds
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     return model

@@ -1,0 +1,73 @@
+"""End to end through the CLI: the quick demo, TFRecord features, composite pretraining, random-weights stamping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import cli
+from pipeline.manifest import Manifest
+
+
+@pytest.fixture(scope="module")
+def demo_work(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo") / "work"
+    assert cli.main(["demo", "--quiet", "--quick", "--work", str(work), "--jobs", "1"]) == 0
+    return work
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_every_stage_and_compares_every_model(demo_work):
+    manifest = Manifest.load(demo_work / "manifest.jsonl")
+    assert [run["stage"] for run in manifest.runs] == ["prepare", "extract:pixels"]
+    assert all(s.status("prepare") == "done" and s.status("extract:pixels") == "done" for s in manifest)
+    rows = json.loads((demo_work / "reports" / "comparison.json").read_text())["rows"]
+    models = sorted(row["model"] for row in rows)
+    assert models == ["early_fusion", "late_fusion", "mplstm", "mvlstm", "single", "single", "single"]
+    assert all(0.0 <= row["accuracy"] <= 1.0 and row["n_samples"] == rows[0]["n_samples"] for row in rows)
+    for name in ("comparison.md", "comparison.png", "mplstm-v1+v2+v3-pixels_confusion.png"):
+        assert (demo_work / "reports" / name).stat().st_size > 0
+    report = json.loads((demo_work / "reports" / "mplstm-v1+v2+v3-pixels.json").read_text())
+    assert report["run_info"]["device"]["backend"] == "tensorflow" and report["run_info"]["versions"]["keras"]
+    assert (demo_work / "roi" / "contact_sheet.png").exists()
+
+
+@pytest.mark.slow
+def test_tfrecord_features_train_and_evaluate_like_hdf5(demo_work):
+    work = str(demo_work)
+    assert cli.main(["extract", "--quiet", "--work", work, "--backbone", "pixels", "--pixel-size", "16", "--format", "tfrecord", "--name", "px16"]) == 0
+    shards = sorted((demo_work / "features" / "px16").glob("emb-*.tfrecord"))
+    assert shards and all(p.with_name(p.name + ".json").exists() for p in shards)
+    assert cli.main(["train", "--quiet", "--work", work, "--features", "px16", "--timesteps", "30", "--units", "8", "--epochs", "1", "--no-tensorboard"]) == 0
+    assert cli.main(["evaluate", "--quiet", "--work", work, "--models", "mplstm-v1+v2+v3-px16"]) == 0
+    report = json.loads((demo_work / "reports" / "mplstm-v1+v2+v3-px16.json").read_text())
+    assert report["run_info"]["inputs"] == "extract:px16" and report["metrics"]["n_samples"] > 0
+    # re-running a finished training changes nothing
+    before = (demo_work / "models" / "mplstm-v1+v2+v3-px16" / "best.keras").read_bytes()
+    assert cli.main(["train", "--quiet", "--work", work, "--features", "px16", "--timesteps", "30", "--units", "8", "--epochs", "1", "--no-tensorboard"]) == 0
+    assert (demo_work / "models" / "mplstm-v1+v2+v3-px16" / "best.keras").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_random_weights_are_stamped_into_every_output(tmp_path):
+    work = str(tmp_path / "digits")
+    assert cli.main(["prepare", "--quiet", "--work", work, "--dataset", "moving-digits", "--option", "n=20", "--option", "frames=6", "--fixed-box", "0", "0", "64", "64"]) == 0
+    assert cli.main(["extract", "--quiet", "--work", work, "--backbone", "vgg16-pool5", "--weights", "random", "--batch-size", "8"]) == 0
+    manifest = Manifest.load(tmp_path / "digits" / "manifest.jsonl")
+    assert {s.stages["extract:vgg16-pool5"]["weights"] for s in manifest} == {"random (smoke test only)"}
+    assert cli.main(["train", "--quiet", "--work", work, "--timesteps", "6", "--units", "8", "--epochs", "1", "--no-tensorboard", "--model", "single", "--perspectives", "v1"]) == 0
+    assert cli.main(["evaluate", "--quiet", "--work", work]) == 0
+    report = (tmp_path / "digits" / "reports" / "single-v1-vgg16-pool5.md").read_text()
+    assert "random" in report and "smoke test only" in report
+
+
+@pytest.mark.slow
+def test_composite_demo_pretrains_and_plots(tmp_path):
+    work = tmp_path / "digits"
+    assert cli.main(["demo", "--quiet", "--quick", "--composite", "--work", str(work), "--jobs", "1"]) == 0
+    pretrained = tmp_path / "digits-composite" / "models" / "single-composite-v1-pixels"
+    assert (pretrained / "pretrain" / "predictions.png").read_bytes()[:4] == b"\x89PNG"
+    assert (pretrained / "pretrain" / "composite.keras").exists() and (pretrained / "best.keras").exists()
+    rows = json.loads((tmp_path / "digits-composite" / "reports" / "comparison.json").read_text())["rows"]
+    assert sorted(r["name"] for r in rows) == ["single-composite-v1-pixels", "single-v1-pixels"]
