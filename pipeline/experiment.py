@@ -60,11 +60,19 @@ class RunSpec:
             raise ValueError(f"{path}: unreadable run spec ({exc})") from None
 
 
-def load_inputs(manifest: Manifest, spec: RunSpec, split: str, work: Path, audio: bool = False, extra_frames: int = 0):
-    """The ``SequenceSet`` of ``split`` for this run's stage and perspectives (``extra_frames`` more for pretraining)."""
+def load_inputs(manifest: Manifest, spec: RunSpec, split: str, work: Path, audio: bool = False, extra_frames: int = 0, raw: bool = False):
+    """The ``SequenceSet`` of ``split`` for this run's stage and perspectives (``extra_frames`` more for pretraining).
+
+    Runs trained with the LRW augmentation see centred, normalised crops unless ``raw`` (the augmenter's input).
+    """
     from pipeline.sequences import load_split
 
-    return load_split(manifest, spec.input_stage, split, spec.perspectives, spec.timesteps + extra_frames, work, flatten=not spec.pixels, audio=audio)
+    sequences = load_split(manifest, spec.input_stage, split, spec.perspectives, spec.timesteps + extra_frames, work, flatten=not spec.pixels, audio=audio)
+    if spec.options.get("augment") and not raw:
+        from pipeline.batches import eval_inputs
+
+        sequences.inputs = eval_inputs(sequences.inputs, spec.options["crop"])
+    return sequences
 
 
 def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None):

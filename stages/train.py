@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.augment import MAX_SHIFT
 from pipeline.experiment import PIXEL_MODELS, SEQUENCE_MODELS, RunSpec, build_model, load_inputs, split_future
 from pipeline.logs import get_logger
 from pipeline.manifest import DONE, Manifest, ManifestError
@@ -34,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--slots", type=int, default=112, help="mvm: memory slots")
     what.add_argument("--heads", type=int, default=8, help="mvm: addressing heads")
     what.add_argument("--radius", type=float, default=16.0, help="mvm: addressing radius")
+    what.add_argument("--augment", action="store_true", help="convlstm/mvm: the LRW recipe: shifted crop (+-5 px), random flip, normalisation, mixup Beta(0.4, 0.4)")
+    what.add_argument("--crop", type=int, help="--augment: crop side (default: the ROI side minus 10, e.g. 112 from LRW's 122 box)")
     pre = parser.add_argument_group("composite pretraining (Srivastava et al. 2015)")
     pre.add_argument("--pretrain", choices=("composite",), help="pretrain the encoder without labels, then fine-tune a classifier from it")
     pre.add_argument("--pretrain-epochs", type=int, default=20)
@@ -81,12 +84,14 @@ def make_spec(args: argparse.Namespace, manifest: Manifest) -> RunSpec:
         raise ValueError(f"--model {args.model} needs exactly one --perspectives entry")
     if args.pretrain and args.model not in SEQUENCE_MODELS:
         raise ValueError("--pretrain composite applies to the embedding sequence models")
+    if args.augment and args.model not in PIXEL_MODELS:
+        raise ValueError("--augment applies to the pixel models (convlstm, mvm)")
     source = "pixels" if stage == "prepare" else stage.split(":", 1)[1]
     name = args.name or f"{args.model}{'-composite' if args.pretrain else ''}-{'+'.join(perspectives)}-{source if stage != 'prepare' else 'roi'}"
     options = {
         "units": args.units, "dropout": args.dropout, "lr": args.lr, "released": args.released, "combine": args.combine,
         "topology": args.topology, "mv_output": args.mv_output, "layers": args.layers, "slots": args.slots, "heads": args.heads, "radius": args.radius,
-        "pretrain": args.pretrain, "future": args.future if args.pretrain else 0,
+        "pretrain": args.pretrain, "future": args.future if args.pretrain else 0, "augment": args.augment, "crop": args.crop,
     }
     weights = stage_weights(manifest, stage) if stage != "prepare" else "n/a (ROI pixels)"
     return RunSpec(name, args.model, stage, perspectives, args.timesteps, list(manifest.classes), weights, "" if stage == "prepare" else source, options)
@@ -104,11 +109,10 @@ def run(args: argparse.Namespace) -> int:
     out = args.work / "models" / spec.name
     out.mkdir(parents=True, exist_ok=True)
     future = spec.options["future"]
-    train = load_inputs(manifest, spec, "train", args.work, audio=spec.audio, extra_frames=future)
-    try:
-        val = load_inputs(manifest, spec, "val", args.work, audio=spec.audio)
-    except ValueError:
-        raise ValueError("the manifest has no usable validation samples: the best checkpoint is chosen on the val split") from None
+    train = load_inputs(manifest, spec, "train", args.work, audio=spec.audio, extra_frames=future, raw=True)
+    if spec.options["augment"] and not spec.options["crop"]:
+        spec.options["crop"] = min(train.inputs[0].shape[2:4]) - 2 * MAX_SHIFT
+    val = load_inputs(manifest, spec, "val", args.work, audio=spec.audio)  # the best checkpoint is chosen on it
     keras.utils.set_random_seed(args.seed)
     policy = set_precision(args.mixed_precision)
     with data_parallel(args.distribute, args.batch_size, args.lr) as plan:
@@ -129,13 +133,17 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, args: argparse.Nam
     n = len(spec.classes)
     config = FitConfig(epochs=args.epochs, batch_size=batch_size, patience=args.patience, seed=args.seed, tensorboard=not args.no_tensorboard, verbose=0 if args.quiet else 2)
     y_train, y_val = one_hot(train.labels, n), one_hot(val.labels, n)
+    shapes = [v.shape[1:] for v in val.inputs]  # after any evaluation crop: what the model takes
     if spec.model == "mvm":
-        models = build_model(spec, [x.shape[1:] for x in train.inputs], train.audio.shape[1:])
+        models = build_model(spec, shapes, train.audio.shape[1:])
         x_train, x_val = {"video": train.inputs[0], "audio": train.audio}, {"video": val.inputs[0], "audio": val.audio}
         config.monitor, config.checkpoint = "val_visual_accuracy", "train_best.keras"
-        history = fit(models.train, (x_train, {"visual": y_train, "audio": y_train}), (x_val, {"visual": y_val, "audio": y_val}), out, config, info)
+        history = fit(models.train, batches(spec, x_train, {"visual": y_train, "audio": y_train}, batch_size, args.seed), (x_val, {"visual": y_val, "audio": y_val}), out, config, info)
         models.train.load_weights(out / config.checkpoint)
         models.infer.save(out / "best.keras")
+    elif spec.pixels:
+        model = build_model(spec, shapes)
+        history = fit(model, batches(spec, train.inputs, y_train, batch_size, args.seed), (val.inputs, y_val), out, config, info)
     else:
         x_train = train.inputs
         if spec.options["pretrain"]:
@@ -145,6 +153,15 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, args: argparse.Nam
             model = build_model(spec, [x.shape[1:] for x in train.inputs])
         history = fit(model, (x_train, y_train), (val.inputs, y_val), out, config, info)
     return history, config.monitor
+
+
+def batches(spec: RunSpec, x, y, batch_size: int, seed: int) -> tuple:
+    """``(x, y)`` arrays for ``fit``, or an augmenting batch sequence (and no ``y``) under ``--augment``."""
+    if not spec.options["augment"]:
+        return x, y
+    from pipeline.batches import AugmentedClips
+
+    return AugmentedClips(x, y, batch_size, spec.options["crop"], seed), None
 
 
 def pretrain(spec: RunSpec, train, out: Path, config, info: dict, args: argparse.Namespace):

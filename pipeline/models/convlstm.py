@@ -83,4 +83,4 @@ def build_convlstm(
     x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="fusion")(pooled)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="classifier")(x)
-    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name)
+    return keras.Model(inputs, outputs, name=name)  # a list, like every network the trainer feeds

@@ -1,0 +1,47 @@
+"""LRW-recipe training batches: shifted crops, flips, one mixup for inputs and labels, centred eval crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.augment import LRW_MEAN, LRW_STD
+from pipeline.batches import AugmentedClips, eval_inputs
+
+
+def _clips(n=6, t=3, side=20):
+    # each pixel encodes its own column, so a crop's first column tells where it was cut
+    cols = np.broadcast_to(np.arange(side, dtype=np.float32), (n, t, side, side))
+    return (cols / side)[..., None].copy()
+
+
+def test_eval_view_is_the_centred_normalised_crop():
+    x = _clips()
+    (out,) = eval_inputs([x], crop=10)
+    assert out.shape == (6, 3, 10, 10, 1)
+    np.testing.assert_allclose(out[0, 0, 0, :, 0], (np.arange(5, 15) / 20 - LRW_MEAN) / LRW_STD, rtol=1e-6)
+    with pytest.raises(ValueError, match="larger than the ROI"):
+        eval_inputs([x], crop=30)
+
+
+def test_training_batches_shift_flip_and_mix_consistently():
+    x = _clips(n=8)
+    labels = np.eye(2, dtype=np.float32)[[0, 1] * 4]
+    batches = AugmentedClips({"video": x, "audio": np.arange(8, dtype=np.float32)[:, None]}, {"visual": labels, "audio": labels}, batch_size=8, crop=10, seed=1, alpha=1e-3)
+    assert len(batches) == 1
+    seen_left, steps = set(), set()
+    for _ in range(20):
+        batches.on_epoch_end()
+        xb, yb = batches[0]
+        assert xb["video"].shape == (8, 3, 10, 10, 1)
+        first = xb["video"][:, 0, 0, :, 0] * LRW_STD + LRW_MEAN  # un-normalise: column / 20
+        for row in first:
+            cols = np.rint(row * 20)
+            step = cols[1] - cols[0]
+            assert abs(step) == 1  # a contiguous crop, forwards or mirrored
+            steps.add(int(step))
+            seen_left.add(int(min(cols[0], cols[-1])))
+        np.testing.assert_allclose(yb["visual"].sum(1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(yb["visual"], yb["audio"])  # the same partners and weights for both
+    assert seen_left <= set(range(0, 11)) and len(seen_left) > 3  # shifts of up to +-5 around left=5
+    assert steps == {-1, 1}  # some clips mirrored, some not
