@@ -256,11 +256,6 @@ def resolve_inside(root: Path | str, relative: str, what: str = "path") -> Path:
     return candidate
 
 
-def relative_to_root(root: Path | str, path: Path | str) -> str:
-    """``path`` as a POSIX string relative to ``root`` (how manifests store sources)."""
-    return Path(os.path.relpath(Path(path).resolve(), Path(root).resolve())).as_posix()
-
-
 def _natural_key(text: str) -> list[Any]:
     import re
 

@@ -313,10 +313,4 @@ def shard_name(prefix: str, index: int, total: int, suffix: str = ".h5") -> str:
     return f"{prefix}-{index:05d}-of-{total:05d}{suffix}"
 
 
-def read_shard_sample(path: Path | str, sample_id: str, perspectives: list[str] | None = None) -> ShardSample:
-    """Open a shard, read one sample, close it."""
-    with ShardReader(path) as reader:
-        return reader.read(sample_id, perspectives)
-
-
-__all__ = ["ShardError", "ShardReader", "ShardSample", "ShardWriter", "group_name", "read_shard_sample", "shard_name"]
+__all__ = ["ShardError", "ShardReader", "ShardSample", "ShardWriter", "group_name", "shard_name"]
