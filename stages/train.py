@@ -150,7 +150,7 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, args: argparse.Nam
             x_train, _ = split_future(train, spec.timesteps)
             model = pretrain(spec, train, out, config, info, args)
         else:
-            model = build_model(spec, [x.shape[1:] for x in train.inputs])
+            model = build_model(spec, shapes)
         history = fit(model, (x_train, y_train), (val.inputs, y_val), out, config, info)
     return history, config.monitor
 
