@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.backbones.registry import BACKBONES
-from pipeline.backbones.resolve import WeightsUnavailableError
-from pipeline.backbones.weights import WeightFileError
+from pipeline.backbones.errors import WeightFileError, WeightsUnavailableError
 from pipeline.cluster import backend_for
 from pipeline.extract_job import BackboneSpec, ExtractJob, load_backbone
 from pipeline.logs import get_logger

@@ -17,6 +17,7 @@ from typing import Callable
 import h5py
 
 from pipeline.atomic import atomic_path, file_sha256, write_text_atomic
+from pipeline.backbones.errors import WeightsUnavailableError
 from pipeline.logs import get_logger
 
 log = get_logger(__name__)
@@ -26,10 +27,6 @@ RELEASED = ("vgg16", "resnet50", "senet50")  # architectures with released weigh
 VGGFACE, RANDOM = "vggface", "random"
 OFFLINE_ENV, CACHE_ENV = "MPVIEW_OFFLINE", "MPVIEW_CACHE"
 Downloader = Callable[[str, Path], None]
-
-
-class WeightsUnavailableError(RuntimeError):
-    """The requested weights cannot be found or fetched; the message says how to supply them."""
 
 
 def weight_file_name(arch: str, include_top: bool) -> str:

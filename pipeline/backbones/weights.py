@@ -16,21 +16,13 @@ import keras
 import numpy as np
 
 from pipeline.atomic import atomic_path
+from pipeline.backbones.errors import WeightFileError
 from pipeline.backbones.vggface import keras_name, original_name
 from pipeline.logs import get_logger
 
 log = get_logger(__name__)
 
 MODEL_WEIGHTS = "model_weights"
-
-
-class WeightFileError(ValueError):
-    """A weight file that cannot be loaded into the model; the message names the file and the first mismatch."""
-
-    def __init__(self, file: Path | str, reason: str) -> None:
-        super().__init__(f"{file}: {reason}")
-        self.file = str(file)
-        self.reason = reason
 
 
 def _decode(value: object) -> str:
