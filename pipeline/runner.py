@@ -162,7 +162,7 @@ def _writing(task: ShardTask, action: Callable[..., Any], *args: Any) -> Any:
 
 def _reconcile(manifest: Manifest, stage: str, tasks: list[ShardTask], redo_failed: bool, root: Path) -> list[ShardTask]:
     """Fill the manifest from shards already on disk; return the tasks still to run."""
-    by_id = manifest.by_id()
+    positions = _positions(manifest)
     todo = []
     for task in tasks:
         path = Path(task.path)
@@ -181,18 +181,21 @@ def _reconcile(manifest: Manifest, stage: str, tasks: list[ShardTask], redo_fail
         if set(records) != set(task.ids) or (redo_failed and any(r["status"] == FAILED for r in records.values())):
             todo.append(task)
             continue
-        _record(manifest, by_id, stage, task, records, root)
+        _record(manifest, positions, stage, task, records, root)
     return todo
 
 
-def _record(manifest: Manifest, by_id: dict[str, Sample], stage: str, task: ShardTask, records: dict[str, dict[str, Any]], root: Path) -> None:
+def _positions(manifest: Manifest) -> dict[str, int]:
+    """Sample id -> its index in ``manifest.samples`` (built once per run, not once per shard)."""
+    return {s.id: i for i, s in enumerate(manifest.samples)}
+
+
+def _record(manifest: Manifest, positions: dict[str, int], stage: str, task: ShardTask, records: dict[str, dict[str, Any]], root: Path) -> None:
+    """Store one shard's per-sample outcomes, with the shard's location, under ``stage`` in the manifest."""
     location = Path(task.path).relative_to(root).as_posix() if Path(task.path).is_relative_to(root) else task.path
-    index = {s.id: i for i, s in enumerate(manifest.samples)}
     for sample_id, record in records.items():
-        entry = {**record, "shard": location}
-        updated = replace_stage(by_id[sample_id], stage, entry)
-        manifest.samples[index[sample_id]] = updated
-        by_id[sample_id] = updated
+        i = positions[sample_id]
+        manifest.samples[i] = replace_stage(manifest.samples[i], stage, {**record, "shard": location})
 
 
 def execute(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[str, Any]]], jobs: int = 1, backend: str | None = None) -> Iterator[tuple[ShardTask, dict[str, dict[str, Any]]]]:
@@ -263,17 +266,19 @@ def run_stage(
     summary = RunSummary(stage, total=len(samples), skipped_shards=len(tasks) - len(todo))
     if summary.skipped_shards:
         log.info("%d of %d shards already complete; resuming", summary.skipped_shards, len(tasks))
+    clock = time.monotonic()
     _save(manifest, manifest_path)
-    by_id = manifest.by_id()
     last_save = time.monotonic()
+    interval = max(save_every, 20 * (last_save - clock))  # saving a large manifest stays under ~5% of the run
+    positions = _positions(manifest)
     bar = tqdm(total=sum(len(t.samples) for t in todo), desc=stage, unit="sample", disable=progress_disabled())
     failing = True
     try:
         for task, records in execute(todo, job, jobs, backend):
-            _record(manifest, by_id, stage, task, records, work_root)
+            _record(manifest, positions, stage, task, records, work_root)
             summary.written_shards += 1
             bar.update(len(task.samples))
-            if time.monotonic() - last_save > save_every:
+            if time.monotonic() - last_save > interval:
                 _save(manifest, manifest_path)
                 last_save = time.monotonic()
         # every task has finished: temporary files still here belong to attempts that died and were retried
