@@ -13,7 +13,7 @@ from pipeline.manifest import ManifestError, Sample, resolve_inside
 from pipeline.roi import NoFaceError, RoiConfig, crop_clip
 from pipeline.runner import SampleError, ShardTask, write_shard
 from pipeline.sequences import AUDIO_KEY
-from pipeline.video import VideoError, probe, read_frames, read_image_sequence
+from pipeline.video import VideoError, frame_rate, read_frames, read_image_sequence
 
 ROI_KIND = "roi"
 
@@ -81,8 +81,7 @@ class PrepareJob:
             if not path.exists():
                 raise SampleError(f"{path}: video file is missing", "missing-file")
             frames = read_frames(path)
-            meta = probe(path)
-            info = {"frames": len(frames), "fps": meta.get("fps"), "height": frames.shape[1], "width": frames.shape[2], "sha256": file_sha256(path)}
+            info = {"frames": len(frames), "fps": frame_rate(path), "height": frames.shape[1], "width": frames.shape[2], "sha256": file_sha256(path)}
             return frames, info, path
         except ManifestError as exc:
             raise SampleError(str(exc), "outside-root") from None

@@ -63,13 +63,23 @@ def probe(path: Path | str) -> dict:
                 frames = sum(1 for packet in container.demux(stream) if packet.size)
             except av.FFmpegError as exc:
                 raise VideoError(path, f"truncated or corrupt while counting packets ({exc})") from exc
-        rate = stream.average_rate or stream.guessed_rate or 0
         return {
             "frames": int(frames),
-            "fps": float(rate),
+            "fps": _rate(stream),
             "width": int(stream.codec_context.width),
             "height": int(stream.codec_context.height),
         }
+
+
+def _rate(stream: av.video.stream.VideoStream) -> float:
+    return float(stream.average_rate or stream.guessed_rate or 0)
+
+
+def frame_rate(path: Path | str) -> float:
+    """The video's frame rate from the container header alone (no demuxing, unlike ``probe``)."""
+    path = _check_file(path)
+    with _open(path) as container:
+        return _rate(_video_stream(container, path))
 
 
 def iter_frames(path: Path | str) -> Iterator[np.ndarray]:
