@@ -146,8 +146,7 @@ def write_shard(
                 _writing(task, writer.add, sample_id, outcome["arrays"], outcome.get("attrs"), outcome.get("extras"), outcome.get("record"))
         _writing(task, writer.commit)
     except BaseException:
-        with contextlib.suppress(Exception):  # closing a file on a full disk may fail again; the first error matters
-            writer.discard()
+        writer.discard()
         raise
     return writer.records
 

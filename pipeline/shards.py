@@ -7,6 +7,7 @@ shard on disk is the source of truth and a manifest can always be reconciled fro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -101,9 +102,14 @@ class BaseShardWriter:
         return self.path
 
     def discard(self) -> None:
-        """Close and delete the temporary file (nothing appears under the final name)."""
+        """Close and delete the temporary file (nothing appears under the final name).
+
+        Called while another error is on its way: closing may fail again (a full disk), and that
+        second error is dropped so the first one is what the caller sees.
+        """
         try:
-            self._close()
+            with contextlib.suppress(OSError):
+                self._close()
         finally:
             self._tmp.unlink(missing_ok=True)
 
@@ -111,10 +117,14 @@ class BaseShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
+        if exc_type is not None:
             self.discard()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            self.discard()
+            raise
 
 
 def _create_file(path: Path) -> h5py.File:

@@ -78,3 +78,16 @@ def test_corruption_is_detected(tmp_path):
         ShardReader(tmp_path / "x.h5")
     with pytest.raises(ShardError, match="expected 'embedding'"):
         ShardReader(path, kind="embedding")
+
+
+def test_failed_commit_leaves_nothing(tmp_path, monkeypatch):
+    import os
+
+    def no_space(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_space)
+    with pytest.raises(OSError, match="No space"):
+        with ShardWriter(tmp_path / "s.h5", "roi") as writer:
+            writer.add("a", {"v1": np.zeros((2, 2), np.uint8)})
+    assert list(tmp_path.iterdir()) == []
