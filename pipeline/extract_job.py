@@ -59,6 +59,10 @@ class ExtractJob:
     frames_per_batch: int = 256
     strict: bool = False
 
+    @functools.cached_property
+    def _class_index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
     def __call__(self, task: ShardTask) -> dict[str, dict[str, Any]]:
         model = load_backbone(self.backbone)
         attrs = {"stage": "extract", "backbone": model.name, "dim": model.dim, "weights": model.weights_label, "dtype": self.dtype, "perspectives": list(self.perspectives)}
@@ -112,7 +116,13 @@ class ExtractJob:
         """Embed the first ``count`` buffered frames in one call, hand the features to their samples; return frames left."""
         if count <= 0:
             return sum(len(frames) for _, _, frames in buffer)
-        features = model.embed(np.concatenate([frames for _, _, frames in buffer])[:count]).astype(self.dtype)
+        pieces, gathered = [], 0
+        for _, _, frames in buffer:
+            if gathered >= count:
+                break
+            pieces.append(frames[: count - gathered])
+            gathered += len(pieces[-1])
+        features = model.embed(np.concatenate(pieces)).astype(self.dtype)
         used = 0
         while buffer and used < count:
             entry, view, frames = buffer[0]
@@ -128,7 +138,7 @@ class ExtractJob:
 
     def _finished(self, queue: collections.deque["_Pending"], model) -> Iterator[tuple[str, Any]]:
         """Yield, in order, the samples at the head of the queue whose frames are all embedded (or that failed)."""
-        index = {c: i for i, c in enumerate(self.classes)}
+        index = self._class_index
         while queue and (queue[0].error is not None or queue[0].remaining == 0):
             entry = queue.popleft()
             sample = entry.sample
