@@ -289,11 +289,12 @@ def _face_crops(clip: Path, indices: tuple[int, ...]) -> np.ndarray:
 
 
 def test_dlib_descriptor_on_a_real_face(grid_clip: Path) -> None:
-    from pipeline.backbones.dlib_descriptor import DESCRIPTOR_FILE, model_file
+    from pipeline.backbones.dlib_descriptor import DESCRIPTOR_FILE
+    from pipeline.faces import model_path
 
     backbone = build_backbone("dlib")
     assert isinstance(backbone, Backbone) and backbone.name == "dlib" and backbone.dim == 128
-    assert backbone.weights_label == f"sha256:{file_sha256(model_file(DESCRIPTOR_FILE))}"
+    assert backbone.weights_label == f"sha256:{file_sha256(model_path(DESCRIPTOR_FILE))}"
     crops = _face_crops(grid_clip, (0, 40))
     out = backbone.embed(crops)
     assert out.shape == (2, 128) and out.dtype == np.float32

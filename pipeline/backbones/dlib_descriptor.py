@@ -6,7 +6,6 @@ Each crop is aligned the way dlib expects: the 5-point landmark predictor is fit
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import dlib
@@ -14,33 +13,23 @@ import numpy as np
 
 from pipeline.atomic import file_sha256
 from pipeline.backbones.pixels import as_rgb
+from pipeline.faces import model_path
 
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
 CHIP_SIZE, CHIP_PADDING, DIM = 150, 0.25, 128
 
 
-def model_file(name: str) -> Path:
-    """A model file shipped in ``face_recognition_models``, located without importing that package."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package face-recognition-models is not installed (pip install face-recognition-models)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the face-recognition-models installation")
-    return path
-
-
 class DlibDescriptor:
     """128-d dlib face descriptors of face ROI crops (RGB), one per crop."""
 
     def __init__(self, descriptor_path: Path | str | None = None, num_jitters: int = 0) -> None:
-        self.descriptor_path = Path(descriptor_path) if descriptor_path else model_file(DESCRIPTOR_FILE)
+        self.descriptor_path = Path(descriptor_path) if descriptor_path else model_path(DESCRIPTOR_FILE)
         self.num_jitters = num_jitters
         self.name, self.dim = "dlib", DIM
         self.weights_label = f"sha256:{file_sha256(self.descriptor_path)}"
         self._net = dlib.face_recognition_model_v1(str(self.descriptor_path))
-        self._predictor = dlib.shape_predictor(str(model_file(PREDICTOR_FILE)))
+        self._predictor = dlib.shape_predictor(str(model_path(PREDICTOR_FILE)))
 
     def chip(self, crop: np.ndarray) -> np.ndarray:
         """The aligned 150x150 chip of one RGB face crop (5-point fit inside the whole crop)."""
