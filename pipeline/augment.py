@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-import cv2
 import numpy as np
+
+from pipeline.backbones.pixels import resize as resize_frames
 
 LRW_MEAN = 0.4136
 LRW_STD = 0.1700
@@ -40,10 +41,7 @@ def shift_crop(clip: np.ndarray, box: Box, rng: np.random.Generator | None, max_
 
 def resize(clip: np.ndarray, size: int = LRW_SIZE) -> np.ndarray:
     """Resize every frame to ``size`` x ``size`` (bilinear, area when shrinking), keeping dtype and channels."""
-    height, width = clip.shape[1:3]
-    interpolation = cv2.INTER_AREA if size < min(height, width) else cv2.INTER_LINEAR
-    frames = [cv2.resize(frame, (size, size), interpolation=interpolation) for frame in clip]
-    return np.stack(frames).reshape((len(clip), size, size) + clip.shape[3:])
+    return resize_frames(clip, size)
 
 
 def grayscale(clip: np.ndarray) -> np.ndarray:
