@@ -16,6 +16,9 @@ from pipeline.logs import get_logger
 log = get_logger(__name__)
 
 
+VFR_TIME_BASE = Fraction(1, 1000)  # millisecond clock for clips written with their own frame times
+
+
 class VideoError(Exception):
     """A video or image sequence that cannot be used: unreadable, empty, truncated, wrong format, or no face."""
 
@@ -82,8 +85,19 @@ def frame_rate(path: Path | str) -> float:
         return _rate(_video_stream(container, path))
 
 
-def iter_frames(path: Path | str) -> Iterator[np.ndarray]:
-    """Decode a video frame by frame into ``[H, W, 3]`` uint8 RGB arrays, checking for truncation at the end."""
+def _upright(image: np.ndarray, rotation: float) -> np.ndarray:
+    """Undo a display rotation (counter-clockwise degrees, as phones record it), as players do; nearest quarter turn."""
+    turns = int(round(rotation / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+
+
+def iter_frames(path: Path | str, timestamps: list[float] | None = None) -> Iterator[np.ndarray]:
+    """Decode a video frame by frame into upright ``[H, W, 3]`` uint8 RGB arrays, checking for truncation at the end.
+
+    A display rotation in the container (phone clips) is applied, so frames come out as a player shows them. When
+    ``timestamps`` is given, each frame's presentation time in seconds is appended to it (variable-frame-rate clips
+    keep their real timing).
+    """
     path = _check_file(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
@@ -101,17 +115,19 @@ def iter_frames(path: Path | str) -> Iterator[np.ndarray]:
                 image = frame.to_ndarray(format="rgb24")
             except (ValueError, NotImplementedError, av.FFmpegError) as exc:
                 raise VideoError(path, f"unsupported pixel format {frame.format.name!r} ({exc})") from exc
+            if timestamps is not None:
+                timestamps.append(float(frame.time) if frame.time is not None else count / (_rate(stream) or 25.0))
             count += 1
-            yield image
+            yield _upright(image, frame.rotation)
     if count == 0:
         raise VideoError(path, "no frames decoded (zero-frame or unreadable video)")
     if claimed and count < claimed:
         raise VideoError(path, f"truncated: decoded {count} of the {claimed} frames the container declares")
 
 
-def read_frames(path: Path | str) -> np.ndarray:
-    """Decode a whole video into ``[T, H, W, 3]`` uint8 RGB."""
-    return np.stack(list(iter_frames(path)))
+def read_frames(path: Path | str, timestamps: list[float] | None = None) -> np.ndarray:
+    """Decode a whole video into upright ``[T, H, W, 3]`` uint8 RGB (see ``iter_frames``)."""
+    return np.stack(list(iter_frames(path, timestamps)))
 
 
 def read_image_sequence(paths: Sequence[Path | str]) -> np.ndarray:
@@ -136,10 +152,12 @@ def _video_codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-def write_video(path: Path | str, frames: np.ndarray, fps: float, crf: int = 18, preset: str = "medium") -> Path:
+def write_video(path: Path | str, frames: np.ndarray, fps: float, crf: int = 18, preset: str = "medium",
+                times: Sequence[float] | None = None) -> Path:
     """Write ``[T, H, W, 3]`` RGB (or ``[T, H, W]`` gray) uint8 frames as an MP4 atomically; H and W must be even.
 
-    Encoding runs on one thread with x264's macroblock tree off, so identical frames give identical bytes.
+    Encoding runs on one thread with x264's macroblock tree off, so identical frames give identical bytes. ``times``
+    (seconds, increasing) gives each frame its own presentation time: a variable-frame-rate clip.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or len(frames) == 0:
@@ -149,6 +167,8 @@ def write_video(path: Path | str, frames: np.ndarray, fps: float, crf: int = 18,
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"width and height must be even for yuv420p video, got {width}x{height}")
+    if times is not None and (len(times) != len(frames) or np.any(np.diff(times) <= 0)):
+        raise ValueError(f"times must give one increasing time per frame, got {len(times)} for {len(frames)} frames")
     codec = _video_codec()
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -160,8 +180,12 @@ def write_video(path: Path | str, frames: np.ndarray, fps: float, crf: int = 18,
             else:
                 stream.options = {"threads": "1"}
                 stream.bit_rate = 2_000_000
-            for image in frames:
+            if times is not None:
+                stream.codec_context.time_base = VFR_TIME_BASE
+            for index, image in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p", threads=1)
+                if times is not None:
+                    frame.pts, frame.time_base = int(round(times[index] / VFR_TIME_BASE)), VFR_TIME_BASE
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
     log.debug("wrote %s (%d frames, %dx%d, %s)", path, len(frames), width, height, codec)

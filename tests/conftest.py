@@ -26,3 +26,22 @@ def grid_dir() -> Path:
 def grid_clip(grid_dir: Path) -> Path:
     """One real GRID clip (75 frames, 360x288, 25 fps, with audio)."""
     return grid_dir / "lbax4n.mpg"
+
+
+def set_display_rotation(path: Path, degrees: int) -> Path:
+    """Write a display rotation into an MP4's track header, as phones do (``degrees`` counter-clockwise, as FFmpeg reads it).
+
+    The ``tkhd`` box holds a 3x3 matrix in 16.16 fixed point; players rotate the decoded picture by it.
+    """
+    import math
+    import struct
+
+    data = bytearray(path.read_bytes())
+    box = data.index(b"tkhd")
+    version = data[box + 4]
+    start = box + 8 + (20 if version == 0 else 32) + 16  # after version/flags, times, track id, duration, layer...
+    radians = -math.radians(degrees)
+    cos, sin = round(math.cos(radians) * 65536), round(math.sin(radians) * 65536)
+    data[start:start + 36] = struct.pack(">9i", cos, sin, 0, -sin, cos, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    return path

@@ -127,3 +127,42 @@ def test_read_audio_grid(grid_clip: Path) -> None:
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert 2.9 * 16000 <= len(audio) <= 3.1 * 16000
     assert 0.01 < np.abs(audio).max() < 2.0
+
+
+@pytest.mark.parametrize("degrees", [-90, 90, 180])
+def test_display_rotation_is_applied_as_a_player_would(tmp_path: Path, degrees: int) -> None:
+    """Phone clips store sensor-oriented pixels plus a display matrix; decoding returns the upright picture."""
+    from conftest import set_display_rotation
+
+    upright = moving_square(8)
+    stored = np.rot90(upright, k=-degrees // 90, axes=(1, 2))  # what the sensor recorded
+    path = set_display_rotation(write_video(tmp_path / "phone.mp4", np.ascontiguousarray(stored), fps=30), degrees)
+    decoded = read_frames(path)
+    assert decoded.shape == upright.shape
+    assert np.abs(decoded.astype(int) - upright).mean() < 4
+
+
+def test_rotated_real_face_clip_is_found_upright(tmp_path: Path, grid_clip: Path) -> None:
+    """A GRID clip stored sideways with a -90 degree display matrix (as phones write) still yields mouth crops."""
+    from conftest import set_display_rotation
+    from pipeline.roi import crop_clip
+
+    frames = read_frames(grid_clip)[:12]
+    sideways = np.ascontiguousarray(np.rot90(frames, k=1, axes=(1, 2)))
+    path = set_display_rotation(write_video(tmp_path / "phone.mp4", sideways, fps=25), -90)
+    decoded = read_frames(path)
+    assert decoded.shape == frames.shape
+    result = crop_clip(decoded, source=str(path))
+    assert result.found.all() and result.clip.shape == (12, 96, 96, 3)
+
+
+def test_variable_frame_rate_clip_keeps_each_frame_time(tmp_path: Path) -> None:
+    """Per-frame presentation times survive decoding, so irregular timing is not flattened to an average rate."""
+    times = [0.0, 0.033, 0.1, 0.2, 0.233, 0.5, 0.52, 0.9]
+    path = write_video(tmp_path / "vfr.mp4", moving_square(8), fps=30, times=times)
+    seen: list[float] = []
+    assert len(read_frames(path, seen)) == 8
+    assert seen == pytest.approx(times, abs=1e-3)
+    regular: list[float] = []
+    read_frames(write_video(tmp_path / "cfr.mp4", moving_square(5), fps=25), regular)
+    assert regular == pytest.approx([0.0, 0.04, 0.08, 0.12, 0.16], abs=1e-6)
