@@ -21,12 +21,25 @@ STAGES = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that states each option's default, unless the text already does or there is none to state."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})"
+MODEL_STAGES = ("extract", "train", "evaluate", "demo")  # the stages that start a Keras backend
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per stage (each stage module adds its own options)."""
     parser = argparse.ArgumentParser(prog="mpview", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in STAGES.items():
-        stage_parser = sub.add_parser(name, help=help_text, description=help_text)
+        stage_parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         noise = stage_parser.add_mutually_exclusive_group()
         noise.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
         noise.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -38,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, set up logging, run the chosen stage; return its exit status."""
     args = build_parser().parse_args(argv)
     configure(-1 if args.quiet else 1 if args.verbose else 0)
+    if args.command in MODEL_STAGES and not args.verbose:
+        from pipeline.device import start_tensorflow_quietly
+
+        start_tensorflow_quietly()
     stage = importlib.import_module(f"stages.{args.command}")
     try:
         return stage.run(args)

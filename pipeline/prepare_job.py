@@ -48,23 +48,26 @@ class PrepareJob:
         for view in self.perspectives:
             if view not in sample.sources:
                 raise SampleError(f"perspective {view} has no source", "missing-perspective")
-            frames, info, first = self._read(sample, view)
+            frames, info, first, times = self._read(sample, view)
             try:
-                result = crop_clip(frames, self.roi, source=str(first))
+                result = crop_clip(frames, self.roi.for_perspective(view), source=str(first))
             except NoFaceError as exc:
-                raise SampleError(str(exc), "no-face") from None
+                raise SampleError(str(exc) + _frame_mode_hint(exc), "no-face") from None
             except VideoError as exc:
                 raise SampleError(str(exc), "unreadable") from None
             arrays[view] = result.clip
             for key, value in result.arrays().items():
                 extras[f"audit/{view}/{key}"] = value
+            if times is not None:
+                extras[f"audit/{view}/timestamps"] = times
             media[view] = {**info, "found_fraction": round(1.0 - result.missing_fraction, 4)}
         if self.audio:
             extras[AUDIO_KEY] = self._audio(sample, media)
         attrs = {"label": sample.label, "split": sample.split, "speaker": sample.speaker, "sha256": {v: m["sha256"] for v, m in media.items()}}
         return {"arrays": arrays, "extras": extras, "attrs": attrs, "record": {"media": media}}
 
-    def _read(self, sample: Sample, view: str) -> tuple[np.ndarray, dict[str, Any], Path]:
+    def _read(self, sample: Sample, view: str) -> tuple[np.ndarray, dict[str, Any], Path, np.ndarray | None]:
+        """Decode one perspective: frames, media facts, the file to name in errors, per-frame times (videos only)."""
         source = sample.sources[view]
         try:
             if source.kind == "images":
@@ -76,13 +79,15 @@ class PrepareJob:
                     raise SampleError(f"{missing[0]}: image file is missing", "missing-file")
                 frames = read_image_sequence(paths)
                 info = {"frames": len(frames), "fps": None, "height": frames.shape[1], "width": frames.shape[2], "sha256": _hash_many(paths)}
-                return frames, info, paths[0]
+                return frames, info, paths[0], None
             path = resolve_inside(self.root, source.path, what=f"sample {sample.id!r}")
             if not path.exists():
                 raise SampleError(f"{path}: video file is missing", "missing-file")
-            frames = read_frames(path)
-            info = {"frames": len(frames), "fps": frame_rate(path), "height": frames.shape[1], "width": frames.shape[2], "sha256": file_sha256(path)}
-            return frames, info, path
+            times: list[float] = []
+            frames = read_frames(path, times)
+            info = {"frames": len(frames), "fps": frame_rate(path), "height": frames.shape[1], "width": frames.shape[2],
+                    "variable_frame_rate": _variable_rate(times), "sha256": file_sha256(path)}
+            return frames, info, path, np.asarray(times, np.float64)
         except ManifestError as exc:
             raise SampleError(str(exc), "outside-root") from None
         except VideoError as exc:
@@ -99,6 +104,19 @@ class PrepareJob:
             return audio_for_clip(path, media[view]["frames"], media[view]["fps"] or 25.0)
         except VideoError as exc:
             raise SampleError(f"{path}: no usable audio ({exc})", "no-audio") from None
+
+
+def _frame_mode_hint(exc: NoFaceError) -> str:
+    """When no frame at all shows a face, the clip is likely pre-cropped: say which mode serves it."""
+    if exc.fraction < 1.0:
+        return ""
+    return "; no frame shows a face: if the clips are already cropped to the mouth or face, use --roi frame"
+
+
+def _variable_rate(times: list[float]) -> bool:
+    """Whether frame intervals differ by more than 10% of their median (a variable-frame-rate recording)."""
+    steps = np.diff(times)
+    return bool(len(steps) > 1 and np.median(steps) > 0 and np.abs(steps - np.median(steps)).max() > 0.1 * np.median(steps))
 
 
 def _reason_code(reason: str) -> str:

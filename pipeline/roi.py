@@ -23,15 +23,18 @@ log = get_logger(__name__)
 # (REFERENCE_FACE_BOX). The mouth is then about 52 px wide, so a 96x96 mouth crop also shows nostrils and chin.
 REFERENCE_STABLE = np.array([[128.0, 126.0], [82.4, 77.4], [108.4, 77.4], [147.6, 77.4], [173.6, 77.4]], np.float32)
 REFERENCE_FACE_BOX = (53.2, 48.6, 202.8, 207.4)
-DEFAULT_SIZE = {"mouth": (96, 96), "face": (112, 112)}
+DEFAULT_SIZE = {"mouth": (96, 96), "face": (112, 112), "frame": (96, 96)}
+RESIZE_MODES = ("pad", "stretch")  # whole-frame mode: keep the aspect ratio by padding, or stretch to the ROI size
 
 
 @dataclass(frozen=True)
 class RoiConfig:
     """How to find and crop the region of interest; recorded in the manifest so a crop can be redone."""
 
-    roi: str = "mouth"  # "mouth" (landmarks 48-67) or "face" (landmark hull with margin)
-    size: tuple[int, int] | None = None  # (height, width); None: 96x96 mouth, 112x112 face, fixed box: its own size
+    roi: str = "mouth"  # "mouth" (landmarks 48-67), "face" (landmark hull with margin), "frame" (whole frame, no detection)
+    size: tuple[int, int] | None = None  # (height, width); None: 96x96 mouth/frame, 112x112 face, fixed box: its own size
+    resize: str = "pad"  # "frame" mode: "pad" keeps the aspect ratio (black borders), "stretch" fills the ROI size
+    perspective_sizes: tuple[tuple[str, int, int], ...] = ()  # (perspective, height, width) overriding ``size``
     grayscale: bool = False
     align: bool = True  # similarity-align the stable points to the 256x256 mean face before cropping
     fixed_box: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) for pre-aligned data (LRW: 59, 95, 195, 231)
@@ -48,6 +51,14 @@ class RoiConfig:
         """Check values and fill in the default crop size."""
         if self.roi not in DEFAULT_SIZE:
             raise ValueError(f"roi must be one of {sorted(DEFAULT_SIZE)}, got {self.roi!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.roi == "frame" and self.fixed_box is not None:
+            raise ValueError("roi 'frame' uses the whole frame: it cannot be combined with a fixed box")
+        sizes = tuple((str(name), int(h), int(w)) for name, h, w in self.perspective_sizes)
+        if any(min(h, w) < 1 for _, h, w in sizes) or len({name for name, _, _ in sizes}) != len(sizes):
+            raise ValueError(f"perspective sizes must be positive and name each perspective once, got {self.perspective_sizes}")
+        object.__setattr__(self, "perspective_sizes", sizes)
         if self.face_policy not in POLICIES:
             raise ValueError(f"face_policy must be one of {POLICIES}, got {self.face_policy!r}")
         if self.fixed_box is not None:
@@ -68,6 +79,11 @@ class RoiConfig:
     def to_dict(self) -> dict:
         """Plain-JSON form for the manifest."""
         return dataclasses.asdict(self)
+
+    def for_perspective(self, name: str) -> RoiConfig:
+        """The settings for one perspective: its own size when ``perspective_sizes`` names it."""
+        size = next(((h, w) for view, h, w in self.perspective_sizes if view == name), None)
+        return dataclasses.replace(self, size=size, perspective_sizes=()) if size else self
 
 
 @dataclass
@@ -194,28 +210,62 @@ def _from_track(frames: np.ndarray, config: RoiConfig, track: FaceTrack, window:
                      track.detected, track.fitted, track.found)
 
 
-def _fixed_box(frames: np.ndarray, config: RoiConfig, source: str) -> RoiResult:
-    """Cut the same box from every frame (pre-aligned data); resized only when ``size`` differs from the box."""
-    x0, y0, x1, y1 = config.fixed_box
-    height, width = frames.shape[1:3]
-    if x1 > width or y1 > height:
-        raise VideoError(source, f"fixed box {config.fixed_box} does not fit in {width}x{height} frames")
-    clip = frames[:, y0:y1, x0:x1]
-    out_h, out_w = config.size
-    if (out_h, out_w) != (y1 - y0, x1 - x0):
-        clip = np.stack([cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA) for crop in clip])
-    sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
-    matrix = np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5]], np.float32)
-    count = len(frames)
+def _without_landmarks(clip: np.ndarray, matrix: np.ndarray, config: RoiConfig) -> RoiResult:
+    """A crop made without detection (fixed box, whole frame): one matrix for every frame, no landmarks to audit."""
+    count = len(clip)
     nan_points = np.full((count, 68, 2), np.nan, np.float32)
     return RoiResult(_to_output(np.ascontiguousarray(clip), config), np.tile(matrix, (count, 1, 1)), nan_points,
                      nan_points.copy(), np.full((count, 4), np.nan, np.float32), np.zeros(count, bool),
                      np.zeros(count, bool), np.ones(count, bool))
 
 
+def _fixed_box(frames: np.ndarray, config: RoiConfig, source: str) -> RoiResult:
+    """Cut the same box from every frame (pre-aligned data); resized only when ``size`` differs from the box."""
+    x0, y0, x1, y1 = config.fixed_box
+    height, width = frames.shape[1:3]
+    if x1 > width or y1 > height:
+        raise VideoError(source, f"fixed box {config.fixed_box} does not fit in {width}x{height} frames; "
+                                 f"for clips that are already cropped use --roi frame")
+    clip = frames[:, y0:y1, x0:x1]
+    out_h, out_w = config.size
+    if (out_h, out_w) != (y1 - y0, x1 - x0):
+        clip = np.stack([cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA) for crop in clip])
+    sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
+    matrix = np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5]], np.float32)
+    return _without_landmarks(clip, matrix, config)
+
+
+def whole_frame_layout(height: int, width: int, size: tuple[int, int], resize: str) -> tuple[int, int, int, int]:
+    """Where a ``height`` x ``width`` frame goes in the ROI: (scaled height, scaled width, top, left) padding offsets."""
+    out_h, out_w = size
+    if resize == "stretch":
+        return out_h, out_w, 0, 0
+    scale = min(out_h / height, out_w / width)
+    new_h, new_w = min(out_h, max(1, round(height * scale))), min(out_w, max(1, round(width * scale)))
+    return new_h, new_w, (out_h - new_h) // 2, (out_w - new_w) // 2
+
+
+def _whole_frame(frames: np.ndarray, config: RoiConfig) -> RoiResult:
+    """Resize whole frames to the ROI size (pre-cropped clips: no detection), padding with black to keep the aspect."""
+    height, width = frames.shape[1:3]
+    new_h, new_w, top, left = whole_frame_layout(height, width, config.size, config.resize)
+    shrink = new_h * new_w < height * width
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    out_h, out_w = config.size
+    clip = np.zeros((len(frames), out_h, out_w) + frames.shape[3:], np.uint8)
+    for out, frame in zip(clip, frames):
+        out[top:top + new_h, left:left + new_w] = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
+    sx, sy = new_w / width, new_h / height
+    matrix = np.array([[sx, 0, 0.5 * sx - 0.5 + left], [0, sy, 0.5 * sy - 0.5 + top]], np.float32)
+    return _without_landmarks(clip, matrix, config)
+
+
 def crop_clip(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str = "<frames>") -> RoiResult:
-    """Crop the mouth or face ROI from ``[T, H, W, 3]`` (or gray) frames: track the face, smooth, align, warp."""
+    """Crop the ROI from ``[T, H, W, 3]`` (or gray) frames: track the face, smooth, align, warp (or cut a fixed box,
+    or resize whole pre-cropped frames)."""
     frames = _check_frames(frames, source)
+    if config.roi == "frame":
+        return _whole_frame(frames, config)
     if config.fixed_box is not None:
         return _fixed_box(frames, config, source)
     track = track_face(frames, config.landmark_every, config.detect_every, config.detect_scale, config.detect_upsample,

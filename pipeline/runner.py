@@ -26,6 +26,9 @@ from pipeline.sequences import open_shard, shard_writer
 from pipeline.shards import ShardError, shard_name
 
 log = get_logger(__name__)
+MIN_SHARDS = 8  # a small run is cut into at least this many shards, so --jobs has work to share (the plan, and so
+# the output bytes, depend on the samples only, never on the number of workers)
+_sample_finished: Callable[[], None] | None = None  # set while run_stage runs shards in this process: per-sample progress
 
 
 class RunError(RuntimeError):
@@ -144,6 +147,8 @@ def write_shard(
                 _writing(task, writer.add_failure, sample_id, str(outcome), {"reason": outcome.reason})
             else:
                 _writing(task, writer.add, sample_id, outcome["arrays"], outcome.get("attrs"), outcome.get("extras"), outcome.get("record"))
+            if _sample_finished is not None:
+                _sample_finished()
         _writing(task, writer.commit)
     except BaseException:
         writer.discard()
@@ -271,12 +276,22 @@ def run_stage(
     interval = max(save_every, 20 * (last_save - clock))  # saving a large manifest stays under ~5% of the run
     positions = _positions(manifest)
     bar = tqdm(total=sum(len(t.samples) for t in todo), desc=stage, unit="sample", disable=progress_disabled())
+    shown = [0]  # samples of the running shard already counted by the per-sample hook (in-process runs)
+
+    def count_sample() -> None:
+        bar.update(1)
+        shown[0] += 1
+
+    global _sample_finished
+    if jobs == 1 and backend is None:
+        _sample_finished = count_sample
     failing = True
     try:
         for task, records in execute(todo, job, jobs, backend):
             _record(manifest, positions, stage, task, records, work_root)
             summary.written_shards += 1
-            bar.update(len(task.samples))
+            bar.update(len(task.samples) - shown[0])
+            shown[0] = 0
             if time.monotonic() - last_save > interval:
                 _save(manifest, manifest_path)
                 last_save = time.monotonic()
@@ -284,12 +299,21 @@ def run_stage(
         remove_stale_temps(out_dir)
         failing = False
     finally:
+        _sample_finished = None
         bar.close()
         _count(manifest, stage, samples, summary)
         summary.seconds = time.time() - started
         manifest.add_run(stage, config or {}, summary.to_dict(), started, time.time())
         _save(manifest, manifest_path, failing)
     return summary
+
+
+def auto_shard_size(count: int, largest: int) -> int:
+    """Samples per shard when none is asked for: ``largest``, or fewer so that a small run still makes MIN_SHARDS."""
+    fitted = max(1, min(largest, -(-count // MIN_SHARDS)))
+    if fitted < largest:
+        log.debug("%d samples: shards of %d samples (not %d), so that parallel workers share them", count, fitted, largest)
+    return fitted
 
 
 def _remove_manifest_temps(manifest_path: Path) -> int:

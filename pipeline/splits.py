@@ -122,3 +122,16 @@ def _fill_empty_splits(placed: dict[str, int], groups: dict[str, list[Sample]], 
             return
         candidates = [k for k, i in placed.items() if i == donor]  # in visiting order, so ties resolve deterministically
         placed[min(candidates, key=lambda k: len(groups[k]))] = empty
+
+
+def carve_validation(samples: Sequence[Sample], fraction: float = 0.15, seed: int = 0) -> list[Sample]:
+    """Copies of ``samples`` where a seeded, stratified, speaker-disjoint ``fraction`` of the training split becomes
+    ``val``; for splits that define no validation set (OuluVS2's speaker-independent protocol). Others are unchanged.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
+    train = [s for s in samples if s.split == "train"]
+    if len(train) < 2:
+        raise ValueError(f"cannot carve a validation set from {len(train)} training sample(s)")
+    carved = {s.id: s for s in assign_splits(train, fractions=(1.0 - fraction, fraction, 0.0), seed=seed)}
+    return [carved.get(s.id, s) for s in samples]

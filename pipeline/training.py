@@ -43,6 +43,16 @@ class FitConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _tensorboard_available() -> bool:
+    """Whether TensorBoard logs can be written here (they need the tensorboard and tensorflow packages)."""
+    import importlib.util
+
+    missing = [name for name in ("tensorboard", "tensorflow") if importlib.util.find_spec(name) is None]
+    if missing:
+        log.warning("TensorBoard logs skipped: %s not installed (pip install %s)", " and ".join(missing), " ".join(missing))
+    return not missing
+
+
 def fit(
     model, train: tuple[Any, Any], val: tuple[Any, Any] | None, out_dir: Path, config: FitConfig, run_info: dict[str, Any], callbacks: list[Any] | None = None
 ) -> dict[str, list[float]]:
@@ -69,7 +79,7 @@ def fit(
         keras.callbacks.EarlyStopping(monitor=config.monitor, mode="max", patience=config.patience, restore_best_weights=False),
         keras.callbacks.CSVLogger(str(history_path), append=True),
     ]
-    if config.tensorboard:
+    if config.tensorboard and _tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False))
     if val is None:
         callbacks = [c for c in callbacks if not isinstance(c, (keras.callbacks.ModelCheckpoint, keras.callbacks.EarlyStopping))]

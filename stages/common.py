@@ -23,11 +23,19 @@ def add_execution_arguments(parser: argparse.ArgumentParser, shard_size: int) ->
     group.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1: in-process)")
     group.add_argument("--scheduler", metavar="ADDRESS", help="run shards on an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     group.add_argument("--dask-local", type=int, default=0, metavar="N", help="start a local Dask cluster of N workers for this run")
-    group.add_argument("--shard-size", type=int, default=shard_size, help=f"samples per shard (default {shard_size}); fixed by the first run")
+    group.add_argument("--shard-size", type=int, help=f"samples per shard (default {shard_size}, fewer when the run has under "
+                       f"{8 * shard_size} samples, so that --jobs workers share them); fixed by the first run")
     policy = group.add_mutually_exclusive_group()
     policy.add_argument("--strict", action="store_true", help="stop at the first failed sample")
     policy.add_argument("--allow-failures", action="store_true", help="exit 0 even when some samples failed")
     group.add_argument("--retry-failed", action="store_true", help="redo shards holding failed samples")
+
+
+def shard_size(args: argparse.Namespace, count: int, default: int) -> int:
+    """``--shard-size``, or the automatic size for ``count`` samples (at most ``default``)."""
+    from pipeline.runner import auto_shard_size
+
+    return args.shard_size or auto_shard_size(count, default)
 
 
 def finish(summary: RunSummary, allow_failures: bool) -> int:

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Which checkpoints, which split, where reports go."""
     add_work_argument(parser)
     parser.add_argument("--models", nargs="*", help="run names or folders under WORK/models (default: every trained run)")
-    parser.add_argument("--split", choices=("test", "val", "train"), default="test")
+    parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to score")
     parser.add_argument("--out", type=Path, help="report folder (default WORK/reports)")
     parser.add_argument("--top-k", type=int, nargs="+", default=[1, 3, 5], help="top-k accuracies to report")
     parser.add_argument("--tta", action="store_true", help="pixel models: add the logits of the horizontally flipped clip")

@@ -16,9 +16,10 @@ from pipeline.manifest import DONE, Manifest, ManifestError
 from pipeline.runner import RunError, run_stage
 from pipeline.sequences import FORMAT_SUFFIX, read_shard_samples
 from pipeline.shards import ShardError
-from stages.common import add_execution_arguments, add_work_argument, finish, manifest_path
+from stages.common import add_execution_arguments, add_work_argument, finish, manifest_path, shard_size
 
 log = get_logger(__name__)
+SHARD_SIZE = 64  # samples per shard by default
 EXPECTED_ERRORS = (ManifestError, RunError, ShardError, WeightsUnavailableError, WeightFileError, ValueError, FileNotFoundError)
 
 
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--format", choices=sorted(FORMAT_SUFFIX), default="hdf5", help="shard format (default hdf5)")
     output.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored embedding precision")
     output.add_argument("--name", help="features name, used by `train --features` (default: the backbone name)")
-    add_execution_arguments(parser, shard_size=64)
+    add_execution_arguments(parser, shard_size=SHARD_SIZE)
 
 
 def fit_pixel_pca(manifest: Manifest, work: Path, out: Path, size: int, components: int, max_frames: int = 20000) -> Path:
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {"backbone": args.backbone, "weights": args.weights or "vggface", "format": args.format, "dtype": args.dtype, "pca": args.pca, "batch_size": args.batch_size}
     with backend_for(args.jobs, args.scheduler, args.dask_local) as backend:
         summary = run_stage(
-            manifest, path, f"extract:{name}", samples, out, "emb", job, shard_size=args.shard_size, jobs=args.jobs,
+            manifest, path, f"extract:{name}", samples, out, "emb", job, shard_size=shard_size(args, len(samples), SHARD_SIZE), jobs=args.jobs,
             backend=backend, redo_failed=args.retry_failed, config={**settings, "backend": backend or "local"}, suffix=FORMAT_SUFFIX[args.format],
         )
     weights = {s.stages.get(f"extract:{name}", {}).get("weights") for s in manifest.samples} - {None}

@@ -17,9 +17,10 @@ from pipeline.recipes.common import RecipeError
 from pipeline.roi import RoiConfig
 from pipeline.runner import RunError, run_stage
 from pipeline.roi_preview import write_roi_contact_sheet
-from stages.common import add_execution_arguments, add_work_argument, finish, manifest_path
+from stages.common import add_execution_arguments, add_work_argument, finish, manifest_path, shard_size
 
 log = get_logger(__name__)
+SHARD_SIZE = 32  # samples per shard by default
 EXPECTED_ERRORS = (ManifestError, RecipeError, RunError, ValueError, FileNotFoundError)
 GENERATED = ("synthetic", "moving-digits")  # recipes that write their own data under --root
 VIEW_OPTIONS = ("views", "cameras", "sequences")  # what --views means, by the recipe's parameter name
@@ -34,8 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--views", help="perspectives to keep, e.g. 1,3,5 (OuluVS2 views, MP-LSTM cameras, hor,ver)")
     data.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="recipe option, e.g. subset=digits or split=28-12-12 (JSON values)")
     roi = parser.add_argument_group("region of interest")
-    roi.add_argument("--roi", choices=("mouth", "face"), default="mouth", help="mouth (landmarks 48-67) or face")
-    roi.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="crop size (default 96 96 mouth, 112 112 face)")
+    roi.add_argument("--roi", choices=("mouth", "face", "frame"), help="mouth (landmarks 48-67), face, or frame: the whole "
+                     "frame resized, no detection, for clips already cropped (default: what the recipe says, e.g. frame "
+                     "for OuluVS2's cropped-mouth release, else mouth)")
+    roi.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="crop size (default 96 96 mouth and frame, 112 112 face)")
+    roi.add_argument("--resize", choices=("pad", "stretch"), default="pad", help="--roi frame: keep the aspect ratio with black borders, or stretch")
+    roi.add_argument("--perspective-size", action="append", default=[], metavar="VIEW=HxW", type=parse_perspective_size,
+                     help="a size for one perspective, e.g. v1=29x50 (repeatable; Petridis et al. sized each OuluVS2 view)")
     roi.add_argument("--gray", action="store_true", help="store grayscale crops")
     roi.add_argument("--fixed-box", type=int, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="crop this box, no detection (pre-aligned data; LRW: 59 95 195 231)")
     roi.add_argument("--no-align", action="store_true", help="crop without similarity alignment to the reference face")
@@ -47,7 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roi.add_argument("--max-missing", type=float, default=RoiConfig.max_missing_fraction, help="fail a clip when the face is missing in more than this fraction of frames")
     roi.add_argument("--audio", action="store_true", help="also store 80-bin log-mel audio aligned to the video frames")
     roi.add_argument("--contact-sheet", type=int, default=12, metavar="N", help="samples shown in the contact-sheet PNG (0: none)")
-    add_execution_arguments(parser, shard_size=32)
+    add_execution_arguments(parser, shard_size=SHARD_SIZE)
+
+
+def parse_perspective_size(text: str) -> tuple[str, int, int]:
+    """``v1=29x50`` -> ("v1", 29, 50): height by width, like ``--size H W``."""
+    view, sep, size = text.partition("=")
+    height, x, width = size.lower().partition("x")
+    if not sep or not view or not x or not height.isdigit() or not width.isdigit() or min(int(height), int(width)) < 1:
+        raise argparse.ArgumentTypeError(f"expected VIEW=HxW with positive sizes, e.g. v1=29x50, got {text!r}")
+    return view.strip(), int(height), int(width)
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -83,11 +98,17 @@ def build_manifest(args: argparse.Namespace) -> Manifest:
 
 
 def roi_config(args: argparse.Namespace, manifest: Manifest) -> RoiConfig:
-    """The ROI settings; a dataset's own fixed box (LRW) applies unless given on the command line."""
-    fixed = args.fixed_box or manifest.info.get("fixed_box")
+    """The ROI settings; a dataset's own ROI mode (OuluVS2's cropped release) or fixed box (LRW) applies unless given."""
+    roi = args.roi or manifest.info.get("roi", "mouth")
+    if not args.roi and "roi" in manifest.info:
+        log.info("--roi %s, as the %s recipe chose for this data (%s)", roi, manifest.dataset, manifest.info.get("roi_reason", ""))
+    fixed = args.fixed_box or (manifest.info.get("fixed_box") if roi != "frame" else None)
+    unknown = sorted({view for view, _, _ in args.perspective_size} - set(manifest.perspectives))
+    if unknown:
+        raise ValueError(f"--perspective-size names {unknown}, not perspectives of this manifest ({manifest.perspectives})")
     return RoiConfig(
-        roi=args.roi, size=tuple(args.size) if args.size else None, grayscale=args.gray, align=not args.no_align,
-        fixed_box=tuple(fixed) if fixed else None, face_policy=args.face_policy, detect_every=args.detect_every, landmark_every=args.landmark_every,
+        roi=roi, size=tuple(args.size) if args.size else None, resize=args.resize, perspective_sizes=tuple(args.perspective_size),
+        grayscale=args.gray, align=not args.no_align, fixed_box=tuple(fixed) if fixed else None, face_policy=args.face_policy, detect_every=args.detect_every, landmark_every=args.landmark_every,
         detect_scale=args.detect_scale, smooth_window=args.smooth, max_missing_fraction=args.max_missing,
     )
 
@@ -111,15 +132,19 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %s: %d samples, perspectives %s, %d problem(s)", path, len(manifest), manifest.perspectives, len(manifest.problems))
     config = roi_config(args, manifest)
     job = PrepareJob(manifest.root, tuple(manifest.perspectives), config, audio=args.audio, strict=args.strict)
-    settings = {"roi": config.to_dict(), "audio": args.audio, "shard_size": args.shard_size, "jobs": args.jobs}
+    size = shard_size(args, len(manifest), SHARD_SIZE)
+    settings = {"roi": config.to_dict(), "audio": args.audio, "shard_size": size, "jobs": args.jobs}
     with backend_for(args.jobs, args.scheduler, args.dask_local) as backend:
         summary = run_stage(
-            manifest, path, "prepare", list(manifest.samples), args.work / "roi", "roi", job, shard_size=args.shard_size,
+            manifest, path, "prepare", list(manifest.samples), args.work / "roi", "roi", job, shard_size=size,
             jobs=args.jobs, backend=backend, redo_failed=args.retry_failed, config={**settings, "backend": backend or "local"},
         )
     if args.contact_sheet:
         sheet = write_roi_contact_sheet(args.work / "roi" / "contact_sheet.png", manifest, args.work, args.contact_sheet)
         if sheet:
             log.info("contact sheet: %s", sheet)
+    if summary.reasons.get("no-face") and config.roi != "frame":
+        log.warning("%d clip(s) failed for want of a face; clips already cropped to the mouth or face need --roi frame",
+                    summary.reasons["no-face"])
     return finish(summary, args.allow_failures)
 

@@ -39,16 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--crop", type=int, help="--augment: crop side (default: the ROI side minus 10, e.g. 112 from LRW's 122 box)")
     pre = parser.add_argument_group("composite pretraining (Srivastava et al. 2015)")
     pre.add_argument("--pretrain", choices=("composite",), help="pretrain the encoder without labels, then fine-tune a classifier from it")
-    pre.add_argument("--pretrain-epochs", type=int, default=20)
+    pre.add_argument("--pretrain-epochs", type=int, default=20, help="epochs of composite pretraining before fine-tuning")
     pre.add_argument("--future", type=int, default=10, help="frames after the first --timesteps the predictor learns to forecast")
     pre.add_argument("--conditional", action="store_true", help="decoders see their previous output")
     fit = parser.add_argument_group("fitting")
-    fit.add_argument("--epochs", type=int, default=50)
-    fit.add_argument("--batch-size", type=int, default=60)
+    fit.add_argument("--epochs", type=int, default=50, help="most epochs to train (early stopping may end sooner)")
+    fit.add_argument("--batch-size", type=int, default=60, help="samples per training step (per device with --distribute)")
     fit.add_argument("--lr", type=float, default=1e-3, help="learning rate (RMSprop; Adam for mvm)")
     fit.add_argument("--patience", type=int, default=10, help="early stopping patience (epochs without a better val accuracy)")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--no-tensorboard", action="store_true")
+    fit.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling, dropout and a carved validation set")
+    fit.add_argument("--val-fraction", type=float, default=0.15, help="when the dataset defines no validation split: the share "
+                     "of training speakers (seeded, stratified, speaker-disjoint) held out to pick the best checkpoint")
+    fit.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs (WORK/models/NAME/tensorboard)")
     scale = parser.add_argument_group("devices")
     scale.add_argument("--distribute", action="store_true", help="data-parallel over all local devices; --batch-size is then per device and the learning rate scales with the replicas")
     scale.add_argument("--mixed-precision", action="store_true", help="float16 compute with float32 variables (GPUs)")
@@ -105,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.distribute import data_parallel, set_precision
 
     manifest = Manifest.load(manifest_path(args.work))
+    validation = ensure_validation(manifest, args.val_fraction, args.seed)
     spec = make_spec(args, manifest)
+    if validation:
+        spec.options["validation"] = validation
     out = args.work / "models" / spec.name
     out.mkdir(parents=True, exist_ok=True)
     future = spec.options["future"]
@@ -124,6 +129,20 @@ def run(args: argparse.Namespace) -> int:
     best = max(history.get(monitor, [float("nan")]))
     log.info("%s: best %s %.3f after %d epochs; checkpoint %s", spec.name, monitor, best, len(history.get("loss", [])), out / "best.keras")
     return 0
+
+
+def ensure_validation(manifest: Manifest, fraction: float, seed: int) -> dict | None:
+    """Carve a validation set from the training speakers when the split defines none; what was carved, or None."""
+    from pipeline.splits import carve_validation
+
+    if manifest.split("val"):
+        return None
+    manifest.samples = carve_validation(manifest.samples, fraction, seed)
+    held = manifest.split("val")
+    speakers = sorted({s.speaker for s in held if s.speaker is not None})
+    log.info("the dataset's split has no validation set: %d training samples (%s) held out as val (seed %d, --val-fraction %g)",
+             len(held), f"speakers {', '.join(speakers)}" if speakers else "no speakers known", seed, fraction)
+    return {"carved_from": "train", "fraction": fraction, "seed": seed, "samples": len(held), "speakers": speakers}
 
 
 def fit_run(spec: RunSpec, train, val, out: Path, info: dict, args: argparse.Namespace, batch_size: int) -> tuple[dict, str]:

@@ -228,7 +228,10 @@ def finish(
     samples = collector.samples() if samples is None else samples
     problems = collector.problems
     reasons = Counter(_reason_kind(p["reason"]) for p in problems)
-    summary = "; ".join(f"{n} x {r}" for r, n in reasons.most_common())
+    examples = {}
+    for item in problems:
+        examples.setdefault(_reason_kind(item["reason"]), item)
+    summary = "; ".join(f"{n} x {r} (e.g. {_example(examples[r])})" for r, n in reasons.most_common())
     if not samples:
         hint = f" (expected {layout})" if layout else ""
         raise RecipeError(f"{dataset}: no usable samples under {root}{hint}" + (f"; problems: {summary}" if summary else ""))
@@ -257,5 +260,10 @@ def finish(
 
 
 def _reason_kind(reason: str) -> str:
-    """A reason with file names and numbers blurred, so that the warning groups alike problems."""
-    return re.sub(r"\d+", "N", reason.split(":")[0].split(" (")[0])
+    """A reason without its details and with bare numbers blurred (names such as ``v5`` kept), so alike problems group."""
+    return re.sub(r"\b\d+\b", "N", reason.split(":")[0].split(" (")[0])
+
+
+def _example(item: dict[str, Any]) -> str:
+    """One problem as the warning shows it: the sample and the file it concerns."""
+    return f"{item['id']}: {item['path']}" if item.get("path") else str(item["id"])

@@ -9,6 +9,7 @@ utterance is reported as a duplicate.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Sequence
 
 from pipeline.logs import get_logger
@@ -61,7 +62,7 @@ def prepare_ouluvs2(
     utterances, classes = SUBSETS[subset]
     base = dataset_root(root)
     collector = SampleCollector(base, [f"v{v}" for v in wanted])
-    unselected = 0
+    unselected, cropped = 0, []
     for path, match in walk_matching(base, FILE_PATTERN):
         speaker, view, utterance = (int(match[k]) for k in ("speaker", "view", "utterance"))
         if view not in wanted or utterance not in utterances:
@@ -75,6 +76,7 @@ def prepare_ouluvs2(
         elif sample_split is None:
             collector.reject(sample_id, f"speaker {speaker} not in split definition {definition.name}", path.relative_to(base).as_posix())
         else:
+            cropped.append(_in_cropped_release(path))
             collector.add(
                 sample_id,
                 f"v{view}",
@@ -92,8 +94,17 @@ def prepare_ouluvs2(
         "split_source": definition.source,
         "view_angles": {f"v{v}": VIEW_ANGLES[v] for v in wanted},
     }
+    if cropped and all(cropped):
+        info["roi"] = "frame"
+        info["roi_reason"] = "the cropped-mouth release holds mouth-only clips: whole frames are resized, no face detection"
+        log.info("ouluvs2: cropped-mouth release found: ROIs are the whole frames (--roi frame), no face detection")
     layout = "files named s<speaker>_v<view>_u<utterance>.mp4, e.g. cropped_mouth_mp4_phrase/1/1/s1_v1_u31.mp4"
     return finish("ouluvs2", base, collector, classes=classes, info=info, layout=layout)
+
+
+def _in_cropped_release(path: Path) -> bool:
+    """Whether a file lies in one of the cropped-mouth release folders (``cropped_mouth_mp4_phrase``, ``..._digit``)."""
+    return any(part.lower().startswith("cropped_mouth") for part in path.parts)
 
 
 def _parse_views(views: Sequence[int | str]) -> list[int]:
