@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     per_class, epochs = (4, 3) if args.quick else (args.per_class, args.epochs)
     call("prepare", ["--work", work, "--dataset", "synthetic", "--jobs", str(args.jobs), "--option", f"n_per_class={per_class}", "--detect-scale", "1", "--allow-failures"])
     call("extract", ["--work", work, "--backbone", "pixels", "--pixel-size", "32", "--pca", "64", "--allow-failures"])
-    common = ["--work", work, "--features", "pixels", "--timesteps", "30", "--units", "64", "--epochs", str(epochs), "--batch-size", "32", "--patience", "15", "--no-tensorboard"]
+    common = ["--work", work, "--features", "pixels", "--timesteps", "30", "--units", "64", "--epochs", str(epochs), "--batch-size", "32", "--patience", "15"]
     from pipeline.manifest import Manifest
     from stages.common import manifest_path
 
@@ -80,7 +80,7 @@ def run_composite(args: argparse.Namespace) -> int:
     clips, epochs = (40, 2) if args.quick else (600, args.epochs)
     call("prepare", ["--work", work, "--dataset", "moving-digits", "--jobs", str(args.jobs), "--option", f"n={clips}", "--fixed-box", "0", "0", "64", "64", "--gray", "--contact-sheet", "6"])
     call("extract", ["--work", work, "--backbone", "pixels", "--pixel-size", "64", "--dtype", "float32"])
-    common = ["--work", work, "--features", "pixels", "--model", "single", "--perspectives", "v1", "--timesteps", "10", "--units", "128", "--epochs", str(epochs), "--batch-size", "32", "--no-tensorboard"]
+    common = ["--work", work, "--features", "pixels", "--model", "single", "--perspectives", "v1", "--timesteps", "10", "--units", "128", "--epochs", str(epochs), "--batch-size", "32"]
     call("train", common + ["--pretrain", "composite", "--future", "10", "--pretrain-epochs", str(epochs)])
     call("train", common)
     call("evaluate", ["--work", work])

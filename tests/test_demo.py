@@ -39,13 +39,13 @@ def test_tfrecord_features_train_and_evaluate_like_hdf5(demo_work):
     assert cli.main(["extract", "--quiet", "--work", work, "--backbone", "pixels", "--pixel-size", "16", "--format", "tfrecord", "--name", "px16"]) == 0
     shards = sorted((demo_work / "features" / "px16").glob("emb-*.tfrecord"))
     assert shards and all(p.with_name(p.name + ".json").exists() for p in shards)
-    assert cli.main(["train", "--quiet", "--work", work, "--features", "px16", "--timesteps", "30", "--units", "8", "--epochs", "1", "--no-tensorboard"]) == 0
+    assert cli.main(["train", "--quiet", "--work", work, "--features", "px16", "--timesteps", "30", "--units", "8", "--epochs", "1"]) == 0
     assert cli.main(["evaluate", "--quiet", "--work", work, "--models", "mplstm-v1+v2+v3-px16"]) == 0
     report = json.loads((demo_work / "reports" / "mplstm-v1+v2+v3-px16.json").read_text())
     assert report["run_info"]["inputs"] == "extract:px16" and report["metrics"]["n_samples"] > 0
     # re-running a finished training changes nothing
     before = (demo_work / "models" / "mplstm-v1+v2+v3-px16" / "best.keras").read_bytes()
-    assert cli.main(["train", "--quiet", "--work", work, "--features", "px16", "--timesteps", "30", "--units", "8", "--epochs", "1", "--no-tensorboard"]) == 0
+    assert cli.main(["train", "--quiet", "--work", work, "--features", "px16", "--timesteps", "30", "--units", "8", "--epochs", "1"]) == 0
     assert (demo_work / "models" / "mplstm-v1+v2+v3-px16" / "best.keras").read_bytes() == before
 
 
@@ -56,7 +56,7 @@ def test_random_weights_are_stamped_into_every_output(tmp_path):
     assert cli.main(["extract", "--quiet", "--work", work, "--backbone", "vgg16-pool5", "--weights", "random", "--batch-size", "8"]) == 0
     manifest = Manifest.load(tmp_path / "digits" / "manifest.jsonl")
     assert {s.stages["extract:vgg16-pool5"]["weights"] for s in manifest} == {"random (smoke test only)"}
-    assert cli.main(["train", "--quiet", "--work", work, "--timesteps", "6", "--units", "8", "--epochs", "1", "--no-tensorboard", "--model", "single", "--perspectives", "v1"]) == 0
+    assert cli.main(["train", "--quiet", "--work", work, "--timesteps", "6", "--units", "8", "--epochs", "1", "--model", "single", "--perspectives", "v1"]) == 0
     assert cli.main(["evaluate", "--quiet", "--work", work]) == 0
     report = (tmp_path / "digits" / "reports" / "single-v1-vgg16-pool5.md").read_text()
     assert "random" in report and "smoke test only" in report

@@ -293,3 +293,28 @@ def test_recipe_refuses_empty_root(tmp_path):
         prepare_generic(tmp_path)
     with pytest.raises(RecipeError, match="not a folder"):
         prepare_generic(tmp_path / "absent")
+
+
+def test_ouluvs2_problem_warning_names_the_perspective_and_a_file(tmp_path, caplog):
+    """The summary of problems says which perspective is missing and gives an example file, not 'vN'."""
+    base = oulu_cropped(tmp_path, speakers=(1, 2), utterances=(31,))
+    for speaker in (1, 2):
+        (base / f"{speaker}/5/s{speaker}_v5_u31.mp4").unlink()
+    (base / "1/3/s1_v3_u31.mp4").unlink()
+    with caplog.at_level("WARNING"), pytest.raises(RecipeError, match="missing perspective v5"):
+        prepare_ouluvs2(base)
+    m = prepare_ouluvs2(base, views=[1, 3])
+    assert "1 x missing perspective v3 (e.g. s1_u31: 1/1/s1_v1_u31.mp4)" in caplog.text
+    assert [s.id for s in m] == ["s2_u31"]
+
+
+def test_ouluvs2_cropped_release_folders_choose_the_whole_frame_roi(tmp_path):
+    """Files under cropped_mouth_mp4_* are mouth-only: the manifest says to crop whole frames; originals do not."""
+    cropped = tmp_path / "OuluVS2" / "cropped_mouth_mp4_phrase"
+    original = tmp_path / "OuluVS2" / "orig"
+    for s in (1, 2):
+        for v in (1, 2):
+            touch(cropped, f"{s}/{v}/s{s}_v{v}_u31.mp4")
+            touch(original, f"orig_s{s}/s{s}_v{v}_u31.mp4")
+    assert prepare_ouluvs2(cropped, views=[1, 2]).info["roi"] == "frame"
+    assert "roi" not in prepare_ouluvs2(original, views=[1, 2]).info
