@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
@@ -32,6 +35,42 @@ class HelpFormatter(argparse.HelpFormatter):
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         return f"{text} (default: {shown})"
 MODEL_STAGES = ("extract", "train", "evaluate", "demo")  # the stages that start a Keras backend
+LOCKED_STAGES = ("prepare", "extract")  # stages that write the manifest: one process per work folder
+TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``timeout``, ``kill``): unwinds like Ctrl-C, so workers stop and temporary files go."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> object:
+    """Turn SIGTERM into ``Terminated`` while a stage runs (main thread only), restoring the old handler after."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _work_folder(args: argparse.Namespace) -> Path | None:
+    """The work folder a stage will write, checked to be a folder (created for ``prepare``); None for other stages."""
+    work = getattr(args, "work", None)
+    if work is None or args.command not in LOCKED_STAGES:
+        return None
+    if work.exists() and not work.is_dir():
+        raise NotADirectoryError(f"--work {work}: is a file, not a folder")
+    if args.command == "prepare":
+        work.mkdir(parents=True, exist_ok=True)
+    return work if work.is_dir() else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,18 +94,33 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.device import start_tensorflow_quietly
 
         start_tensorflow_quietly()
+    from pipeline.worklock import WorkFolderBusy, work_lock
+
     stage = importlib.import_module(f"stages.{args.command}")
     try:
-        return stage.run(args)
+        with _sigterm_unwinds():
+            work = _work_folder(args)
+            with work_lock(work, args.command) if work else contextlib.nullcontext():
+                return stage.run(args)
+    except Terminated:
+        get_logger().error("terminated (SIGTERM); finished shards are kept, re-run the same command to resume")
+        return TERMINATED
     except KeyboardInterrupt:
         get_logger().error("interrupted; re-run the same command to resume")
         return 130
     except Exception as exc:  # a clear one-line error for expected failures, traceback with --verbose
-        known = getattr(stage, "EXPECTED_ERRORS", ())
-        if known and isinstance(exc, known) and not args.verbose:
-            get_logger().error("%s", exc)
+        known = (*getattr(stage, "EXPECTED_ERRORS", ()), WorkFolderBusy, OSError)  # OSError: the environment
+        if isinstance(exc, known) and not args.verbose:
+            get_logger().error("%s", _one_line(exc))
             return 2
         raise
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line; an OS error names its file and the cause (read-only folder, full disk, ...)."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -219,9 +219,20 @@ def execute(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[st
             runner = Parallel(return_as="generator_unordered")
             for task, records in runner(delayed(_run_one)(job, task) for task in tasks):
                 yield task, records
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the local workers now, not after their current shard
+        if backend is None:
+            _kill_local_workers()
+        raise
     except _worker_deaths(backend) as exc:
         detail = " ".join(str(exc).split())  # loky's message spans several lines; keep the error on one
         raise RunError(f"a worker process died ({type(exc).__name__}: {detail}); completed shards are kept, re-run the same command to resume") from exc
+
+
+def _kill_local_workers() -> None:
+    """Terminate joblib's reusable loky workers (they would otherwise finish, and publish, the shard they hold)."""
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True, kill_workers=True)
 
 
 def _worker_deaths(backend: str | None) -> tuple[type[BaseException], ...]:
@@ -300,6 +311,8 @@ def run_stage(
         failing = False
     finally:
         _sample_finished = None
+        if failing:  # interrupted or failed: the workers are stopped, so their half-written shards are nobody's
+            remove_stale_temps(out_dir)
         bar.close()
         _count(manifest, stage, samples, summary)
         summary.seconds = time.time() - started

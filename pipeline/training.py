@@ -138,6 +138,12 @@ def load_checkpoint(path: Path):
     """Load a saved model with ``safe_mode`` on (no arbitrary code from the file)."""
     import keras
 
+    import zipfile
+
     from pipeline.models import composite, convlstm, mvm, networks  # noqa: F401  (register the project's layers)
 
-    return keras.models.load_model(path, safe_mode=True)
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        size = Path(path).stat().st_size if Path(path).exists() else 0
+        raise ValueError(f"{path}: unreadable checkpoint ({size} bytes; {type(exc).__name__}: {exc}); retrain it") from None

@@ -31,9 +31,6 @@ def run_dirs(work: Path, names: list[str] | None) -> list[Path]:
     dirs = [Path(n) if Path(n).is_dir() else root / n for n in names] if names else sorted(p for p in root.glob("*") if (p / "best.keras").exists())
     if not dirs:
         raise ValueError(f"no trained runs under {root}: run `train` first")
-    for d in dirs:
-        if not (d / "best.keras").exists():
-            raise FileNotFoundError(f"{d / 'best.keras'}: no checkpoint (training not finished, or wrong name)")
     return dirs
 
 
@@ -44,6 +41,8 @@ def evaluate_run(run_dir: Path, manifest: Manifest, work: Path, split: str, top_
     from pipeline.provenance import package_versions
     from pipeline.training import load_checkpoint
 
+    if not (run_dir / "best.keras").exists():
+        raise FileNotFoundError(f"{run_dir / 'best.keras'}: no checkpoint (training not finished, or wrong name)")
     spec = RunSpec.load(run_dir)
     if spec.classes != manifest.classes:
         raise ValueError(f"{run_dir}: trained on classes {spec.classes[:5]}..., the manifest has {manifest.classes[:5]}...")
@@ -70,15 +69,24 @@ def run(args: argparse.Namespace) -> int:
 
     manifest = Manifest.load(manifest_path(args.work))
     out = args.out or args.work / "reports"
-    reports = []
+    reports, unscored = [], []
     for run_dir in run_dirs(args.work, args.models):
-        metrics, info = evaluate_run(run_dir, manifest, args.work, args.split, args.top_k, args.tta)
+        try:
+            metrics, info = evaluate_run(run_dir, manifest, args.work, args.split, args.top_k, args.tta)
+        except EXPECTED_ERRORS as exc:  # one unusable checkpoint does not stop the others being scored
+            log.error("%s: not scored: %s", run_dir.name, exc)
+            unscored.append(run_dir.name)
+            continue
         paths = write_report(out, run_dir.name, metrics, info, read_history(run_dir / "history.csv"))
         reports.append(load_report(paths["json"]))
         log.info("%s: %s accuracy %.3f (%d samples) -> %s", run_dir.name, args.split, metrics["accuracy"], metrics["n_samples"], paths["markdown"])
     if len(reports) > 1:
         paths = write_comparison(out, reports)
         log.info("comparison: %s", paths["markdown"])
-    print(comparison_table(reports))
-    print(f"reports and plots: {out}")
+    if reports:
+        print(comparison_table(reports))
+        print(f"reports and plots: {out}")
+    if unscored:
+        log.error("%d of %d run(s) could not be scored: %s", len(unscored), len(unscored) + len(reports), ", ".join(unscored))
+        return 1
     return 0

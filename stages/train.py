@@ -89,7 +89,8 @@ def make_spec(args: argparse.Namespace, manifest: Manifest) -> RunSpec:
     if args.augment and args.model not in PIXEL_MODELS:
         raise ValueError("--augment applies to the pixel models (convlstm, mvm)")
     source = "pixels" if stage == "prepare" else stage.split(":", 1)[1]
-    name = args.name or f"{args.model}{'-composite' if args.pretrain else ''}-{'+'.join(perspectives)}-{source if stage != 'prepare' else 'roi'}"
+    variant = ("-released" if args.released else "") + ("-composite" if args.pretrain else "")
+    name = args.name or f"{args.model}{variant}-{'+'.join(perspectives)}-{source if stage != 'prepare' else 'roi'}"
     options = {
         "units": args.units, "dropout": args.dropout, "lr": args.lr, "released": args.released, "combine": args.combine,
         "topology": args.topology, "mv_output": args.mv_output, "layers": args.layers, "slots": args.slots, "heads": args.heads, "radius": args.radius,

@@ -534,6 +534,93 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path, tally: dict
     tally["cases"].append("wrong-weights")
 
 
+# -- signals, a second process, environmental errors, unusable checkpoints -----------------------
+
+SYNTHETIC = ["--dataset", "synthetic", "--option", "n_per_class=6", "--option", "n_classes=3", "--option", "frames=20"]
+
+
+def test_sigterm_stops_workers_and_leaves_no_temporary_files(tmp_path: Path, tally: dict[str, Any]) -> None:
+    """SIGTERM (a scheduler, `timeout`) unwinds like Ctrl-C: exit 143 with one line, workers gone, temps removed;
+    a re-run completes the output."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    work = tmp_path / "work"
+    command = [sys.executable, str(Path(cli.__file__)), "prepare", "-q", "--work", str(work), *SYNTHETIC, "--jobs", "2"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not any((work / "roi").glob(".roi-*")):  # a worker is writing a shard
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    tally["runs_killed"] += 1
+    assert process.returncode == 143, stderr
+    assert "terminated (SIGTERM)" in stderr and "Traceback" not in stderr
+    time.sleep(1)
+    listed = subprocess.run(["pgrep", "-a", "-s", str(process.pid)], capture_output=True, text=True).stdout.splitlines()
+    leftover = [line for line in listed if "<defunct>" not in line]  # exited, waiting only to be reaped
+    assert not leftover, f"workers still alive after SIGTERM: {leftover}"
+    assert not temps(work / "roi")
+    assert cli.main(["prepare", "-q", "--work", str(work)]) == 0
+    tally["resumed"] += 1
+    tally["samples_lost"] += lost(work, "prepare", [s.id for s in Manifest.load(work / "manifest.jsonl")])
+    tally["cases"].append("sigterm")
+
+
+def test_second_process_on_a_work_folder_is_refused(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """While one process holds the work folder, another stops at once naming its pid and deletes nothing of it;
+    a lock left by a killed process is no obstacle."""
+    import subprocess
+    import sys
+
+    work = prepared_work(tmp_path)
+    stray = work / "features" / "pixels" / ".emb-00000-of-00004.h5.tmp-live"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"in progress")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from pipeline.worklock import work_lock\n"
+        f"with work_lock(Path({str(work)!r}), 'extract'):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, cwd=Path(cli.__file__).parent)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        caplog.clear()
+        assert extract(work) == 2
+        message = error_lines(caplog)[-1]
+        assert f"pid {holder.pid}" in message and "in use" in message
+        assert stray.exists()  # the live run's temporary file is untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    tally["bad_inputs_tried"] += 1
+    stray.unlink()
+    assert extract(work) == 0  # the dead holder's lock file is no obstacle
+    tally["samples_lost"] += lost(work, "extract:pixels", [f"s{i:02d}" for i in range(8)])
+    tally["cases"].append("second-process")
+
+
+def test_work_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """`--work` naming a file, or a folder the user cannot write, ends in one line naming the path."""
+    import os
+
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    caplog.clear()
+    assert cli.main(["prepare", "-q", "--work", str(a_file), *SYNTHETIC]) == 2
+    assert str(a_file) in error_lines(caplog)[-1] and "is a file" in error_lines(caplog)[-1]
+    if os.geteuid() != 0:  # root writes anywhere, so a read-only folder cannot be simulated
+        work = prepared_work(tmp_path / "ro")
+        work.chmod(0o555)
+        try:
+            caplog.clear()
+            assert extract(work) == 2 and "\n" not in error_lines(caplog)[-1]
+        finally:
+            work.chmod(0o755)
+    tally["bad_inputs_tried"] += 1
+    tally["cases"].append("work-not-a-folder")
+
+
 # -- the tally -------------------------------------------------------------------------------
 
 def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture) -> None:

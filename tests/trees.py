@@ -43,13 +43,13 @@ def _segment(frames: np.ndarray, start: int, length: int) -> np.ndarray:
 
 
 def ouluvs2_cropped_tree(root: Path, grid_dir: Path, frames: int = 24, speakers=OULU_SPEAKERS,
-                         utterances=OULU_UTTERANCES, views=(1, 2, 3, 4, 5)) -> Path:
-    """``cropped_mouth_mp4_phrase/<spk>/<view>/s<spk>_v<view>_u<utt>.mp4``: mouth-only clips, a size per view.
+                         utterances=OULU_UTTERANCES, views=(1, 2, 3, 4, 5), subset: str = "phrase") -> Path:
+    """``cropped_mouth_mp4_<subset>/<spk>/<view>/s<spk>_v<view>_u<utt>.mp4``: mouth-only clips, a size per view.
 
     The phrase decides which GRID clip's mouth is shown (so the label is learnable), the speaker where in the clip the
     segment starts and its brightness, and each view resizes the crop to its own size.
     """
-    base = root / "cropped_mouth_mp4_phrase"
+    base = root / f"cropped_mouth_mp4_{subset}"
     for s_index, speaker in enumerate(speakers):
         for u_index, utterance in enumerate(utterances):
             mouths = _grid_mouths(str(grid_dir / GRID_CLIPS[u_index % len(GRID_CLIPS)]))
