@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -228,6 +229,16 @@ def execute(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[st
         raise RunError(f"a worker process died ({type(exc).__name__}: {detail}); completed shards are kept, re-run the same command to resume") from exc
 
 
+def _capped_jobs(jobs: int, tasks: int, backend: str | None) -> int:
+    """Local workers: no more than there are shards to run or CPUs to run them (a note says when that lowers --jobs)."""
+    if backend is not None or jobs <= 1:
+        return jobs
+    capped = max(1, min(jobs, tasks, os.cpu_count() or 1))
+    if capped < jobs:
+        log.info("--jobs %d lowered to %d (%d shard(s) to run, %d CPU(s))", jobs, capped, tasks, os.cpu_count() or 1)
+    return capped
+
+
 def _kill_local_workers() -> None:
     """Terminate joblib's reusable loky workers (they would otherwise finish, and publish, the shard they hold)."""
     from joblib.externals.loky import get_reusable_executor
@@ -298,7 +309,7 @@ def run_stage(
         _sample_finished = count_sample
     failing = True
     try:
-        for task, records in execute(todo, job, jobs, backend):
+        for task, records in execute(todo, job, _capped_jobs(jobs, len(todo), backend), backend):
             _record(manifest, positions, stage, task, records, work_root)
             summary.written_shards += 1
             bar.update(len(task.samples) - shown[0])

@@ -12,6 +12,26 @@ log = get_logger(__name__)
 MANIFEST_NAME = "manifest.jsonl"
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, refused at parse time with the value in the message."""
+    return _bounded_int(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    return _bounded_int(text, 0)
+
+
+def _bounded_int(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    return value
+
+
 def add_work_argument(parser: argparse.ArgumentParser) -> None:
     """``--work``: the run folder holding the manifest and every stage's outputs."""
     parser.add_argument("--work", type=Path, default=Path("work"), help="run folder: manifest.jsonl and all outputs (default: ./work)")
@@ -20,10 +40,10 @@ def add_work_argument(parser: argparse.ArgumentParser) -> None:
 def add_execution_arguments(parser: argparse.ArgumentParser, shard_size: int) -> None:
     """Parallelism, sharding and failure-policy options."""
     group = parser.add_argument_group("execution")
-    group.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1: in-process)")
+    group.add_argument("--jobs", type=positive_int, default=1, help="local worker processes (default 1: in-process)")
     group.add_argument("--scheduler", metavar="ADDRESS", help="run shards on an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
-    group.add_argument("--dask-local", type=int, default=0, metavar="N", help="start a local Dask cluster of N workers for this run")
-    group.add_argument("--shard-size", type=int, help=f"samples per shard (default {shard_size}, fewer when the run has under "
+    group.add_argument("--dask-local", type=non_negative_int, default=0, metavar="N", help="start a local Dask cluster of N workers for this run")
+    group.add_argument("--shard-size", type=positive_int, help=f"samples per shard (default {shard_size}, fewer when the run has under "
                        f"{8 * shard_size} samples, so that --jobs workers share them); fixed by the first run")
     policy = group.add_mutually_exclusive_group()
     policy.add_argument("--strict", action="store_true", help="stop at the first failed sample")

@@ -16,7 +16,8 @@ from pipeline.manifest import DONE, Manifest, ManifestError
 from pipeline.runner import RunError, run_stage
 from pipeline.sequences import FORMAT_SUFFIX, read_shard_samples
 from pipeline.shards import ShardError
-from stages.common import add_execution_arguments, add_work_argument, finish, manifest_path, shard_size
+from stages.common import (add_execution_arguments, add_work_argument, finish, manifest_path, non_negative_int, positive_int,
+                           shard_size)
 
 log = get_logger(__name__)
 SHARD_SIZE = 64  # samples per shard by default
@@ -30,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--backbone", choices=BACKBONES, default="resnet50", help="embedding model (default resnet50, VGGFace2)")
     model.add_argument("--weights", default=None, help="'vggface' (released weights: cache, then download), a .h5 PATH, or 'random' (smoke tests only)")
     model.add_argument("--cache-dir", help="where released weights are cached (default ~/.cache/mpview/weights, or $MPVIEW_CACHE/weights)")
-    model.add_argument("--batch-size", type=int, default=32, help="frames per forward pass")
-    model.add_argument("--pixel-size", type=int, default=32, help="pixels backbone: side of the resized grayscale frame")
-    model.add_argument("--pca", type=int, default=0, metavar="K", help="pixels backbone: project to K PCA components fitted on the training split")
+    model.add_argument("--batch-size", type=positive_int, default=32, help="frames per forward pass")
+    model.add_argument("--pixel-size", type=positive_int, default=32, help="pixels backbone: side of the resized grayscale frame")
+    model.add_argument("--pca", type=non_negative_int, default=0, metavar="K", help="pixels backbone: project to K PCA components fitted on the training split")
     output = parser.add_argument_group("output")
     output.add_argument("--format", choices=sorted(FORMAT_SUFFIX), default="hdf5", help="shard format (default hdf5)")
     output.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored embedding precision")
@@ -75,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     samples = [s for s in manifest.samples if s.status("prepare") == DONE]
     if not samples:
         raise ValueError(f"{path}: no sample has finished `prepare`")
+    pending = sum(1 for s in manifest.samples if s.status("prepare") is None)
+    if pending:
+        log.warning("%d of %d samples are not prepared yet (prepare was interrupted?): they are left out; re-run "
+                    "`prepare` and then `extract` to add them", pending, len(manifest))
     pca = None
     if args.pca:
         if args.backbone != "pixels":

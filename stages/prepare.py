@@ -17,7 +17,8 @@ from pipeline.recipes.common import RecipeError
 from pipeline.roi import RoiConfig
 from pipeline.runner import RunError, run_stage
 from pipeline.roi_preview import write_roi_contact_sheet
-from stages.common import add_execution_arguments, add_work_argument, finish, manifest_path, shard_size
+from stages.common import (add_execution_arguments, add_work_argument, finish, manifest_path, non_negative_int, positive_int,
+                           shard_size)
 
 log = get_logger(__name__)
 SHARD_SIZE = 32  # samples per shard by default
@@ -38,21 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roi.add_argument("--roi", choices=("mouth", "face", "frame"), help="mouth (landmarks 48-67), face, or frame: the whole "
                      "frame resized, no detection, for clips already cropped (default: what the recipe says, e.g. frame "
                      "for OuluVS2's cropped-mouth release, else mouth)")
-    roi.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="crop size (default 96 96 mouth and frame, 112 112 face)")
+    roi.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), help="crop size (default 96 96 mouth and frame, 112 112 face)")
     roi.add_argument("--resize", choices=("pad", "stretch"), default="pad", help="--roi frame: keep the aspect ratio with black borders, or stretch")
     roi.add_argument("--perspective-size", action="append", default=[], metavar="VIEW=HxW", type=parse_perspective_size,
                      help="a size for one perspective, e.g. v1=29x50 (repeatable; Petridis et al. sized each OuluVS2 view)")
     roi.add_argument("--gray", action="store_true", help="store grayscale crops")
-    roi.add_argument("--fixed-box", type=int, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="crop this box, no detection (pre-aligned data; LRW: 59 95 195 231)")
+    roi.add_argument("--fixed-box", type=non_negative_int, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="crop this box, no detection (pre-aligned data; LRW: 59 95 195 231)")
     roi.add_argument("--no-align", action="store_true", help="crop without similarity alignment to the reference face")
     roi.add_argument("--face-policy", choices=("largest", "central"), default="largest", help="which face when several are found")
-    roi.add_argument("--detect-every", type=int, default=RoiConfig.detect_every, help="run the detector at least every N frames; track in between")
-    roi.add_argument("--landmark-every", type=int, default=RoiConfig.landmark_every, help="fit the 68 landmarks at least every N frames; optical flow in between")
+    roi.add_argument("--detect-every", type=positive_int, default=RoiConfig.detect_every, help="run the detector at least every N frames; track in between")
+    roi.add_argument("--landmark-every", type=positive_int, default=RoiConfig.landmark_every, help="fit the 68 landmarks at least every N frames; optical flow in between")
     roi.add_argument("--detect-scale", type=float, default=RoiConfig.detect_scale, help="detect on frames resized by this factor")
-    roi.add_argument("--smooth", type=int, default=RoiConfig.smooth_window, help="landmark smoothing window in frames (0: off)")
+    roi.add_argument("--smooth", type=non_negative_int, default=RoiConfig.smooth_window, help="landmark smoothing window in frames (0: off)")
     roi.add_argument("--max-missing", type=float, default=RoiConfig.max_missing_fraction, help="fail a clip when the face is missing in more than this fraction of frames")
     roi.add_argument("--audio", action="store_true", help="also store 80-bin log-mel audio aligned to the video frames")
-    roi.add_argument("--contact-sheet", type=int, default=12, metavar="N", help="samples shown in the contact-sheet PNG (0: none)")
+    roi.add_argument("--contact-sheet", type=non_negative_int, default=12, metavar="N", help="samples shown in the contact-sheet PNG (0: none)")
     add_execution_arguments(parser, shard_size=SHARD_SIZE)
 
 

@@ -49,10 +49,11 @@ def test_readme_commands_run_in_order(tmp_path: Path, grid_dir: Path, monkeypatc
     from pipeline.backbones.weights import write_keras2_weight_file
 
     data = tmp_path / "data"
-    # speakers 1, 2 train in both protocols, 4 validation in 28-12-12 (train in the other), 6 test in both
+    # speakers 1, 2 train in both protocols, 4 validation in 28-12-12 (train in the other), 6 test in both;
+    # 3 x 2 x 20 training frames leave room for the README's 100 PCA components
     speakers = (1, 2, 4, 6)
-    oulu = ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=12, speakers=speakers, utterances=(31, 34))
-    ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=12, speakers=speakers, utterances=(1, 4), subset="digit")
+    oulu = ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=20, speakers=speakers, utterances=(31, 34))
+    ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=20, speakers=speakers, utterances=(1, 4), subset="digit")
     places = {
         "/data/OuluVS2": oulu,
         "/data/mplstm": mplstm_tree(data / "mplstm", grid_dir, frames=8, per_split={"Train": 2, "Validation": 1, "Test": 1}),
