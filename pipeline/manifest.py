@@ -272,3 +272,8 @@ def replace_stage(sample: Sample, stage: str, record: dict[str, Any]) -> Sample:
     stages = dict(sample.stages)
     stages[stage] = record
     return dataclasses.replace(sample, stages=stages)
+
+
+def without_stage(sample: Sample, stage: str) -> Sample:
+    """A copy of ``sample`` with no record of ``stage`` (its outputs are being redone)."""
+    return dataclasses.replace(sample, stages={k: v for k, v in sample.stages.items() if k != stage})

@@ -293,6 +293,8 @@ def run_stage(
     if summary.skipped_shards:
         log.info("%d of %d shards already complete; resuming", summary.skipped_shards, len(tasks))
     clock = time.monotonic()
+    run_record = len(manifest.runs)  # recorded before any shard is written, so even a killed run's settings are known
+    manifest.add_run(stage, config or {}, {"stage": stage, "status": "running"}, started, None)
     _save(manifest, manifest_path)
     last_save = time.monotonic()
     interval = max(save_every, 20 * (last_save - clock))  # saving a large manifest stays under ~5% of the run
@@ -327,7 +329,7 @@ def run_stage(
         bar.close()
         _count(manifest, stage, samples, summary)
         summary.seconds = time.time() - started
-        manifest.add_run(stage, config or {}, summary.to_dict(), started, time.time())
+        manifest.runs[run_record].update(summary=summary.to_dict(), finished=time.time())
         _save(manifest, manifest_path, failing)
     return summary
 

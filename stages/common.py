@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
+from typing import Any
 
 from pipeline.logs import get_logger
+from pipeline.manifest import Manifest, without_stage
+from pipeline.settings import SettingsChanged, differences, recorded_settings
 from pipeline.runner import RunSummary
 
 log = get_logger(__name__)
@@ -49,6 +53,8 @@ def add_execution_arguments(parser: argparse.ArgumentParser, shard_size: int) ->
     policy.add_argument("--strict", action="store_true", help="stop at the first failed sample")
     policy.add_argument("--allow-failures", action="store_true", help="exit 0 even when some samples failed")
     group.add_argument("--retry-failed", action="store_true", help="redo shards holding failed samples")
+    group.add_argument("--force", action="store_true", help="when the options differ from those the existing outputs "
+                       "were made with: delete those outputs and redo every sample (refused while later stages' outputs exist)")
 
 
 def shard_size(args: argparse.Namespace, count: int, default: int) -> int:
@@ -56,6 +62,33 @@ def shard_size(args: argparse.Namespace, count: int, default: int) -> int:
     from pipeline.runner import auto_shard_size
 
     return args.shard_size or auto_shard_size(count, default)
+
+
+def guard_outputs(manifest: Manifest, manifest_file: Path, stage: str, asked: dict[str, Any], out_dir: Path, force: bool,
+                  later: list[Path]) -> None:
+    """Stop when ``stage``'s outputs on disk were made with other settings than ``asked``; with ``force`` delete them.
+
+    ``later`` are the folders of outputs made from these (features, models): ``--force`` is refused while they hold
+    anything, so nothing downstream silently mixes old and new inputs.
+    """
+    recorded = recorded_settings(manifest, stage)
+    if recorded is None or not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    changed = differences(recorded, asked)
+    if not changed:
+        return
+    where = f"{out_dir} holds {stage} outputs made with other settings ({'; '.join(changed)})"
+    if not force:
+        raise SettingsChanged(f"{where}: re-run with the same options, pass --force to redo them all with the new ones, "
+                              f"or use another --work")
+    busy = [str(p) for p in later if p.exists() and any(p.iterdir())]
+    if busy:
+        raise SettingsChanged(f"{where}; --force would leave {', '.join(busy)} made from the old ones: delete "
+                              f"{' and '.join(busy)} first, or use another --work")
+    log.warning("%s: deleting them to redo every sample (--force)", where)
+    shutil.rmtree(out_dir)
+    manifest.samples = [without_stage(s, stage) for s in manifest.samples]
+    manifest.save(manifest_file)
 
 
 def finish(summary: RunSummary, allow_failures: bool) -> int:

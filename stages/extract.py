@@ -16,8 +16,8 @@ from pipeline.manifest import DONE, Manifest, ManifestError
 from pipeline.runner import RunError, run_stage
 from pipeline.sequences import FORMAT_SUFFIX, read_shard_samples
 from pipeline.shards import ShardError
-from stages.common import (add_execution_arguments, add_work_argument, finish, manifest_path, non_negative_int, positive_int,
-                           shard_size)
+from stages.common import (add_execution_arguments, add_work_argument, finish, guard_outputs, manifest_path, non_negative_int,
+                           positive_int, shard_size)
 
 log = get_logger(__name__)
 SHARD_SIZE = 64  # samples per shard by default
@@ -72,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     manifest = Manifest.load(path)
     name = args.name or args.backbone
     out = args.work / "features" / name
+    made = {"backbone": args.backbone, "weights": args.weights or "vggface", "format": args.format, "dtype": args.dtype,
+            "pca": args.pca, "pixel_size": args.pixel_size}  # what the embeddings depend on
+    guard_outputs(manifest, path, f"extract:{name}", made, out, args.force, [args.work / "models"])
+    settings = {**made, "batch_size": args.batch_size}
     out.mkdir(parents=True, exist_ok=True)
     samples = [s for s in manifest.samples if s.status("prepare") == DONE]
     if not samples:
@@ -88,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
     spec = BackboneSpec(args.backbone, args.weights, args.cache_dir, args.batch_size, args.pixel_size, pca)
     load_backbone(spec)  # refuse missing or mismatched weights before planning anything (cached for in-process runs)
     job = ExtractJob(str(args.work.resolve()), spec, tuple(manifest.perspectives), tuple(manifest.classes), args.dtype, strict=args.strict)
-    settings = {"backbone": args.backbone, "weights": args.weights or "vggface", "format": args.format, "dtype": args.dtype, "pca": args.pca, "batch_size": args.batch_size}
     with backend_for(args.jobs, args.scheduler, args.dask_local) as backend:
         summary = run_stage(
             manifest, path, f"extract:{name}", samples, out, "emb", job, shard_size=shard_size(args, len(samples), SHARD_SIZE), jobs=args.jobs,

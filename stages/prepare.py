@@ -16,9 +16,10 @@ from pipeline.recipes import RECIPES
 from pipeline.recipes.common import RecipeError
 from pipeline.roi import RoiConfig
 from pipeline.runner import RunError, run_stage
+from pipeline.settings import SettingsChanged
 from pipeline.roi_preview import write_roi_contact_sheet
-from stages.common import (add_execution_arguments, add_work_argument, finish, manifest_path, non_negative_int, positive_int,
-                           shard_size)
+from stages.common import (add_execution_arguments, add_work_argument, finish, guard_outputs, manifest_path, non_negative_int,
+                           positive_int, shard_size)
 
 log = get_logger(__name__)
 SHARD_SIZE = 32  # samples per shard by default
@@ -98,6 +99,19 @@ def build_manifest(args: argparse.Namespace) -> Manifest:
     return recipe(root, **options)
 
 
+def check_same_dataset(args: argparse.Namespace, manifest: Manifest) -> None:
+    """On a resumed run, refuse a --root, --option or --views other than those the manifest was built with."""
+    asked = {"option": sorted(args.option), "views": args.views}
+    recorded = manifest.info.get("recipe_options", {})
+    changed = [f"--{key} {recorded[key]!r} -> {asked[key]!r}" for key in asked  # given again, and not as before
+               if asked[key] and key in recorded and asked[key] != recorded[key]]
+    if args.root and Path(args.root).resolve() != Path(manifest.root).resolve():
+        changed.insert(0, f"--root {manifest.root} -> {args.root}")
+    if changed:
+        raise SettingsChanged(f"{manifest_path(args.work)} was built from other dataset options ({'; '.join(changed)}); "
+                              "the manifest fixes them: use another --work for another dataset selection")
+
+
 def roi_config(args: argparse.Namespace, manifest: Manifest) -> RoiConfig:
     """The ROI settings; a dataset's own ROI mode (OuluVS2's cropped release) or fixed box (LRW) applies unless given."""
     roi = args.roi or manifest.info.get("roi", "mouth")
@@ -122,16 +136,20 @@ def run(args: argparse.Namespace) -> int:
         recipe = manifest.info.get("recipe", manifest.dataset)
         if args.dataset and args.dataset != recipe:
             raise ValueError(f"{path} was prepared with --dataset {recipe}, not {args.dataset}; use another --work folder")
+        check_same_dataset(args, manifest)
         log.info("resuming with %s (%d samples)", path, len(manifest))
     else:
         if not args.dataset:
             raise ValueError(f"no manifest in {args.work}: pass --dataset (and --root) for the first run")
         manifest = build_manifest(args)
         manifest.info["recipe"] = args.dataset
+        manifest.info["recipe_options"] = {"option": sorted(args.option), "views": args.views}
         args.work.mkdir(parents=True, exist_ok=True)
         manifest.save(path)
         log.info("wrote %s: %d samples, perspectives %s, %d problem(s)", path, len(manifest), manifest.perspectives, len(manifest.problems))
     config = roi_config(args, manifest)
+    guard_outputs(manifest, path, "prepare", {"roi": config.to_dict(), "audio": args.audio}, args.work / "roi", args.force,
+                  [args.work / "features", args.work / "models"])
     job = PrepareJob(manifest.root, tuple(manifest.perspectives), config, audio=args.audio, strict=args.strict)
     size = shard_size(args, len(manifest), SHARD_SIZE)
     settings = {"roi": config.to_dict(), "audio": args.audio, "shard_size": size, "jobs": args.jobs}

@@ -38,7 +38,8 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 @pytest.fixture(scope="module")
 def tally() -> dict[str, Any]:
     """What the suite did to the pipeline, filled in by each case and reported by the last test."""
-    return {"runs_killed": 0, "resumed": 0, "samples_lost": 0, "bad_inputs_tried": 0, "cases": []}
+    return {"runs_killed": 0, "resumed": 0, "samples_lost": 0, "bad_inputs_tried": 0, "mismatched_outputs_reused": 0,
+            "cases": []}
 
 
 def frames_for(sample_id: str) -> np.ndarray:
@@ -542,11 +543,6 @@ SYNTHETIC = ["--dataset", "synthetic", "--option", "n_per_class=6", "--option", 
 def test_sigterm_stops_workers_and_leaves_no_temporary_files(tmp_path: Path, tally: dict[str, Any]) -> None:
     """SIGTERM (a scheduler, `timeout`) unwinds like Ctrl-C: exit 143 with one line, workers gone, temps removed;
     a re-run completes the output."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     work = tmp_path / "work"
     command = [sys.executable, str(Path(cli.__file__)), "prepare", "-q", "--work", str(work), *SYNTHETIC, "--jobs", "2"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -572,8 +568,6 @@ def test_sigterm_stops_workers_and_leaves_no_temporary_files(tmp_path: Path, tal
 def test_second_process_on_a_work_folder_is_refused(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     """While one process holds the work folder, another stops at once naming its pid and deletes nothing of it;
     a lock left by a killed process is no obstacle."""
-    import subprocess
-    import sys
 
     work = prepared_work(tmp_path)
     stray = work / "features" / "pixels" / ".emb-00000-of-00004.h5.tmp-live"
@@ -602,7 +596,6 @@ def test_second_process_on_a_work_folder_is_refused(tmp_path: Path, tally: dict[
 
 def test_work_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     """`--work` naming a file, or a folder the user cannot write, ends in one line naming the path."""
-    import os
 
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("x")
@@ -621,6 +614,48 @@ def test_work_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path, tal
     tally["cases"].append("work-not-a-folder")
 
 
+def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """A re-run of prepare (finished or killed half way) with other ROI options stops naming each option, old and
+    new; --force redoes every sample, and is refused while features made from the old clips exist."""
+
+    work = tmp_path / "work"
+    command = [sys.executable, str(Path(cli.__file__)), "prepare", "-q", "--work", str(work), *SYNTHETIC]
+    process = subprocess.Popen(command, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list((work / "roi").glob("roi-*.h5"))) < 2:
+        time.sleep(0.05)
+    process.kill()  # SIGKILL after two shards: no summary is written, the settings must be known all the same
+    process.wait()
+    tally["runs_killed"] += 1
+    before = shard_bytes(work / "roi")
+    caplog.clear()
+    assert cli.main(["prepare", "-q", "--work", str(work), "--size", "64", "64", "--gray"]) == 2
+    message = error_lines(caplog)[-1]
+    assert "roi.size: [96, 96] -> [64, 64]" in message and "roi.grayscale: False -> True" in message and "--force" in message
+    assert shard_bytes(work / "roi") == before
+    tally["mismatched_outputs_reused"] += 0 if shard_bytes(work / "roi") == before else 1
+    assert cli.main(["prepare", "-q", "--work", str(work)]) == 0  # the same options resume
+    tally["resumed"] += 1
+    assert cli.main(["prepare", "-q", "--work", str(work), "--size", "64", "64", "--force"]) == 0
+    manifest = Manifest.load(work / "manifest.jsonl")
+    with open_shard(work / manifest.samples[0].stages["prepare"]["shard"]) as reader:
+        assert reader.read(manifest.samples[0].id).arrays["v1"].shape[1:3] == (64, 64)
+    assert manifest.runs[-1]["config"]["roi"]["size"] == [64, 64]
+    assert cli.main(["extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "8"]) == 0
+    caplog.clear()
+    assert cli.main(["prepare", "-q", "--work", str(work), "--force"]) == 2  # 96x96 again: features would be stale
+    assert "features" in error_lines(caplog)[-1]
+    caplog.clear()
+    assert cli.main(["extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "16"]) == 2
+    assert "pixel_size: 8 -> 16" in error_lines(caplog)[-1]
+    caplog.clear()
+    assert cli.main(["prepare", "-q", "--work", str(work), "--option", "n_per_class=7"]) == 2
+    assert "--option" in error_lines(caplog)[-1]
+    tally["bad_inputs_tried"] += 4
+    tally["samples_lost"] += lost(work, "prepare", [s.id for s in manifest.samples])
+    tally["cases"].append("changed-options")
+
+
 # -- the tally -------------------------------------------------------------------------------
 
 def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture) -> None:
@@ -628,7 +663,7 @@ def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, 
     path.write_text(json.dumps(tally, indent=1))
     with capsys.disabled():
         print(f"\nfault tally ({path}): {json.dumps({k: v for k, v in tally.items() if k != 'cases'})}")
-    assert tally["samples_lost"] == 0
+    assert tally["samples_lost"] == 0 and tally["mismatched_outputs_reused"] == 0
     assert json.loads(path.read_text()) == tally
     if "random-kills" in tally["cases"]:
         assert tally["runs_killed"] >= 3 and tally["resumed"] >= 3

@@ -1,0 +1,40 @@
+"""What a stage's outputs were made with, against what a new run asks for: outputs are never reused under other settings."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from pipeline.manifest import Manifest
+
+
+class SettingsChanged(ValueError):
+    """A re-run asks for settings other than those its existing outputs were made with."""
+
+
+def recorded_settings(manifest: Manifest, stage: str) -> dict[str, Any] | None:
+    """The settings of the latest run of ``stage`` recorded in the manifest, or None if it never ran."""
+    runs = [run for run in manifest.runs if run.get("stage") == stage]
+    return dict(runs[-1].get("config") or {}) if runs else None
+
+
+def differences(recorded: Mapping[str, Any], asked: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``name: old -> new`` for every setting both hold that differs (nested dicts key by key; lists and tuples alike).
+
+    Only what both name is compared: a record from an older version lacks newer settings, and run facts such as the
+    number of workers are recorded but not asked.
+    """
+    lines = []
+    for key in sorted(set(recorded) & set(asked)):
+        old, new = recorded.get(key), asked.get(key)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            lines += differences(old, new, f"{prefix}{key}.")
+        elif _plain(old) != _plain(new):
+            lines.append(f"{prefix}{key}: {_plain(old)!r} -> {_plain(new)!r}")
+    return lines
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so that a value read back from JSON equals the one a config holds."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
