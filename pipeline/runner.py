@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from pipeline.sequences import open_shard, shard_writer
 from pipeline.shards import ShardError, shard_name
 
 log = get_logger(__name__)
+DASK_STALL_TIMEOUT = 300.0  # seconds a Dask run waits with no worker before it gives up
+DASK_POLL = 2.0  # seconds between checks of a Dask cluster's workers while shards run
 MIN_SHARDS = 8  # a small run is cut into at least this many shards, so --jobs has work to share (the plan, and so
 # the output bytes, depend on the samples only, never on the number of workers)
 _sample_finished: Callable[[], None] | None = None  # set while run_stage runs shards in this process: per-sample progress
@@ -203,20 +206,25 @@ def _record(manifest: Manifest, positions: dict[str, int], stage: str, task: Sha
         manifest.samples[i] = replace_stage(manifest.samples[i], stage, {**record, "shard": location})
 
 
-def execute(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[str, Any]]], jobs: int = 1, backend: str | None = None) -> Iterator[tuple[ShardTask, dict[str, dict[str, Any]]]]:
+def execute(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[str, Any]]], jobs: int = 1, backend: str | None = None,
+            stall_timeout: float = DASK_STALL_TIMEOUT) -> Iterator[tuple[ShardTask, dict[str, dict[str, Any]]]]:
     """Run ``job`` on every task (in-process, on joblib workers, or on a Dask cluster); yield as they finish.
 
     A worker process that dies (killed, out of memory) ends the run with a ``RunError``; shards already
-    written are kept and a re-run resumes.
+    written are kept and a re-run resumes. On Dask, a shard the scheduler gives up on, a lost scheduler, or
+    ``stall_timeout`` seconds without any worker end the run the same way.
     """
     if jobs == 1 and backend is None:
         for task in tasks:
             yield task, job(task)
         return
+    if backend == "dask":
+        yield from _execute_on_dask(tasks, job, stall_timeout)
+        return
     from joblib import Parallel, delayed, parallel_config
 
     try:
-        with parallel_config(backend=backend or "loky", n_jobs=jobs if backend is None else -1):
+        with parallel_config(backend=backend or "loky", n_jobs=jobs):
             runner = Parallel(return_as="generator_unordered")
             for task, records in runner(delayed(_run_one)(job, task) for task in tasks):
                 yield task, records
@@ -247,16 +255,66 @@ def _kill_local_workers() -> None:
 
 
 def _worker_deaths(backend: str | None) -> tuple[type[BaseException], ...]:
-    """Exception types that mean a worker process died rather than a job failing."""
+    """Exception types that mean a local worker process died rather than a job failing."""
     import concurrent.futures
 
-    kinds: list[type[BaseException]] = [concurrent.futures.BrokenExecutor]
-    if backend == "dask":
-        with contextlib.suppress(ImportError):
-            from distributed.scheduler import KilledWorker
+    return (concurrent.futures.BrokenExecutor,)
 
-            kinds.append(KilledWorker)
-    return tuple(kinds)
+
+def _execute_on_dask(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[str, Any]]],
+                     stall_timeout: float) -> Iterator[tuple[ShardTask, dict[str, dict[str, Any]]]]:
+    """Submit every shard to the current Dask client and yield results as they come; never wait forever."""
+    from distributed import get_client, wait
+    from distributed.scheduler import KilledWorker
+
+    client = get_client()
+    futures = {client.submit(_run_one, job, task, pure=False, key=f"shard-{task.index:05d}-{uuid.uuid4().hex[:8]}"): task
+               for task in tasks}
+    remaining, idle_since = set(futures), None
+    try:
+        while remaining:
+            try:
+                done, remaining = wait(remaining, timeout=DASK_POLL, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                idle_since = _check_workers(client, idle_since, stall_timeout)
+                continue
+            idle_since = None
+            for future in done:
+                if future.status == "error" and isinstance(future.exception(), KilledWorker):
+                    raise RunError(f"{futures[future].path}: the Dask scheduler gave up on this shard after it "
+                                   f"killed {_allowed_failures()} workers; completed shards are kept, fix the cause "
+                                   f"(memory?) and re-run the same command to resume")
+                if future.status == "cancelled":
+                    raise RunError(f"{futures[future].path}: the Dask cluster dropped this shard (scheduler restarted?); "
+                                   "completed shards are kept, re-run the same command to resume")
+                yield future.result()
+    except OSError as exc:  # the scheduler went away (CommClosedError is an OSError)
+        raise RunError(f"lost the Dask scheduler ({type(exc).__name__}: {exc}); completed shards are kept, re-run "
+                       "the same command to resume") from None
+    finally:
+        with contextlib.suppress(Exception):
+            client.cancel(list(remaining))
+
+
+def _check_workers(client: Any, idle_since: float | None, stall_timeout: float) -> float | None:
+    """Track how long the cluster has had no worker; past ``stall_timeout`` seconds that ends the run."""
+    if client.scheduler_info().get("workers"):
+        return None
+    now = time.monotonic()
+    if idle_since is None:
+        log.warning("the Dask cluster has no workers; waiting up to %.0f s for one", stall_timeout)
+        return now
+    if now - idle_since > stall_timeout:
+        raise RunError(f"no Dask worker for {stall_timeout:.0f} s, so no progress; start workers (dask worker ADDRESS) "
+                       "and re-run the same command to resume")
+    return idle_since
+
+
+def _allowed_failures() -> int:
+    """How many worker deaths the Dask scheduler allows one task before giving up on it."""
+    import dask
+
+    return int(dask.config.get("distributed.scheduler.allowed-failures", 3))
 
 
 def _run_one(job: Callable[[ShardTask], dict[str, dict[str, Any]]], task: ShardTask) -> tuple[ShardTask, dict[str, dict[str, Any]]]:
@@ -279,6 +337,7 @@ def run_stage(
     config: dict[str, Any] | None = None,
     save_every: float = 2.0,
     suffix: str = ".h5",
+    stall_timeout: float = DASK_STALL_TIMEOUT,
 ) -> RunSummary:
     """Plan, resume and run a stage over ``samples``, keeping the manifest current; return the summary."""
     started = time.time()
@@ -311,7 +370,7 @@ def run_stage(
         _sample_finished = count_sample
     failing = True
     try:
-        for task, records in execute(todo, job, _capped_jobs(jobs, len(todo), backend), backend):
+        for task, records in execute(todo, job, _capped_jobs(jobs, len(todo), backend), backend, stall_timeout):
             _record(manifest, positions, stage, task, records, work_root)
             summary.written_shards += 1
             bar.update(len(task.samples) - shown[0])

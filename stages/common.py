@@ -47,6 +47,8 @@ def add_execution_arguments(parser: argparse.ArgumentParser, shard_size: int) ->
     group.add_argument("--jobs", type=positive_int, default=1, help="local worker processes (default 1: in-process)")
     group.add_argument("--scheduler", metavar="ADDRESS", help="run shards on an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     group.add_argument("--dask-local", type=non_negative_int, default=0, metavar="N", help="start a local Dask cluster of N workers for this run")
+    group.add_argument("--dask-stall-timeout", type=positive_int, default=300, metavar="SECONDS",
+                       help="on Dask: end the run when the cluster has had no worker for this long")
     group.add_argument("--shard-size", type=positive_int, help=f"samples per shard (default {shard_size}, fewer when the run has under "
                        f"{8 * shard_size} samples, so that --jobs workers share them); fixed by the first run")
     policy = group.add_mutually_exclusive_group()

@@ -88,14 +88,19 @@ def run(args: argparse.Namespace) -> int:
     if args.pca:
         if args.backbone != "pixels":
             raise ValueError("--pca applies to the pixels backbone only")
-        pca = str(fit_pixel_pca(manifest, args.work, out, args.pixel_size, args.pca))
-    spec = BackboneSpec(args.backbone, args.weights, args.cache_dir, args.batch_size, args.pixel_size, pca)
+        pca = str(fit_pixel_pca(manifest, args.work, out, args.pixel_size, args.pca).resolve())
+    from pipeline.backbones.resolve import RANDOM, VGGFACE
+
+    # workers (Dask ones included) resolve no path of their own: every file they read is named absolutely here
+    weights = args.weights if args.weights in (None, VGGFACE, RANDOM) else str(Path(args.weights).resolve())
+    cache = str(Path(args.cache_dir).resolve()) if args.cache_dir else None
+    spec = BackboneSpec(args.backbone, weights, cache, args.batch_size, args.pixel_size, pca)
     load_backbone(spec)  # refuse missing or mismatched weights before planning anything (cached for in-process runs)
     job = ExtractJob(str(args.work.resolve()), spec, tuple(manifest.perspectives), tuple(manifest.classes), args.dtype, strict=args.strict)
     with backend_for(args.jobs, args.scheduler, args.dask_local) as backend:
         summary = run_stage(
             manifest, path, f"extract:{name}", samples, out, "emb", job, shard_size=shard_size(args, len(samples), SHARD_SIZE), jobs=args.jobs,
-            backend=backend, redo_failed=args.retry_failed, config={**settings, "backend": backend or "local"}, suffix=FORMAT_SUFFIX[args.format],
+            backend=backend, redo_failed=args.retry_failed, stall_timeout=args.dask_stall_timeout, config={**settings, "backend": backend or "local"}, suffix=FORMAT_SUFFIX[args.format],
         )
     weights = {s.stages.get(f"extract:{name}", {}).get("weights") for s in manifest.samples} - {None}
     if any("random" in str(w) for w in weights):

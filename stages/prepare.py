@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     with backend_for(args.jobs, args.scheduler, args.dask_local) as backend:
         summary = run_stage(
             manifest, path, "prepare", list(manifest.samples), args.work / "roi", "roi", job, shard_size=size,
-            jobs=args.jobs, backend=backend, redo_failed=args.retry_failed, config={**settings, "backend": backend or "local"},
+            jobs=args.jobs, backend=backend, redo_failed=args.retry_failed, stall_timeout=args.dask_stall_timeout, config={**settings, "backend": backend or "local"},
         )
     if args.contact_sheet:
         sheet = write_roi_contact_sheet(args.work / "roi" / "contact_sheet.png", manifest, args.work, args.contact_sheet)

@@ -183,3 +183,121 @@ def test_grid_prepare_on_the_cluster_equals_in_process(tmp_path: Path, cluster: 
     _prepare_both(tmp_path, client, local.scheduler_address, args, clips=3)
     assert [r["status"] for r in stage_records(tmp_path / "dask", "prepare").values()] == ["done"] * 3
 
+
+
+class KillingJob(PidJob):
+    """``PidJob`` whose shard 1 kills the worker process running it, until ``cure`` exists (a crash-looping shard)."""
+
+    def __init__(self, pid_dir: str, cure: str) -> None:
+        super().__init__(pid_dir)
+        self.cure = cure
+
+    def __call__(self, task: ShardTask) -> dict[str, dict[str, Any]]:
+        if task.index == 1 and not Path(self.cure).exists():
+            os._exit(1)
+        return super().__call__(task)
+
+
+def _dask_command(*args: str) -> list[str]:
+    import sys
+
+    return [str(Path(sys.executable).parent / "dask"), *args]
+
+
+def _dask_env() -> dict[str, str]:
+    """The environment of the scheduler and workers: the test's jobs must unpickle there too."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
+
+
+@pytest.fixture
+def scheduler_address(tmp_path: Path) -> Iterator[str]:
+    """A `dask scheduler` process on loopback, started as a user would; yields its address."""
+    import json
+    import subprocess
+    import time
+
+    info = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(_dask_command("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                               "--scheduler-file", str(info)), env=_dask_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield json.loads(info.read_text())["address"]
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=60)
+
+
+@pytest.fixture
+def real_cluster(scheduler_address: str) -> Iterator[str]:
+    """The scheduler plus a `dask worker` command running two worker processes under a nanny."""
+    import subprocess
+
+    from distributed import Client
+
+    workers = subprocess.Popen(_dask_command("worker", scheduler_address, "--nthreads", "1", "--nworkers", "2", "--no-dashboard",
+                                             "--host", "127.0.0.1"), env=_dask_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with Client(scheduler_address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield scheduler_address
+    finally:
+        workers.terminate()
+        workers.wait(timeout=60)
+
+
+@pytest.mark.timeout(300)
+def test_a_cluster_without_workers_ends_the_run_after_the_stall_timeout(tmp_path: Path, scheduler_address: str) -> None:
+    """No worker, no progress: the run ends with a message after --dask-stall-timeout instead of waiting forever."""
+    from pipeline.runner import RunError
+
+    manifest = toy_work(tmp_path / "work")
+    (tmp_path / "pids").mkdir()
+    with backend_for(scheduler=scheduler_address) as backend:
+        with pytest.raises(RunError, match="no Dask worker for 3 s"):
+            run_stage(manifest, tmp_path / "work" / "manifest.jsonl", "toy", list(manifest.samples), tmp_path / "work" / "roi",
+                      "roi", PidJob(str(tmp_path / "pids")), shard_size=2, backend=backend, stall_timeout=3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_shard_the_scheduler_gives_up_on_ends_the_run_and_a_rerun_completes(tmp_path: Path, real_cluster: str) -> None:
+    """A shard that kills every worker it lands on ends the command with a one-line error instead of hanging; once
+    the cause is gone a re-run completes it, and the output equals a local run's byte for byte."""
+    from pipeline.runner import RunError
+
+    run_toy(tmp_path / "local", "toy", 2, None)
+    work = tmp_path / "dask"
+    manifest = toy_work(work)
+    pids = work / "pids"
+    pids.mkdir()
+    cure = tmp_path / "cured"
+    job = KillingJob(str(pids), str(cure))
+    with backend_for(scheduler=real_cluster) as backend:
+        with pytest.raises(RunError, match="gave up on this shard"):
+            run_stage(manifest, work / "manifest.jsonl", "toy", list(manifest.samples), work / "roi", "roi", job, shard_size=2,
+                      backend=backend)
+    assert "roi-00001-of-00004.h5" not in shard_bytes(work / "roi")
+    cure.write_text("ok")
+    manifest = Manifest.load(work / "manifest.jsonl")
+    with backend_for(scheduler=real_cluster) as backend:
+        run_stage(manifest, work / "manifest.jsonl", "toy", list(manifest.samples), work / "roi", "roi", job, shard_size=2,
+                  backend=backend)
+    assert shard_bytes(work / "roi") == shard_bytes(tmp_path / "local" / "roi")
+    assert stage_records(work, "toy") == stage_records(tmp_path / "local", "toy")
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path: Path) -> None:
+    """A scheduler address nobody answers on gives one line naming it, not a traceback."""
+    import socket
+
+    from pipeline.cluster import ClusterError
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at {address}"):
+        with backend_for(scheduler=address):
+            pass
