@@ -1,8 +1,8 @@
 """Fit a compiled Keras model with the run semantics researchers expect.
 
-Best checkpoint by validation accuracy, early stopping, resume after an interruption (Keras's
-``BackupAndRestore``), a CSV history that survives resumes, TensorBoard logs, seeds, and the run's
-config and versions saved beside the checkpoint.
+Best checkpoint by validation accuracy, early stopping, resume after an interruption that continues exactly as the
+uninterrupted run would have (``pipeline.checkpoints``), a CSV history that survives resumes, TensorBoard logs, seeds,
+and the run's config and versions saved beside the checkpoint.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def fit(
     """
     import keras
 
+    from pipeline.checkpoints import BestCheckpoint, EpochSeed, ResumableBackup, save_atomically
+
     if is_complete(out_dir, config):
         log.info("%s already finished training; delete it (or use another --name) to train again", out_dir)
         return read_history(out_dir / HISTORY)
@@ -70,19 +72,17 @@ def fit(
     history_path = out_dir / HISTORY
     previous = read_history(history_path)
     best_so_far = max(previous.get(config.monitor, [-math.inf]))
-    callbacks = list(callbacks or []) + [
-        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(
-            str(out_dir / config.checkpoint), monitor=config.monitor, mode="max", save_best_only=True,
-            initial_value_threshold=None if best_so_far == -math.inf else best_so_far,
-        ),
-        keras.callbacks.EarlyStopping(monitor=config.monitor, mode="max", patience=config.patience, restore_best_weights=False),
-        keras.callbacks.CSVLogger(str(history_path), append=True),
-    ]
+    early = None
+    if val is not None:
+        early = keras.callbacks.EarlyStopping(monitor=config.monitor, mode="max", patience=config.patience, restore_best_weights=False)
+    # order matters: an epoch's history row, best checkpoint and early-stopping step all happen before its backup,
+    # so a run killed in between redoes that epoch, with the same random draws (EpochSeed)
+    callbacks = list(callbacks or []) + [EpochSeed(config.seed), keras.callbacks.CSVLogger(str(history_path), append=True)]
+    if val is not None:
+        callbacks += [BestCheckpoint(out_dir / config.checkpoint, config.monitor, best_so_far), early]
+    callbacks.append(ResumableBackup(out_dir / "backup", early))
     if config.tensorboard and _tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False))
-    if val is None:
-        callbacks = [c for c in callbacks if not isinstance(c, (keras.callbacks.ModelCheckpoint, keras.callbacks.EarlyStopping))]
     keras.utils.set_random_seed(config.seed)
     x, y = train
     kwargs: dict[str, Any] = {"epochs": config.epochs, "callbacks": callbacks, "verbose": config.verbose}
@@ -92,7 +92,7 @@ def fit(
         kwargs["validation_data"] = val if val[1] is not None else val[0]
     model.fit(x, y, **kwargs)
     if val is None:
-        model.save(out_dir / config.checkpoint)
+        save_atomically(model.save, out_dir / config.checkpoint)
     history = read_history(history_path)
     write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1))
     write_text_atomic(out_dir / COMPLETE, json.dumps({"checkpoint": config.checkpoint, "epochs": len(history.get("loss", [])), "fit": asdict(config)}, default=str))
