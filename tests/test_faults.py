@@ -594,6 +594,26 @@ def test_second_process_on_a_work_folder_is_refused(tmp_path: Path, tally: dict[
     tally["cases"].append("second-process")
 
 
+def test_two_concurrent_prepares_end_with_one_complete_output(tmp_path: Path, tally: dict[str, Any]) -> None:
+    """Two `prepare` processes started together on one folder: one does the work, the other stops with a message
+    naming the first; neither dies of a missing file, and the output is complete."""
+    work = tmp_path / "work"
+    command = [sys.executable, str(Path(cli.__file__)), "prepare", "-q", "--work", str(work), *SYNTHETIC]
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (work / "roi").exists():  # the first holds the folder
+        time.sleep(0.05)
+    second = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=300)
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 2 and f"pid {first.pid}" in second.stderr and "No such file" not in second.stderr
+    manifest = Manifest.load(work / "manifest.jsonl")
+    assert all(s.status("prepare") == "done" for s in manifest.samples)
+    tally["bad_inputs_tried"] += 1
+    tally["samples_lost"] += lost(work, "prepare", [s.id for s in manifest.samples])
+    tally["cases"].append("concurrent-prepare")
+
+
 def test_work_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     """`--work` naming a file, or a folder the user cannot write, ends in one line naming the path."""
 
