@@ -39,7 +39,7 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 def tally() -> dict[str, Any]:
     """What the suite did to the pipeline, filled in by each case and reported by the last test."""
     return {"runs_killed": 0, "resumed": 0, "samples_lost": 0, "bad_inputs_tried": 0, "mismatched_outputs_reused": 0,
-            "cases": []}
+            "checkpoints_lost": 0, "cases": []}
 
 
 def frames_for(sample_id: str) -> np.ndarray:
@@ -676,6 +676,26 @@ def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict
     tally["cases"].append("changed-options")
 
 
+def test_evaluate_scores_every_checkpoint_it_can(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """A truncated checkpoint and a run without one are named with the reason; the other run is still scored."""
+    work = tmp_path / "work"
+    assert cli.main(["prepare", "-q", "--work", str(work), *SYNTHETIC]) == 0
+    assert cli.main(["extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "8"]) == 0
+    for model in ("mplstm", "early_fusion"):
+        assert cli.main(["train", "-q", "--work", str(work), "--model", model, "--units", "4", "--epochs", "1"]) == 0
+    broken = next((work / "models").glob("early_fusion-*")) / "best.keras"
+    broken.write_bytes(broken.read_bytes()[:100])
+    caplog.clear()
+    assert cli.main(["evaluate", "-q", "--work", str(work), "--models", "mplstm-v1+v2+v3-pixels", broken.parent.name, "nothing-here"]) == 1
+    errors = "\n".join(error_lines(caplog))
+    assert f"{broken}: unreadable checkpoint" in errors and "nothing-here" in errors and "2 of 3 run(s)" in errors
+    assert (work / "reports" / "mplstm-v1+v2+v3-pixels.json").exists()
+    assert not (work / "reports" / f"{broken.parent.name}.json").exists()
+    tally["bad_inputs_tried"] += 2
+    tally["checkpoints_lost"] += 0 if (work / "models" / "mplstm-v1+v2+v3-pixels" / "best.keras").stat().st_size else 1
+    tally["cases"].append("evaluate-bad-checkpoint")
+
+
 # -- the tally -------------------------------------------------------------------------------
 
 def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture) -> None:
@@ -683,7 +703,7 @@ def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, 
     path.write_text(json.dumps(tally, indent=1))
     with capsys.disabled():
         print(f"\nfault tally ({path}): {json.dumps({k: v for k, v in tally.items() if k != 'cases'})}")
-    assert tally["samples_lost"] == 0 and tally["mismatched_outputs_reused"] == 0
+    assert tally["samples_lost"] == 0 and tally["mismatched_outputs_reused"] == 0 and tally["checkpoints_lost"] == 0
     assert json.loads(path.read_text()) == tally
     if "random-kills" in tally["cases"]:
         assert tally["runs_killed"] >= 3 and tally["resumed"] >= 3
