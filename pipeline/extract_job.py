@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from pipeline.runner import SampleError, ShardTask, write_shard
+from pipeline.runner import RunError, SampleError, ShardTask, write_shard
 from pipeline.shards import ShardError
 from pipeline.sequences import read_shard_samples
 
@@ -58,6 +58,8 @@ class ExtractJob:
     dtype: str = "float16"
     frames_per_batch: int = 256
     strict: bool = False
+    weights_label: str | None = None  # what the client loaded ("sha256:..."): every worker must load the same
+
 
     @functools.cached_property
     def _class_index(self) -> dict[str, int]:
@@ -65,6 +67,9 @@ class ExtractJob:
 
     def __call__(self, task: ShardTask) -> dict[str, dict[str, Any]]:
         model = load_backbone(self.backbone)
+        if self.weights_label is not None and model.weights_label != self.weights_label:
+            raise RunError(f"{task.path}: this worker loaded weights {model.weights_label}, not the {self.weights_label} "
+                           f"the command checked ({self.backbone.weights or 'the cache'}): give every worker the same file")
         attrs = {"stage": "extract", "backbone": model.name, "dim": model.dim, "weights": model.weights_label, "dtype": self.dtype, "perspectives": list(self.perspectives)}
         return write_shard(task, EMBEDDING_KIND, attrs, self._outcomes(task, model), self.strict)
 

@@ -95,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
     weights = args.weights if args.weights in (None, VGGFACE, RANDOM) else str(Path(args.weights).resolve())
     cache = str(Path(args.cache_dir).resolve()) if args.cache_dir else None
     spec = BackboneSpec(args.backbone, weights, cache, args.batch_size, args.pixel_size, pca)
-    load_backbone(spec)  # refuse missing or mismatched weights before planning anything (cached for in-process runs)
-    job = ExtractJob(str(args.work.resolve()), spec, tuple(manifest.perspectives), tuple(manifest.classes), args.dtype, strict=args.strict)
+    checked = load_backbone(spec)  # refuse missing or mismatched weights before planning anything (cached in-process)
+    job = ExtractJob(str(args.work.resolve()), spec, tuple(manifest.perspectives), tuple(manifest.classes), args.dtype,
+                     strict=args.strict, weights_label=checked.weights_label)
     with backend_for(args.jobs, args.scheduler, args.dask_local) as backend:
         summary = run_stage(
             manifest, path, f"extract:{name}", samples, out, "emb", job, shard_size=shard_size(args, len(samples), SHARD_SIZE), jobs=args.jobs,

@@ -301,3 +301,15 @@ def test_unreachable_scheduler_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at {address}"):
         with backend_for(scheduler=address):
             pass
+
+
+def test_a_worker_with_other_weights_refuses_the_shard(tmp_path: Path) -> None:
+    """The weights a worker loads must be the ones the command checked (same SHA-256), or the shard is refused."""
+    from pipeline.extract_job import BackboneSpec, ExtractJob
+    from pipeline.runner import RunError
+
+    job = ExtractJob(str(tmp_path), BackboneSpec("pixels", pixel_size=8), ("v1",), ("a",), weights_label="sha256:not-these")
+    task = ShardTask(0, str(tmp_path / "emb-00000-of-00001.h5"), ())
+    with pytest.raises(RunError, match="not the sha256:not-these the command checked"):
+        job(task)
+    assert not (tmp_path / "emb-00000-of-00001.h5").exists()
