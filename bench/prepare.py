@@ -1,7 +1,18 @@
-"""Prepare-stage benchmark: mouth-ROI throughput against decode-only and naive per-frame detection (same clips, cores).
+"""Prepare-stage benchmark: mouth-ROI throughput against decode-only, accuracy against per-frame full-size detection.
+
+Three ways through the same clips on the same cores, interleaved in ``--repeats`` rounds (the fastest round per clip
+and method counts, so drifting load from other processes hits all alike):
+
+* ``decode``: decoding only (``pipeline.video.iter_frames``, frame by frame to RGB), the limit;
+* ``roi``: the real path, ``pipeline.roi.crop_video``: decode -> track -> smooth -> warp, streamed;
+* ``naive``: decode the clip, then ``crop_clip_naive``: dlib detection and the 68-point fit on every frame at full
+  resolution, no tracking, no smoothing. This is the accuracy reference.
+
+Accuracy, per clip and overall: the crop centre's offset from the reference's (mean, max), the mean crop-scale and
+in-plane rotation errors, and the crop jitter (mean frame-to-frame centre movement) of ours and of the reference.
 
 Run from the repository root:  python bench/prepare.py [CLIP_DIR] [--repeats N]
-The last line printed is one JSON object with the ratios (for CI and the README).
+The last line printed is one JSON object with the figures (for CI and the README).
 """
 
 from __future__ import annotations
@@ -20,18 +31,24 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.faces import frontal_detector, shape_predictor  # noqa: E402
-from pipeline.roi import RoiConfig, crop_clip, crop_clip_naive  # noqa: E402
-from pipeline.video import read_frames  # noqa: E402
+from pipeline.roi import RoiConfig, crop_clip_naive, crop_video  # noqa: E402
+from pipeline.roi_check import crop_agreement  # noqa: E402
+from pipeline.video import iter_frames, read_frames  # noqa: E402
 
 DEFAULT_CLIPS = REPO.parent / "shared" / "data" / "grid"
 VIDEO_SUFFIXES = {".mpg", ".mp4", ".avi", ".mov", ".mkv"}
 
 
+def decode_only(path: Path) -> int:
+    """Decode every frame of a clip to RGB and drop it; the frame count."""
+    return sum(1 for _ in iter_frames(path))
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Time decoding, tracked cropping and naive cropping of every clip; print a table and the JSON summary."""
+    """Time decoding, tracked cropping and naive cropping of every clip; print tables and the JSON summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clips", nargs="?", type=Path, default=DEFAULT_CLIPS, help="folder of talking-face videos")
-    parser.add_argument("--repeats", type=int, default=7, help="runs per clip and method; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=7, help="rounds; the fastest per clip and method counts")
     parser.add_argument("--cv-threads", type=int, default=1, help="OpenCV threads (1: every method on one core)")
     args = parser.parse_args(argv)
     paths = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
@@ -41,15 +58,13 @@ def main(argv: list[str] | None = None) -> dict:
     config = RoiConfig(roi="mouth")
     frontal_detector(), shape_predictor()  # load the models outside the timed region
 
-    # Each repeat decodes a clip once and crops those frames both ways. Stage times are the fastest over the repeats,
-    # and a pipeline's time is decode + its crop: on shared cores this keeps short and long runs on an equal footing.
     best: dict[tuple[str, Path], tuple[float, float]] = {}
     results: dict[tuple[str, Path], Any] = {}
 
-    def measure(stage: str, path: Path, run: Callable[..., Any], *args: Any) -> Any:
+    def measure(stage: str, path: Path, run: Callable[..., Any], *run_args: Any) -> Any:
         """Time one stage on one clip, keep its fastest wall and CPU times and its latest result."""
         wall, cpu = time.perf_counter(), time.process_time()
-        result = results[stage, path] = run(*args)
+        result = results[stage, path] = run(*run_args)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         old_wall, old_cpu = best.get((stage, path), (np.inf, np.inf))
         best[stage, path] = (min(old_wall, wall), min(old_cpu, cpu))
@@ -58,20 +73,42 @@ def main(argv: list[str] | None = None) -> dict:
     naive_repeats = max(1, args.repeats // 3)  # the slow baseline varies least; fewer runs keep the benchmark short
     for repeat in range(args.repeats):
         for path in paths:
-            frames = measure("decode", path, read_frames, path)
-            measure("crop", path, crop_clip, frames, config, str(path))
+            measure("decode", path, decode_only, path)
+            measure("roi", path, crop_video, path, config)
             if repeat < naive_repeats:
+                frames = measure("read", path, read_frames, path)
                 measure("naive crop", path, crop_clip_naive, frames, config, str(path))
 
-    frames_total = sum(len(results["decode", path]) for path in paths)
-    pipelines = {"decode": ("decode",), "roi": ("decode", "crop"), "naive": ("decode", "naive crop")}
+    frames_total = sum(results["decode", path] for path in paths)
+    pipelines = {"decode": ("decode",), "roi": ("roi",), "naive": ("read", "naive crop")}
     fps, cpu_fps = {}, {}
     for name, parts in pipelines.items():
         fps[name] = frames_total / sum(best[part, path][0] for part in parts for path in paths)
         cpu_fps[name] = frames_total / sum(best[part, path][1] for part in parts for path in paths)
-    ours = [results["crop", path] for path in paths]
-    offsets = np.concatenate([np.linalg.norm(result.crop_centers() - results["naive crop", path].crop_centers(), axis=1)
-                              for result, path in zip(ours, paths)])
+
+    per_clip = {}
+    checks = []
+    for path in paths:
+        check = crop_agreement(results["roi", path], results["naive crop", path])
+        checks.append(check)
+        per_clip[path.name] = {
+            "frames": results["decode", path],
+            "mean_center_offset_px": round(float(check["offsets"].mean()), 3),
+            "max_center_offset_px": round(float(check["offsets"].max()), 3),
+            "scale_error": round(check["scale_error"], 4),
+            "rotation_error_deg": round(check["rotation_error_deg"], 3),
+            "jitter_px": round(check["jitter_px"], 3),
+            "reference_jitter_px": round(check["reference_jitter_px"], 3),
+            "ratio_vs_decode": round(best["decode", path][0] / best["roi", path][0], 3),
+        }
+    offsets = np.concatenate([check["offsets"] for check in checks])
+    weights = np.array([results["decode", path] for path in paths], np.float64)
+
+    def overall(key: str) -> float:
+        """A per-clip figure averaged over all frames."""
+        return float(np.average([check[key] for check in checks], weights=weights))
+
+    ours = [results["roi", path] for path in paths]
     fits = sum(int(result.fitted.sum()) for result in ours)
     detections = sum(int(result.detected.sum()) for result in ours)
     summary = {
@@ -79,20 +116,31 @@ def main(argv: list[str] | None = None) -> dict:
         "decode_fps": round(fps["decode"], 1),
         "naive_fps": round(fps["naive"], 1),
         "ratio_vs_decode": round(fps["roi"] / fps["decode"], 3),
-        "speedup_vs_naive": round(fps["roi"] / fps["naive"], 2),
-        "max_center_offset_px": round(float(offsets.max()), 3),
-        "mean_center_offset_px": round(float(offsets.mean()), 3),
         "ratio_vs_decode_cpu_time": round(cpu_fps["roi"] / cpu_fps["decode"], 3),
+        "speedup_vs_naive": round(fps["roi"] / fps["naive"], 2),
+        "mean_center_offset_px": round(float(offsets.mean()), 3),
+        "max_center_offset_px": round(float(offsets.max()), 3),
+        "scale_error": round(overall("scale_error"), 4),
+        "rotation_error_deg": round(overall("rotation_error_deg"), 3),
+        "jitter_px": round(overall("jitter_px"), 3),
+        "reference_jitter_px": round(overall("reference_jitter_px"), 3),
+        "reference": "dlib HOG detection + 68-point fit on every frame at full resolution",
+        "per_clip": per_clip,
     }
-    print(f"{len(paths)} clips, {frames_total} frames, fastest of {args.repeats} interleaved runs per stage, "
+    print(f"{len(paths)} clips, {frames_total} frames, fastest of {args.repeats} interleaved runs per clip and method, "
           f"mouth ROI {config.size[1]}x{config.size[0]}, OpenCV threads {args.cv_threads}")
     print(f"68-point fits on {fits} frames ({fits / frames_total:.0%}), the detector found the face {detections} times")
-    print(f"{'method':<34}{'frames/s':>10}{'vs decode':>11}{'frames/CPU-s':>14}{'vs decode':>11}")
-    for label, key in (("decode only (PyAV -> RGB)", "decode"), ("tracked mouth ROI (decode + crop)", "roi"),
-                       ("naive per-frame detection", "naive")):
-        print(f"{label:<34}{fps[key]:>10.1f}{fps[key] / fps['decode']:>11.3f}"
+    print(f"{'method':<38}{'frames/s':>10}{'vs decode':>11}{'frames/CPU-s':>14}{'vs decode':>11}")
+    for label, key in (("decode only (PyAV -> RGB)", "decode"), ("tracked mouth ROI (crop_video)", "roi"),
+                       ("per-frame detection, full size", "naive")):
+        print(f"{label:<38}{fps[key]:>10.1f}{fps[key] / fps['decode']:>11.3f}"
               f"{cpu_fps[key]:>14.1f}{cpu_fps[key] / cpu_fps['decode']:>11.3f}")
-    print(f"crop centre vs naive: max {summary['max_center_offset_px']} px, mean {summary['mean_center_offset_px']} px")
+    print("against per-frame full-size detection and fitting:")
+    print(f"{'clip':<16}{'mean px':>9}{'max px':>9}{'scale':>9}{'rot deg':>9}{'jitter':>9}{'ref jit':>9}")
+    for name, row in [*per_clip.items(), ("all", summary)]:
+        print(f"{name:<16}{row['mean_center_offset_px']:>9.3f}{row['max_center_offset_px']:>9.3f}"
+              f"{row['scale_error']:>9.4f}{row['rotation_error_deg']:>9.3f}{row['jitter_px']:>9.3f}"
+              f"{row['reference_jitter_px']:>9.3f}")
     print(json.dumps(summary))
     return summary
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from pipeline.atomic import file_sha256
+from pipeline.logs import get_logger
 from pipeline.manifest import ManifestError, Sample, resolve_inside
-from pipeline.roi import NoFaceError, RoiConfig, crop_clip
+from pipeline.roi import NoFaceError, RoiConfig, RoiResult, crop_clip, crop_frames
 from pipeline.runner import SampleError, ShardTask, write_shard
 from pipeline.sequences import AUDIO_KEY
-from pipeline.video import VideoError, frame_rate, read_frames, read_image_sequence
+from pipeline.video import VideoError, frame_rate, iter_frames, probe, read_image_sequence
+
+log = get_logger(__name__)
 
 ROI_KIND = "roi"
 
@@ -41,20 +45,15 @@ class PrepareJob:
                 yield sample.id, exc
 
     def process(self, sample: Sample) -> dict[str, Any]:
-        """Crop every perspective of one sample; raise ``SampleError`` with a reason on bad input."""
+        """Crop every perspective of one sample; raise ``SampleError`` with a reason on bad input or any other error."""
         arrays: dict[str, np.ndarray] = {}
         extras: dict[str, np.ndarray] = {}
         media: dict[str, dict[str, Any]] = {}
         for view in self.perspectives:
             if view not in sample.sources:
                 raise SampleError(f"perspective {view} has no source", "missing-perspective")
-            frames, info, first, times = self._read(sample, view)
-            try:
-                result = crop_clip(frames, self.roi.for_perspective(view), source=str(first))
-            except NoFaceError as exc:
-                raise SampleError(str(exc) + _frame_mode_hint(exc), "no-face") from None
-            except VideoError as exc:
-                raise SampleError(str(exc), "unreadable") from None
+            with _unexpected_errors(Path(self.root) / sample.sources[view].path):
+                result, info, times = self._crop(sample, view)
             arrays[view] = result.clip
             for key, value in result.arrays().items():
                 extras[f"audit/{view}/{key}"] = value
@@ -62,13 +61,16 @@ class PrepareJob:
                 extras[f"audit/{view}/timestamps"] = times
             media[view] = {**info, "found_fraction": round(1.0 - result.missing_fraction, 4)}
         if self.audio:
-            extras[AUDIO_KEY] = self._audio(sample, media)
+            with _unexpected_errors(Path(self.root) / sample.sources[self.perspectives[0]].path):
+                extras[AUDIO_KEY] = self._audio(sample, media)
         attrs = {"label": sample.label, "split": sample.split, "speaker": sample.speaker, "sha256": {v: m["sha256"] for v, m in media.items()}}
         return {"arrays": arrays, "extras": extras, "attrs": attrs, "record": {"media": media}}
 
-    def _read(self, sample: Sample, view: str) -> tuple[np.ndarray, dict[str, Any], Path, np.ndarray | None]:
-        """Decode one perspective: frames, media facts, the file to name in errors, per-frame times (videos only)."""
+    def _crop(self, sample: Sample, view: str) -> tuple[RoiResult, dict[str, Any], np.ndarray | None]:
+        """Read one perspective (a video frame by frame, or an image sequence) and crop it: the crops, media facts and
+        per-frame times (videos only)."""
         source = sample.sources[view]
+        config = self.roi.for_perspective(view)
         try:
             if source.kind == "images":
                 paths = [resolve_inside(self.root, f, what=f"sample {sample.id!r}") for f in (source.frames or [])]
@@ -78,18 +80,23 @@ class PrepareJob:
                 if missing:
                     raise SampleError(f"{missing[0]}: image file is missing", "missing-file")
                 frames = read_image_sequence(paths)
+                result = crop_clip(frames, config, source=str(paths[0]))
                 info = {"frames": len(frames), "fps": None, "height": frames.shape[1], "width": frames.shape[2], "sha256": _hash_many(paths)}
-                return frames, info, paths[0], None
+                return result, info, None
             path = resolve_inside(self.root, source.path, what=f"sample {sample.id!r}")
             if not path.exists():
                 raise SampleError(f"{path}: video file is missing", "missing-file")
             times: list[float] = []
-            frames = read_frames(path, times)
-            info = {"frames": len(frames), "fps": frame_rate(path), "height": frames.shape[1], "width": frames.shape[2],
-                    "variable_frame_rate": _variable_rate(times), "sha256": file_sha256(path)}
-            return frames, info, path, np.asarray(times, np.float64)
+            size: dict[str, int] = {}
+            passes = [_sized(iter_frames(path, times), size)]  # the first pass notes frame times and size, a re-read not
+            result = crop_frames(lambda: passes.pop() if passes else iter_frames(path), config, source=str(path),
+                                 frame_count=lambda: probe(path)["frames"])
+            info = {"frames": len(result.clip), "fps": frame_rate(path), **size, "variable_frame_rate": _variable_rate(times), "sha256": file_sha256(path)}
+            return result, info, np.asarray(times, np.float64)
         except ManifestError as exc:
             raise SampleError(str(exc), "outside-root") from None
+        except NoFaceError as exc:
+            raise SampleError(str(exc) + _frame_mode_hint(exc), "no-face") from None
         except VideoError as exc:
             raise SampleError(str(exc), _reason_code(exc.reason)) from None
         except OSError as exc:
@@ -104,6 +111,25 @@ class PrepareJob:
             return audio_for_clip(path, media[view]["frames"], media[view]["fps"] or 25.0)
         except VideoError as exc:
             raise SampleError(f"{path}: no usable audio ({exc})", "no-audio") from None
+
+
+def _sized(frames: Iterable[np.ndarray], size: dict[str, int]) -> Iterator[np.ndarray]:
+    """Pass frames through, noting their height and width in ``size``."""
+    for frame in frames:
+        size["height"], size["width"] = frame.shape[:2]
+        yield frame
+
+
+@contextlib.contextmanager
+def _unexpected_errors(path: Path) -> Iterator[None]:
+    """Turn an unforeseen exception while working on ``path`` into that sample's failure, naming file and exception."""
+    try:
+        yield
+    except SampleError:
+        raise
+    except Exception as exc:
+        log.debug("unexpected error on %s", path, exc_info=True)
+        raise SampleError(f"{path}: internal error ({type(exc).__name__}: {exc})", "internal-error") from None
 
 
 def _frame_mode_hint(exc: NoFaceError) -> str:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
 
-from pipeline.faces import MOUTH_IDS, POLICIES, STABLE_IDS, FaceTrack, NoFaceError, fit_every_frame, track_face
+from pipeline.faces import MOUTH_IDS, POLICIES, STABLE_IDS, FaceTracker, NoFaceError, fit_every_frame
 from pipeline.logs import get_logger
-from pipeline.video import VideoError, read_frames
+from pipeline.video import VideoError, iter_frames, probe
 
-__all__ = ["NoFaceError", "RoiConfig", "RoiResult", "crop_clip", "crop_clip_naive", "crop_matrices", "crop_video",
-           "similarity_to_reference", "smooth_landmarks"]
+__all__ = ["NoFaceError", "RoiConfig", "RoiResult", "crop_clip", "crop_clip_naive", "crop_frames", "crop_matrices",
+           "crop_video", "similarity_to_reference", "smooth_landmarks"]
+
+FrameSource = Callable[[], Iterable[np.ndarray]]  # gives a clip's frames from the first, each [H, W, 3] or [H, W] uint8
 
 log = get_logger(__name__)
 
@@ -118,17 +122,26 @@ class RoiResult:
 
 def smooth_landmarks(points: np.ndarray, window: int) -> np.ndarray:
     """Centred Gaussian moving average over time (sigma = window / 6, weights renormalised at the clip ends)."""
-    if window <= 1 or len(points) < 2:
-        return points.astype(np.float32, copy=True)
+    return _smooth(points, window, 0, len(points))
+
+
+def _smooth(points: np.ndarray, window: int, start: int, stop: int) -> np.ndarray:
+    """``smooth_landmarks`` of frames ``start..stop-1`` only; ``points`` must reach half a window past ``stop``.
+
+    Offsets that fall outside ``points`` are left out, so the window shrinks to fit clips shorter than it.
+    """
+    if window <= 1:
+        return points[start:stop].astype(np.float32, copy=True)
     half = window // 2
     offsets = np.arange(-half, half + 1)
     weights = np.exp(-0.5 * (offsets / (window / 6.0)) ** 2)
-    total = np.zeros(points.shape, np.float64)
-    norm = np.zeros(len(points), np.float64)
+    total = np.zeros((stop - start,) + points.shape[1:], np.float64)
+    norm = np.zeros(stop - start, np.float64)
     for offset, weight in zip(offsets, weights):
-        lo, hi = max(0, -offset), min(len(points), len(points) - offset)
-        total[lo:hi] += weight * points[lo + offset:hi + offset]
-        norm[lo:hi] += weight
+        lo, hi = max(start, -offset), min(stop, len(points) - offset)
+        if lo < hi:
+            total[lo - start:hi - start] += weight * points[lo + offset:hi + offset]
+            norm[lo - start:hi - start] += weight
     return (total / norm.reshape((-1,) + (1,) * (points.ndim - 1))).astype(np.float32)
 
 
@@ -177,19 +190,26 @@ def crop_matrices(points: np.ndarray, config: RoiConfig) -> np.ndarray:
     return _scale_about(base, (lo + hi) / 2, min(config.size) / side, config.size).astype(np.float32)
 
 
-def _warp(frames: np.ndarray, matrices: np.ndarray, config: RoiConfig) -> np.ndarray:
-    """Resample each crop straight from its frame (only the output pixels are computed)."""
+def _warp(frame: np.ndarray, matrix: np.ndarray, config: RoiConfig) -> np.ndarray:
+    """Resample one crop straight from its frame (only the output pixels are computed)."""
     height, width = config.size
-    crops = [cv2.warpAffine(frame, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-             for frame, matrix in zip(frames, matrices)]
-    return _to_output(np.stack(crops), config)
+    crop = cv2.warpAffine(frame, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return _to_output(crop, config)
 
 
-def _to_output(clip: np.ndarray, config: RoiConfig) -> np.ndarray:
-    """Convert crops to grayscale when asked (gray input stays gray)."""
-    if config.grayscale and clip.ndim == 4:
-        return np.stack([cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) for crop in clip])
-    return clip
+def _to_output(crop: np.ndarray, config: RoiConfig) -> np.ndarray:
+    """Convert a crop to grayscale when asked (gray input stays gray)."""
+    if config.grayscale and crop.ndim == 3:
+        return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    return crop
+
+
+def _layout_error(dtype: np.dtype, shape: tuple[int, ...], per_frame: bool) -> str | None:
+    """Why frames of this dtype and shape cannot be cropped (uint8 RGB or gray is needed), or None."""
+    ndim = len(shape) + (1 if per_frame else 0)
+    if dtype != np.uint8 or ndim not in (3, 4) or (ndim == 4 and shape[-1] != 3):
+        return f"unsupported frame layout {dtype} {shape} (need uint8 RGB or gray)"
+    return None
 
 
 def _check_frames(frames: np.ndarray, source: str) -> np.ndarray:
@@ -197,42 +217,131 @@ def _check_frames(frames: np.ndarray, source: str) -> np.ndarray:
     frames = np.asarray(frames)
     if len(frames) == 0:
         raise VideoError(source, "no frames")
-    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] != 3):
-        raise VideoError(source, f"unsupported frame layout {frames.dtype} {frames.shape} (need uint8 RGB or gray)")
+    error = _layout_error(frames.dtype, frames.shape, per_frame=False)
+    if error:
+        raise VideoError(source, error)
     return frames
 
 
-def _from_track(frames: np.ndarray, config: RoiConfig, track: FaceTrack, window: int) -> RoiResult:
-    """Smooth the tracked landmarks, derive the crop matrices and cut the clip."""
-    smooth = smooth_landmarks(track.landmarks, window)
-    matrices = crop_matrices(smooth, config)
-    return RoiResult(_warp(frames, matrices, config), matrices, smooth, track.landmarks, track.det_boxes,
-                     track.detected, track.fitted, track.found)
+def _checked(frames: Iterable[np.ndarray], source: str) -> Iterator[np.ndarray]:
+    """Frames one by one, each checked like ``_check_frames`` and against the first one's size."""
+    shape = None
+    for frame in frames:
+        error = _layout_error(frame.dtype, frame.shape, per_frame=True)
+        if error is None and shape is not None and frame.shape != shape:
+            error = f"frame size {frame.shape} differs from the first frame's {shape}"
+        if error:
+            raise VideoError(source, error)
+        shape = frame.shape
+        yield frame
+    if shape is None:
+        raise VideoError(source, "no frames")
 
 
-def _without_landmarks(clip: np.ndarray, matrix: np.ndarray, config: RoiConfig) -> RoiResult:
+class _TrackedCrop:
+    """Track -> smooth -> warp over a stream of frames, each frame kept only until its crop can be cut.
+
+    A frame's crop needs the landmarks up to half a smoothing window later, and a frame's landmarks are final at most
+    ``landmark_every`` frames later (the next fit, or a gap held: see ``faces._Record``), so at most
+    ``landmark_every + window // 2 + 2`` frames are held, the arriving one included. The one exception, a clip that
+    starts without a face: beyond that many frames the oldest are let go and decoded once more (``open_frames``
+    again) when the face is found.
+    """
+
+    def __init__(self, open_frames: FrameSource, config: RoiConfig, source: str,
+                 frame_count: Callable[[], int | None] | None) -> None:
+        self.open_frames, self.config, self.source = open_frames, config, source
+        self.tracker = FaceTracker(config.landmark_every, config.detect_every, config.detect_scale,
+                                   config.detect_upsample, config.face_policy, config.max_missing_fraction, source,
+                                   frame_count)
+        self.half = config.smooth_window // 2 if config.smooth_window > 1 else 0
+        self.capacity = config.landmark_every + self.half + 1
+        # Frames first, first + 1, ... not yet cropped, copied into slots that are reused: holding the decoder's own
+        # arrays while long-lived crops are allocated between them fragments the heap (12 s of 1080p: 0.93 GB peak).
+        self.held: deque[np.ndarray] = deque()
+        self.free: list[np.ndarray] = []
+        self.first = 0  # index of held[0]; frames before it that are not cropped yet were let go
+        self.again: Iterator[np.ndarray] | None = None  # the frames decoded once more, for those let go
+        self.crops: list[np.ndarray] = []
+        self.matrices: list[np.ndarray] = []
+        self.smoothed: list[np.ndarray] = []
+        self.peak_held = 0  # most frames held at once (tests check the bound)
+
+    def run(self, frames: Iterable[np.ndarray]) -> RoiResult:
+        """Crop every frame of the stream."""
+        for frame in frames:
+            slot = self.free.pop() if self.free else np.empty_like(frame)
+            np.copyto(slot, frame)
+            del frame  # the decoder's array goes back to the allocator at once, as when only decoding
+            self.tracker.push(slot)
+            self.held.append(slot)
+            self.peak_held = max(self.peak_held, len(self.held))
+            self._cut(self.tracker.ready - self.half)
+            if len(self.held) > self.capacity and self.tracker.ready == 0:
+                self.free.append(self.held.popleft())
+                self.first += 1
+        track = self.tracker.finish()
+        self._cut(len(track.landmarks))
+        smooth = np.stack(self.smoothed)
+        log.debug("%s: %d frames, %d detections, %d landmark fits, at most %d frames held", self.source, len(smooth),
+                  track.detected.sum(), track.fitted.sum(), self.peak_held)
+        return RoiResult(np.stack(self.crops), np.stack(self.matrices), smooth, track.landmarks, track.det_boxes,
+                         track.detected, track.fitted, track.found)
+
+    def _cut(self, stop: int) -> None:
+        """Smooth, align and crop every frame before ``stop`` not yet cropped."""
+        start = len(self.crops)
+        if stop <= start:
+            return
+        smooth = _smooth(self.tracker.points, self.config.smooth_window, start, stop)
+        matrices = crop_matrices(smooth, self.config)
+        for index, (points, matrix) in enumerate(zip(smooth, matrices), start):
+            self.crops.append(_warp(self._frame(index), matrix, self.config))
+            self.matrices.append(matrix)
+            self.smoothed.append(points)
+
+    def _frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` (the oldest not cropped yet), from the held ones or decoded once more."""
+        if index >= self.first:
+            self.first += 1
+            slot = self.held.popleft()
+            self.free.append(slot)  # reused only after this frame's crop is cut: frames are taken one at a time
+            return slot
+        if self.again is None:
+            self.again = iter(_checked(self.open_frames(), self.source))
+        frame = next(self.again, None)
+        if frame is None:
+            raise VideoError(self.source, f"only {index} frames when read a second time")
+        if index == self.first - 1:
+            self.again = None
+        return frame
+
+
+def _without_landmarks(crops: list[np.ndarray], matrix: np.ndarray) -> RoiResult:
     """A crop made without detection (fixed box, whole frame): one matrix for every frame, no landmarks to audit."""
-    count = len(clip)
+    count = len(crops)
     nan_points = np.full((count, 68, 2), np.nan, np.float32)
-    return RoiResult(_to_output(np.ascontiguousarray(clip), config), np.tile(matrix, (count, 1, 1)), nan_points,
-                     nan_points.copy(), np.full((count, 4), np.nan, np.float32), np.zeros(count, bool),
-                     np.zeros(count, bool), np.ones(count, bool))
+    return RoiResult(np.stack(crops), np.tile(matrix, (count, 1, 1)), nan_points, nan_points.copy(),
+                     np.full((count, 4), np.nan, np.float32), np.zeros(count, bool), np.zeros(count, bool),
+                     np.ones(count, bool))
 
 
-def _fixed_box(frames: np.ndarray, config: RoiConfig, source: str) -> RoiResult:
+def _crop_fixed_box(frames: Iterable[np.ndarray], config: RoiConfig, source: str) -> RoiResult:
     """Cut the same box from every frame (pre-aligned data); resized only when ``size`` differs from the box."""
     x0, y0, x1, y1 = config.fixed_box
-    height, width = frames.shape[1:3]
-    if x1 > width or y1 > height:
-        raise VideoError(source, f"fixed box {config.fixed_box} does not fit in {width}x{height} frames; "
-                                 f"for clips that are already cropped use --roi frame")
-    clip = frames[:, y0:y1, x0:x1]
     out_h, out_w = config.size
-    if (out_h, out_w) != (y1 - y0, x1 - x0):
-        clip = np.stack([cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA) for crop in clip])
+    crops = []
+    for frame in frames:
+        height, width = frame.shape[:2]
+        if x1 > width or y1 > height:
+            raise VideoError(source, f"fixed box {config.fixed_box} does not fit in {width}x{height} frames; "
+                                     f"for clips that are already cropped use --roi frame")
+        crop = frame[y0:y1, x0:x1]
+        if (out_h, out_w) != (y1 - y0, x1 - x0):
+            crop = cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        crops.append(_to_output(crop.copy(), config))  # a copy: a view would keep the whole frame alive
     sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
-    matrix = np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5]], np.float32)
-    return _without_landmarks(clip, matrix, config)
+    return _without_landmarks(crops, np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5]], np.float32))
 
 
 def whole_frame_layout(height: int, width: int, size: tuple[int, int], resize: str) -> tuple[int, int, int, int]:
@@ -245,43 +354,55 @@ def whole_frame_layout(height: int, width: int, size: tuple[int, int], resize: s
     return new_h, new_w, (out_h - new_h) // 2, (out_w - new_w) // 2
 
 
-def _whole_frame(frames: np.ndarray, config: RoiConfig) -> RoiResult:
+def _crop_whole_frame(frames: Iterable[np.ndarray], config: RoiConfig) -> RoiResult:
     """Resize whole frames to the ROI size (pre-cropped clips: no detection), padding with black to keep the aspect."""
-    height, width = frames.shape[1:3]
-    new_h, new_w, top, left = whole_frame_layout(height, width, config.size, config.resize)
-    shrink = new_h * new_w < height * width
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     out_h, out_w = config.size
-    clip = np.zeros((len(frames), out_h, out_w) + frames.shape[3:], np.uint8)
-    for out, frame in zip(clip, frames):
+    crops = []
+    for frame in frames:
+        if not crops:
+            height, width = frame.shape[:2]
+            new_h, new_w, top, left = whole_frame_layout(height, width, config.size, config.resize)
+            interpolation = cv2.INTER_AREA if new_h * new_w < height * width else cv2.INTER_LINEAR
+        out = np.zeros((out_h, out_w) + frame.shape[2:], np.uint8)
         out[top:top + new_h, left:left + new_w] = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
+        crops.append(_to_output(out, config))
     sx, sy = new_w / width, new_h / height
-    matrix = np.array([[sx, 0, 0.5 * sx - 0.5 + left], [0, sy, 0.5 * sy - 0.5 + top]], np.float32)
-    return _without_landmarks(clip, matrix, config)
+    return _without_landmarks(crops, np.array([[sx, 0, 0.5 * sx - 0.5 + left], [0, sy, 0.5 * sy - 0.5 + top]], np.float32))
+
+
+def crop_frames(open_frames: FrameSource, config: RoiConfig = RoiConfig(), source: str = "<frames>",
+                frame_count: Callable[[], int | None] | None = None) -> RoiResult:
+    """Crop the ROI from a stream of frames, holding only a bounded window of them; the one entry for every mode.
+
+    ``open_frames()`` gives the frames from the first; it is called a second time only for a clip that starts
+    without a face for long (see ``_TrackedCrop``). ``frame_count()``, if given, tells the clip's length so that a
+    clip without a face can stop early.
+    """
+    frames = _checked(open_frames(), source)
+    if config.roi == "frame":
+        return _crop_whole_frame(frames, config)
+    if config.fixed_box is not None:
+        return _crop_fixed_box(frames, config, source)
+    return _TrackedCrop(open_frames, config, source, frame_count).run(frames)
 
 
 def crop_clip(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str = "<frames>") -> RoiResult:
     """Crop the ROI from ``[T, H, W, 3]`` (or gray) frames: track the face, smooth, align, warp (or cut a fixed box,
     or resize whole pre-cropped frames)."""
     frames = _check_frames(frames, source)
-    if config.roi == "frame":
-        return _whole_frame(frames, config)
-    if config.fixed_box is not None:
-        return _fixed_box(frames, config, source)
-    track = track_face(frames, config.landmark_every, config.detect_every, config.detect_scale, config.detect_upsample,
-                       config.face_policy, config.max_missing_fraction, source)
-    log.debug("%s: %d frames, %d detections, %d landmark fits", source, len(frames), track.detected.sum(),
-              track.fitted.sum())
-    return _from_track(frames, config, track, config.smooth_window)
+    return crop_frames(lambda: iter(frames), config, source, frame_count=lambda: len(frames))
 
 
 def crop_video(path: Path | str, config: RoiConfig = RoiConfig()) -> RoiResult:
-    """Decode a video and crop its ROI clip; errors name the file."""
-    return crop_clip(read_frames(path), config, source=str(path))
+    """Decode a video frame by frame and crop its ROI clip; errors name the file."""
+    return crop_frames(lambda: iter_frames(path), config, str(path), frame_count=lambda: probe(path)["frames"])
 
 
 def crop_clip_naive(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str = "<frames>") -> RoiResult:
     """The slow reference: full-size detection and landmarks on every frame, no tracking and no smoothing."""
     frames = _check_frames(frames, source)
     track = fit_every_frame(frames, config.detect_upsample, config.face_policy, config.max_missing_fraction, source)
-    return _from_track(frames, config, track, window=0)
+    matrices = crop_matrices(track.landmarks, config)
+    clip = np.stack([_warp(frame, matrix, config) for frame, matrix in zip(frames, matrices)])
+    return RoiResult(clip, matrices, track.landmarks.copy(), track.landmarks, track.det_boxes, track.detected,
+                     track.fitted, track.found)

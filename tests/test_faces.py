@@ -10,9 +10,10 @@ import pytest
 
 from pipeline.contact_sheet import write_contact_sheet
 from pipeline.faces import (SHAPE_PREDICTOR_68, choose_face, detect_faces, fit_every_frame, landmarks, model_path,
-                            track_face)
-from pipeline.roi import NoFaceError, RoiConfig, crop_clip, crop_clip_naive, crop_video
-from pipeline.video import VideoError, read_frames
+                            detect_near, track_face)
+from pipeline.roi import NoFaceError, RoiConfig, crop_clip, crop_clip_naive, crop_frames, crop_video, smooth_landmarks
+from pipeline.roi_check import crop_agreement, jitter
+from pipeline.video import VideoError, read_frames, write_video
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,6 @@ def mouth_centre(points: np.ndarray) -> np.ndarray:
 def through(matrices: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Map one point per frame ``[T, 2]`` through ``[T, 2, 3]`` affine matrices."""
     return np.einsum("tij,tj->ti", matrices[:, :, :2], points) + matrices[:, :, 2]
-
-
-def jitter(centres: np.ndarray) -> float:
-    """Mean frame-to-frame movement of the crop centre in pixels."""
-    return float(np.linalg.norm(np.diff(centres, axis=0), axis=1).mean())
 
 
 def test_model_files_found_without_import() -> None:
@@ -108,6 +104,36 @@ def test_tracked_crops_match_per_frame_detection(grid_frames: dict, mouth_result
     assert offset.max() <= 2.5 and offset.mean() <= 1.0
 
 
+def zoomed(frames: np.ndarray, factor: float) -> np.ndarray:
+    """Frames resized by ``factor`` (to even sizes): a smaller or larger face than GRID's."""
+    size = (int(frames.shape[2] * factor) // 2 * 2, int(frames.shape[1] * factor) // 2 * 2)
+    return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
+
+
+def test_crops_agree_with_full_resolution_detection(grid_frames: dict) -> None:
+    # Every GRID clip, and each shrunk to 80% (a face of ~100 px: at the default half-size detection it falls below
+    # dlib's 80 px window, whose box then puts the fitted mouth far too low unless the box is refined at full size).
+    for name, frames in grid_frames.items():
+        for factor in (1.0, 0.8):
+            clip = frames if factor == 1.0 else zoomed(frames, factor)
+            check = crop_agreement(crop_clip(clip, RoiConfig()), crop_clip_naive(clip, RoiConfig()))
+            offsets = check["offsets"]
+            assert offsets.mean() <= 1.0 and offsets.max() <= 2.5, (name, factor, offsets.mean(), offsets.max())
+            assert check["scale_error"] <= 0.02 and check["rotation_error_deg"] <= 1.0, (name, factor, check)
+            assert check["jitter_px"] <= check["reference_jitter_px"], (name, factor, check)
+
+
+def test_refined_box_fits_like_the_full_resolution_box(grid_frames: dict) -> None:
+    coarse_error, refined_error = [], []
+    for frame in zoomed(grid_frames["lbax4n.mpg"][[10, 40, 70]], 0.8):
+        full, half = detect_faces(frame, scale=1.0)[0], detect_faces(frame, scale=0.5)[0]
+        assert half[2] - half[0] > 1.1 * (full[2] - full[0])  # the face is below the detector's window at half size
+        mouth = landmarks(frame, full)[48:68].mean(axis=0)
+        coarse_error.append(np.linalg.norm(landmarks(frame, half)[48:68].mean(axis=0) - mouth))
+        refined_error.append(np.linalg.norm(landmarks(frame, detect_near(frame, half))[48:68].mean(axis=0) - mouth))
+    assert max(coarse_error) > 5.0 and max(refined_error) < 1.0, (coarse_error, refined_error)
+
+
 def test_flow_follows_the_mouth_between_fits(grid_frames: dict) -> None:
     frames = grid_frames["pwij3p.mpg"]
     track = track_face(frames, landmark_every=12)
@@ -154,8 +180,91 @@ def test_no_face_raises(tmp_path: Path) -> None:
         crop_clip(noise, RoiConfig(), source="noise.mp4")
     assert isinstance(excinfo.value, VideoError) and "noise.mp4" in str(excinfo.value)
     assert "no face" in str(excinfo.value) and excinfo.value.fraction > 0.2
-    with pytest.raises(NoFaceError):
+    # no face anywhere: searched to the end, so the message can say so
+    assert "no face found in 20 of 20 frames (100%); at most 20% allowed" in str(excinfo.value)
+    assert excinfo.value.fraction == 1.0
+    with pytest.raises(NoFaceError, match=r"in 20 of 20 frames \(100%\)"):
         crop_clip(noise, RoiConfig(max_missing_fraction=1.0))
+
+
+def test_face_leaving_the_frame_reports_the_true_share(grid_frames: dict, tmp_path: Path) -> None:
+    frames = grid_frames["sbwe5n.mpg"].copy()
+    frames[35:] = 0  # 40 of 75 frames without a face
+    with pytest.raises(NoFaceError) as excinfo:  # the clip's length unknown in advance: counted to the end
+        crop_frames(lambda: iter(frames), RoiConfig())
+    assert "no face found in 40 of 75 frames (53%)" in str(excinfo.value)
+    path = write_video(tmp_path / "leaves.mp4", frames, 25)
+    with pytest.raises(NoFaceError, match=r"leaves.mp4: no face found in at least 16 of 75 frames \(stopped after 51"):
+        crop_video(path)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
+def test_short_clips_work_with_default_smoothing(grid_frames: dict, count: int) -> None:
+    frames = grid_frames["lbax4n.mpg"][20:20 + count]
+    result = crop_clip(frames, RoiConfig())
+    assert result.clip.shape == (count, 96, 96, 3) and result.found.all() and result.fitted[[0, -1]].all()
+    assert np.isfinite(result.landmarks).all() and np.isfinite(result.crop_matrices).all()
+    one = smooth_landmarks(result.raw_landmarks[:1], 12)
+    np.testing.assert_allclose(one, result.raw_landmarks[:1], atol=1e-4)
+    assert crop_clip(frames, RoiConfig(roi="face")).clip.shape == (count, 112, 112, 3)
+
+
+def alive_frames(frames: np.ndarray, alive: list[int]):
+    """Yield fresh copies of ``frames`` as a decoder would, recording how many are still referenced at each step."""
+    import weakref
+
+    refs: list[weakref.ref] = []
+
+    def generate():
+        for frame in frames:
+            copy = frame.copy()
+            refs.append(weakref.ref(copy))
+            alive.append(sum(ref() is not None for ref in refs))
+            yield copy
+            del copy
+    return generate
+
+
+def test_streaming_holds_a_bounded_window_of_frames(grid_frames: dict) -> None:
+    from pipeline.roi import _TrackedCrop
+
+    frames = grid_frames["pwij3p.mpg"]
+    config = RoiConfig()
+    held = config.landmark_every + config.smooth_window // 2 + 2  # frames held at most, the one arriving included
+    # three clips of 225 frames: the face throughout, gone for 40 frames mid-clip, and absent for the first 30 (whose
+    # first frames are decoded again once the face is found)
+    plain = np.concatenate([frames, frames[::-1], frames])
+    gap, late = plain.copy(), plain.copy()
+    gap[100:140] = 0
+    late[:30] = 0
+    for clip in (plain, gap, late):
+        alive: list[int] = []
+        opened = alive_frames(clip, alive)
+        crop = _TrackedCrop(opened, config, "clip", lambda: len(clip))
+        result = crop.run(opened())
+        assert len(result.clip) == len(clip) and np.isfinite(result.landmarks).all()
+        assert crop.peak_held <= held and len(crop.free) + len(crop.held) <= held  # frame copies ever made
+        assert max(alive) <= 3, max(alive)  # the decoder's own arrays are let go at once (replays: one more)
+        # every crop is its frame warped by its stored matrix: the audit data is exact, replayed frames included
+        for index in range(0, len(clip), 7):
+            expected = cv2.warpAffine(clip[index], result.crop_matrices[index], (96, 96), flags=cv2.INTER_LINEAR)
+            np.testing.assert_array_equal(result.clip[index], expected)
+        np.testing.assert_array_equal(result.clip, crop_clip(clip, config).clip)
+    # a long gap holds the last landmarks, then moves linearly to where the face comes back
+    result = crop_frames(lambda: iter(gap), config)
+    assert not result.found[100:140].any() and result.found[:100].all() and result.found[140:].all()
+    np.testing.assert_array_equal(result.raw_landmarks[100:140 - config.landmark_every],
+                                  result.raw_landmarks[[99] * (40 - config.landmark_every)])
+    steps = np.diff(result.raw_landmarks[139 - config.landmark_every:141, 48:68].mean(axis=1), axis=0)
+    np.testing.assert_allclose(steps, steps[:1].repeat(len(steps), axis=0), atol=1e-3)
+
+
+def test_fixed_box_streams(grid_frames: dict) -> None:
+    alive: list[int] = []
+    frames = grid_frames["lbax4n.mpg"]
+    result = crop_frames(alive_frames(frames, alive), RoiConfig(fixed_box=(100, 100, 200, 200)))
+    assert max(alive) <= 3 and result.clip.shape == (75, 100, 100, 3)
+    np.testing.assert_array_equal(result.clip, frames[:, 100:200, 100:200])
 
 
 def test_crop_video_names_the_file(tmp_path: Path) -> None:

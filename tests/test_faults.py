@@ -499,7 +499,7 @@ def test_sources_outside_the_root_fail_and_are_never_read(tmp_path: Path, tally:
     work.mkdir()
     Manifest("hostile", str(root), ["v1"], samples).save(work / "manifest.jsonl")
     opened: list[str] = []
-    for name in ("read_frames", "frame_rate", "file_sha256", "read_image_sequence", "_hash_many"):
+    for name in ("iter_frames", "probe", "frame_rate", "file_sha256", "read_image_sequence", "_hash_many"):
         monkeypatch.setattr(prepare_job, name, lambda *args, _name=name, **kw: opened.append(f"{_name}{args}") or pytest.fail(f"read {args}"))
     assert cli.main(["prepare", "--quiet", "--work", str(work), "--allow-failures", "--contact-sheet", "0"]) == 0
     assert opened == []

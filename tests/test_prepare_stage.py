@@ -140,3 +140,26 @@ def test_killed_run_resumes_to_identical_output(tmp_path, grid_root):
     statuses = [s.status("prepare") for s in Manifest.load(killed / "manifest.jsonl")]
     assert statuses == ["done"] * 3
     assert json.loads((killed / "roi" / "plan.json").read_text()) == json.loads((clean / "roi" / "plan.json").read_text())
+
+
+def test_an_unexpected_error_fails_only_its_sample(tmp_path, grid_root, monkeypatch):
+    import pipeline.prepare_job as prepare_job
+
+    root, rows = grid_root
+    _listing(root, rows)
+    real = prepare_job.crop_frames
+
+    def crop_frames(open_frames, config, source, frame_count=None):
+        if source.endswith("pwij3p.mpg"):
+            raise ValueError("operands could not be broadcast together")
+        return real(open_frames, config, source, frame_count)
+
+    monkeypatch.setattr(prepare_job, "crop_frames", crop_frames)
+    work = tmp_path / "work"
+    assert _prepare(work, root, "--shard-size", "3") == 1
+    manifest = Manifest.load(work / "manifest.jsonl").by_id()
+    record = manifest["pwij3p"].stages["prepare"]
+    assert record["status"] == "failed" and record["reason"] == "internal-error"
+    assert "pwij3p.mpg" in record["error"] and "ValueError: operands could not be broadcast" in record["error"]
+    assert manifest["lbax4n"].status("prepare") == "done" and manifest["sbwe5n"].status("prepare") == "done"
+    assert _prepare(tmp_path / "strict", root, "--strict") == 2
