@@ -163,3 +163,25 @@ def test_an_unexpected_error_fails_only_its_sample(tmp_path, grid_root, monkeypa
     assert "pwij3p.mpg" in record["error"] and "ValueError: operands could not be broadcast" in record["error"]
     assert manifest["lbax4n"].status("prepare") == "done" and manifest["sbwe5n"].status("prepare") == "done"
     assert _prepare(tmp_path / "strict", root, "--strict") == 2
+
+
+def test_five_view_light_field_grids_prepare_with_defaults(tmp_path, grid_clip):
+    """5x5 sub-aperture grids give 5-frame sequences, shorter than the smoothing window: every sample is cropped."""
+    import cv2
+
+    frames = read_frames(grid_clip)
+    root = tmp_path / "lf"
+    for k, capture in enumerate(["Train/01/cap1", "Validation/01/cap2", "Test/01/cap3"]):
+        folder = root / capture
+        folder.mkdir(parents=True)
+        for r in range(5):
+            for c in range(5):
+                cv2.imwrite(str(folder / f"r{r:02d}_c{c:02d}.png"), cv2.cvtColor(frames[10 * k + r * 5 + c], cv2.COLOR_RGB2BGR))
+    work = tmp_path / "work"
+    assert cli.main(["prepare", "--quiet", "--work", str(work), "--dataset", "lightfield-grid", "--root", str(root), "--contact-sheet", "0"]) == 0
+    manifest = Manifest.load(work / "manifest.jsonl")
+    assert len(manifest.samples) == 3 and all(s.status("prepare") == "done" for s in manifest.samples)
+    record = manifest.samples[0].stages["prepare"]
+    with ShardReader(work / record["shard"]) as reader:
+        sample = reader.read(manifest.samples[0].id)
+    assert sample.arrays["hor"].shape == (5, 96, 96, 3) and sample.arrays["ver"].shape == (5, 96, 96, 3)
