@@ -62,6 +62,30 @@ def log_mel(
     return np.log(mel + LOG_FLOOR).astype(np.float32)
 
 
+def to_db(log_mel_features: np.ndarray) -> np.ndarray:
+    """Natural-log mel power (what ``prepare --audio`` stores) in decibels: 10 log10(power) = ln(power) * 10 / ln 10."""
+    return np.asarray(log_mel_features, np.float32) * np.float32(10.0 / np.log(10.0))
+
+
+def cmvn(clips: np.ndarray, lengths: np.ndarray | None = None, eps: float = 1e-10) -> np.ndarray:
+    """Per-clip mean/variance normalisation of aligned mel ``[N, T, k, n_mels]`` (as Kim et al.'s CMVN): each mel bin
+    minus its mean over the clip's real frames, divided by its standard deviation; padded frames stay zero."""
+    clips = np.asarray(clips, np.float32)
+    out = np.zeros_like(clips)
+    lengths = np.full(len(clips), clips.shape[1]) if lengths is None else np.asarray(lengths)
+    for i, (clip, n) in enumerate(zip(clips, lengths)):
+        if n < 1:
+            continue
+        frames = clip[:n].reshape(-1, clip.shape[-1])
+        out[i, :n] = ((frames - frames.mean(axis=0)) / (frames.std(axis=0) + eps)).reshape(clip[:n].shape)
+    return out
+
+
+def db_cmvn(clips: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+    """The memory model's audio input: stored log-mel -> dB -> per-clip mean/variance normalisation."""
+    return cmvn(to_db(clips), lengths)
+
+
 def align_to_video(mel: np.ndarray, video_frames: int, fps: float, hop_ms: float = HOP_MS) -> np.ndarray:
     """Group mel frames per video frame: ``[video_frames, k, n_mels]`` with k = round(1000 / (fps * hop_ms)).
 

@@ -13,6 +13,9 @@ LRW_STD = 0.1700
 LRW_SIZE = 112
 MAX_SHIFT = 5
 MIXUP_ALPHA = 0.4
+RECIPES = ("lrw", "crop")  # Kim et al.'s recipe; the earlier shifted crop without resizing or erasing
+ERASE_FRAMES = 3  # consecutive frames erased per training clip
+ERASE_OVERHANG = 10 / LRW_SIZE  # the patch may start this share of the side outside the frame (10 px of 112)
 RGB_TO_GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 Box = tuple[int, int, int, int]
@@ -86,6 +89,38 @@ def train_clip(clip: np.ndarray, box: Box, rng: np.random.Generator, size: int =
 def eval_clip(clip: np.ndarray, box: Box, size: int = LRW_SIZE) -> np.ndarray:
     """The evaluation transform: fixed crop, resize, grayscale, normalise -> [T, size, size]."""
     return normalise(grayscale(resize(shift_crop(clip, box, None), size)))
+
+
+def erase(clip: np.ndarray, rng: np.random.Generator, frames: int = ERASE_FRAMES) -> np.ndarray:
+    """Random erasing as Kim et al. do it, in place on a normalised clip [T, H, W(, C)]: one patch of half the side
+    (56x56 of 112) at the same place in every frame, its corner drawn from [-10, 66] px (scaled to the side), and
+    ``frames`` consecutive frames set to zero."""
+    side = clip.shape[1]
+    patch, over = side // 2, int(round(ERASE_OVERHANG * side))
+    y, x = rng.integers(-over, side - patch + over + 1, size=2)
+    clip[:, max(0, y) : max(0, y + patch), max(0, x) : max(0, x + patch)] = 0.0
+    if len(clip) > frames:
+        start = int(rng.integers(0, len(clip) - frames + 1))
+        clip[start : start + frames] = 0.0
+    return clip
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits ``[N, C]``."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def flipped_logit_sum(scores: np.ndarray, flipped: np.ndarray, logits: bool) -> np.ndarray:
+    """Test-time augmentation on logits: softmax(z + z_flipped) from two logit or softmax outputs ``[N, C]``.
+
+    Softmax outputs are turned back into logits by their log (a logit up to a per-row constant, which a softmax
+    ignores), so a softmax model and a logit model combine alike.
+    """
+    if not logits:
+        scores, flipped = (np.log(np.maximum(np.asarray(s, np.float64), 1e-30)) for s in (scores, flipped))
+    return softmax(np.asarray(scores, np.float64) + np.asarray(flipped, np.float64)).astype(np.float32)
 
 
 def tta_logits(model_fn: Callable[[np.ndarray], np.ndarray], clips: np.ndarray) -> np.ndarray:

@@ -1,19 +1,56 @@
-"""Training batches of ROI pixel clips with the LRW recipe (Kim, Yeo, Ro 2022): shifted crop, flip, mixup.
+"""Training batches of ROI pixel clips with the LRW recipe of Kim, Yeo and Ro (AAAI 2022), and the matching eval view.
 
-Clips arrive as float ``[N, T, H, W, C]`` in [0, 1] (``prepare`` already cut the fixed box and
-converted to grayscale when asked). Training crops ``crop`` x ``crop`` shifted by up to
-``max_shift`` pixels, mirrors half the clips, normalises with the LRW mean and std, and mixes
-samples and labels with Beta(alpha, alpha); evaluation takes the centred crop, normalised alike.
+Clips arrive as float ``[N, T, H, W, C]`` in [0, 1] (``prepare`` cut the fixed box, for LRW with a 5 px margin
+around the 136 px mouth box, and converted to grayscale when asked). Recipe ``lrw``, the authors': the box (the
+ROI side minus the margins, 136 for LRW) shifted by one uniform integer offset in [-5, 5] per axis for the whole
+clip, resized to ``size`` (112), mirrored for half the clips, normalised with mean 0.4136 and std 0.1700, a
+56x56 patch and 3 consecutive frames erased, then mixup with Beta(0.4, 0.4) on clips, audio and labels alike.
+Recipe ``crop``, the earlier variant: a ``size`` crop shifted by up to 5 px, without resizing or erasing.
+Evaluation sees the centred box, resized and normalised the same way.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import keras
 import numpy as np
 
-from pipeline.augment import LRW_MEAN, LRW_STD, MAX_SHIFT, MIXUP_ALPHA, centre_box, hflip, mixup, shift_crop
+from pipeline.augment import LRW_MEAN, LRW_SIZE, LRW_STD, MAX_SHIFT, MIXUP_ALPHA, RECIPES, centre_box, erase, hflip, mixup, resize, shift_crop
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Which augmentation, the side of the box cut from the stored ROI, the side the model sees."""
+
+    name: str
+    box: int
+    size: int
+
+    @property
+    def erasing(self) -> bool:
+        """Whether training erases a patch and frames (the authors' recipe)."""
+        return self.name == "lrw"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def make_recipe(name: str, roi_side: int, size: int | None = None, max_shift: int = MAX_SHIFT) -> Recipe:
+    """The recipe ``name`` for stored ROI frames of side ``roi_side``; ``size`` is ``--crop`` (None: its default)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown augmentation {name!r}; choose from {RECIPES}")
+    box = roi_side - 2 * max_shift
+    if name == "lrw":
+        side = size or min(LRW_SIZE, box)
+    else:
+        side = size or box
+        box = side
+    if box < 1 or box > roi_side or side < 1:
+        raise ValueError(f"--augment {name} --crop {size}: the ROI frames are {roi_side} px, too small for a {box} px box shifted by +-{max_shift}")
+    return Recipe(name, box, side)
 
 
 def is_clip(array: np.ndarray) -> bool:
@@ -21,27 +58,37 @@ def is_clip(array: np.ndarray) -> bool:
     return array.ndim == 5
 
 
-def eval_view(clips: np.ndarray, crop: int) -> np.ndarray:
-    """The centred ``crop`` x ``crop`` of every clip, normalised: what the model sees at test."""
-    top, left, height, width = centre_box(clips[0], crop)
+def _resized(clips: np.ndarray, size: int) -> np.ndarray:
+    """Every frame of ``[N, T, h, w, C]`` resized to ``size`` x ``size``."""
+    if clips.shape[2:4] == (size, size):
+        return clips
+    n, t = clips.shape[:2]
+    return resize(clips.reshape(n * t, *clips.shape[2:]), size).reshape(n, t, size, size, clips.shape[-1])
+
+
+def eval_view(clips: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """The centred box of every clip, resized and normalised: what the model sees at test."""
+    top, left, height, width = centre_box(clips[0], recipe.box)
     if top < 0 or left < 0:
-        raise ValueError(f"--crop {crop} is larger than the ROI frames {clips.shape[2:4]}")
-    return (clips[:, :, top : top + height, left : left + width] - LRW_MEAN) / LRW_STD
+        raise ValueError(f"--crop {recipe.box} is larger than the ROI frames {clips.shape[2:4]}")
+    return (_resized(clips[:, :, top : top + height, left : left + width], recipe.size) - LRW_MEAN) / LRW_STD
 
 
-def eval_inputs(x: Any, crop: int) -> Any:
-    """``eval_view`` applied to every clip array of a list or dict of model inputs."""
+def eval_inputs(x: Any, crop: Recipe | int) -> Any:
+    """``eval_view`` applied to every clip array of a list or dict of model inputs (an int: a plain ``crop`` recipe)."""
+    recipe = Recipe("crop", crop, crop) if isinstance(crop, int) else crop
     if isinstance(x, dict):
-        return {k: eval_view(v, crop) if is_clip(v) else v for k, v in x.items()}
-    return [eval_view(v, crop) if is_clip(v) else v for v in x]
+        return {k: eval_view(v, recipe) if is_clip(v) else v for k, v in x.items()}
+    return [eval_view(v, recipe) if is_clip(v) else v for v in x]
 
 
 class AugmentedClips(keras.utils.PyDataset):
     """Shuffled, augmented mini-batches of ``(x, y)``; ``x``/``y`` are lists or dicts of aligned arrays."""
 
-    def __init__(self, x: Any, y: Any, batch_size: int, crop: int, seed: int = 0, max_shift: int = MAX_SHIFT, alpha: float = MIXUP_ALPHA) -> None:
+    def __init__(self, x: Any, y: Any, batch_size: int, crop: Recipe | int, seed: int = 0, max_shift: int = MAX_SHIFT, alpha: float = MIXUP_ALPHA) -> None:
         super().__init__()
-        self.x, self.y, self.batch_size, self.crop = x, y, batch_size, crop
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.recipe = Recipe("crop", crop, crop) if isinstance(crop, int) else crop
         self.max_shift, self.alpha = max_shift, alpha
         self.rng = np.random.default_rng(seed)
         self.n = len(next(iter(x.values())) if isinstance(x, dict) else x[0])
@@ -54,10 +101,14 @@ class AugmentedClips(keras.utils.PyDataset):
         self.order = self.rng.permutation(self.n)
 
     def _clips(self, clips: np.ndarray, flips: np.ndarray) -> np.ndarray:
-        box = centre_box(clips[0], self.crop)
-        out = np.stack([shift_crop(c, box, self.rng, self.max_shift) for c in clips])
+        box = centre_box(clips[0], self.recipe.box)
+        out = _resized(np.stack([shift_crop(c, box, self.rng, self.max_shift) for c in clips]), self.recipe.size)
         out[flips] = hflip(out[flips], batched=True)
-        return (out - LRW_MEAN) / LRW_STD
+        out = (out - LRW_MEAN) / LRW_STD
+        if self.recipe.erasing:
+            for clip in out:
+                erase(clip, self.rng)
+        return out
 
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]

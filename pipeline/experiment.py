@@ -63,16 +63,34 @@ class RunSpec:
 def load_inputs(manifest: Manifest, spec: RunSpec, split: str, work: Path, audio: bool = False, extra_frames: int = 0, raw: bool = False):
     """The ``SequenceSet`` of ``split`` for this run's stage and perspectives (``extra_frames`` more for pretraining).
 
-    Runs trained with the LRW augmentation see centred, normalised crops unless ``raw`` (the augmenter's input).
+    Runs trained with an augmentation see the centred, resized, normalised box unless ``raw`` (the augmenter's
+    input); the memory model's audio is turned into dB and normalised per clip (Kim et al.'s CMVN).
     """
     from pipeline.sequences import load_split
 
     sequences = load_split(manifest, spec.input_stage, split, spec.perspectives, spec.timesteps + extra_frames, work, flatten=not spec.pixels, audio=audio)
-    if spec.options.get("augment") and not raw:
+    if audio and sequences.audio is not None:
+        from pipeline.audio import db_cmvn
+
+        sequences.audio = db_cmvn(sequences.audio, sequences.lengths)
+    recipe = run_recipe(spec)
+    if recipe is not None and not raw:
         from pipeline.batches import eval_inputs
 
-        sequences.inputs = eval_inputs(sequences.inputs, spec.options["crop"])
+        sequences.inputs = eval_inputs(sequences.inputs, recipe)
     return sequences
+
+
+def run_recipe(spec: RunSpec):
+    """The run's augmentation ``Recipe`` (None without one); runs recorded before recipes had names used ``crop``."""
+    from pipeline.batches import Recipe
+
+    recorded = spec.options.get("recipe")
+    if recorded:
+        return Recipe(**recorded)
+    if spec.options.get("augment") is True and spec.options.get("crop"):
+        return Recipe("crop", spec.options["crop"], spec.options["crop"])
+    return None
 
 
 def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None):
@@ -86,7 +104,9 @@ def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple
     if spec.model == "convlstm":
         from pipeline.models.convlstm import build_convlstm
 
-        return networks.compile_model(build_convlstm([tuple(s) for s in shapes], n, layers=o.get("layers", "conv,pool,convlstm,pool,convlstm")), o["lr"])
+        filters = [int(f) for f in str(o.get("filters", "32,48,64")).split(",") if f.strip()]
+        model = build_convlstm([tuple(s) for s in shapes], n, layers=o.get("layers", "conv,pool,convlstm,pool,convlstm"), filters=filters, dropout=o.get("dropout", 0.3))
+        return networks.compile_model(model, o["lr"])
     if spec.model == "mvm":
         import keras
 
@@ -94,10 +114,28 @@ def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple
 
         if audio_shape is None:
             raise ValueError("mvm trains with audio: prepare with --audio")
-        return build_mvm(shapes[0], audio_shape, n, dim=o["units"], slots=o.get("slots", 112), heads=o.get("heads", 8), radius=o.get("radius", 16.0), optimizer=keras.optimizers.Adam(o["lr"]))
+        return build_mvm(shapes[0], audio_shape, n, dim=o["units"], slots=o.get("slots", 112), heads=o.get("heads", 8), radius=o.get("radius", 16.0),
+                         levels=o.get("levels", 2), dropout=o.get("dropout", 0.5), front=o.get("front", "small"), back=o.get("back", "tcn"),
+                         optimizer=keras.optimizers.Adam(o["lr"]))
+    if o.get("pretrain"):
+        return composite_classifier(spec, shapes)
     extra = {"mplstm": {"released": o.get("released", False)}, "late_fusion": {"combine": o.get("combine", "scores")}, "mvlstm": {"topology": o.get("topology", "hybrid"), "output_activation": None if o.get("mv_output", "none") == "none" else o["mv_output"]}}.get(spec.model, {})
     model = networks.build_model(spec.model, [s[-1] for s in shapes], n, timesteps=spec.timesteps, units=o["units"], dropout=o["dropout"], **extra)
     return networks.compile_model(model, o["lr"])
+
+
+def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite=None):
+    """The composite run's classifier: its encoder's copy (from ``composite``, else randomly initialised) -> softmax.
+
+    ``--pretrain composite`` fine-tunes it from the pretrained encoder, ``--pretrain scratch`` trains the very same
+    network from random weights: the two differ in initialisation only.
+    """
+    from pipeline.pretrain import composite_model, pretrained_classifier
+
+    o = spec.options
+    if composite is None:
+        composite = composite_model(spec.timesteps, 0, [s[-1] for s in shapes], o["units"], spec.model == "mplstm", o.get("conditional", False), bernoulli=False)
+    return pretrained_classifier(composite, len(spec.classes), o["dropout"], o["lr"])
 
 
 def split_future(sequences, timesteps: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -36,25 +36,40 @@ def _save(fig: Figure, path: Path | str) -> Path:
     return path
 
 
+def loss_terms(history: Mapping[str, Sequence[float]]) -> dict[str, dict[str, list[float]]]:
+    """Loss curves grouped per term, each with its validation twin: ``{"visual_loss": {"visual_loss": [...], ...}}``.
+
+    With several output losses (the memory model's visual and audio streams), the total ``loss`` minus their sum is
+    shown as its own term, ``other_loss`` (losses added by layers: the memory's reconstruction and decorrelation).
+    """
+    series = {key: list(values) for key, values in history.items() if len(values)}
+    names = [k for k in series if k.endswith("loss") and not k.startswith("val_")]
+    terms = {name: {k: series[k] for k in (name, f"val_{name}") if k in series} for name in names}
+    parts = [n for n in names if n != "loss"]
+    if "loss" in series and len(parts) > 1:
+        n = min(len(series["loss"]), *(len(series[p]) for p in parts))
+        terms["other_loss"] = {"other_loss": [series["loss"][i] - sum(series[p][i] for p in parts) for i in range(n)]}
+    return terms
+
+
 def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path | str) -> Path:
-    """Per-epoch curves: losses (keys ending in ``loss``) on the left, every other metric on the right."""
+    """Per-epoch curves: one panel per loss term (training and validation), then every other metric in one panel."""
     series = {key: list(values) for key, values in history.items() if len(values)}
     if not series:
         raise ValueError("history holds no values to plot")
-    fig = _new_figure(10, 4)
-    loss_ax, metric_ax = fig.subplots(1, 2)
-    for ax, keys, title in (
-        (loss_ax, [k for k in series if k.endswith("loss")], "loss"),
-        (metric_ax, [k for k in series if not k.endswith("loss")], "metrics"),
-    ):
-        for key in keys:
-            values = series[key]
+    terms = loss_terms(series)
+    metrics = {k: v for k, v in series.items() if not k.endswith("loss")}
+    panels = [(name, curves) for name, curves in terms.items()] + ([("metrics", metrics)] if metrics or not terms else [])
+    fig = _new_figure(max(10, 3.6 * len(panels)), 4)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, curves) in zip(axes, panels):
+        for key, values in curves.items():
             ax.plot(np.arange(1, len(values) + 1), values, marker="o" if len(values) < 30 else None, label=key)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if keys:
+        if curves:
             ax.legend()
     return _save(fig, path)
 

@@ -12,18 +12,39 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.logs import get_logger
 from pipeline.training import FitConfig, fit
+
+log = get_logger(__name__)
+
+
+def composite_model(timesteps: int, future: int, dims: list[int], units: int, multi_view_encoder: bool, conditional: bool, bernoulli: bool):
+    """The compiled composite model for perspectives of widths ``dims`` (``bernoulli``: [0, 1] pixels, cross-entropy)."""
+    from pipeline.models.composite import build_composite, lstm_encoder, mplstm_encoder
+
+    return build_composite(
+        timesteps, future, units, feature_dims=dims, conditional=conditional, bernoulli=bernoulli,
+        encoder=mplstm_encoder if multi_view_encoder and len(dims) > 1 else lstm_encoder,
+    )
+
+
+def is_intensity(arrays: list[np.ndarray]) -> bool:
+    """Whether every value lies in [0, 1] (flattened pixel intensities), the case for a cross-entropy reconstruction."""
+    return all(float(x.min()) >= 0.0 and float(x.max()) <= 1.0 for x in arrays)
 
 
 def pretrain_composite(seen: list[np.ndarray], future: list[np.ndarray], units: int, multi_view_encoder: bool, conditional: bool, out_dir: Path, config: FitConfig, run_info: dict[str, Any]):
-    """Fit a composite model on unlabelled ``seen``/``future`` frames; return it (its ``encoder`` is what transfers)."""
-    from pipeline.models.composite import build_composite, composite_targets, lstm_encoder, mplstm_encoder
+    """Fit a composite model on unlabelled ``seen``/``future`` frames; return it (its ``encoder`` is what transfers).
 
-    timesteps, steps = seen[0].shape[1], future[0].shape[1]
-    model = build_composite(
-        timesteps, steps, units, feature_dims=[x.shape[-1] for x in seen], conditional=conditional,
-        encoder=mplstm_encoder if multi_view_encoder and len(seen) > 1 else lstm_encoder,
-    )
+    Features in [0, 1] (the pixels backbone without PCA) are reconstructed with a sigmoid and cross-entropy as in
+    Srivastava et al.; any other features with a linear output and squared error.
+    """
+    from pipeline.models.composite import composite_targets
+
+    bernoulli = is_intensity(seen + future)
+    log.info("composite pretraining: %s reconstruction", "cross-entropy ([0, 1] intensities)" if bernoulli else "squared-error")
+    steps = future[0].shape[1]
+    model = composite_model(seen[0].shape[1], steps, [x.shape[-1] for x in seen], units, multi_view_encoder, conditional, bernoulli)
     x = seen if len(seen) > 1 else seen[0]
     fit(model, (x, composite_targets(seen, future if steps else None)), None, out_dir, config, run_info)
     return model

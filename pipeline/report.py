@@ -239,3 +239,25 @@ def write_comparison(out_dir: Path | str, reports: Sequence[Mapping[str, Any]]) 
     write_text_atomic(paths["json"], _to_json({"warnings": comparison_warnings(rows), "rows": rows}))
     log.info("compared %d reports in %s", len(rows), out_dir)
     return paths
+
+
+def seed_summary(reports_dir: Path, names: Sequence[str], group: Any) -> str:
+    """Markdown table of test accuracy per group of runs (``group(name)``): each run, then mean and spread over seeds.
+
+    Also written to ``reports_dir / seed_summary.{md,json}``; the spread is the sample standard deviation.
+    """
+    groups: dict[str, list[tuple[str, float, int]]] = {}
+    for name in names:
+        report = load_report(reports_dir / f"{name}.json")
+        groups.setdefault(group(name), []).append((name, report["metrics"]["accuracy"], report["metrics"]["n_samples"]))
+    rows, summary = [], {}
+    for key, runs in groups.items():
+        values = [accuracy for _, accuracy, _ in runs]
+        mean = sum(values) / len(values)
+        spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        summary[key] = {"runs": [{"name": n, "accuracy": a, "n_test": t} for n, a, t in runs], "mean": mean, "std": spread, "seeds": len(values)}
+        rows.append([key, len(values), ", ".join(_pct(v) for v in values), _pct(mean), _pct(spread), runs[0][2]])
+    text = "\n".join(_table(["initialisation", "seeds", "test accuracy per seed", "mean", "std", "n test"], rows)) + "\n"
+    write_text_atomic(reports_dir / "seed_summary.md", text)
+    write_text_atomic(reports_dir / "seed_summary.json", json.dumps(summary, indent=2))
+    return text

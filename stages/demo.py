@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=50, help="training epochs per model")
     parser.add_argument("--quick", action="store_true", help="a tiny run for tests: few clips and epochs")
     parser.add_argument("--composite", action="store_true", help="composite pretraining on moving digits instead (work folder WORK-composite)")
+    parser.add_argument("--seeds", type=int, default=3, help="--composite: seeds, each a labelled subset, a pretraining and two classifiers")
+    parser.add_argument("--labelled-fraction", type=float, default=0.05, help="--composite: share of the training clips whose labels the classifiers see")
 
 
 def _stage(name: str) -> tuple[Callable[[list[str]], argparse.Namespace], Callable[[argparse.Namespace], int]]:
@@ -75,14 +77,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_composite(args: argparse.Namespace) -> int:
-    """Moving digits -> 64x64 pixel frames -> composite pretraining -> fine-tuned classifier vs. one from scratch."""
+    """Moving digits -> 64x64 pixel frames -> composite pretraining on every training clip, then, per seed, the
+    classifier fine-tuned from it on a small labelled fraction against the very same network from scratch."""
+    from pipeline.report import seed_summary
+
     work = f"{args.work}-composite"
-    clips, epochs = (40, 2) if args.quick else (600, args.epochs)
-    call("prepare", ["--work", work, "--dataset", "moving-digits", "--jobs", str(args.jobs), "--option", f"n={clips}", "--fixed-box", "0", "0", "64", "64", "--gray", "--contact-sheet", "6"])
+    clips, epochs, pre_epochs, seeds = (40, 2, 1, [0]) if args.quick else (600, 30, 15, list(range(args.seeds)))
+    call("prepare", ["--work", work, "--dataset", "moving-digits", "--jobs", str(args.jobs), "--option", f"n={clips}", "--option", "digits=1",
+                     "--fixed-box", "0", "0", "64", "64", "--gray", "--contact-sheet", "6"])
     call("extract", ["--work", work, "--backbone", "pixels", "--pixel-size", "64", "--dtype", "float32"])
-    common = ["--work", work, "--features", "pixels", "--model", "single", "--perspectives", "v1", "--timesteps", "10", "--units", "128", "--epochs", str(epochs), "--batch-size", "32"]
-    call("train", common + ["--pretrain", "composite", "--future", "10", "--pretrain-epochs", str(epochs)])
-    call("train", common)
-    call("evaluate", ["--work", work])
-    log.info("composite demo finished: reconstructions and predictions in %s", Path(work) / "models" / "single-composite-v1-pixels" / "pretrain" / "predictions.png")
+    common = ["--work", work, "--features", "pixels", "--model", "single", "--perspectives", "v1", "--timesteps", "10", "--units", "128",
+              "--epochs", str(epochs), "--batch-size", "32", "--labelled-fraction", str(args.labelled_fraction)]
+    names = []
+    for seed in seeds:
+        for init in ("composite", "scratch"):
+            name = f"single-{init}-v1-pixels" + (f"-seed{seed}" if seed else "")
+            extra = ["--future", "10", "--pretrain-epochs", str(pre_epochs)] if init == "composite" else []
+            call("train", common + ["--pretrain", init, "--seed", str(seed), "--name", name, *extra])
+            names.append(name)
+    call("evaluate", ["--work", work, "--models", *names])
+    table = seed_summary(Path(work) / "reports", names, group=lambda name: name.split("-")[1])
+    print(table)
+    log.info("composite demo finished: reconstructions and predictions in %s", Path(work) / "models" / names[0] / "pretrain" / "predictions.png")
     return 0

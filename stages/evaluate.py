@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.experiment import RunSpec, load_inputs
 from pipeline.logs import get_logger
 from pipeline.manifest import Manifest, ManifestError
@@ -22,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to score")
     parser.add_argument("--out", type=Path, help="report folder (default WORK/reports)")
     parser.add_argument("--top-k", type=int, nargs="+", default=[1, 3, 5], help="top-k accuracies to report")
-    parser.add_argument("--tta", action="store_true", help="pixel models: add the logits of the horizontally flipped clip")
+    parser.add_argument("--tta", action="store_true", help="pixel models: add the logits of the horizontally flipped clip to the clip's own (softmax models: their log-probabilities)")
 
 
 def run_dirs(work: Path, names: list[str] | None) -> list[Path]:
@@ -48,10 +50,13 @@ def evaluate_run(run_dir: Path, manifest: Manifest, work: Path, split: str, top_
         raise ValueError(f"{run_dir}: trained on classes {spec.classes[:5]}..., the manifest has {manifest.classes[:5]}...")
     model = load_checkpoint(run_dir / "best.keras")
     data = load_inputs(manifest, spec, split, work)
-    probs = model.predict(data.inputs, batch_size=128, verbose=0)
+    batch = int(spec.options.get("batch_size", 8)) if spec.pixels else 128  # pixel models: their training batch fits memory
+    probs = model.predict(data.inputs, batch_size=batch, verbose=0)
     if tta and spec.pixels:
-        flipped = [x[:, :, :, ::-1] for x in data.inputs]
-        probs = probs + model.predict(flipped, batch_size=128, verbose=0)
+        from pipeline.augment import flipped_logit_sum
+
+        flipped = [np.ascontiguousarray(x[:, :, :, ::-1]) for x in data.inputs]  # [N, T, H, W, C]: mirror W
+        probs = flipped_logit_sum(probs, model.predict(flipped, batch_size=batch, verbose=0), logits=spec.model == "mvm")
     metrics = evaluate_predictions(data.labels, probs, spec.classes, data.speakers if any(data.speakers) else None, k=top_k)
     info = {
         "model": spec.model, "run": spec.name, "perspectives": spec.perspectives, "inputs": spec.input_stage,

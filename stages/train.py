@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.augment import MAX_SHIFT
-from pipeline.experiment import PIXEL_MODELS, SEQUENCE_MODELS, RunSpec, build_model, load_inputs, split_future
+from pipeline.augment import RECIPES
+from pipeline.experiment import PIXEL_MODELS, SEQUENCE_MODELS, RunSpec, build_model, load_inputs, run_recipe, split_future
 from pipeline.logs import get_logger
 from pipeline.manifest import DONE, Manifest, ManifestError
+from pipeline.model_options import ALL_OPTIONS, COMPOSITE_CHOICES, model_options
 from pipeline.shards import ShardError
 from stages.common import add_work_argument, manifest_path
 
 log = get_logger(__name__)
-EXPECTED_ERRORS = (ManifestError, ShardError, ValueError, FileNotFoundError)
+EXPECTED_ERRORS = (ManifestError, ShardError, ValueError, FileNotFoundError, MemoryError)
+RELEASED_TIMESTEPS = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,27 +27,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--features", help="features name from `extract` (default: the latest); convlstm and mvm read ROI clips")
     what.add_argument("--perspectives", help="comma-separated perspectives to use (default: all); `single` uses exactly one")
     what.add_argument("--name", help="run name (default: derived from model, perspectives and features)")
-    what.add_argument("--timesteps", type=int, default=20, help="frames per sequence: longer ones truncated, shorter zero-padded and masked")
-    what.add_argument("--units", type=int, default=256, help="recurrent units (mvm: memory width)")
-    what.add_argument("--dropout", type=float, default=0.2, help="input dropout")
-    what.add_argument("--released", action="store_true", help="MP-LSTM: reproduce the released code exactly (U_f in the candidate, hard sigmoid)")
-    what.add_argument("--combine", choices=("scores", "features"), default="scores", help="late fusion: average scores or join representations")
-    what.add_argument("--topology", default="hybrid", help="MV-LSTM topology: view_specific, coupled, fully_connected, hybrid")
-    what.add_argument("--mv-output", choices=("none", "tanh"), default="none", help="MV-LSTM hidden state: o*c as in the paper (none) or o*tanh(c) as in an LSTM")
-    what.add_argument("--layers", default="conv,pool,convlstm,pool,convlstm", help="convlstm: layer stack, conv/convlstm/pool tokens")
-    what.add_argument("--slots", type=int, default=112, help="mvm: memory slots")
-    what.add_argument("--heads", type=int, default=8, help="mvm: addressing heads")
-    what.add_argument("--radius", type=float, default=16.0, help="mvm: addressing radius")
-    what.add_argument("--augment", action="store_true", help="convlstm/mvm: the LRW recipe: shifted crop (+-5 px), random flip, normalisation, mixup Beta(0.4, 0.4)")
-    what.add_argument("--crop", type=int, help="--augment: crop side (default: the ROI side minus 10, e.g. 112 from LRW's 122 box)")
+    what.add_argument("--timesteps", type=int, help="frames per sequence: longer ones truncated (logged), shorter zero-padded and masked "
+                      "(default: the clip length the manifest records, 29 for LRW; 20, the released MP-LSTM's, when unknown)")
+    models = parser.add_argument_group("model options (each model takes its own; an option the chosen model does not use is refused)")
+    models.add_argument("--units", type=int, help="recurrent units; mvm: memory width (default: 256; mvm 512)")
+    models.add_argument("--dropout", type=float, help="input dropout; convlstm, mvm: before the classifier (default: 0.2; convlstm 0.3, mvm 0.5)")
+    models.add_argument("--released", action="store_true", default=None, help="mplstm: reproduce the released code exactly (U_f in the candidate, hard sigmoid)")
+    models.add_argument("--combine", choices=("scores", "features"), help="late_fusion: average scores or join representations (default: scores)")
+    models.add_argument("--topology", help="mvlstm topology: view_specific, coupled, fully_connected, hybrid (default: hybrid)")
+    models.add_argument("--mv-output", choices=("none", "tanh"), help="mvlstm hidden state: o*c as in the paper (none) or o*tanh(c) as in an LSTM (default: none)")
+    models.add_argument("--layers", help="convlstm: layer stack, conv/convlstm/pool tokens (default: conv,pool,convlstm,pool,convlstm)")
+    models.add_argument("--filters", help="convlstm: one width per conv/convlstm layer (default: 32,48,64)")
+    models.add_argument("--front", choices=("resnet18", "small"), help="mvm: visual front-end, the paper's 3D stem + ResNet-18 per frame, or a small 3D/2D conv stack (default: resnet18)")
+    models.add_argument("--back", choices=("mstcn", "tcn"), help="mvm: back-end, the paper's multi-scale TCN or one dilated conv per level (default: mstcn)")
+    models.add_argument("--levels", type=int, help="mvm: memory levels, their losses averaged (default: 2)")
+    models.add_argument("--slots", type=int, help="mvm: memory slots (default: 112)")
+    models.add_argument("--heads", type=int, help="mvm: addressing heads (default: 8)")
+    models.add_argument("--radius", type=float, help="mvm: addressing radius (default: 16)")
+    models.add_argument("--augment", nargs="?", const="lrw", choices=RECIPES, help="convlstm, mvm: training augmentation; `lrw` (given alone) is Kim et al.'s "
+                        "recipe: the 136 px box shifted by up to +-5 px inside the frame and resized to 112, flip, a 56x56 patch and 3 frames erased, "
+                        "mixup Beta(0.4, 0.4); `crop`: a --crop crop shifted by +-5 px without resizing or erasing")
+    models.add_argument("--crop", type=int, help="convlstm, mvm: side of the frames the model sees (default: 112 for LRW's 136 px box, else the box side)")
     pre = parser.add_argument_group("composite pretraining (Srivastava et al. 2015)")
-    pre.add_argument("--pretrain", choices=("composite",), help="pretrain the encoder without labels, then fine-tune a classifier from it")
-    pre.add_argument("--pretrain-epochs", type=int, default=20, help="epochs of composite pretraining before fine-tuning")
-    pre.add_argument("--future", type=int, default=10, help="frames after the first --timesteps the predictor learns to forecast")
-    pre.add_argument("--conditional", action="store_true", help="decoders see their previous output")
+    pre.add_argument("--pretrain", choices=COMPOSITE_CHOICES, help="composite: pretrain the encoder without labels, then fine-tune a classifier from it; "
+                     "scratch: the very same classifier from random weights (the like-for-like baseline)")
+    pre.add_argument("--pretrain-epochs", type=int, help="epochs of composite pretraining before fine-tuning (default: 20)")
+    pre.add_argument("--future", type=int, help="frames after the first --timesteps the predictor learns to forecast (default: 10)")
+    pre.add_argument("--conditional", action="store_true", default=None, help="decoders see their previous output")
+    pre.add_argument("--labelled-fraction", type=float, help="share of the training clips whose labels the classifier sees (seeded, stratified); "
+                     "pretraining sees every training clip (default: 1)")
     fit = parser.add_argument_group("fitting")
     fit.add_argument("--epochs", type=int, default=50, help="most epochs to train (early stopping may end sooner)")
-    fit.add_argument("--batch-size", type=int, default=60, help="samples per training step (per device with --distribute)")
+    fit.add_argument("--batch-size", type=int, help="samples per training step (per device with --distribute) (default: 60) for the embedding models; "
+                     "convlstm and mvm 8, sized for a 24 GB machine")
     fit.add_argument("--lr", type=float, default=1e-3, help="learning rate (RMSprop; Adam for mvm)")
     fit.add_argument("--patience", type=int, default=10, help="early stopping patience (epochs without a better val accuracy)")
     fit.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling, dropout and a carved validation set")
@@ -84,20 +99,34 @@ def make_spec(args: argparse.Namespace, manifest: Manifest) -> RunSpec:
         raise ValueError(f"unknown perspective(s) {unknown}; the manifest has {manifest.perspectives}")
     if args.model in ("single", "mvm") and len(perspectives) != 1:
         raise ValueError(f"--model {args.model} needs exactly one --perspectives entry")
-    if args.pretrain and args.model not in SEQUENCE_MODELS:
-        raise ValueError("--pretrain composite applies to the embedding sequence models")
-    if args.augment and args.model not in PIXEL_MODELS:
-        raise ValueError("--augment applies to the pixel models (convlstm, mvm)")
+    options = model_options(args.model, {name: getattr(args, name, None) for name in ALL_OPTIONS})
     source = "pixels" if stage == "prepare" else stage.split(":", 1)[1]
-    variant = ("-released" if args.released else "") + ("-composite" if args.pretrain else "")
-    name = args.name or f"{args.model}{variant}-{'+'.join(perspectives)}-{source if stage != 'prepare' else 'roi'}"
-    options = {
-        "units": args.units, "dropout": args.dropout, "lr": args.lr, "released": args.released, "combine": args.combine,
-        "topology": args.topology, "mv_output": args.mv_output, "layers": args.layers, "slots": args.slots, "heads": args.heads, "radius": args.radius,
-        "pretrain": args.pretrain, "future": args.future if args.pretrain else 0, "augment": args.augment, "crop": args.crop,
-    }
+    tag = f"-{options.pretrain}" if getattr(options, "pretrain", None) else ""
+    name = args.name or f"{args.model}{tag}-{'+'.join(perspectives)}-{source if stage != 'prepare' else 'roi'}"
+    timesteps = resolve_timesteps(args.timesteps, clip_length(manifest, perspectives), getattr(options, "future", None) or 0)
+    recorded = {**asdict(options), "lr": args.lr}
     weights = stage_weights(manifest, stage) if stage != "prepare" else "n/a (ROI pixels)"
-    return RunSpec(name, args.model, stage, perspectives, args.timesteps, list(manifest.classes), weights, "" if stage == "prepare" else source, options)
+    return RunSpec(name, args.model, stage, perspectives, timesteps, list(manifest.classes), weights, "" if stage == "prepare" else source, recorded)
+
+
+def clip_length(manifest: Manifest, perspectives: list[str]) -> int | None:
+    """The longest clip the manifest knows of: frames ``prepare`` decoded, else the recipe's ``frames`` (LRW: 29)."""
+    lengths = [int(m["frames"]) for s in manifest.samples for v, m in s.stages.get("prepare", {}).get("media", {}).items() if v in perspectives and m.get("frames")]
+    if not lengths:
+        lengths = [int(s.meta["frames"]) for s in manifest.samples if isinstance(s.meta.get("frames"), int)] or ([int(manifest.info["frames"])] if isinstance(manifest.info.get("frames"), int) else [])
+    return max(lengths) if lengths else None
+
+
+def resolve_timesteps(given: int | None, known: int | None, future: int = 0) -> int:
+    """``--timesteps`` as given, else the clip length (less the ``future`` frames pretraining predicts), else the
+    released 20; logs whenever frames are cut."""
+    timesteps = given or (known - future if known and known > future else None) or RELEASED_TIMESTEPS
+    if given is None:
+        log.info("--timesteps %d (%s)", timesteps, "the manifest's clip length" if known else "the released MP-LSTM's default; clip length unknown")
+    if known and known > timesteps + future:
+        log.warning("clips have up to %d frames; --timesteps %d%s keeps the first %d (%d dropped)", known, timesteps,
+                    f" + --future {future}" if future else "", timesteps + future, known - timesteps - future)
+    return timesteps
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,18 +143,21 @@ def run(args: argparse.Namespace) -> int:
         spec.options["validation"] = validation
     out = args.work / "models" / spec.name
     out.mkdir(parents=True, exist_ok=True)
-    future = spec.options["future"]
+    future = spec.options.get("future") or 0
     train = load_inputs(manifest, spec, "train", args.work, audio=spec.audio, extra_frames=future, raw=True)
-    if spec.options["augment"] and not spec.options["crop"]:
-        spec.options["crop"] = min(train.inputs[0].shape[2:4]) - 2 * MAX_SHIFT
+    if spec.options.get("augment"):
+        from pipeline.batches import make_recipe
+
+        spec.options["recipe"] = make_recipe(spec.options["augment"], min(train.inputs[0].shape[2:4]), spec.options["crop"]).to_dict()
+        log.info("--augment %s: %s", spec.options["augment"], spec.options["recipe"])
     val = load_inputs(manifest, spec, "val", args.work, audio=spec.audio)  # the best checkpoint is chosen on it
     keras.utils.set_random_seed(args.seed)
     policy = set_precision(args.mixed_precision)
-    with data_parallel(args.distribute, args.batch_size, args.lr) as plan:
+    with data_parallel(args.distribute, spec.options["batch_size"], args.lr) as plan:
         spec.options.update(lr=plan.learning_rate, replicas=plan.replicas, global_batch=plan.global_batch, dtype_policy=policy)
         spec.save(out)
         info = {"spec": spec.__dict__, "device": describe()}
-        log.info("training %s on %d train / %d val samples (%s, perspectives %s) -> %s", spec.name, len(train), len(val), spec.input_stage, spec.perspectives, out)
+        log.info("training %s on %d train / %d val samples (%s, perspectives %s, %d timesteps) -> %s", spec.name, len(train), len(val), spec.input_stage, spec.perspectives, spec.timesteps, out)
         history, monitor = fit_run(spec, train, val, out, info, args, plan.global_batch)
     best = max(history.get(monitor, [float("nan")]))
     log.info("%s: best %s %.3f after %d epochs; checkpoint %s", spec.name, monitor, best, len(history.get("loss", [])), out / "best.keras")
@@ -147,15 +179,19 @@ def ensure_validation(manifest: Manifest, fraction: float, seed: int) -> dict | 
 
 
 def fit_run(spec: RunSpec, train, val, out: Path, info: dict, args: argparse.Namespace, batch_size: int) -> tuple[dict, str]:
-    """Build the spec's model and fit it; returns (history, the monitored metric)."""
+    """Build the spec's model, check its activation memory, and fit it; returns (history, the monitored metric)."""
+    from pipeline.memory import check_fits
     from pipeline.training import FitConfig, fit, one_hot
 
     n = len(spec.classes)
     config = FitConfig(epochs=args.epochs, batch_size=batch_size, patience=args.patience, seed=args.seed, tensorboard=not args.no_tensorboard, verbose=0 if args.quiet else 2)
     y_train, y_val = one_hot(train.labels, n), one_hot(val.labels, n)
     shapes = [v.shape[1:] for v in val.inputs]  # after any evaluation crop: what the model takes
+    lower = ["--batch-size", "--crop", "--timesteps"] + {"convlstm": ["--filters"], "mvm": ["--front small", "--units"]}.get(spec.model, ["--units"])
     if spec.model == "mvm":
         models = build_model(spec, shapes, train.audio.shape[1:])
+        spec.options["memory_estimate_bytes"] = check_fits(models.train, batch_size, lower)
+        spec.save(out)
         x_train, x_val = {"video": train.inputs[0], "audio": train.audio}, {"video": val.inputs[0], "audio": val.audio}
         config.monitor, config.checkpoint = "val_visual_accuracy", "train_best.keras"
         history = fit(models.train, batches(spec, x_train, {"visual": y_train, "audio": y_train}, batch_size, args.seed), (x_val, {"visual": y_val, "audio": y_val}), out, config, info)
@@ -163,41 +199,60 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, args: argparse.Nam
         models.infer.save(out / "best.keras")
     elif spec.pixels:
         model = build_model(spec, shapes)
+        spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, lower)
+        spec.save(out)
         history = fit(model, batches(spec, train.inputs, y_train, batch_size, args.seed), (val.inputs, y_val), out, config, info)
     else:
         x_train = train.inputs
-        if spec.options["pretrain"]:
+        if spec.options.get("pretrain"):
             x_train, _ = split_future(train, spec.timesteps)
-            model = pretrain(spec, train, out, config, info, args)
-        else:
-            model = build_model(spec, shapes)
+        model = pretrain(spec, train, out, config, info) if spec.options.get("pretrain") == "composite" else build_model(spec, shapes)
+        rows = labelled_rows(train.labels, spec.options.get("labelled_fraction", 1.0), args.seed)
+        if len(rows) < len(train.labels):
+            log.info("classifier sees the labels of %d of %d training clips (--labelled-fraction %g, seed %d)", len(rows), len(train.labels), spec.options["labelled_fraction"], args.seed)
+            x_train, y_train = [x[rows] for x in x_train], y_train[rows]
         history = fit(model, (x_train, y_train), (val.inputs, y_val), out, config, info)
     return history, config.monitor
 
 
+def labelled_rows(labels, fraction: float, seed: int):
+    """A seeded, stratified ``fraction`` of the row indices (at least one per class), in order."""
+    import numpy as np
+
+    if fraction >= 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[: max(1, int(round(fraction * np.sum(labels == c))))] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
 def batches(spec: RunSpec, x, y, batch_size: int, seed: int) -> tuple:
     """``(x, y)`` arrays for ``fit``, or an augmenting batch sequence (and no ``y``) under ``--augment``."""
-    if not spec.options["augment"]:
+    recipe = run_recipe(spec)
+    if recipe is None:
         return x, y
     from pipeline.batches import AugmentedClips
 
-    return AugmentedClips(x, y, batch_size, spec.options["crop"], seed), None
+    return AugmentedClips(x, y, batch_size, recipe, seed), None
 
 
-def pretrain(spec: RunSpec, train, out: Path, config, info: dict, args: argparse.Namespace):
-    """Composite pretraining on the training split's frames (labels unused), then the classifier to fine-tune."""
+def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
+    """Composite pretraining on every training clip's frames (labels unused), then the classifier to fine-tune."""
     import dataclasses
 
     from pipeline.plots_composite import plot_composite_predictions
-    from pipeline.pretrain import pretrain_composite, pretrained_classifier, square_frames
+    from pipeline.pretrain import pretrain_composite, square_frames
 
+    o = spec.options
     seen, future = split_future(train, spec.timesteps)
-    pre_config = dataclasses.replace(config, epochs=args.pretrain_epochs, monitor="loss", checkpoint="composite.keras")
-    composite = pretrain_composite(seen, future, spec.options["units"], spec.model == "mplstm", args.conditional, out / "pretrain", pre_config, info)
+    pre_config = dataclasses.replace(config, epochs=o["pretrain_epochs"], monitor="loss", checkpoint="composite.keras")
+    composite = pretrain_composite(seen, future, o["units"], spec.model == "mplstm", o["conditional"], out / "pretrain", pre_config, info)
     shown = [square_frames(x[:1]) for x in (seen[0], future[0])]
     if len(seen) == 1 and future[0].shape[1] and all(s is not None for s in shown):
         outputs = composite.predict(seen[0][:1], verbose=0)
         recon, pred = (square_frames(outputs[k]) for k in ("reconstruction", "prediction"))
         path = plot_composite_predictions(shown[0][0], shown[1][0], recon[0], pred[0], out / "pretrain" / "predictions.png")
         log.info("composite reconstructions and predictions: %s", path)
-    return pretrained_classifier(composite, len(spec.classes), spec.options["dropout"], spec.options["lr"])
+    from pipeline.experiment import composite_classifier
+
+    return composite_classifier(spec, [x.shape[1:] for x in seen], composite)

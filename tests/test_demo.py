@@ -9,6 +9,8 @@ import pytest
 import cli
 from pipeline.manifest import Manifest
 
+COMPOSITE_ONLY = ("pretrain", "pretrain_epochs", "future", "conditional")
+
 
 @pytest.fixture(scope="module")
 def demo_work(tmp_path_factory):
@@ -70,4 +72,11 @@ def test_composite_demo_pretrains_and_plots(tmp_path):
     assert (pretrained / "pretrain" / "predictions.png").read_bytes()[:4] == b"\x89PNG"
     assert (pretrained / "pretrain" / "composite.keras").exists() and (pretrained / "best.keras").exists()
     rows = json.loads((tmp_path / "digits-composite" / "reports" / "comparison.json").read_text())["rows"]
-    assert sorted(r["name"] for r in rows) == ["single-composite-v1-pixels", "single-v1-pixels"]
+    assert sorted(r["name"] for r in rows) == ["single-composite-v1-pixels", "single-scratch-v1-pixels"]
+    # like for like: the scratch classifier is the fine-tuned one's network with random initial weights
+    specs = [json.loads((tmp_path / "digits-composite" / "models" / n / "spec.json").read_text()) for n in ("single-composite-v1-pixels", "single-scratch-v1-pixels")]
+    assert [s["options"]["pretrain"] for s in specs] == ["composite", "scratch"]
+    assert {k: v for k, v in specs[0]["options"].items() if k not in COMPOSITE_ONLY} == {k: v for k, v in specs[1]["options"].items() if k not in COMPOSITE_ONLY}
+    assert specs[1]["options"]["pretrain_epochs"] is None  # unused by a scratch run, so recorded as such
+    summary = (tmp_path / "digits-composite" / "reports" / "seed_summary.md").read_text()
+    assert "| composite | 1 |" in summary and "| scratch | 1 |" in summary

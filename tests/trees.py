@@ -85,3 +85,55 @@ def mplstm_tree(root: Path, grid_dir: Path, frames: int = 20, per_split=None, ca
                     write_video(folder / f"video{index:03d}.mp4", view, fps=25)
             index += 1
     return root
+
+
+LRW_WORDS = ("ABOUT", "BECAUSE", "LITTLE")
+LRW_BOX = (59, 95, 195, 231)  # the authors' mouth box in the 256x256 frame
+
+
+def _write_with_audio(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray, sample_rate: int = 16000) -> None:
+    """An MP4 with H.264 video and AAC mono audio (PyAV), as LRW's clips have both."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        video.options = {"threads": "1"}
+        sound = container.add_stream("aac", rate=sample_rate)
+        sound.layout = "mono"
+        for image in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+        container.mux(video.encode(None))
+        samples = np.asarray(audio, np.float32).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+        frame.sample_rate = sample_rate
+        for chunk in av.AudioResampler(format="fltp", layout="mono", rate=sample_rate).resample(frame):
+            container.mux(sound.encode(chunk))
+        container.mux(sound.encode(None))
+
+
+def lrw_tree(root: Path, grid_dir: Path, words=LRW_WORDS, per_split=None, frames: int = 29) -> Path:
+    """``<WORD>/{train,val,test}/<WORD>_<5 digits>.mp4``: 256x256, 25 fps, ``frames`` frames with sound.
+
+    Each word is one GRID clip; a sample is a segment of it (start varied per sample), its tracked mouth crop resized
+    into LRW's fixed box (x 59..195, y 95..231) over the downscaled face frame, with the segment's own audio.
+    """
+    from pipeline.video import read_audio
+
+    per_split = per_split or {"train": 4, "val": 1, "test": 1}
+    x0, y0, x1, y1 = LRW_BOX
+    index = 0
+    for w_index, word in enumerate(words):
+        name = str(grid_dir / GRID_CLIPS[w_index % len(GRID_CLIPS)])
+        faces, mouths, sound = _grid_frames(name), _grid_mouths(name), read_audio(name, 16000)
+        for split, count in per_split.items():
+            for n in range(count):
+                start = (5 * n + 3 * index) % max(1, len(faces) - frames)
+                clip = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in faces[start : start + frames]])
+                for t, mouth in enumerate(mouths[start : start + frames]):
+                    clip[t, y0:y1, x0:x1] = cv2.resize(mouth, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+                audio = sound[int(start / 25 * 16000) : int((start + frames) / 25 * 16000)]
+                _write_with_audio(root / word / split / f"{word}_{n + 1:05d}.mp4", clip, 25, audio)
+                index += 1
+    return root

@@ -144,11 +144,13 @@ def build_composite(
     conditional: bool = False,
     encoder: EncoderFactory = lstm_encoder,
     optimizer: str | keras.optimizers.Optimizer = "rmsprop",
+    bernoulli: bool = False,
     name: str = "composite",
 ) -> keras.Model:
     """Compiled composite model with outputs ``{"reconstruction": reversed input, "prediction": future}``.
 
-    Give ``feature_dims`` (one int per perspective, embeddings [T, d_j], MSE, linear output) or ``frame_shape``
+    Give ``feature_dims`` (one int per perspective, embeddings [T, d_j], MSE, linear output; with ``bernoulli``
+    flattened pixel intensities in [0, 1], sigmoid output and cross-entropy as Srivastava et al.) or ``frame_shape``
     ((H, W) or (H, W, C) pixels in [0, 1], flattened for the encoder, sigmoid output, binary cross-entropy).
     Several perspectives are reconstructed / predicted as their per-frame concatenation. ``encoder(views, units)``
     maps the list of [B, T, d_j] tensors to the final (h, c); it is wrapped in the sub-model named
@@ -169,14 +171,14 @@ def build_composite(
     h, c = encoder(views, units)
     encoder_model = keras.Model(inputs if len(inputs) > 1 else inputs[0], [h, c], name=ENCODER_NAME)
     state = encoder_model(inputs if len(inputs) > 1 else inputs[0])
-    activation = "sigmoid" if pixels else "linear"
+    activation = "sigmoid" if pixels or bernoulli else "linear"
     steps = {RECONSTRUCTION: timesteps, PREDICTION: future_steps} if future_steps else {RECONSTRUCTION: timesteps}
     outputs = {}
     for key, n in steps.items():
         y = StateDecoder(units, sum(dims), n, conditional, activation, name=f"{key}_decoder")(state)
         outputs[key] = keras.layers.Reshape((n, *frame_shape), name=key)(y) if pixels else y
     model = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name)
-    loss = "binary_crossentropy" if pixels else "mse"
+    loss = "binary_crossentropy" if pixels or bernoulli else "mse"
     model.compile(optimizer=optimizer, loss={key: loss for key in outputs})
     return model
 

@@ -175,6 +175,40 @@ def _fresh(optimizer: str | keras.optimizers.Optimizer) -> keras.optimizers.Opti
     return keras.optimizers.get(keras.optimizers.serialize(keras.optimizers.get(optimizer)))
 
 
+FRONTS = ("small", "resnet18")
+BACKS = ("tcn", "mstcn")
+MSTCN_WIDTH = 768  # 3 kernels x 256 channels, as Kim et al. (after Ma et al.)
+
+
+def _temporal_blocks(back: str, dim: int, levels: int, dropout: float) -> list:
+    """The back-end as a list of per-level block makers ``x -> x``: dilated conv blocks (``tcn``, one per level) or the
+    four MS-TCN blocks (``mstcn``, memories before the first ``levels`` of them)."""
+    if back == "tcn":
+        def small(level: int):
+            conv = keras.layers.Conv1D(dim, 3, dilation_rate=2**level, padding="same", name=f"temporal{level}")
+            norm = keras.layers.LayerNormalization(name=f"temporal{level}_norm")
+            return lambda x: norm(keras.layers.Add()([x, keras.layers.Activation("relu")(conv(x))]))
+
+        return [small(level) for level in range(levels)]
+    from pipeline.models.fronts import TCN_DILATIONS, tcn_block
+
+    if levels > len(TCN_DILATIONS):
+        raise ValueError(f"--back mstcn has {len(TCN_DILATIONS)} blocks: at most {len(TCN_DILATIONS)} memory levels, got {levels}")
+
+    def block(level: int):
+        shared: dict = {}
+
+        def apply(x):
+            if "model" not in shared:  # one set of weights for both streams
+                inp = keras.Input(shape=tuple(x.shape[1:]), name=f"mstcn{level}_in")
+                shared["model"] = keras.Model(inp, tcn_block(inp, MSTCN_WIDTH, TCN_DILATIONS[level], dropout, f"mstcn{level}"), name=f"mstcn{level}")
+            return shared["model"](x)
+
+        return apply
+
+    return [block(level) for level in range(len(TCN_DILATIONS))]
+
+
 def build_mvm(
     video_shape: Sequence[int | None],
     audio_shape: Sequence[int | None],
@@ -187,28 +221,42 @@ def build_mvm(
     filters: int = 32,
     dropout: float = 0.5,
     optimizer: str | keras.optimizers.Optimizer = "adam",
+    front: str = "small",
+    back: str = "tcn",
     name: str = "mvm",
 ) -> MVMModels:
-    """Compiled MVM lip reader: visual front -> ``levels`` x (memory, dilated temporal conv block) -> mean -> logits.
+    """Compiled MVM lip reader: visual front -> memories and temporal blocks -> mean over time -> logits.
 
     ``video_shape`` is (T, H, W, C) mouth pixels or (T, d) embeddings; ``audio_shape`` (T, k, n_mels) from
-    :func:`pipeline.audio.align_to_video` or (T, d). The same layers run a visual stream (memory recalls audio)
-    and, in ``train`` only, an audio stream (memory read by the audio); both streams are classified by the same
-    head and trained with categorical cross-entropy on logits (``y = {"visual": onehot, "audio": onehot}``) plus
-    the memory losses. ``infer`` takes the video alone: use it at test (or to train without audio).
+    :func:`pipeline.audio.align_to_video` or (T, d). ``front``: ``small`` (a 3D conv and two strided 2D convs of
+    ``filters``) or ``resnet18`` (Kim et al.'s: 3D stem + ResNet-18 per frame, 512 wide, then projected to ``dim``);
+    ``back``: ``tcn`` (``levels`` x (memory, dilated conv block)) or ``mstcn`` (the authors' multi-scale TCN, 768
+    wide, a memory before each of its first ``levels`` blocks). The same layers run a visual stream (memory recalls
+    audio) and, in ``train`` only, an audio stream (memory read by the audio); both are classified by the same head
+    with categorical cross-entropy on logits (``y = {"visual": onehot, "audio": onehot}``), plus the memory losses
+    averaged over the levels as the authors do (each weighted 1 / ``levels``). ``infer`` takes the video alone.
     """
+    if front not in FRONTS or back not in BACKS:
+        raise ValueError(f"front must be among {FRONTS} and back among {BACKS}, got {front!r}, {back!r}")
     video = keras.Input(shape=tuple(video_shape), name="video")
     audio = keras.Input(shape=tuple(audio_shape), name="audio")
-    front = _visual_front(video, dim, filters)
+    if front == "resnet18" and len(video.shape) == 5:
+        from pipeline.models.fronts import resnet18_video_front
+
+        visual = resnet18_video_front(video)
+        visual = visual if dim == visual.shape[-1] else keras.layers.Dense(dim, name="visual_embed")(visual)
+    else:
+        visual = _visual_front(video, dim, filters)
     audio_features = _audio_front(audio, dim)
-    streams = {VISUAL: front, AUDIO: front}
-    for level in range(levels):
-        memory = VisualAudioMemory(slots, heads, radius, dropout=dropout, name=f"memory{level}")
-        conv = keras.layers.Conv1D(dim, 3, dilation_rate=2**level, padding="same", name=f"temporal{level}")
-        norm = keras.layers.LayerNormalization(name=f"temporal{level}_norm")
-        for key, x in streams.items():
-            fused = memory(x) if key == VISUAL else memory(x, audio_features)
-            streams[key] = norm(keras.layers.Add()([fused, keras.layers.Activation("relu")(conv(fused))]))
+    streams = {VISUAL: visual, AUDIO: visual}
+    weight = 1.0 / levels
+    for level, block in enumerate(_temporal_blocks(back, dim, levels, dropout)):
+        if level < levels:
+            width = streams[VISUAL].shape[-1]
+            target = audio_features if width == dim else keras.layers.Dense(width, name=f"audio_to_level{level}")(audio_features)
+            memory = VisualAudioMemory(slots, heads, radius, dropout=dropout, reconstruction_weight=weight, decorrelation_weight=weight, name=f"memory{level}")
+            streams = {key: memory(x) if key == VISUAL else memory(x, target) for key, x in streams.items()}
+        streams = {key: block(x) for key, x in streams.items()}
     pool = keras.layers.GlobalAveragePooling1D(name="time_pool")
     drop = keras.layers.Dropout(dropout, name="dropout")
     head = keras.layers.Dense(n_classes, name="logits")

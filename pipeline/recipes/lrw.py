@@ -1,7 +1,9 @@
 """LRW (Lip Reading in the Wild, 500 words) as distributed: ``<WORD>/{train,val,test}/<WORD>_<5 digits>.mp4`` (+ ``.txt``).
 
 Clips are pre-aligned 256x256, 29 frames; each sample's meta carries the fixed mouth box ``[x0, y0, x1, y1]`` that
-the common recipe crops (x 59..195, y 95..231) and the path of its ``.txt`` metadata file when present.
+the common recipe crops (x 59..195, y 95..231) and the path of its ``.txt`` metadata file when present. ``prepare``
+stores that box with a 5 px margin (146x146, the manifest's ``fixed_box``) so that ``train --augment lrw`` can shift
+the 136 px box by up to 5 px inside the frame as Kim et al. do; evaluation takes the centred 136 px box.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Sequence
 from pipeline.manifest import Manifest, natural_sorted
 from pipeline.recipes.common import RecipeError, SampleCollector, StrPath, dataset_root, finish, safe_id, subfolders
 
-FIXED_BOX = (59, 95, 195, 231)  # x0, y0, x1, y1 in the 256x256 frame
+FIXED_BOX = (59, 95, 195, 231)  # x0, y0, x1, y1 in the 256x256 frame: the authors' 136 px mouth box
+SHIFT_MARGIN = 5  # the box is stored with this margin so that training can shift it by up to +-5 px inside the frame
+STORED_BOX = (FIXED_BOX[0] - SHIFT_MARGIN, FIXED_BOX[1] - SHIFT_MARGIN, FIXED_BOX[2] + SHIFT_MARGIN, FIXED_BOX[3] + SHIFT_MARGIN)
 FRAMES = 29
 SPLIT_FOLDERS = ("train", "val", "test")
 
@@ -57,5 +61,5 @@ def prepare_lrw(
                 if path.with_suffix(".txt").is_file():
                     meta["metadata"] = path.with_suffix(".txt").relative_to(base).as_posix()
                 collector.add(sample_id, "v1", path, label=word, split=split, meta=meta)
-    info = {"fixed_box": list(FIXED_BOX), "frames": FRAMES, "words": len(chosen)}
+    info = {"fixed_box": list(STORED_BOX), "mouth_box": list(FIXED_BOX), "shift_margin": SHIFT_MARGIN, "frames": FRAMES, "words": len(chosen)}
     return finish("lrw", base, collector, classes=chosen, info=info, layout="<WORD>/{train,val,test}/<WORD>_<5 digits>.mp4")
