@@ -101,7 +101,7 @@ def make_spec(args: argparse.Namespace, manifest: Manifest) -> RunSpec:
         raise ValueError(f"--model {args.model} needs exactly one --perspectives entry")
     options = model_options(args.model, {name: getattr(args, name, None) for name in ALL_OPTIONS})
     source = "pixels" if stage == "prepare" else stage.split(":", 1)[1]
-    tag = f"-{options.pretrain}" if getattr(options, "pretrain", None) else ""
+    tag = ("-released" if getattr(options, "released", False) else "") + (f"-{options.pretrain}" if getattr(options, "pretrain", None) else "")
     name = args.name or f"{args.model}{tag}-{'+'.join(perspectives)}-{source if stage != 'prepare' else 'roi'}"
     timesteps = resolve_timesteps(args.timesteps, clip_length(manifest, perspectives), getattr(options, "future", None) or 0)
     recorded = {**asdict(options), "lr": args.lr}
