@@ -73,7 +73,6 @@ class PixelOptions:
 class ConvLSTMOptions(PixelOptions):
     """Deep ConvLSTM (Courtney and Sreenivas, ACPR 2019)."""
 
-    batch_size: int = 8
     layers: str = "conv,pool,convlstm,pool,convlstm"
     filters: str = "32,48,64"
     dropout: float = 0.3
@@ -83,7 +82,6 @@ class ConvLSTMOptions(PixelOptions):
 class MVMOptions(PixelOptions):
     """Multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022)."""
 
-    batch_size: int = 8
     units: int = 512
     slots: int = 112
     heads: int = 8
