@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         return run_composite(args)
     work = str(args.work)
     per_class, epochs = (4, 3) if args.quick else (args.per_class, args.epochs)
-    call("prepare", ["--work", work, "--dataset", "synthetic", "--jobs", str(args.jobs), "--option", f"n_per_class={per_class}", "--detect-scale", "1", "--allow-failures"])
-    call("extract", ["--work", work, "--backbone", "pixels", "--pixel-size", "32", "--pca", "64", "--allow-failures"])
+    call("prepare", ["--work", work, "--dataset", "synthetic", "--jobs", str(args.jobs), "--option", f"n_per_class={per_class}"])
+    call("extract", ["--work", work, "--backbone", "pixels", "--pixel-size", "32", "--pca", "64"])
     common = ["--work", work, "--features", "pixels", "--timesteps", "30", "--units", "64", "--epochs", str(epochs), "--batch-size", "32", "--patience", "15"]
     from pipeline.manifest import Manifest
     from stages.common import manifest_path

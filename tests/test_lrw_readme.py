@@ -13,8 +13,8 @@ from conftest import REPO
 from trees import lrw_tree
 
 SMALL = {  # sizes appended to the README's lines so that the test runs in about a minute
-    "convlstm": ["--crop", "32", "--filters", "4,4,4", "--epochs", "1", "--no-tensorboard"],
-    "mvm": ["--crop", "32", "--front", "small", "--back", "tcn", "--units", "16", "--slots", "8", "--epochs", "1", "--no-tensorboard"],
+    "convlstm": ["--crop", "32", "--filters", "4,4,4", "--epochs", "1"],
+    "mvm": ["--crop", "32", "--front", "small", "--back", "tcn", "--units", "16", "--slots", "8", "--epochs", "1"],
 }
 
 
