@@ -82,8 +82,101 @@ def eval_inputs(x: Any, crop: Recipe | int) -> Any:
     return [eval_view(v, recipe) if is_clip(v) else v for v in x]
 
 
+def _map(values: Any, fn: Any) -> Any:
+    """``fn`` applied to every array of a dict, list or tuple of arrays, or to one array."""
+    if isinstance(values, dict):
+        return {k: fn(v) for k, v in values.items()}
+    if isinstance(values, (list, tuple)):
+        return [fn(v) for v in values]
+    return fn(values)
+
+
+def augment_batch(x: Any, y: Any, rng: np.random.Generator, recipe: Recipe, max_shift: int = MAX_SHIFT, alpha: float = MIXUP_ALPHA) -> tuple[Any, Any]:
+    """The recipe on one batch: every clip array's box shifted, resized, half the clips mirrored, normalised (and
+    erased, recipe ``lrw``), then every input and label array mixed with the same partners and weights."""
+    n = len(next(iter(x.values())) if isinstance(x, dict) else x[0])
+    flips = rng.random(n) < 0.5
+
+    def clips(array: np.ndarray) -> np.ndarray:
+        if not is_clip(array):
+            return array
+        box = centre_box(array[0], recipe.box)
+        out = _resized(np.stack([shift_crop(c, box, rng, max_shift) for c in array]), recipe.size)
+        out[flips] = hflip(out[flips], batched=True)
+        out = (out - LRW_MEAN) / LRW_STD
+        if recipe.erasing:
+            for clip in out:
+                erase(clip, rng)
+        return out
+
+    x = _map(x, clips)
+    partner_state = np.random.default_rng(rng.integers(1 << 32)).bit_generator.state
+    mixed_x = _mix_all(x, partner_state, alpha)
+    return (tuple(mixed_x) if isinstance(mixed_x, list) else mixed_x), _mix_all(y, partner_state, alpha)  # tf.data wants tuples, not lists
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """Mini-batches over ``n`` samples in a fresh seeded order each epoch.
+
+    Batch ``i`` of epoch ``e`` depends only on ``(seed, e, i)``: its rows and the generator handed to
+    ``batch`` (augmentation draws) come from them, so batches are the same whichever thread builds
+    them and a resumed run (``fit`` tells the epoch through ``EpochSync``) sees the same batches as an
+    uninterrupted one. ``workers`` > 1 builds batches in that many background threads, at most
+    ``prefetch`` batches ahead.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, workers: int = 1, prefetch: int = 10) -> None:
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=prefetch)
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.epoch = 0
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order and draws the next batches follow."""
+        self.epoch = epoch
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+    def order(self) -> np.ndarray:
+        """This epoch's sample order: a permutation seeded by (seed, epoch), or the stored order without ``shuffle``."""
+        cached = self._order
+        if cached is None or cached[0] != self.epoch:
+            rows = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
+            cached = self._order = (self.epoch, rows)
+        return cached[1]
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        rows = self.order()[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.batch(rows, np.random.default_rng([self.seed, self.epoch, index]))
+
+    def batch(self, rows: np.ndarray, rng: np.random.Generator) -> Any:
+        """The batch of samples ``rows``; ``rng`` for any random draws."""
+        raise NotImplementedError
+
+
+class EpochSync(keras.callbacks.Callback):
+    """Tells ``EpochBatches`` which epoch begins, so that a resumed fit follows the same orders and draws."""
+
+    def __init__(self, batches: EpochBatches) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.batches.set_epoch(epoch)
+
+
 class AugmentedClips(keras.utils.PyDataset):
-    """Shuffled, augmented mini-batches of ``(x, y)``; ``x``/``y`` are lists or dicts of aligned arrays."""
+    """Shuffled, augmented mini-batches of in-memory ``(x, y)``; ``x``/``y`` are lists or dicts of aligned arrays.
+
+    One generator, drawn in sequence (orders, crops, flips, erasing, mixup): batches are built by one worker in
+    order; streamed training (``pipeline.stream``) draws per batch instead.
+    """
 
     def __init__(self, x: Any, y: Any, batch_size: int, crop: Recipe | int, seed: int = 0, max_shift: int = MAX_SHIFT, alpha: float = MIXUP_ALPHA) -> None:
         super().__init__()
@@ -100,30 +193,9 @@ class AugmentedClips(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.order = self.rng.permutation(self.n)
 
-    def _clips(self, clips: np.ndarray, flips: np.ndarray) -> np.ndarray:
-        box = centre_box(clips[0], self.recipe.box)
-        out = _resized(np.stack([shift_crop(c, box, self.rng, self.max_shift) for c in clips]), self.recipe.size)
-        out[flips] = hflip(out[flips], batched=True)
-        out = (out - LRW_MEAN) / LRW_STD
-        if self.recipe.erasing:
-            for clip in out:
-                erase(clip, self.rng)
-        return out
-
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        flips = self.rng.random(len(rows)) < 0.5
-
-        def pick(array: np.ndarray) -> np.ndarray:
-            return self._clips(array[rows], flips) if is_clip(array) else array[rows]
-
-        x = {k: pick(v) for k, v in self.x.items()} if isinstance(self.x, dict) else [pick(v) for v in self.x]
-        y = {k: v[rows] for k, v in self.y.items()} if isinstance(self.y, dict) else self.y[rows]
-        lam_rng = np.random.default_rng(self.rng.integers(1 << 32))
-        partner_state = lam_rng.bit_generator.state
-        mixed_x = _mix_all(x, partner_state, self.alpha)
-        mixed_y = _mix_all(y, partner_state, self.alpha)
-        return (tuple(mixed_x) if isinstance(mixed_x, list) else mixed_x), mixed_y  # tf.data wants tuples, not lists
+        return augment_batch(_map(self.x, lambda v: v[rows]), _map(self.y, lambda v: v[rows]), self.rng, self.recipe, self.max_shift, self.alpha)
 
 
 def _mix_all(values: Any, state: dict, alpha: float) -> Any:

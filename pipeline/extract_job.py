@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.runner import RunError, SampleError, ShardTask, write_shard
 from pipeline.shards import ShardError
-from pipeline.sequences import read_shard_samples
+from pipeline.readers import read_sample
 
 EMBEDDING_KIND = "embedding"
 
@@ -113,8 +113,8 @@ class ExtractJob:
         record = sample.get("stages", {}).get("prepare", {})
         shard = Path(self.work) / record.get("shard", "")
         try:
-            return next(read_shard_samples(shard, [sample["id"]], list(self.perspectives))).arrays
-        except (ShardError, StopIteration) as exc:
+            return read_sample(shard, sample["id"], list(self.perspectives)).arrays
+        except ShardError as exc:
             return SampleError(f"ROI clips unreadable: {exc}", "bad-roi-shard")
 
     def _embed(self, buffer: list[tuple["_Pending", str, np.ndarray]], count: int, model) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline.contact_sheet import write_contact_sheet
 from pipeline.manifest import DONE, Manifest
-from pipeline.sequences import read_shard_samples
+from pipeline.readers import read_sample
 
 
 def write_roi_contact_sheet(path: Path, manifest: Manifest, work: Path, n_samples: int = 12, seed: int = 0) -> Path | None:
@@ -21,6 +21,6 @@ def write_roi_contact_sheet(path: Path, manifest: Manifest, work: Path, n_sample
     rows = []
     for index in chosen:
         sample = done[index]
-        arrays = next(read_shard_samples(work / sample.stages["prepare"]["shard"], [sample.id], manifest.perspectives)).arrays
+        arrays = read_sample(work / sample.stages["prepare"]["shard"], sample.id, manifest.perspectives).arrays
         rows += [(f"{sample.id} {view} [{sample.label}]", arrays[view]) for view in manifest.perspectives]
     return write_contact_sheet(path, rows)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from pipeline.atomic import TMP_MARK, remove_stale_temps, write_text_atomic
 from pipeline.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, FAILED, Manifest, Sample, replace_stage
-from pipeline.sequences import open_shard, shard_writer
+from pipeline.readers import open_reader, open_writer
 from pipeline.shards import ShardError, shard_name
 
 log = get_logger(__name__)
@@ -142,7 +142,7 @@ def write_shard(
     Under ``strict`` the first failure discards the shard and raises ``StrictFailure``. A write that
     fails (full disk, ...) discards the temporary file and raises ``RunError`` naming the shard.
     """
-    writer = _writing(task, shard_writer, task.path, kind, attrs)
+    writer = _writing(task, open_writer, task.path, kind, attrs)
     try:
         for sample_id, outcome in results:
             if isinstance(outcome, SampleError):
@@ -178,7 +178,7 @@ def _reconcile(manifest: Manifest, stage: str, tasks: list[ShardTask], redo_fail
             todo.append(task)
             continue
         try:
-            with open_shard(path) as reader:
+            with open_reader(path) as reader:
                 records = reader.records()
         except ShardError as exc:
             aside = path.with_name(path.name + ".corrupt")

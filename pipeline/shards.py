@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 import h5py
@@ -261,7 +261,7 @@ class ShardReader:
         except DAMAGE as exc:
             raise self._damaged("unreadable sample index", exc) from None
 
-    def read(self, sample_id: str, perspectives: list[str] | None = None, extras: bool = False) -> ShardSample:
+    def read(self, sample_id: str, perspectives: Sequence[str] | None = None, extras: bool = False) -> ShardSample:
         """Read one sample's arrays (all perspectives, or those named); ``extras`` adds nested arrays."""
         if sample_id not in self:
             raise ShardError(f"{self.path}: no sample {sample_id!r}")
@@ -286,9 +286,13 @@ class ShardReader:
                 raise ShardError(f"{self.path}: sample {sample_id!r} has no perspective(s) {absent}")
         return ShardSample(sample_id, arrays, attrs, extra)
 
+    def read_many(self, ids: Sequence[str], perspectives: Sequence[str] | None = None, extras: bool = False) -> Iterator[ShardSample]:
+        """The samples ``ids``, in that order (random access is cheap in HDF5)."""
+        for sample_id in ids:
+            yield self.read(sample_id, perspectives, extras)
+
     def __iter__(self) -> Iterator[ShardSample]:
-        for sample_id in self.ids():
-            yield self.read(sample_id)
+        return self.read_many(self.ids())
 
     def verify(self) -> None:
         """Read every dataset so that checksums (fletcher32) are checked; raise ShardError on damage."""

@@ -4,7 +4,9 @@ A shard ``<prefix>-00003-of-00010.tfrecord`` is complete only when its sidecar `
 exists and records the shard's size. The writer removes any older sidecar, renames the TFRecord into
 place and writes the sidecar last, so a kill in between leaves a shard every reader refuses. The
 sidecar holds what the HDF5 shards keep in their root attributes: kind, shard attributes and the
-per-sample outcomes. Records carry CRCs: truncation and bit flips surface as ``ShardError``.
+per-sample outcomes, plus each record's byte offset, so that one sample is read without scanning the
+file (``read``; shards written before offsets were recorded are indexed by one scan on first use).
+Records carry CRCs: truncation and bit flips surface as ``ShardError``.
 
 Layout of one record. Context: ``id``, ``label``, ``label_index`` (int64, -1 when unlabelled),
 ``split``, ``speaker``, ``frames`` (longest perspective), ``attrs`` (all sample attributes as JSON)
@@ -17,18 +19,21 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
+from tensorflow.python.lib.io.tf_record import tf_record_random_reader  # CRC-checked reads at a byte offset
 
 from pipeline.atomic import write_text_atomic
 from pipeline.shards import SHARD_FORMAT, SHARD_VERSION, BaseShardWriter, ShardError, ShardSample
 
 SUFFIX = ".tfrecord"
 CONTAINER = "tfrecord"
+FRAMING = 16  # bytes around each TFRecord payload: length (8), its CRC (4), the payload's CRC (4)
 EXACT_DTYPES = frozenset({"float16", "float32", "uint8", "int8", "uint16", "int16"})  # held exactly by float32
 
 
@@ -74,6 +79,8 @@ class TFRecordShardWriter(BaseShardWriter):
         self.attrs = dict(attrs or {})
         self._writer = tf.io.TFRecordWriter(str(self._tmp))
         self._dims: dict[str, int] = {}
+        self._offsets: dict[str, int] = {}
+        self._end = 0
 
     def add(
         self,
@@ -114,7 +121,10 @@ class TFRecordShardWriter(BaseShardWriter):
             array = _exact(array, f"{self.path}: sample {sample_id!r} extra {name!r}")
             context[f"extra/{name}"].float_list.value[:] = array.astype(np.float32).ravel().tolist()
             _put_layout(context, f"extra/{name}", array.shape, array.dtype)
-        self._writer.write(example.SerializeToString())
+        raw = example.SerializeToString()
+        self._writer.write(raw)
+        self._offsets[sample_id] = self._end
+        self._end += len(raw) + FRAMING
         self._done(sample_id, record)
 
     def _close(self) -> None:
@@ -133,6 +143,7 @@ class TFRecordShardWriter(BaseShardWriter):
             "attrs": self.attrs,
             "dims": self._dims,
             "records": self._records,
+            "offsets": self._offsets,
             "bytes": self.path.stat().st_size,
         }
         write_text_atomic(sidecar, _dumps(meta))
@@ -167,13 +178,16 @@ def tfrecord_shard_complete(path: Path | str) -> bool:
 
 
 class TFRecordShardReader:
-    """Read a committed TFRecord shard; opening checks the sidecar, size and kind."""
+    """Read a committed TFRecord shard; opening checks the sidecar, size and kind. Safe to share between threads."""
 
     def __init__(self, path: Path | str, kind: str | None = None) -> None:
         self.path = Path(path)
         self._meta = _read_sidecar(self.path)
         if kind is not None and self._meta.get("kind") != kind:
             raise ShardError(f"{self.path}: shard holds {self._meta.get('kind')!r} data, expected {kind!r}")
+        self._offsets: dict[str, int] | None = self._meta.get("offsets")
+        self._random: Any = None
+        self._lock = threading.Lock()
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -193,15 +207,53 @@ class TFRecordShardReader:
         """Ids of the samples stored (failures excluded)."""
         return [i for i, r in self._meta["records"].items() if r["status"] == "done"]
 
-    def samples(self, perspectives: Sequence[str] | None = None, ids: Iterable[str] | None = None) -> Iterator[ShardSample]:
+    def _record_at(self, offset: int) -> tuple[bytes, int]:
+        """The serialized record starting at byte ``offset`` and the offset after it (CRCs checked)."""
+        with self._lock:
+            if self._random is None:
+                self._random = tf_record_random_reader(str(self.path))
+            try:
+                return self._random.read(offset)
+            except tf.errors.DataLossError as exc:
+                raise ShardError(f"{self.path}: corrupted TFRecord at byte {offset} ({exc.message})") from None
+            except IndexError:
+                raise ShardError(f"{self.path}: no record at byte {offset} (truncated)") from None
+
+    def _index(self) -> dict[str, int]:
+        """Sample id -> byte offset of its record: from the sidecar, or one scan for shards written without offsets."""
+        if self._offsets is None:
+            offsets, offset = {}, 0
+            for _ in self._meta["records"]:
+                raw, end = self._record_at(offset)
+                offsets[_sample_id(_example(raw, self.path))] = offset
+                offset = end
+            self._offsets = offsets
+        return self._offsets
+
+    def read(self, sample_id: str, perspectives: Sequence[str] | None = None, extras: bool = False) -> ShardSample:
+        """One sample, read at its byte offset (all perspectives, or those named; ``extras`` adds its extra arrays)."""
+        offset = self._index().get(sample_id)
+        if offset is None:
+            raise ShardError(f"{self.path}: no sample {sample_id!r}")
+        example = _example(self._record_at(offset)[0], self.path)
+        found = _sample_id(example)
+        if found != sample_id:
+            raise ShardError(f"{self.path}: the record at byte {offset} holds {found!r}, its sidecar says {sample_id!r} (replaced or corrupted)")
+        return self._decode(example, sample_id, perspectives, extras)
+
+    def read_many(self, ids: Sequence[str], perspectives: Sequence[str] | None = None, extras: bool = False) -> Iterator[ShardSample]:
+        """The samples ``ids`` in file order (one sequential pass over the shard)."""
+        return self.samples(perspectives, ids, extras)
+
+    def samples(self, perspectives: Sequence[str] | None = None, ids: Iterable[str] | None = None, extras: bool = True) -> Iterator[ShardSample]:
         """Decode the samples in file order (all, or those in ``ids``), with all perspectives or those named."""
         wanted = None if ids is None else set(ids)
         try:
             for raw in tf.data.TFRecordDataset(str(self.path)).as_numpy_iterator():
                 example = tf.train.SequenceExample.FromString(raw)
-                sample_id = example.context.feature["id"].bytes_list.value[0].decode("utf-8")
+                sample_id = _sample_id(example)
                 if wanted is None or sample_id in wanted:
-                    yield self._decode(example, sample_id, perspectives)
+                    yield self._decode(example, sample_id, perspectives, extras)
                     if wanted is not None:
                         wanted.discard(sample_id)
                         if not wanted:
@@ -211,7 +263,7 @@ class TFRecordShardReader:
         except (DecodeError, IndexError) as exc:
             raise ShardError(f"{self.path}: record is not a SequenceExample of this pipeline ({exc})") from None
 
-    def _decode(self, example: tf.train.SequenceExample, sample_id: str, perspectives: Sequence[str] | None) -> ShardSample:
+    def _decode(self, example: tf.train.SequenceExample, sample_id: str, perspectives: Sequence[str] | None, extras: bool) -> ShardSample:
         context = example.context.feature
         lists = example.feature_lists.feature_list
         names = sorted(lists) if perspectives is None else list(perspectives)
@@ -222,9 +274,9 @@ class TFRecordShardReader:
         for name in names:
             rows = np.asarray([f.float_list.value for f in lists[name].feature], np.float32)
             arrays[name] = _restore(rows, context, name, frames=True)
-        extras = {key: _restore(np.asarray(context[key].float_list.value, np.float32), context, key, frames=False) for key in sorted(context) if key.startswith("extra/")}
+        extra = {key.removeprefix("extra/"): _restore(np.asarray(context[key].float_list.value, np.float32), context, key, frames=False) for key in sorted(context) if extras and key.startswith("extra/")}
         attrs = {"id": sample_id, **json.loads(context["attrs"].bytes_list.value[0])}
-        return ShardSample(sample_id, arrays, attrs, {key.removeprefix("extra/"): value for key, value in extras.items()})
+        return ShardSample(sample_id, arrays, attrs, extra)
 
     def __iter__(self) -> Iterator[ShardSample]:
         return self.samples()
@@ -235,11 +287,31 @@ class TFRecordShardReader:
         if sorted(found) != sorted(self.ids()):
             raise ShardError(f"{self.path}: holds samples {sorted(found)} but its sidecar lists {sorted(self.ids())}")
 
+    def close(self) -> None:
+        """Drop the random-access reader (reopened on the next ``read``)."""
+        with self._lock:
+            self._random = None
+
     def __enter__(self) -> "TFRecordShardReader":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        return None
+        self.close()
+
+
+def _example(raw: bytes, path: Path) -> tf.train.SequenceExample:
+    """Parse one record; ShardError when it is not a SequenceExample of this pipeline."""
+    try:
+        example = tf.train.SequenceExample.FromString(raw)
+        _sample_id(example)
+    except (DecodeError, IndexError) as exc:
+        raise ShardError(f"{path}: record is not a SequenceExample of this pipeline ({exc})") from None
+    return example
+
+
+def _sample_id(example: tf.train.SequenceExample) -> str:
+    """The sample id in a record's context (IndexError when it has none)."""
+    return example.context.feature["id"].bytes_list.value[0].decode("utf-8")
 
 
 def _restore(values: np.ndarray, context: Any, key: str, frames: bool) -> np.ndarray:

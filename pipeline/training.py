@@ -56,12 +56,13 @@ def _tensorboard_available() -> bool:
 def fit(
     model, train: tuple[Any, Any], val: tuple[Any, Any] | None, out_dir: Path, config: FitConfig, run_info: dict[str, Any], callbacks: list[Any] | None = None
 ) -> dict[str, list[float]]:
-    """Train ``model`` on ``train`` = (x, y) arrays or a ``tf.data`` dataset (y None); return the full history.
+    """Train ``model`` on ``train`` = (x, y) arrays, or a batch sequence or ``tf.data`` dataset (y None); return the full history.
 
     Re-running with the same ``out_dir`` resumes from the last finished epoch; a finished run is not redone.
     """
     import keras
 
+    from pipeline.batches import EpochBatches, EpochSync
     from pipeline.checkpoints import BestCheckpoint, EpochSeed, ResumableBackup, save_atomically
 
     if is_complete(out_dir, config):
@@ -88,6 +89,10 @@ def fit(
     kwargs: dict[str, Any] = {"epochs": config.epochs, "callbacks": callbacks, "verbose": config.verbose}
     if y is not None:
         kwargs.update(batch_size=config.batch_size, shuffle=True)
+    else:
+        kwargs["shuffle"] = False  # a batch sequence orders its own batches (EpochBatches: seeded per epoch)
+        if isinstance(x, EpochBatches):
+            callbacks.append(EpochSync(x))
     if val is not None:
         kwargs["validation_data"] = val if val[1] is not None else val[0]
     model.fit(x, y, **kwargs)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 
 from pipeline.experiment import RunSpec, load_inputs
+from pipeline.feed import MODES, RunInputs, flip
 from pipeline.logs import get_logger
 from pipeline.manifest import Manifest, ManifestError
 from pipeline.shards import ShardError
@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="report folder (default WORK/reports)")
     parser.add_argument("--top-k", type=int, nargs="+", default=[1, 3, 5], help="top-k accuracies to report")
     parser.add_argument("--tta", action="store_true", help="pixel models: add the logits of the horizontally flipped clip to the clip's own (softmax models: their log-probabilities)")
+    parser.add_argument("--input", choices=MODES, default="auto", help="read the split into memory, or stream batches from the shards (auto: memory when it fits in a quarter of RAM)")
 
 
 def run_dirs(work: Path, names: list[str] | None) -> list[Path]:
@@ -36,7 +37,7 @@ def run_dirs(work: Path, names: list[str] | None) -> list[Path]:
     return dirs
 
 
-def evaluate_run(run_dir: Path, manifest: Manifest, work: Path, split: str, top_k: list[int], tta: bool) -> tuple[dict, dict]:
+def evaluate_run(run_dir: Path, manifest: Manifest, work: Path, split: str, top_k: list[int], tta: bool, mode: str = "auto") -> tuple[dict, dict]:
     """Score one checkpoint on ``split``: returns (metrics, run info)."""
     from pipeline.device import describe
     from pipeline.metrics import evaluate_predictions
@@ -49,15 +50,22 @@ def evaluate_run(run_dir: Path, manifest: Manifest, work: Path, split: str, top_
     if spec.classes != manifest.classes:
         raise ValueError(f"{run_dir}: trained on classes {spec.classes[:5]}..., the manifest has {manifest.classes[:5]}...")
     model = load_checkpoint(run_dir / "best.keras")
-    data = load_inputs(manifest, spec, split, work)
     batch = int(spec.options.get("batch_size", 8)) if spec.pixels else 128  # pixel models: their training batch fits memory
-    probs = model.predict(data.inputs, batch_size=batch, verbose=0)
+    inputs = RunInputs(manifest, spec, work, (split,), mode)
+    data = load_inputs(manifest, spec, split, work) if inputs.mode == "memory" else None
+
+    def scores(mirrored: bool):
+        if data is None:
+            return inputs.predict(model, split, batch, mirrored=mirrored)
+        return model.predict(flip(data.inputs) if mirrored else data.inputs, batch_size=batch, verbose=0)
+
+    probs = scores(False)
     if tta and spec.pixels:
         from pipeline.augment import flipped_logit_sum
 
-        flipped = [np.ascontiguousarray(x[:, :, :, ::-1]) for x in data.inputs]  # [N, T, H, W, C]: mirror W
-        probs = flipped_logit_sum(probs, model.predict(flipped, batch_size=batch, verbose=0), logits=spec.model == "mvm")
-    metrics = evaluate_predictions(data.labels, probs, spec.classes, data.speakers if any(data.speakers) else None, k=top_k)
+        probs = flipped_logit_sum(probs, scores(True), logits=spec.model == "mvm")
+    speakers = inputs.speakers(split)
+    metrics = evaluate_predictions(inputs.labels(split), probs, spec.classes, speakers if any(speakers) else None, k=top_k)
     info = {
         "model": spec.model, "run": spec.name, "perspectives": spec.perspectives, "inputs": spec.input_stage,
         "backbone": spec.backbone or "pixels", "weights": spec.weights, "timesteps": spec.timesteps, "split": split,
@@ -77,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     reports, unscored = [], []
     for run_dir in run_dirs(args.work, args.models):
         try:
-            metrics, info = evaluate_run(run_dir, manifest, args.work, args.split, args.top_k, args.tta)
+            metrics, info = evaluate_run(run_dir, manifest, args.work, args.split, args.top_k, args.tta, args.input)
         except EXPECTED_ERRORS as exc:  # one unusable checkpoint does not stop the others being scored
             log.error("%s: not scored: %s", run_dir.name, exc)
             unscored.append(run_dir.name)

@@ -14,7 +14,7 @@ from pipeline.extract_job import BackboneSpec, ExtractJob, load_backbone
 from pipeline.logs import get_logger
 from pipeline.manifest import DONE, Manifest, ManifestError
 from pipeline.runner import RunError, run_stage
-from pipeline.sequences import FORMAT_SUFFIX, read_shard_samples
+from pipeline.readers import FORMAT_SUFFIX, read_sample, require_format
 from pipeline.shards import ShardError
 from stages.common import (add_execution_arguments, add_work_argument, finish, guard_outputs, manifest_path, non_negative_int,
                            positive_int, shard_size)
@@ -54,7 +54,7 @@ def fit_pixel_pca(manifest: Manifest, work: Path, out: Path, size: int, componen
         record = sample.stages.get("prepare", {})
         if record.get("status") != DONE:
             continue
-        arrays = next(read_shard_samples(work / record["shard"], [sample.id], manifest.perspectives)).arrays
+        arrays = read_sample(work / record["shard"], sample.id, manifest.perspectives).arrays
         frames.extend(arrays.values())
         if sum(len(f) for f in frames) >= max_frames:
             break
@@ -69,6 +69,7 @@ def fit_pixel_pca(manifest: Manifest, work: Path, out: Path, size: int, componen
 def run(args: argparse.Namespace) -> int:
     """Embed every prepared sample's ROI clips; resumable, sharded, one backbone load per worker."""
     path = manifest_path(args.work)
+    require_format(args.format)
     manifest = Manifest.load(path)
     name = args.name or args.backbone
     out = args.work / "features" / name

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline.augment import RECIPES
 from pipeline.experiment import PIXEL_MODELS, SEQUENCE_MODELS, RunSpec, build_model, load_inputs, run_recipe, split_future
+from pipeline.feed import MODES, RunInputs
 from pipeline.logs import get_logger
 from pipeline.manifest import DONE, Manifest, ManifestError
 from pipeline.model_options import ALL_OPTIONS, COMPOSITE_CHOICES, model_options
@@ -66,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--val-fraction", type=float, default=0.15, help="when the dataset defines no validation split: the share "
                      "of training speakers (seeded, stratified, speaker-disjoint) held out to pick the best checkpoint")
     fit.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs (WORK/models/NAME/tensorboard)")
+    fit.add_argument("--input", choices=MODES, default="auto", help="read the splits into memory, or stream batches from the shards (auto: memory when they fit in a quarter of RAM)")
     scale = parser.add_argument_group("devices")
     scale.add_argument("--distribute", action="store_true", help="data-parallel over all local devices; --batch-size is then per device and the learning rate scales with the replicas")
     scale.add_argument("--mixed-precision", action="store_true", help="float16 compute with float32 variables (GPUs)")
@@ -144,21 +146,27 @@ def run(args: argparse.Namespace) -> int:
     out = args.work / "models" / spec.name
     out.mkdir(parents=True, exist_ok=True)
     future = spec.options.get("future") or 0
-    train = load_inputs(manifest, spec, "train", args.work, audio=spec.audio, extra_frames=future, raw=True)
+    whole = "composite pretraining" if spec.options.get("pretrain") else "--labelled-fraction" if spec.options.get("labelled_fraction", 1.0) < 1.0 else ""
+    inputs = RunInputs(manifest, spec, args.work, ("train", "val"), "memory" if whole else args.input, f"{whole} reads the training split whole" if whole else "")
     if spec.options.get("augment"):
         from pipeline.batches import make_recipe
 
-        spec.options["recipe"] = make_recipe(spec.options["augment"], min(train.inputs[0].shape[2:4]), spec.options["crop"]).to_dict()
+        spec.options["recipe"] = make_recipe(spec.options["augment"], min(inputs.shapes[0][0][:2]), spec.options["crop"]).to_dict()
         log.info("--augment %s: %s", spec.options["augment"], spec.options["recipe"])
-    val = load_inputs(manifest, spec, "val", args.work, audio=spec.audio)  # the best checkpoint is chosen on it
+    if inputs.mode == "memory":
+        train = load_inputs(manifest, spec, "train", args.work, audio=spec.audio, extra_frames=future, raw=True)
+        val = load_inputs(manifest, spec, "val", args.work, audio=spec.audio)  # the best checkpoint is chosen on it
     keras.utils.set_random_seed(args.seed)
     policy = set_precision(args.mixed_precision)
     with data_parallel(args.distribute, spec.options["batch_size"], args.lr) as plan:
         spec.options.update(lr=plan.learning_rate, replicas=plan.replicas, global_batch=plan.global_batch, dtype_policy=policy)
         spec.save(out)
         info = {"spec": spec.__dict__, "device": describe()}
-        log.info("training %s on %d train / %d val samples (%s, perspectives %s, %d timesteps) -> %s", spec.name, len(train), len(val), spec.input_stage, spec.perspectives, spec.timesteps, out)
-        history, monitor = fit_run(spec, train, val, out, info, args, plan.global_batch)
+        log.info("training %s on %d train / %d val samples (%s, perspectives %s, %d timesteps) -> %s", spec.name, inputs.count("train"), inputs.count("val"), spec.input_stage, spec.perspectives, spec.timesteps, out)
+        if inputs.mode == "memory":
+            history, monitor = fit_run(spec, train, val, out, info, args, plan.global_batch)
+        else:
+            history, monitor = fit_streamed(spec, inputs, out, info, args, plan.global_batch)
     best = max(history.get(monitor, [float("nan")]))
     log.info("%s: best %s %.3f after %d epochs; checkpoint %s", spec.name, monitor, best, len(history.get("loss", [])), out / "best.keras")
     return 0
@@ -212,6 +220,27 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, args: argparse.Nam
             log.info("classifier sees the labels of %d of %d training clips (--labelled-fraction %g, seed %d)", len(rows), len(train.labels), spec.options["labelled_fraction"], args.seed)
             x_train, y_train = [x[rows] for x in x_train], y_train[rows]
         history = fit(model, (x_train, y_train), (val.inputs, y_val), out, config, info)
+    return history, config.monitor
+
+
+def fit_streamed(spec: RunSpec, inputs: RunInputs, out: Path, info: dict, args: argparse.Namespace, batch_size: int) -> tuple[dict, str]:
+    """``fit_run`` with batches streamed from the shards: build the model, check its activation memory, fit."""
+    from pipeline.memory import check_fits
+    from pipeline.training import FitConfig, fit
+
+    config = FitConfig(epochs=args.epochs, batch_size=batch_size, patience=args.patience, seed=args.seed, tensorboard=not args.no_tensorboard, verbose=0 if args.quiet else 2)
+    lower = ["--batch-size", "--crop", "--timesteps"] + {"convlstm": ["--filters"], "mvm": ["--front small", "--units"]}.get(spec.model, ["--units"])
+    built = build_model(spec, inputs.model_shapes(), inputs.audio_shape)
+    model = built.train if spec.model == "mvm" else built
+    if spec.pixels:
+        spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, lower)
+        spec.save(out)
+    if spec.model == "mvm":
+        config.monitor, config.checkpoint = "val_visual_accuracy", "train_best.keras"
+    history = fit(model, inputs.training("train", batch_size, args.seed), inputs.validation("val", batch_size), out, config, info)
+    if spec.model == "mvm":
+        built.train.load_weights(out / config.checkpoint)
+        built.infer.save(out / "best.keras")
     return history, config.monitor
 
 

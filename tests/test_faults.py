@@ -26,7 +26,7 @@ import cli
 from pipeline.atomic import file_sha256
 from pipeline.manifest import Manifest, Sample, Source
 from pipeline.runner import RunError, ShardTask, run_stage, write_shard
-from pipeline.sequences import open_shard, read_shard_samples
+from pipeline.readers import open_reader, read_samples
 from pipeline.shards import ShardError, ShardReader, ShardWriter, group_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def assert_consistent(work: Path, stage: str) -> None:
     """After a failed run: the manifest loads, every final shard is complete, and every 'done' sample is in its shard."""
     manifest = Manifest.load(work / "manifest.jsonl")
     for path in (work / "out").glob("*.h5"):
-        with open_shard(path) as reader:
+        with open_reader(path) as reader:
             assert set(reader.records()) <= set(manifest.by_id())
     for sample in manifest:
         if sample.status(stage) == "done":
@@ -391,7 +391,7 @@ def test_metadata_bit_flips_never_hang_and_always_name_the_shard(tmp_path: Path,
         bad = tmp_path / "flipped.h5"
         bad.write_bytes(bytes(damaged))
         try:
-            for sample in read_shard_samples(bad, ["a", "b/ü .."], ["v1"], extras=True):
+            for sample in read_samples(bad, ["a", "b/ü .."], ["v1"], extras=True):
                 assert sample.arrays["v1"].shape[1:] == (16, 16, 3)
             outcomes["read"] += 1
         except ShardError as exc:
@@ -430,9 +430,9 @@ def test_odd_ids_round_trip_through_both_stages(tmp_path: Path, tally: dict[str,
     manifest = Manifest.load(work / "manifest.jsonl")
     assert [s.id for s in manifest] == ODD_IDS
     for sample in manifest:
-        roi = next(read_shard_samples(work / sample.stages["prepare"]["shard"], [sample.id], ["v1"]))
+        roi = next(read_samples(work / sample.stages["prepare"]["shard"], [sample.id], ["v1"]))
         assert roi.attrs["id"] == sample.id and np.array_equal(roi.arrays["v1"], frames_for(sample.id))
-        assert next(read_shard_samples(work / sample.stages["extract:pixels"]["shard"], [sample.id], ["v1"])).arrays["v1"].shape[1] == 64
+        assert next(read_samples(work / sample.stages["extract:pixels"]["shard"], [sample.id], ["v1"])).arrays["v1"].shape[1] == 64
     # a manifest that never heard of the shards is rebuilt from them, ids intact
     fresh = toy_work(tmp_path / "fresh", ids=ODD_IDS)
     summary = run_stage(fresh, tmp_path / "fresh" / "manifest.jsonl", "prepare", list(fresh.samples), work / "roi", "roi", ToyJob(), shard_size=2)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.manifest import Manifest, Sample, Source
-from pipeline.sequences import load_split, shard_writer
+from pipeline.readers import open_writer
+from pipeline.sequences import load_split
 from pipeline.shards import ShardError
 
 FRAMES = {"s0": 3, "s1": 8, "s2": 5, "s3": 4, "s4": 6, "s5": 2}
@@ -37,7 +38,7 @@ def _stage(tmp_path, suffix: str) -> Manifest:
     by_id = manifest.by_id()
     for index, group in enumerate((["s0", "s1", "s5"], ["s2", "s3"])):
         location = f"extract/emb-{index:05d}-of-00002{suffix}"
-        with shard_writer(work / location, "embedding") as writer:
+        with open_writer(work / location, "embedding") as writer:
             for sample_id in group:
                 if sample_id == "s3":
                     writer.add_failure(sample_id, "no face")

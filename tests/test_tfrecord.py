@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.sequences import open_shard, shard_format, shard_writer
+from pipeline.readers import open_reader, open_writer, shard_format
 from pipeline.shards import ShardError, ShardReader, ShardWriter, shard_name
 from pipeline.tfrecord import (
     TFRecordShardReader,
@@ -48,8 +48,8 @@ def _write(writer, data):
 def test_round_trip_exact_in_both_formats(tmp_path, suffix):
     path = tmp_path / shard_name("emb", 3, 10, suffix)
     data = _samples()
-    _write(shard_writer(path, "embedding", ATTRS), data)
-    with open_shard(path, kind="embedding") as reader:
+    _write(open_writer(path, "embedding", ATTRS), data)
+    with open_reader(path, kind="embedding") as reader:
         assert reader.attrs["config"] == {"backbone": "vgg16"}
         assert reader.records()["bad"] == {"status": "failed", "error": "no face found", "reason": "no-face"}
         assert reader.records()["u/1"] == {"status": "done", "frames": 5}
