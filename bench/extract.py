@@ -7,7 +7,10 @@ All three run in one process on the same model and cores:
 * ``model_only``: ``predict_on_batch`` on random, already preprocessed ``[batch, 224, 224, 3]`` input,
   the ceiling for this model, batch size and device;
 * ``pipeline``: ``ExtractJob`` on a shard task end to end: read the ROI clips from an HDF5 ROI
-  shard (read-ahead thread), resize, preprocess, embed across samples, write the float16 embedding shard.
+  shard (read-ahead thread), resize, preprocess, embed across samples, write the float16 embedding shard;
+* ``feed``: the input side alone, on one core (OpenCV limited to one thread): read each sample's ROI
+  clips from the shard, resize to 224 and preprocess into the model's input buffers, no model
+  (``feed_img_per_s_per_core``, images per CPU-second: what one core can feed an accelerator).
 
 The ROI clips are real GRID mouth crops (``pipeline.video.read_frames`` + ``pipeline.roi.crop_clip``)
 when ``../shared/data/grid`` holds videos, else uniform noise; cropping is not timed. The model build,
@@ -47,6 +50,7 @@ from pipeline.backbones.registry import KERAS_SPECS  # noqa: E402
 from pipeline.device import describe  # noqa: E402
 from pipeline.extract_job import BackboneSpec, ExtractJob, load_backbone  # noqa: E402
 from pipeline.prepare_job import ROI_KIND  # noqa: E402
+from pipeline.readers import read_sample  # noqa: E402
 from pipeline.runner import ShardTask  # noqa: E402
 from pipeline.shards import ShardReader, ShardWriter  # noqa: E402
 
@@ -200,11 +204,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         batch = preprocess_input(np.random.default_rng(1).integers(0, 256, (args.batch_size, size, size, 3), dtype=np.uint8), version)
 
+        def feed(task: ShardTask) -> None:
+            """The input side alone on one core: read each sample's ROI clips, resize to 224, preprocess; no model."""
+            import cv2
+
+            threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+            try:
+                for sample in task.samples:
+                    arrays = read_sample(work / sample["stages"]["prepare"]["shard"], sample["id"], views).arrays
+                    for view in views:
+                        for _ in backbone.model_inputs(arrays[view]):
+                            pass
+            finally:
+                cv2.setNumThreads(threads)
+
         def model_only(count: int) -> None:
             for _ in range(count):
                 np.asarray(model.predict_on_batch(batch))
 
-        slow, ceiling, ours = Timer(), Timer(), Timer()
+        slow, ceiling, ours, inputs = Timer(), Timer(), Timer(), Timer()
         load_before = os.getloadavg()[0]
         reference: list[np.ndarray] = []
         records: dict[str, dict[str, Any]] = {}
@@ -215,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             reference += slow.time(len(chunk), per_frame, chunk)
             ceiling.time(batches * args.batch_size, model_only, batches)
             records.update(ours.time(task_frames, job, tasks[r]))
+            inputs.time(task_frames, feed, tasks[r])
         load_after = os.getloadavg()[0]
 
         # every shard must hold its samples, and the first clip must match the reference loop's embeddings
@@ -241,6 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "speedup_pooled": round(ours.pooled / slow.pooled, 2),
         "ratio_vs_model_only_pooled": round(ours.pooled / ceiling.pooled, 3),
         "speedup_cpu_time": round(ours.cpu / slow.cpu, 2),
+        "feed_img_per_s_per_core": round(inputs.cpu, 1),
+        "feed_img_per_s_wall": round(inputs.best, 1),
         "ratio_vs_model_only_cpu_time": round(ours.cpu / ceiling.cpu, 3),
         "load_avg_1min": [round(load_before, 2), round(load_after, 2)],
         "device": info["device"],
@@ -267,11 +289,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = (("one frame at a time (model.predict(x[None]))", slow),
             ("model only (predict_on_batch, preprocessed input)", ceiling),
             ("extract pipeline (read+resize+embed+write shard)", ours))
+    rows += (("input side alone, one core (read+resize+preprocess)", inputs),)
     for label, timer in rows:
         print(f"{label:<52}{timer.items:>7}{timer.wall:>9.1f}{timer.best:>11.2f}{timer.best / ceiling.best:>9.3f}"
               f"{timer.pooled:>10.2f}{timer.pooled / ceiling.pooled:>9.3f}{timer.cpu:>10.2f}{timer.cpu / ceiling.cpu:>9.3f}")
     print(f"speedup vs one frame at a time: {summary['speedup']}x (target >= 2.5); "
           f"pipeline / model only: {summary['ratio_vs_model_only']} (target >= 0.8)  [fastest round of each]")
+    print(f"input side alone: {summary['feed_img_per_s_per_core']} images per CPU-second on one core (goal >= 1000); "
+          f"the model's own forward pass takes {summary['model_only_ips']} images/s on this device")
     print(f"1-minute load average {load_before:.1f} before, {load_after:.1f} after the timed rounds, on {os.cpu_count()} cores")
     if ours.best > ceiling.best or load_before > (os.cpu_count() or 1):
         print("note: the cores are shared with other processes, so wall-clock figures carry scheduling noise (a pipeline "

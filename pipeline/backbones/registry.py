@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -66,17 +66,17 @@ class KerasBackbone:
         self.dim = int(model.output.shape[-1])
         self.input_size = int(model.inputs[0].shape[1])
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        """``[N,H,W(,C)]`` uint8 RGB/gray frames -> ``[N, dim]`` float32 (resize to 224, BGR mean subtraction, forward).
+    def model_inputs(self, batch: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """``[N,H,W(,C)]`` uint8 RGB/gray frames -> per chunk of ``batch_size``, ``(frames in it, float32 model input)``.
 
-        The preprocessing is ``vggface.preprocess_input`` fused into one pass (uint8 -> float32, RGB -> BGR,
-        minus the means) written straight into a reused input buffer; only a last, partial chunk is padded.
+        Frames are resized to 224 and preprocessed as ``vggface.preprocess_input`` does, fused into one pass
+        (uint8 -> float32, RGB -> BGR, minus the means) written straight into a reused input buffer (consume
+        each before asking for the next); only a last, partial chunk is padded, with preprocessed black frames.
         """
         from pipeline.backbones.vggface import BGR_MEANS
 
         frames = resize(as_rgb(batch), self.input_size)
         means = np.asarray(BGR_MEANS[self.preprocess_version], np.float32)
-        out = np.empty((len(frames), self.dim), np.float32)
         buffers: dict[int, np.ndarray] = {}
         for start in range(0, len(frames), self.batch_size):
             chunk = frames[start:start + self.batch_size]
@@ -85,9 +85,17 @@ class KerasBackbone:
             if inputs is None:
                 inputs = buffers[size] = np.empty((size,) + chunk.shape[1:], np.float32)
             np.subtract(chunk[..., ::-1], means, out=inputs[:len(chunk)], dtype=np.float32)
-            inputs[len(chunk):] = -means  # padding rows: preprocessed black frames, as before
+            inputs[len(chunk):] = -means
+            yield len(chunk), inputs
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """``[N,H,W(,C)]`` uint8 RGB/gray frames -> ``[N, dim]`` float32: ``model_inputs`` through the model's forward pass."""
+        out = np.empty((len(batch), self.dim), np.float32)
+        start = 0
+        for count, inputs in self.model_inputs(batch):
             result = self.model.predict_on_batch(inputs)
-            out[start:start + len(chunk)] = np.asarray(result, np.float32).reshape(size, -1)[:len(chunk)]
+            out[start:start + count] = np.asarray(result, np.float32).reshape(len(inputs), -1)[:count]
+            start += count
         return out
 
 
