@@ -658,7 +658,7 @@ def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict
     tally["resumed"] += 1
     assert cli.main(["prepare", "-q", "--work", str(work), "--size", "64", "64", "--force"]) == 0
     manifest = Manifest.load(work / "manifest.jsonl")
-    with open_shard(work / manifest.samples[0].stages["prepare"]["shard"]) as reader:
+    with open_reader(work / manifest.samples[0].stages["prepare"]["shard"]) as reader:
         assert reader.read(manifest.samples[0].id).arrays["v1"].shape[1:3] == (64, 64)
     assert manifest.runs[-1]["config"]["roi"]["size"] == [64, 64]
     assert cli.main(["extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "8"]) == 0

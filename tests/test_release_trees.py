@@ -11,7 +11,7 @@ import pytest
 
 import cli
 from pipeline.manifest import DONE, Manifest, Sample
-from pipeline.sequences import open_shard
+from pipeline.readers import open_reader
 from pipeline.shards import ShardSample
 from trees import OULU_SPEAKERS, OULU_UTTERANCES, OULU_VIEW_SIZES, ouluvs2_cropped_tree
 
@@ -22,7 +22,7 @@ def _main(*argv: str) -> int:
 
 def _read(work: Path, sample: Sample) -> ShardSample:
     """A sample's ROI clips and audit arrays as prepare stored them."""
-    with open_shard(work / sample.stages["prepare"]["shard"]) as reader:
+    with open_reader(work / sample.stages["prepare"]["shard"]) as reader:
         return reader.read(sample.id, extras=True)
 
 
