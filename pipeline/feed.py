@@ -69,9 +69,6 @@ class RunInputs:
         log.info("%s: %s as float32 arrays, %s: %s", splits, _gb(need), why, "reading them into memory" if mode == "memory" else "streaming batches from the shards")
         return mode
 
-    def __len__(self) -> int:
-        return sum(len(i) for i in self.indexes.values())
-
     def count(self, split: str) -> int:
         """Samples in ``split``."""
         return len(self.indexes[split])

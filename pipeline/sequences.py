@@ -152,12 +152,6 @@ class ReaderPool:
                 self._open.popitem(last=False)[1].close()
             return reader.read(sample_id, perspectives, extras)
 
-    def close(self) -> None:
-        """Close every open reader."""
-        with self._lock:
-            while self._open:
-                self._open.popitem()[1].close()
-
 
 def frame_shapes(index: SplitIndex, flatten: bool, audio: bool) -> tuple[list[tuple[int, ...]], tuple[int, ...] | None]:
     """Per perspective, the frame shape a sample gives after ``_frames`` (and the audio's per-frame shape), from the first sample."""

@@ -50,10 +50,5 @@ class ShardBatches(EpochBatches):
     def batch(self, rows: np.ndarray, rng: np.random.Generator) -> Any:
         return self.assemble(read_rows(self.index, rows, self.timesteps, self.flatten, self.audio, self.pool, self.shapes), rng)
 
-    def bytes_per_batch(self) -> int:
-        """Float32 bytes of one full batch of inputs (what each prefetched batch holds, before ``assemble``)."""
-        values = sum(int(np.prod(shape)) for shape in self.shapes[0]) + (int(np.prod(self.shapes[1])) if self.audio else 0)
-        return 4 * self.batch_size * self.timesteps * values
-
 
 __all__ = ["PREFETCH", "WORKERS", "ShardBatches"]
