@@ -91,25 +91,24 @@ def _map(values: Any, fn: Any) -> Any:
     return fn(values)
 
 
+def augment_clips(clips: np.ndarray, flips: np.ndarray, rng: np.random.Generator, recipe: Recipe, max_shift: int = MAX_SHIFT) -> np.ndarray:
+    """Clips ``[N, T, H, W, C]``: the recipe's box shifted per clip, resized, ``flips`` mirrored, normalised (erased: ``lrw``)."""
+    box = centre_box(clips[0], recipe.box)
+    out = _resized(np.stack([shift_crop(c, box, rng, max_shift) for c in clips]), recipe.size)
+    out[flips] = hflip(out[flips], batched=True)
+    out = (out - LRW_MEAN) / LRW_STD
+    if recipe.erasing:
+        for clip in out:
+            erase(clip, rng)
+    return out
+
+
 def augment_batch(x: Any, y: Any, rng: np.random.Generator, recipe: Recipe, max_shift: int = MAX_SHIFT, alpha: float = MIXUP_ALPHA) -> tuple[Any, Any]:
     """The recipe on one batch: every clip array's box shifted, resized, half the clips mirrored, normalised (and
     erased, recipe ``lrw``), then every input and label array mixed with the same partners and weights."""
     n = len(next(iter(x.values())) if isinstance(x, dict) else x[0])
     flips = rng.random(n) < 0.5
-
-    def clips(array: np.ndarray) -> np.ndarray:
-        if not is_clip(array):
-            return array
-        box = centre_box(array[0], recipe.box)
-        out = _resized(np.stack([shift_crop(c, box, rng, max_shift) for c in array]), recipe.size)
-        out[flips] = hflip(out[flips], batched=True)
-        out = (out - LRW_MEAN) / LRW_STD
-        if recipe.erasing:
-            for clip in out:
-                erase(clip, rng)
-        return out
-
-    x = _map(x, clips)
+    x = _map(x, lambda array: augment_clips(array, flips, rng, recipe, max_shift) if is_clip(array) else array)
     partner_state = np.random.default_rng(rng.integers(1 << 32)).bit_generator.state
     mixed_x = _mix_all(x, partner_state, alpha)
     return (tuple(mixed_x) if isinstance(mixed_x, list) else mixed_x), _mix_all(y, partner_state, alpha)  # tf.data wants tuples, not lists
@@ -192,6 +191,9 @@ class AugmentedClips(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         self.order = self.rng.permutation(self.n)
+
+    def _clips(self, clips: np.ndarray, flips: np.ndarray) -> np.ndarray:
+        return augment_clips(clips, flips, self.rng, self.recipe, self.max_shift)
 
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
