@@ -3,7 +3,7 @@
 Builds an LRW-shaped feature set (``--frames`` 29 frames x ``--dim`` 2048 float16 per clip, one
 perspective, 500 classes) of 4N clips in HDF5 shards, and a manifest whose training split is the
 first N clips or all 4N. Each measurement runs in its own process through the training code
-(``pipeline.feed.RunInputs`` + ``pipeline.training.fit``, the released network: bidirectional
+(``pipeline.feed.RunInputs`` or ``experiment.load_inputs``, then ``pipeline.training.fit``, the released network: bidirectional
 MP-LSTM, attention, softmax; batch 60):
 
 * ``stream`` on N and on 4N clips: peak resident memory must not grow with the data
@@ -80,9 +80,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """One measurement in this process: train ``args.epochs`` epochs, report samples/s of the last and peak RSS."""
     import keras
 
-    from pipeline.experiment import RunSpec, build_model
+    from pipeline.experiment import RunSpec, build_model, load_inputs
     from pipeline.feed import RunInputs
-    from pipeline.training import FitConfig, fit
+    from pipeline.training import FitConfig, fit, one_hot
 
     manifest = Manifest.load(Path(args.manifest))
     spec = RunSpec("bench", "mplstm", STAGE, ["v1"], args.frames, list(manifest.classes), options={"units": args.units, "dropout": 0.2, "lr": 1e-3})
@@ -92,7 +92,11 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     ends: list[float] = []
     timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: ends.append(time.perf_counter()), on_epoch_end=lambda e, logs: ends.append(time.perf_counter()))
     start = time.perf_counter()
-    train = inputs.training("train", args.batch, seed=0)
+    if inputs.mode == "memory":  # what `train` does in memory: the split as arrays
+        data = load_inputs(manifest, spec, "train", Path(args.work))
+        train = (data.inputs, one_hot(data.labels, len(spec.classes)))
+    else:
+        train = inputs.training("train", args.batch, seed=0)
     loaded = time.perf_counter() - start
     out = Path(tempfile.mkdtemp(prefix=f"stream-{args.child}-", dir=args.work))
     fit(model, train, None, out, FitConfig(epochs=args.epochs, batch_size=args.batch, tensorboard=False, verbose=0), {}, callbacks=[timer])
