@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.logs import get_logger
+from stages.common import positive_int
 
 log = get_logger(__name__)
 
@@ -20,9 +21,9 @@ log = get_logger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Size and place of the demo run."""
     parser.add_argument("--work", type=Path, default=Path("demo-work"), help="run folder (default ./demo-work)")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes for prepare (default 2)")
-    parser.add_argument("--per-class", type=int, default=40, help="clips per class (10 classes, 3 views)")
-    parser.add_argument("--epochs", type=int, default=50, help="training epochs per model")
+    parser.add_argument("--jobs", type=positive_int, default=2, help="worker processes for prepare (default 2)")
+    parser.add_argument("--per-class", type=positive_int, default=40, help="clips per class (10 classes, 3 views)")
+    parser.add_argument("--epochs", type=positive_int, default=50, help="training epochs per model")
     parser.add_argument("--quick", action="store_true", help="a tiny run for tests: few clips and epochs")
     parser.add_argument("--composite", action="store_true", help="composite pretraining on moving digits instead (work folder WORK-composite)")
     parser.add_argument("--seeds", type=int, default=3, help="--composite: seeds, each a labelled subset, a pretraining and two classifiers")

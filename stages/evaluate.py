@@ -11,7 +11,7 @@ from pipeline.feed import MODES, RunInputs, flip
 from pipeline.logs import get_logger
 from pipeline.manifest import Manifest, ManifestError
 from pipeline.shards import ShardError
-from stages.common import add_work_argument, manifest_path
+from stages.common import add_work_argument, manifest_path, positive_int
 
 log = get_logger(__name__)
 EXPECTED_ERRORS = (ManifestError, ShardError, ValueError, FileNotFoundError)
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="*", help="run names or folders under WORK/models (default: every trained run)")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to score")
     parser.add_argument("--out", type=Path, help="report folder (default WORK/reports)")
-    parser.add_argument("--top-k", type=int, nargs="+", default=[1, 3, 5], help="top-k accuracies to report")
+    parser.add_argument("--top-k", type=positive_int, nargs="+", default=[1, 3, 5], help="top-k accuracies to report")
     parser.add_argument("--tta", action="store_true", help="pixel models: add the logits of the horizontally flipped clip to the clip's own (softmax models: their log-probabilities)")
     parser.add_argument("--input", choices=MODES, default="auto", help="read the split into memory, or stream batches from the shards (auto: memory when it fits in a quarter of RAM)")
 

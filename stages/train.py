@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.augment import RECIPES
-from pipeline.experiment import PIXEL_MODELS, SEQUENCE_MODELS, RunSpec, build_model, load_inputs, run_recipe, split_future
+from pipeline.experiment import PIXEL_MODELS, SEQUENCE_MODELS, SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
 from pipeline.feed import MODES, RunInputs
 from pipeline.logs import get_logger
 from pipeline.manifest import DONE, Manifest, ManifestError
 from pipeline.model_options import ALL_OPTIONS, COMPOSITE_CHOICES, model_options
+from pipeline.settings import SettingsChanged, differences
 from pipeline.shards import ShardError
-from stages.common import add_work_argument, manifest_path
+from pipeline.worklock import work_lock
+from stages.common import add_work_argument, manifest_path, non_negative_int, positive_int
 
 log = get_logger(__name__)
 EXPECTED_ERRORS = (ManifestError, ShardError, ValueError, FileNotFoundError, MemoryError)
+MEASURED_OPTIONS = ("memory_estimate_bytes",)  # recorded in spec.json while training, not asked for
 RELEASED_TIMESTEPS = 20
 
 
@@ -28,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--features", help="features name from `extract` (default: the latest); convlstm and mvm read ROI clips")
     what.add_argument("--perspectives", help="comma-separated perspectives to use (default: all); `single` uses exactly one")
     what.add_argument("--name", help="run name (default: derived from model, perspectives and features)")
-    what.add_argument("--timesteps", type=int, help="frames per sequence: longer ones truncated (logged), shorter zero-padded and masked "
+    what.add_argument("--timesteps", type=positive_int, help="frames per sequence: longer ones truncated (logged), shorter zero-padded and masked "
                       "(default: the clip length the manifest records, 29 for LRW; 20, the released MP-LSTM's, when unknown)")
     models = parser.add_argument_group("model options (each model takes its own; an option the chosen model does not use is refused)")
-    models.add_argument("--units", type=int, help="recurrent units; mvm: memory width (default: 256; mvm 512)")
+    models.add_argument("--units", type=positive_int, help="recurrent units; mvm: memory width (default: 256; mvm 512)")
     models.add_argument("--dropout", type=float, help="input dropout; convlstm, mvm: before the classifier (default: 0.2; convlstm 0.3, mvm 0.5)")
     models.add_argument("--released", action="store_true", default=None, help="mplstm: reproduce the released code exactly (U_f in the candidate, hard sigmoid)")
     models.add_argument("--combine", choices=("scores", "features"), help="late_fusion: average scores or join representations (default: scores)")
@@ -41,31 +45,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--filters", help="convlstm: one width per conv/convlstm layer (default: 32,48,64)")
     models.add_argument("--front", choices=("resnet18", "small"), help="mvm: visual front-end, the paper's 3D stem + ResNet-18 per frame, or a small 3D/2D conv stack (default: resnet18)")
     models.add_argument("--back", choices=("mstcn", "tcn"), help="mvm: back-end, the paper's multi-scale TCN or one dilated conv per level (default: mstcn)")
-    models.add_argument("--levels", type=int, help="mvm: memory levels, their losses averaged (default: 2)")
-    models.add_argument("--slots", type=int, help="mvm: memory slots (default: 112)")
-    models.add_argument("--heads", type=int, help="mvm: addressing heads (default: 8)")
+    models.add_argument("--levels", type=positive_int, help="mvm: memory levels, their losses averaged (default: 2)")
+    models.add_argument("--slots", type=positive_int, help="mvm: memory slots (default: 112)")
+    models.add_argument("--heads", type=positive_int, help="mvm: addressing heads (default: 8)")
     models.add_argument("--radius", type=float, help="mvm: addressing radius (default: 16)")
     models.add_argument("--augment", nargs="?", const="lrw", choices=RECIPES, help="convlstm, mvm: training augmentation; `lrw` (given alone) is Kim et al.'s "
                         "recipe: the 136 px box shifted by up to +-5 px inside the frame and resized to 112, flip, a 56x56 patch and 3 frames erased, "
                         "mixup Beta(0.4, 0.4); `crop`: a --crop crop shifted by +-5 px without resizing or erasing")
-    models.add_argument("--crop", type=int, help="convlstm, mvm: side of the frames the model sees (default: 112 for LRW's 136 px box, else the box side)")
+    models.add_argument("--crop", type=positive_int, help="convlstm, mvm: side of the frames the model sees (default: 112 for LRW's 136 px box, else the box side)")
     pre = parser.add_argument_group("composite pretraining (Srivastava et al. 2015)")
     pre.add_argument("--pretrain", choices=COMPOSITE_CHOICES, help="composite: pretrain the encoder without labels, then fine-tune a classifier from it; "
                      "scratch: the very same classifier from random weights (the like-for-like baseline)")
-    pre.add_argument("--pretrain-epochs", type=int, help="epochs of composite pretraining before fine-tuning (default: 20)")
-    pre.add_argument("--future", type=int, help="frames after the first --timesteps the predictor learns to forecast (default: 10)")
+    pre.add_argument("--pretrain-epochs", type=positive_int, help="epochs of composite pretraining before fine-tuning (default: 20)")
+    pre.add_argument("--future", type=non_negative_int, help="frames after the first --timesteps the predictor learns to forecast (default: 10)")
     pre.add_argument("--conditional", action="store_true", default=None, help="decoders see their previous output")
     pre.add_argument("--labelled-fraction", type=float, help="share of the training clips whose labels the classifier sees (seeded, stratified); "
                      "pretraining sees every training clip (default: 1)")
     fit = parser.add_argument_group("fitting")
-    fit.add_argument("--epochs", type=int, default=50, help="most epochs to train (early stopping may end sooner)")
-    fit.add_argument("--batch-size", type=int, help="samples per training step (per device with --distribute) (default: 60) for the embedding models; "
+    fit.add_argument("--epochs", type=positive_int, default=50, help="most epochs to train (early stopping may end sooner)")
+    fit.add_argument("--batch-size", type=positive_int, help="samples per training step (per device with --distribute) (default: 60) for the embedding models; "
                      "convlstm and mvm 8, sized for a 24 GB machine")
     fit.add_argument("--lr", type=float, default=1e-3, help="learning rate (RMSprop; Adam for mvm)")
-    fit.add_argument("--patience", type=int, default=10, help="early stopping patience (epochs without a better val accuracy)")
+    fit.add_argument("--patience", type=non_negative_int, default=10, help="early stopping patience (epochs without a better val accuracy)")
     fit.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling, dropout and a carved validation set")
     fit.add_argument("--val-fraction", type=float, default=0.15, help="when the dataset defines no validation split: the share "
                      "of training speakers (seeded, stratified, speaker-disjoint) held out to pick the best checkpoint")
+    fit.add_argument("--force", action="store_true", help="when WORK/models/NAME holds a run trained with other settings: "
+                     "delete it and train anew")
     fit.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs (WORK/models/NAME/tensorboard)")
     fit.add_argument("--input", choices=MODES, default="auto", help="read the splits into memory, or stream batches from the shards (auto: memory when they fit in a quarter of RAM)")
     scale = parser.add_argument_group("devices")
@@ -95,7 +101,9 @@ def stage_weights(manifest: Manifest, stage: str) -> str:
 def make_spec(args: argparse.Namespace, manifest: Manifest) -> RunSpec:
     """What this run is, from the command line and the manifest."""
     stage = "prepare" if args.model in PIXEL_MODELS else pick_features(manifest, args.features)
-    perspectives = args.perspectives.split(",") if args.perspectives else list(manifest.perspectives)
+    perspectives = [p.strip() for p in args.perspectives.split(",")] if args.perspectives else list(manifest.perspectives)
+    if len(set(perspectives)) != len(perspectives):
+        raise ValueError(f"--perspectives names a perspective twice: {args.perspectives}")
     unknown = [p for p in perspectives if p not in manifest.perspectives]
     if unknown:
         raise ValueError(f"unknown perspective(s) {unknown}; the manifest has {manifest.perspectives}")
@@ -132,19 +140,49 @@ def resolve_timesteps(given: int | None, known: int | None, future: int = 0) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train one model; re-running the same command resumes it."""
-    import keras
-
-    from pipeline.device import describe
-    from pipeline.distribute import data_parallel, set_precision
-
+    """Train one model; re-running the same command resumes it (other settings on an existing run are refused)."""
     manifest = Manifest.load(manifest_path(args.work))
     validation = ensure_validation(manifest, args.val_fraction, args.seed)
     spec = make_spec(args, manifest)
     if validation:
         spec.options["validation"] = validation
+    spec.options.update(epochs=args.epochs, patience=args.patience, seed=args.seed)
     out = args.work / "models" / spec.name
     out.mkdir(parents=True, exist_ok=True)
+    with work_lock(out, f"train {spec.name}"):  # one process per run folder; other runs may train beside it
+        check_run_folder(out, spec, args.force)
+        return train_run(args, manifest, spec, out)
+
+
+def check_run_folder(out: Path, spec: RunSpec, force: bool) -> None:
+    """Stop when ``out`` holds a run trained with other settings than ``spec``; with ``force``, delete it first."""
+    if not (out / SPEC).exists():
+        return
+    changed = differences(_comparable(RunSpec.load(out)), _comparable(spec))
+    if not changed:
+        return
+    where = f"{out} holds a run trained with other settings ({'; '.join(changed)})"
+    if not force:
+        raise SettingsChanged(f"{where}: re-run with the same options, pass --force to train it anew, or choose another --name")
+    log.warning("%s: deleting it to train anew (--force)", where)
+    shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def _comparable(spec: RunSpec) -> dict:
+    """What a run's outputs depend on: the spec without figures measured along the way."""
+    fields = asdict(spec)
+    fields["options"] = {k: v for k, v in spec.options.items() if k not in MEASURED_OPTIONS}
+    return fields
+
+
+def train_run(args: argparse.Namespace, manifest: Manifest, spec: RunSpec, out: Path) -> int:
+    """Read the inputs (in memory or streamed), fit, and report the best epoch."""
+    import keras
+
+    from pipeline.device import describe
+    from pipeline.distribute import data_parallel, set_precision
+
     future = spec.options.get("future") or 0
     whole = "composite pretraining" if spec.options.get("pretrain") else "--labelled-fraction" if spec.options.get("labelled_fraction", 1.0) < 1.0 else ""
     inputs = RunInputs(manifest, spec, args.work, ("train", "val"), "memory" if whole else args.input, f"{whole} reads the training split whole" if whole else "")
@@ -204,7 +242,9 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, args: argparse.Nam
         config.monitor, config.checkpoint = "val_visual_accuracy", "train_best.keras"
         history = fit(models.train, batches(spec, x_train, {"visual": y_train, "audio": y_train}, batch_size, args.seed), (x_val, {"visual": y_val, "audio": y_val}), out, config, info)
         models.train.load_weights(out / config.checkpoint)
-        models.infer.save(out / "best.keras")
+        from pipeline.checkpoints import save_atomically
+
+        save_atomically(models.infer.save, out / "best.keras")
     elif spec.pixels:
         model = build_model(spec, shapes)
         spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, lower)

@@ -696,6 +696,35 @@ def test_evaluate_scores_every_checkpoint_it_can(tmp_path: Path, tally: dict[str
     tally["cases"].append("evaluate-bad-checkpoint")
 
 
+def test_changed_training_options_never_overwrite_a_run(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """Re-running a trained run with other options stops naming them; spec.json and the checkpoint stay as trained;
+    --force trains anew; a second process on the same run folder is refused."""
+    from pipeline.worklock import work_lock
+
+    work = tmp_path / "work"
+    assert cli.main(["prepare", "-q", "--work", str(work), *SYNTHETIC]) == 0
+    assert cli.main(["extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "8"]) == 0
+    train = ["train", "-q", "--work", str(work), "--units", "4", "--epochs", "1"]
+    assert cli.main(train) == 0
+    run = next((work / "models").iterdir())
+    spec, checkpoint = (run / "spec.json").read_text(), (run / "best.keras").read_bytes()
+    caplog.clear()
+    assert cli.main([*train[:-2], "--epochs", "2", "--dropout", "0.5", "--released", "--name", run.name]) == 2
+    message = error_lines(caplog)[-1]
+    assert "options.dropout: 0.2 -> 0.5" in message and "options.epochs: 1 -> 2" in message and "--force" in message
+    assert (run / "spec.json").read_text() == spec and (run / "best.keras").read_bytes() == checkpoint
+    tally["mismatched_outputs_reused"] += 0 if (run / "spec.json").read_text() == spec else 1
+    assert cli.main(train) == 0  # the same options: already finished, nothing changes
+    assert (run / "spec.json").read_text() == spec
+    with work_lock(run, "train"):
+        caplog.clear()
+        assert cli.main(train) == 2 and "in use" in error_lines(caplog)[-1]
+    assert cli.main([*train, "--dropout", "0.5", "--force"]) == 0
+    assert json.loads((run / "spec.json").read_text())["options"]["dropout"] == 0.5
+    tally["bad_inputs_tried"] += 3
+    tally["cases"].append("changed-training-options")
+
+
 # -- the tally -------------------------------------------------------------------------------
 
 def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture) -> None:
