@@ -45,3 +45,14 @@ def set_display_rotation(path: Path, degrees: int) -> Path:
     data[start:start + 36] = struct.pack(">9i", cos, sin, 0, -sin, cos, 0, 0, 0, 1 << 30)
     path.write_bytes(bytes(data))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _project_logger_reset():
+    """Each test starts with the project logger at its default level (a CLI run with --quiet raises it for the process)."""
+    import logging
+
+    logger = logging.getLogger("mpview")
+    level = logger.level
+    yield
+    logger.setLevel(level)
