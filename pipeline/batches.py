@@ -160,9 +160,9 @@ class EpochBatches(keras.utils.PyDataset):
 
 
 class EpochSync(keras.callbacks.Callback):
-    """Tells ``EpochBatches`` which epoch begins, so that a resumed fit follows the same orders and draws."""
+    """Tells a batch sequence which epoch begins, so that a resumed fit follows the same orders and draws."""
 
-    def __init__(self, batches: EpochBatches) -> None:
+    def __init__(self, batches: EpochBatches | AugmentedClips) -> None:
         super().__init__()
         self.batches = batches
 
@@ -173,24 +173,31 @@ class EpochSync(keras.callbacks.Callback):
 class AugmentedClips(keras.utils.PyDataset):
     """Shuffled, augmented mini-batches of in-memory ``(x, y)``; ``x``/``y`` are lists or dicts of aligned arrays.
 
-    One generator, drawn in sequence (orders, crops, flips, erasing, mixup): batches are built by one worker in
-    order; streamed training (``pipeline.stream``) draws per batch instead.
+    One generator per epoch, drawn in sequence within it (orders, crops, flips, erasing, mixup): batches are built
+    by one worker in order. Epoch 0 draws from ``seed``, epoch ``e`` from ``(seed, e)``, so a resumed fit told its
+    epoch (``set_epoch``, through ``EpochSync``) draws what the uninterrupted one drew; streamed training
+    (``pipeline.stream``) draws per batch instead.
     """
 
     def __init__(self, x: Any, y: Any, batch_size: int, crop: Recipe | int, seed: int = 0, max_shift: int = MAX_SHIFT, alpha: float = MIXUP_ALPHA) -> None:
         super().__init__()
         self.x, self.y, self.batch_size = x, y, batch_size
         self.recipe = Recipe("crop", crop, crop) if isinstance(crop, int) else crop
-        self.max_shift, self.alpha = max_shift, alpha
-        self.rng = np.random.default_rng(seed)
+        self.max_shift, self.alpha, self.seed = max_shift, alpha, seed
         self.n = len(next(iter(x.values())) if isinstance(x, dict) else x[0])
-        self.order = self.rng.permutation(self.n)
+        self.set_epoch(0)
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
 
-    def on_epoch_end(self) -> None:
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch``'s draws: a fresh generator from the seed and the epoch, and that epoch's order."""
+        self.epoch = epoch
+        self.rng = np.random.default_rng(self.seed if epoch == 0 else [self.seed, epoch])
         self.order = self.rng.permutation(self.n)
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)
 
     def _clips(self, clips: np.ndarray, flips: np.ndarray) -> np.ndarray:
         return augment_clips(clips, flips, self.rng, self.recipe, self.max_shift)

@@ -62,7 +62,7 @@ def fit(
     """
     import keras
 
-    from pipeline.batches import EpochBatches, EpochSync
+    from pipeline.batches import AugmentedClips, EpochBatches, EpochSync
     from pipeline.checkpoints import BestCheckpoint, EpochSeed, ResumableBackup, save_atomically
 
     if is_complete(out_dir, config):
@@ -91,7 +91,7 @@ def fit(
         kwargs.update(batch_size=config.batch_size, shuffle=True)
     else:
         kwargs["shuffle"] = False  # a batch sequence orders its own batches (EpochBatches: seeded per epoch)
-        if isinstance(x, EpochBatches):
+        if isinstance(x, (EpochBatches, AugmentedClips)):
             callbacks.append(EpochSync(x))
     if val is not None:
         kwargs["validation_data"] = val if val[1] is not None else val[0]
