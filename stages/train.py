@@ -20,7 +20,8 @@ from stages.common import add_work_argument, manifest_path, non_negative_int, po
 
 log = get_logger(__name__)
 EXPECTED_ERRORS = (ManifestError, ShardError, ValueError, FileNotFoundError, MemoryError)
-MEASURED_OPTIONS = ("memory_estimate_bytes",)  # recorded in spec.json while training, not asked for
+# recorded in spec.json while training, derived from what was asked (compared through what they derive from)
+DERIVED_OPTIONS = ("memory_estimate_bytes", "lr", "replicas", "global_batch", "dtype_policy", "recipe")
 RELEASED_TIMESTEPS = 20
 
 
@@ -146,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     spec = make_spec(args, manifest)
     if validation:
         spec.options["validation"] = validation
-    spec.options.update(epochs=args.epochs, patience=args.patience, seed=args.seed)
+    spec.options.update(epochs=args.epochs, patience=args.patience, seed=args.seed, lr_asked=args.lr,
+                        distribute=args.distribute, mixed_precision=args.mixed_precision)
     out = args.work / "models" / spec.name
     out.mkdir(parents=True, exist_ok=True)
     with work_lock(out, f"train {spec.name}"):  # one process per run folder; other runs may train beside it
@@ -170,9 +172,9 @@ def check_run_folder(out: Path, spec: RunSpec, force: bool) -> None:
 
 
 def _comparable(spec: RunSpec) -> dict:
-    """What a run's outputs depend on: the spec without figures measured along the way."""
+    """What a run's outputs depend on: the spec without what training derives or measures along the way."""
     fields = asdict(spec)
-    fields["options"] = {k: v for k, v in spec.options.items() if k not in MEASURED_OPTIONS}
+    fields["options"] = {k: v for k, v in spec.options.items() if k not in DERIVED_OPTIONS}
     return fields
 
 
