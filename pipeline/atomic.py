@@ -12,11 +12,15 @@ from typing import Iterator
 TMP_MARK = ".tmp-"
 
 
-def temp_path_for(final: Path) -> Path:
-    """A unique temporary name in the same directory as ``final`` (same filesystem, so rename is atomic)."""
+def temp_path_for(final: Path, keep_suffix: bool = False) -> Path:
+    """A unique temporary name in the same directory as ``final`` (same filesystem, so rename is atomic).
+
+    ``keep_suffix`` ends it with ``final``'s suffixes too, for writers that choose the format by them (Keras).
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARK}", dir=final.parent)
+    suffix = "".join(final.suffixes) if keep_suffix else ""
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARK}", suffix=suffix, dir=final.parent)
     os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     return Path(name)
@@ -33,10 +37,10 @@ _UMASK = _read_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(final: Path | str) -> Iterator[Path]:
+def atomic_path(final: Path | str, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success fsync and rename it to ``final``, on error delete it."""
     final = Path(final)
-    tmp = temp_path_for(final)
+    tmp = temp_path_for(final, keep_suffix)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

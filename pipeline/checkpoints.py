@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import keras
 
-from pipeline.atomic import write_text_atomic
+from pipeline.atomic import TMP_MARK, atomic_path, write_text_atomic
 from pipeline.logs import get_logger
 
 log = get_logger(__name__)
@@ -25,19 +24,13 @@ STATE = "state.json"
 KEEP = 2  # backups kept: the newest and the one before it, to fall back on
 
 
-def _partial(path: Path) -> Path:
-    """A temporary name beside ``path`` that keeps its suffix (Keras picks the format from it)."""
-    return path.with_name(f".partial-{os.getpid()}-{path.name}")
-
-
 def save_atomically(save: Any, path: Path) -> None:
-    """Call ``save(temporary_path)`` and rename the result onto ``path``: ``path`` is whole or absent, never half."""
-    partial = _partial(path)
-    try:
+    """Call ``save(temporary_path)`` and rename the result onto ``path``: ``path`` is whole or absent, never half.
+
+    The temporary name keeps ``path``'s suffixes, since Keras picks the file format from them.
+    """
+    with atomic_path(path, keep_suffix=True) as partial:
         save(str(partial))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -82,7 +75,6 @@ class ResumableBackup(keras.callbacks.Callback):
     def __init__(self, folder: Path, early_stopping: keras.callbacks.EarlyStopping | None = None) -> None:
         super().__init__()
         self.folder, self.early_stopping = Path(folder), early_stopping
-        self.restored_epoch = 0
 
     # -- saving -----------------------------------------------------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -107,7 +99,7 @@ class ResumableBackup(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not self.folder.exists():
             return
-        for path in self.folder.glob(".partial-*"):  # a save the kill interrupted
+        for path in self.folder.glob(f".*{TMP_MARK}*"):  # a save the kill interrupted
             path.unlink(missing_ok=True)
         state = self._state()
         candidates = self._backups()
@@ -149,7 +141,6 @@ class ResumableBackup(keras.callbacks.Callback):
     def _resume_at(self, epoch: int, state: dict[str, Any] | None) -> None:
         """Continue after ``epoch``, with early stopping's counters as they were then (when the state file says)."""
         self.model._initial_epoch = epoch  # what Keras's own BackupAndRestore sets: fit() starts at this epoch
-        self.restored_epoch = epoch
         if state is not None and state.get("stop_training"):  # it had stopped early: nothing is left to train
             self.model._initial_epoch = self.params.get("epochs", epoch)
         if state is None:

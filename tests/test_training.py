@@ -117,7 +117,9 @@ def test_checkpoint_is_never_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         checkpoints.save_atomically(failing, tmp_path / "best.keras")
     assert (tmp_path / "best.keras").read_bytes() == before
-    assert not list(tmp_path.glob(".partial-*"))
+    from pipeline.atomic import TMP_MARK
+
+    assert not [p.name for p in tmp_path.iterdir() if TMP_MARK in p.name or p.name.startswith(".partial-")]
 
 
 TRAIN_SCRIPT = """
