@@ -9,6 +9,7 @@ outcomes, so a manifest that lagged behind a kill is repaired) and redoes the re
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -232,7 +233,7 @@ def execute(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[st
         if backend is None:
             _kill_local_workers()
         raise
-    except _worker_deaths(backend) as exc:
+    except concurrent.futures.BrokenExecutor as exc:  # a local worker process died, rather than a job failing
         detail = " ".join(str(exc).split())  # loky's message spans several lines; keep the error on one
         raise RunError(f"a worker process died ({type(exc).__name__}: {detail}); completed shards are kept, re-run the same command to resume") from exc
 
@@ -252,13 +253,6 @@ def _kill_local_workers() -> None:
     from joblib.externals.loky import get_reusable_executor
 
     get_reusable_executor().shutdown(wait=True, kill_workers=True)
-
-
-def _worker_deaths(backend: str | None) -> tuple[type[BaseException], ...]:
-    """Exception types that mean a local worker process died rather than a job failing."""
-    import concurrent.futures
-
-    return (concurrent.futures.BrokenExecutor,)
 
 
 def _execute_on_dask(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[str, Any]]],
