@@ -227,10 +227,11 @@ def finish(
     """Build the manifest from a collector (or already built ``samples``), log a summary and warn about problems."""
     samples = collector.samples() if samples is None else samples
     problems = collector.problems
-    reasons = Counter(_reason_kind(p["reason"]) for p in problems)
+    kinds = [_reason_kind(p["reason"]) for p in problems]
+    reasons = Counter(kinds)
     examples = {}
-    for item in problems:
-        examples.setdefault(_reason_kind(item["reason"]), item)
+    for kind, item in zip(kinds, problems):
+        examples.setdefault(kind, item)
     summary = "; ".join(f"{n} x {r} (e.g. {_example(examples[r])})" for r, n in reasons.most_common())
     if not samples:
         hint = f" (expected {layout})" if layout else ""
