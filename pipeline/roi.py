@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import deque
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import numpy as np
 
 from pipeline.faces import MOUTH_IDS, POLICIES, STABLE_IDS, FaceTracker, NoFaceError, fit_every_frame
 from pipeline.logs import get_logger
-from pipeline.video import VideoError, iter_frames, probe
+from pipeline.video import VideoError, iter_frames, probe, read_ahead
 
 __all__ = ["NoFaceError", "RoiConfig", "RoiResult", "crop_clip", "crop_clip_naive", "crop_frames", "crop_matrices",
            "crop_video", "similarity_to_reference", "smooth_landmarks"]
@@ -44,7 +45,7 @@ class RoiConfig:
     fixed_box: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) for pre-aligned data (LRW: 59, 95, 195, 231)
     face_policy: str = "largest"  # which face when several: "largest" or "central"
     face_margin: float = 0.15  # face ROI: margin on each side, as a fraction of the landmark box side
-    detect_every: int = 25  # re-run the detector at least this often (frames); tracking in between
+    detect_every: int = 50  # re-run the detector at least this often (frames); tracking in between
     detect_scale: float = 0.5  # detect on a frame resized by this factor (full size is retried when nothing is found)
     detect_upsample: int = 0
     landmark_every: int = 12  # fit the 68 landmarks every n-th frame; optical flow follows the crop points in between
@@ -376,14 +377,16 @@ def crop_frames(open_frames: FrameSource, config: RoiConfig = RoiConfig(), sourc
 
     ``open_frames()`` gives the frames from the first; it is called a second time only for a clip that starts
     without a face for long (see ``_TrackedCrop``). ``frame_count()``, if given, tells the clip's length so that a
-    clip without a face can stop early.
+    clip without a face can stop early. When tracking, the next few frames are decoded on a second thread meanwhile
+    (``video.read_ahead``).
     """
     frames = _checked(open_frames(), source)
     if config.roi == "frame":
         return _crop_whole_frame(frames, config)
     if config.fixed_box is not None:
         return _crop_fixed_box(frames, config, source)
-    return _TrackedCrop(open_frames, config, source, frame_count).run(frames)
+    with contextlib.closing(read_ahead(frames)) as decoded:  # the next frames decode while this one is tracked
+        return _TrackedCrop(open_frames, config, source, frame_count).run(decoded)
 
 
 def crop_clip(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str = "<frames>") -> RoiResult:

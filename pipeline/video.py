@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import av
 import cv2
@@ -17,6 +19,7 @@ log = get_logger(__name__)
 
 
 VFR_TIME_BASE = Fraction(1, 1000)  # millisecond clock for clips written with their own frame times
+Item = TypeVar("Item")
 
 
 class VideoError(Exception):
@@ -123,6 +126,50 @@ def iter_frames(path: Path | str, timestamps: list[float] | None = None) -> Iter
         raise VideoError(path, "no frames decoded (zero-frame or unreadable video)")
     if claimed and count < claimed:
         raise VideoError(path, f"truncated: decoded {count} of the {claimed} frames the container declares")
+
+
+def read_ahead(items: Iterable[Item], depth: int = 4) -> Iterator[Item]:
+    """``items`` produced on a background thread, at most ``depth`` ahead of the caller: frames decode meanwhile.
+
+    FFmpeg's decoding and colour conversion release the GIL, so they overlap with what the caller does between
+    frames (detection, warping). An error raised while producing is raised here, in its place in the sequence; when
+    the caller stops early the thread stops too and closes ``items`` (a generator's cleanup runs on that thread).
+    """
+    handoff: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    worker = threading.Thread(target=_produce, args=(iter(items), handoff, stop), name="read_ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while worker.is_alive():  # make room for a producer waiting to put, until it sees the stop
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                worker.join(0.01)
+
+
+def _produce(items: Iterator[Item], handoff: queue.Queue, stop: threading.Event) -> None:
+    """The ``read_ahead`` thread: hand over each item, then the end or the error, unless told to stop."""
+    try:
+        for item in items:
+            handoff.put(("item", item))
+            if stop.is_set():
+                return
+        handoff.put(("end", None))
+    except BaseException as exc:  # raised again in the caller's thread, which would otherwise wait for ever
+        handoff.put(("error", exc))
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def read_frames(path: Path | str, timestamps: list[float] | None = None) -> np.ndarray:
