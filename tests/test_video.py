@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import av
@@ -9,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.video import VideoError, iter_frames, probe, read_audio, read_frames, read_image_sequence, write_video
+from pipeline.video import (VideoError, iter_frames, probe, read_ahead, read_audio, read_frames, read_image_sequence,
+                            write_video)
 
 
 def moving_square(frames: int = 30, height: int = 96, width: int = 128) -> np.ndarray:
@@ -78,6 +80,37 @@ def test_truncated_video(tmp_path: Path) -> None:
     with pytest.raises(VideoError) as excinfo:
         read_frames(path)
     assert_names_file(excinfo, path, "truncated")
+
+
+def test_read_ahead_keeps_order_errors_and_stops(tmp_path: Path) -> None:
+    clip = moving_square(frames=40)
+    path = write_video(tmp_path / "clip.mp4", clip, fps=25)
+    times: list[float] = []
+    ahead = list(read_ahead(iter_frames(path, times)))
+    np.testing.assert_array_equal(np.stack(ahead), read_frames(path))  # same frames, same order
+    assert len(times) == 40
+    whole = path.read_bytes()
+    half = tmp_path / "half.mp4"
+    half.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(VideoError) as excinfo:  # an error while decoding reaches the caller
+        for _ in read_ahead(iter_frames(half)):
+            pass
+    assert_names_file(excinfo, half, "truncated")
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield clip[0]
+        finally:
+            closed.set()
+
+    frames = read_ahead(endless(), depth=2)
+    next(frames)
+    frames.close()  # stopping early ends the thread, which closes the source
+    assert closed.is_set()
+    assert not any(thread.name == "read_ahead" for thread in threading.enumerate())
 
 
 def test_zero_frame_video(tmp_path: Path) -> None:
