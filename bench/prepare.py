@@ -3,8 +3,10 @@
 Three ways through the same clips on the same cores, interleaved in ``--repeats`` rounds (the fastest round per clip
 and method counts, so drifting load from other processes hits all alike):
 
-* ``decode``: decoding only (``pipeline.video.iter_frames``, frame by frame to RGB), the limit;
-* ``roi``: the real path, ``pipeline.roi.crop_video``: decode -> track -> smooth -> warp, streamed;
+* ``decode``: decoding only (``pipeline.video.iter_frames``, frame by frame to RGB, one thread), the limit;
+* ``roi``: the real path, ``pipeline.roi.crop_video``: decode -> track -> smooth -> warp, streamed, the next frames
+  decoding on a second thread meanwhile (``pipeline.video.read_ahead``), so its wall-clock ratio can use two cores
+  where decode-only uses one; ``ratio_vs_decode_cpu_time`` compares frames per CPU-second instead;
 * ``naive``: decode the clip, then ``crop_clip_naive``: dlib detection and the 68-point fit on every frame at full
   resolution, no tracking, no smoothing. This is the accuracy reference.
 
