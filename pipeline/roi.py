@@ -372,21 +372,25 @@ def _crop_whole_frame(frames: Iterable[np.ndarray], config: RoiConfig) -> RoiRes
 
 
 def crop_frames(open_frames: FrameSource, config: RoiConfig = RoiConfig(), source: str = "<frames>",
-                frame_count: Callable[[], int | None] | None = None) -> RoiResult:
+                frame_count: Callable[[], int | None] | None = None, decode_ahead: int = 4) -> RoiResult:
     """Crop the ROI from a stream of frames, holding only a bounded window of them; the one entry for every mode.
 
     ``open_frames()`` gives the frames from the first; it is called a second time only for a clip that starts
     without a face for long (see ``_TrackedCrop``). ``frame_count()``, if given, tells the clip's length so that a
-    clip without a face can stop early. When tracking, the next few frames are decoded on a second thread meanwhile
-    (``video.read_ahead``).
+    clip without a face can stop early. When tracking, up to ``decode_ahead`` next frames are decoded on a second
+    thread meanwhile (``video.read_ahead``; 0: in this thread). The crops are the same either way; the thread pays
+    off while a core is idle and costs a few percent when every core is busy (e.g. as many workers as cores).
     """
     frames = _checked(open_frames(), source)
     if config.roi == "frame":
         return _crop_whole_frame(frames, config)
     if config.fixed_box is not None:
         return _crop_fixed_box(frames, config, source)
-    with contextlib.closing(read_ahead(frames)) as decoded:  # the next frames decode while this one is tracked
-        return _TrackedCrop(open_frames, config, source, frame_count).run(decoded)
+    tracked = _TrackedCrop(open_frames, config, source, frame_count)
+    if decode_ahead < 1:
+        return tracked.run(frames)
+    with contextlib.closing(read_ahead(frames, decode_ahead)) as decoded:
+        return tracked.run(decoded)
 
 
 def crop_clip(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str = "<frames>") -> RoiResult:

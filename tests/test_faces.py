@@ -259,6 +259,14 @@ def test_streaming_holds_a_bounded_window_of_frames(grid_frames: dict) -> None:
     np.testing.assert_allclose(steps, steps[:1].repeat(len(steps), axis=0), atol=1e-3)
 
 
+def test_decoding_ahead_gives_the_same_crops(grid_frames: dict) -> None:
+    frames = grid_frames["sbwe5n.mpg"]
+    ahead, inline = (crop_frames(lambda: iter(frames), RoiConfig(), decode_ahead=depth) for depth in (4, 0))
+    for name, value in ahead.arrays().items():
+        np.testing.assert_array_equal(value, getattr(inline, name), err_msg=name)
+    np.testing.assert_array_equal(ahead.clip, inline.clip)
+
+
 def test_fixed_box_streams(grid_frames: dict) -> None:
     alive: list[int] = []
     frames = grid_frames["lbax4n.mpg"]
