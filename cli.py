@@ -9,7 +9,6 @@ import importlib
 import os
 import signal
 import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
@@ -35,7 +34,6 @@ class HelpFormatter(argparse.HelpFormatter):
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         return f"{text} (default: {shown})"
 MODEL_STAGES = ("extract", "train", "evaluate", "demo")  # the stages that start a Keras backend
-LOCKED_STAGES = ("prepare", "extract")  # stages that write the manifest: one process per work folder
 TERMINATED = 128 + signal.SIGTERM
 
 
@@ -61,18 +59,6 @@ def _sigterm_unwinds() -> object:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _work_folder(args: argparse.Namespace) -> Path | None:
-    """The work folder a stage will write, checked to be a folder (created for ``prepare``); None for other stages."""
-    work = getattr(args, "work", None)
-    if work is None or args.command not in LOCKED_STAGES:
-        return None
-    if work.exists() and not work.is_dir():
-        raise NotADirectoryError(f"--work {work}: is a file, not a folder")
-    if args.command == "prepare":
-        work.mkdir(parents=True, exist_ok=True)
-    return work if work.is_dir() else None
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per stage (each stage module adds its own options)."""
     parser = argparse.ArgumentParser(prog="mpview", description=__doc__)
@@ -94,25 +80,25 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.device import start_tensorflow_quietly
 
         start_tensorflow_quietly()
-    from pipeline.worklock import WorkFolderBusy, work_lock
+    from pipeline.errors import BUG_HINT, MpviewError
 
     stage = importlib.import_module(f"stages.{args.command}")
     try:
         with _sigterm_unwinds():
-            work = _work_folder(args)
-            with work_lock(work, args.command) if work else contextlib.nullcontext():
-                return stage.run(args)
+            return stage.run(args)
     except Terminated:
         get_logger().error("terminated (SIGTERM); finished shards are kept, re-run the same command to resume")
         return TERMINATED
     except KeyboardInterrupt:
         get_logger().error("interrupted; re-run the same command to resume")
         return 130
-    except Exception as exc:  # a clear one-line error for expected failures, traceback with --verbose
-        known = (*getattr(stage, "EXPECTED_ERRORS", ()), WorkFolderBusy, OSError)  # OSError: the environment
-        if isinstance(exc, known) and not args.verbose:
-            get_logger().error("%s", _one_line(exc))
-            return 2
+    except (MpviewError, OSError) as exc:  # the user's data, options or environment: one line (traceback with --verbose)
+        if args.verbose:
+            raise
+        get_logger().error("%s", _one_line(exc))
+        return 2
+    except Exception:
+        get_logger().critical("%s", BUG_HINT)
         raise
 
 

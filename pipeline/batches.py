@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.augment import LRW_MEAN, LRW_SIZE, LRW_STD, MAX_SHIFT, MIXUP_ALPHA, RECIPES, centre_box, erase, hflip, mixup, resize, shift_crop
 
 
@@ -41,7 +42,7 @@ class Recipe:
 def make_recipe(name: str, roi_side: int, size: int | None = None, max_shift: int = MAX_SHIFT) -> Recipe:
     """The recipe ``name`` for stored ROI frames of side ``roi_side``; ``size`` is ``--crop`` (None: its default)."""
     if name not in RECIPES:
-        raise ValueError(f"unknown augmentation {name!r}; choose from {RECIPES}")
+        raise ConfigError(f"unknown augmentation {name!r}; choose from {RECIPES}")
     box = roi_side - 2 * max_shift
     if name == "lrw":
         side = size or min(LRW_SIZE, box)
@@ -49,7 +50,7 @@ def make_recipe(name: str, roi_side: int, size: int | None = None, max_shift: in
         side = size or box
         box = side
     if box < 1 or box > roi_side or side < 1:
-        raise ValueError(f"--augment {name} --crop {size}: the ROI frames are {roi_side} px, too small for a {box} px box shifted by +-{max_shift}")
+        raise ConfigError(f"--augment {name} --crop {size}: the ROI frames are {roi_side} px, too small for a {box} px box shifted by +-{max_shift}")
     return Recipe(name, box, side)
 
 
@@ -70,7 +71,7 @@ def eval_view(clips: np.ndarray, recipe: Recipe) -> np.ndarray:
     """The centred box of every clip, resized and normalised: what the model sees at test."""
     top, left, height, width = centre_box(clips[0], recipe.box)
     if top < 0 or left < 0:
-        raise ValueError(f"--crop {recipe.box} is larger than the ROI frames {clips.shape[2:4]}")
+        raise ConfigError(f"--crop {recipe.box} is larger than the ROI frames {clips.shape[2:4]}")
     return (_resized(clips[:, :, top : top + height, left : left + width], recipe.size) - LRW_MEAN) / LRW_STD
 
 

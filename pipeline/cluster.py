@@ -41,6 +41,8 @@ def backend_for(jobs: int = 1, scheduler: str | None = None, dask_local: int = 0
 class ClusterError(RunError):
     """The Dask cluster cannot serve this run (unreachable, or workers with other package versions)."""
 
+    code = "cluster"
+
 
 def _connect(client_class: type, address: str, timeout: float = 20.0):
     """A client of the scheduler at ``address``; a one-line ``ClusterError`` when it cannot be reached."""

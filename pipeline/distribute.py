@@ -11,6 +11,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator
 
+from pipeline.errors import ConfigError
 from pipeline.logs import get_logger
 
 log = get_logger(__name__)
@@ -47,7 +48,7 @@ def data_parallel(enabled: bool, batch_per_replica: int, learning_rate: float, s
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         scope = contextlib.nullcontext()
     else:
-        raise ValueError(f"--distribute supports the tensorflow and jax backends, not {backend}")
+        raise ConfigError(f"--distribute supports the tensorflow and jax backends, not {backend}")
     plan = Parallelism(replicas, batch_per_replica * replicas, learning_rate * replicas if scale_lr else learning_rate)
     log.info("data-parallel over %d replica(s) (%s): global batch %d, learning rate %g", replicas, backend, plan.global_batch, plan.learning_rate)
     with scope:

@@ -33,6 +33,7 @@ class RunSpec:
     weights: str = ""
     backbone: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the TrainConfig as asked, recorded by construction
 
     @property
     def pixels(self) -> bool:

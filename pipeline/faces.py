@@ -12,6 +12,7 @@ import cv2
 import dlib
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.logs import get_logger
 from pipeline.video import VideoError
 
@@ -70,7 +71,7 @@ def detect_faces(image: np.ndarray, upsample: int = 0, scale: float = 1.0) -> np
 def choose_face(boxes: np.ndarray, frame_shape: tuple[int, ...], policy: str = "largest") -> np.ndarray | None:
     """Pick one of several faces: the largest, or the one nearest the frame centre; None if there are none."""
     if policy not in POLICIES:
-        raise ValueError(f"face policy must be one of {POLICIES}, got {policy!r}")
+        raise ConfigError(f"face policy must be one of {POLICIES}, got {policy!r}")
     if len(boxes) == 0:
         return None
     if policy == "largest":

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.experiment import RunSpec
 from pipeline.logs import get_logger
 from pipeline.manifest import Manifest
@@ -46,7 +47,7 @@ class RunInputs:
 
     def __init__(self, manifest: Manifest, spec: RunSpec, work: Path, splits: Sequence[str], mode: str = "auto", reason: str = "") -> None:
         if mode not in MODES:
-            raise ValueError(f"input mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"input mode must be one of {MODES}, got {mode!r}")
         self.spec, self.flatten, self.audio = spec, not spec.pixels, spec.audio
         self.indexes = {split: index_split(manifest, spec.input_stage, split, spec.perspectives, work) for split in splits}
         self.shapes = frame_shapes(self.indexes[splits[0]], self.flatten, self.audio)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from pipeline.atomic import write_text_atomic
+from pipeline.errors import MpviewError
 
 SCHEMA = "mpview-manifest"
 SCHEMA_VERSION = 1
@@ -21,8 +22,10 @@ SPLITS = ("train", "val", "test")
 DONE, FAILED = "done", "failed"
 
 
-class ManifestError(ValueError):
+class ManifestError(MpviewError, ValueError):
     """A manifest file or record that cannot be used; the message names the file and line."""
+
+    code = "manifest"
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from pipeline.errors import TooLargeError
 from pipeline.logs import get_logger
 
 log = get_logger(__name__)
@@ -112,12 +113,12 @@ def gib(n: float) -> str:
 
 
 def check_fits(model, batch_size: int, to_lower: Sequence[str], available: int | None = None) -> int:
-    """Log the estimate; raise ``MemoryError`` (one line naming ``to_lower``) when it exceeds the available memory."""
+    """Log the estimate; raise ``TooLargeError`` (one line naming ``to_lower``) when it exceeds the available memory."""
     need = estimate_bytes(model, batch_size)
     have = available_bytes() if available is None else available
     log.info("activation memory estimate: %s for batch %d (%s per sample); available: %s",
              gib(need), batch_size, gib(need / max(batch_size, 1)), gib(have) if have else "unknown")
     if have is not None and need > HEADROOM * have:
-        raise MemoryError(f"training would need about {gib(need)} of activations (batch {batch_size}), more than the "
+        raise TooLargeError(f"training would need about {gib(need)} of activations (batch {batch_size}), more than the "
                           f"{gib(have)} available: lower {', '.join(to_lower)}")
     return need

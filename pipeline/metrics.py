@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
+from pipeline.errors import ConfigError
+
 
 def topk_key(k: int) -> str:
     """The key under which top-``k`` accuracy is stored (``top1``, ``top5``...)."""
@@ -33,7 +35,7 @@ def topk_accuracies(y_true: np.ndarray, scores: np.ndarray, ks: Sequence[int]) -
     n_classes = scores.shape[1]
     capped = sorted({min(int(k), n_classes) for k in ks})
     if not capped or capped[0] < 1:
-        raise ValueError(f"top-k values must be >= 1, got {list(ks)}")
+        raise ConfigError(f"top-k values must be >= 1, got {list(ks)}")
     order = ranked_classes(scores)[:, : capped[-1]]
     hits = order == y_true[:, None]
     return {topk_key(k): float(hits[:, :k].any(axis=1).mean()) for k in capped}

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from pipeline.errors import ConfigError
 from pipeline.atomic import write_text_atomic
 from pipeline.logs import get_logger
 from pipeline.metrics import topk_key
@@ -135,7 +136,7 @@ def write_report(
 ) -> dict[str, Path]:
     """Write ``<name>.json``, ``<name>.md``, ``<name>_confusion.png`` and (with history) ``<name>_curves.png``."""
     if not name or Path(name).name != name:
-        raise ValueError(f"report name must be a plain file name, got {name!r}")
+        raise ConfigError(f"report name must be a plain file name, got {name!r}")
     out_dir = Path(out_dir)
     report = build_report(name, metrics, run_info, history)
     paths = {"confusion_png": plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"], out_dir / f"{name}_confusion.png")}

@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.faces import MOUTH_IDS, POLICIES, STABLE_IDS, FaceTracker, NoFaceError, fit_every_frame
 from pipeline.logs import get_logger
 from pipeline.video import VideoError, iter_frames, probe, read_ahead
@@ -55,21 +56,21 @@ class RoiConfig:
     def __post_init__(self) -> None:
         """Check values and fill in the default crop size."""
         if self.roi not in DEFAULT_SIZE:
-            raise ValueError(f"roi must be one of {sorted(DEFAULT_SIZE)}, got {self.roi!r}")
+            raise ConfigError(f"roi must be one of {sorted(DEFAULT_SIZE)}, got {self.roi!r}")
         if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+            raise ConfigError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.roi == "frame" and self.fixed_box is not None:
-            raise ValueError("roi 'frame' uses the whole frame: it cannot be combined with a fixed box")
+            raise ConfigError("roi 'frame' uses the whole frame: it cannot be combined with a fixed box")
         sizes = tuple((str(name), int(h), int(w)) for name, h, w in self.perspective_sizes)
         if any(min(h, w) < 1 for _, h, w in sizes) or len({name for name, _, _ in sizes}) != len(sizes):
-            raise ValueError(f"perspective sizes must be positive and name each perspective once, got {self.perspective_sizes}")
+            raise ConfigError(f"perspective sizes must be positive and name each perspective once, got {self.perspective_sizes}")
         object.__setattr__(self, "perspective_sizes", sizes)
         if self.face_policy not in POLICIES:
-            raise ValueError(f"face_policy must be one of {POLICIES}, got {self.face_policy!r}")
+            raise ConfigError(f"face_policy must be one of {POLICIES}, got {self.face_policy!r}")
         if self.fixed_box is not None:
             x0, y0, x1, y1 = self.fixed_box
             if x1 <= x0 or y1 <= y0 or min(x0, y0) < 0:
-                raise ValueError(f"fixed_box must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1, got {self.fixed_box}")
+                raise ConfigError(f"fixed_box must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1, got {self.fixed_box}")
             object.__setattr__(self, "fixed_box", tuple(int(v) for v in self.fixed_box))
         if self.size is None:
             box = self.fixed_box
@@ -77,9 +78,9 @@ class RoiConfig:
             object.__setattr__(self, "size", size)
         object.__setattr__(self, "size", tuple(int(v) for v in self.size))
         if min(self.size) < 1 or self.detect_every < 1 or self.landmark_every < 1:
-            raise ValueError("size, detect_every and landmark_every must be positive")
+            raise ConfigError("size, detect_every and landmark_every must be positive")
         if not 0.0 < self.detect_scale <= 1.0 or not 0.0 <= self.max_missing_fraction <= 1.0:
-            raise ValueError("detect_scale must be in (0, 1] and max_missing_fraction in [0, 1]")
+            raise ConfigError("detect_scale must be in (0, 1] and max_missing_fraction in [0, 1]")
 
     def to_dict(self) -> dict:
         """Plain-JSON form for the manifest."""

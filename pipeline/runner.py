@@ -27,6 +27,7 @@ from pipeline.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, FAILED, Manifest, Sample, replace_stage
 from pipeline.readers import open_reader, open_writer
 from pipeline.shards import ShardError, shard_name
+from pipeline.errors import MpviewError
 
 log = get_logger(__name__)
 DASK_STALL_TIMEOUT = 300.0  # seconds a Dask run waits with no worker before it gives up
@@ -36,8 +37,10 @@ MIN_SHARDS = 8  # a small run is cut into at least this many shards, so --jobs h
 _sample_finished: Callable[[], None] | None = None  # set while run_stage runs shards in this process: per-sample progress
 
 
-class RunError(RuntimeError):
+class RunError(MpviewError, RuntimeError):
     """A stage cannot run as asked (bad plan, strict failure, ...); the message says why."""
+
+    code = "run"
 
 
 class SampleError(Exception):
@@ -50,6 +53,8 @@ class SampleError(Exception):
 
 class StrictFailure(RunError):
     """Raised under ``--strict`` at the first failed sample."""
+
+    code = "strict-failure"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from pipeline.errors import DataError
 from pipeline.logs import get_logger
 from pipeline.manifest import DONE, FAILED, Manifest, Sample
 from pipeline.readers import ShardReading, open_reader, read_samples
@@ -110,7 +111,7 @@ def index_split(manifest: Manifest, stage: str, split: str, perspectives: Sequen
     if skipped:
         log.warning("%s, split %s: skipping %s", stage, split, ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())))
     if not chosen:
-        raise ValueError(f"no usable samples in split {split!r} for stage {stage!r}")
+        raise DataError(f"no usable samples in split {split!r} for stage {stage!r}")
     index = SplitIndex(
         stage=stage,
         split=split,

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from pipeline.manifest import Manifest
+from pipeline.errors import ConfigError
 
 
-class SettingsChanged(ValueError):
+class SettingsChanged(ConfigError):
     """A re-run asks for settings other than those its existing outputs were made with."""
+
+    code = "settings-changed"
 
 
 def recorded_settings(manifest: Manifest, stage: str) -> dict[str, Any] | None:

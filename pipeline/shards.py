@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from pipeline.atomic import temp_path_for
+from pipeline.errors import MpviewError
 
 SHARD_FORMAT = "mpview-shard"
 SHARD_VERSION = 1
@@ -28,8 +29,10 @@ SHARD_VERSION = 1
 DAMAGE = (OSError, KeyError, RuntimeError, ValueError, TypeError)  # what h5py raises on damaged structures
 
 
-class ShardError(RuntimeError):
+class ShardError(MpviewError, RuntimeError):
     """A shard that is missing, truncated, corrupted or of the wrong kind; the message names the file."""
+
+    code = "shard"
 
 
 @dataclass

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+from pipeline.errors import ConfigError
 from pipeline.logs import get_logger
 from pipeline.manifest import SPLITS, Sample, natural_sorted
 
@@ -42,12 +43,12 @@ class SplitDefinition:
         speakers = {k: tuple(str(s) for s in v) for k, v in data.get("speakers", {}).items()}
         unknown = set(speakers) - set(SPLITS)
         if unknown:
-            raise ValueError(f"split definition {name!r}: unknown split(s) {sorted(unknown)}")
+            raise ConfigError(f"split definition {name!r}: unknown split(s) {sorted(unknown)}")
         excluded = {str(k): str(v) for k, v in data.get("excluded", {}).items()}
         seen = Counter([s for members in speakers.values() for s in members] + list(excluded))
         twice = natural_sorted(s for s, n in seen.items() if n > 1)
         if twice:
-            raise ValueError(f"split definition {name!r}: speaker(s) {twice} listed more than once")
+            raise ConfigError(f"split definition {name!r}: speaker(s) {twice} listed more than once")
         return cls(data.get("name", name), data.get("description", ""), data.get("source", ""), speakers, excluded)
 
 
@@ -107,7 +108,7 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
     """Validate train/val/test fractions (three, non-negative, summing to 1) and return them as a tuple."""
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != len(SPLITS) or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1 (train, val, test), got {fractions}")
+        raise ConfigError(f"fractions must be three non-negative numbers summing to 1 (train, val, test), got {fractions}")
     return fractions
 
 
@@ -129,9 +130,9 @@ def carve_validation(samples: Sequence[Sample], fraction: float = 0.15, seed: in
     ``val``; for splits that define no validation set (OuluVS2's speaker-independent protocol). Others are unchanged.
     """
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
+        raise ConfigError(f"the validation fraction must be in (0, 1), got {fraction}")
     train = [s for s in samples if s.split == "train"]
     if len(train) < 2:
-        raise ValueError(f"cannot carve a validation set from {len(train)} training sample(s)")
+        raise ConfigError(f"cannot carve a validation set from {len(train)} training sample(s)")
     carved = {s.id: s for s in assign_splits(train, fractions=(1.0 - fraction, fraction, 0.0), seed=seed)}
     return [carved.get(s.id, s) for s in samples]

@@ -28,6 +28,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.python.lib.io.tf_record import tf_record_random_reader  # CRC-checked reads at a byte offset
 
+from pipeline.errors import DataError
 from pipeline.atomic import write_text_atomic
 from pipeline.shards import SHARD_FORMAT, SHARD_VERSION, BaseShardWriter, ShardError, ShardSample
 
@@ -105,11 +106,11 @@ class TFRecordShardWriter(BaseShardWriter):
         for name, array in arrays.items():
             array = _exact(array, f"{self.path}: sample {sample_id!r} perspective {name!r}")
             if array.ndim < 1:
-                raise ValueError(f"{self.path}: sample {sample_id!r} perspective {name!r} is not a sequence of frames")
+                raise DataError(f"{self.path}: sample {sample_id!r} perspective {name!r} is not a sequence of frames")
             rows = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
             dim = self._dims.setdefault(name, rows.shape[1])
             if rows.shape[1] != dim:
-                raise ValueError(f"{self.path}: sample {sample_id!r} perspective {name!r} has {rows.shape[1]} values per frame, earlier samples {dim}")
+                raise DataError(f"{self.path}: sample {sample_id!r} perspective {name!r} has {rows.shape[1]} values per frame, earlier samples {dim}")
             feature_list = example.feature_lists.feature_list[name].feature
             for row in rows.astype(np.float32):
                 feature_list.add().float_list.value[:] = row.tolist()

@@ -9,11 +9,15 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.errors import MpviewError
+
 LOCK_NAME = ".mpview.lock"
 
 
-class WorkFolderBusy(RuntimeError):
+class WorkFolderBusy(MpviewError, RuntimeError):
     """Another live process is running a stage on this work folder."""
+
+    code = "work-folder-busy"
 
 
 def _holder(path: Path) -> str:

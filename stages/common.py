@@ -1,19 +1,15 @@
-"""Options and run handling shared by the per-sample stages (prepare, extract)."""
+"""Command-line options shared by the stages, and the exit status of a per-sample run."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
-from typing import Any
 
 from pipeline.logs import get_logger
-from pipeline.manifest import Manifest, without_stage
-from pipeline.settings import SettingsChanged, differences, recorded_settings
 from pipeline.runner import RunSummary
+from pipeline.verbs.common import ExecutionConfig
 
 log = get_logger(__name__)
-MANIFEST_NAME = "manifest.jsonl"
 
 
 def positive_int(text: str) -> int:
@@ -59,38 +55,11 @@ def add_execution_arguments(parser: argparse.ArgumentParser, shard_size: int) ->
                        "were made with: delete those outputs and redo every sample (refused while later stages' outputs exist)")
 
 
-def shard_size(args: argparse.Namespace, count: int, default: int) -> int:
-    """``--shard-size``, or the automatic size for ``count`` samples (at most ``default``)."""
-    from pipeline.runner import auto_shard_size
-
-    return args.shard_size or auto_shard_size(count, default)
-
-
-def guard_outputs(manifest: Manifest, manifest_file: Path, stage: str, asked: dict[str, Any], out_dir: Path, force: bool,
-                  later: list[Path]) -> None:
-    """Stop when ``stage``'s outputs on disk were made with other settings than ``asked``; with ``force`` delete them.
-
-    ``later`` are the folders of outputs made from these (features, models): ``--force`` is refused while they hold
-    anything, so nothing downstream silently mixes old and new inputs.
-    """
-    recorded = recorded_settings(manifest, stage)
-    if recorded is None or not out_dir.exists() or not any(out_dir.iterdir()):
-        return
-    changed = differences(recorded, asked)
-    if not changed:
-        return
-    where = f"{out_dir} holds {stage} outputs made with other settings ({'; '.join(changed)})"
-    if not force:
-        raise SettingsChanged(f"{where}: re-run with the same options, pass --force to redo them all with the new ones, "
-                              f"or use another --work")
-    busy = [str(p) for p in later if p.exists() and any(p.iterdir())]
-    if busy:
-        raise SettingsChanged(f"{where}; --force would leave {', '.join(busy)} made from the old ones: delete "
-                              f"{' and '.join(busy)} first, or use another --work")
-    log.warning("%s: deleting them to redo every sample (--force)", where)
-    shutil.rmtree(out_dir)
-    manifest.samples = [without_stage(s, stage) for s in manifest.samples]
-    manifest.save(manifest_file)
+def execution_from(args: argparse.Namespace) -> ExecutionConfig:
+    """The execution options as the verbs' config."""
+    return ExecutionConfig(jobs=args.jobs, scheduler=args.scheduler, dask_local=args.dask_local,
+                           dask_stall_timeout=args.dask_stall_timeout, shard_size=args.shard_size, strict=args.strict,
+                           retry_failed=args.retry_failed, force=args.force)
 
 
 def finish(summary: RunSummary, allow_failures: bool) -> int:
@@ -102,7 +71,3 @@ def finish(summary: RunSummary, allow_failures: bool) -> int:
         return 1
     return 0
 
-
-def manifest_path(work: Path) -> Path:
-    """Where a run folder keeps its manifest."""
-    return work / MANIFEST_NAME

@@ -2,17 +2,20 @@
 
 prepare (render + mouth ROI) -> extract (pixels backbone with PCA) -> train MP-LSTM and every
 baseline -> evaluate, ending with the comparison table. ``--composite`` instead shows composite
-unsupervised pretraining on moving digits. It drives the other stages exactly as their own
-commands would, so it doubles as an end-to-end check of the CLI.
+unsupervised pretraining on moving digits. It calls the library verbs with the
+configs a user's own Python would pass (see the README's Python API).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable
 
 from pipeline.logs import get_logger
+from pipeline.runner import RunSummary
+from pipeline.verbs import (EvaluateConfig, ExecutionConfig, ExtractConfig, PrepareConfig, TrainConfig, evaluate, extract,
+                            prepare, train)
+from pipeline.workspace import Workspace
 from stages.common import positive_int
 
 log = get_logger(__name__)
@@ -30,51 +33,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labelled-fraction", type=float, default=0.05, help="--composite: share of the training clips whose labels the classifiers see")
 
 
-def _stage(name: str) -> tuple[Callable[[list[str]], argparse.Namespace], Callable[[argparse.Namespace], int]]:
-    """A stage's own argument parser and run function."""
-    import importlib
-
-    module = importlib.import_module(f"stages.{name}")
-    parser = argparse.ArgumentParser(prog=f"mpview {name}")
-    module.add_arguments(parser)
-
-    def parse(argv: list[str]) -> argparse.Namespace:
-        args = parser.parse_args(argv)
-        args.quiet, args.verbose = False, False
-        return args
-
-    return parse, module.run
-
-
-def call(name: str, argv: list[str]) -> None:
-    """Run one stage as ``mpview <name> <argv>`` would; stop the demo if it fails."""
-    parse, run = _stage(name)
-    log.info("$ mpview %s %s", name, " ".join(argv))
-    status = run(parse(argv))
-    if status:
-        raise SystemExit(f"demo: `{name}` exited with status {status}")
-
-
 def run(args: argparse.Namespace) -> int:
     """Prepare, extract, train every model, evaluate and print the comparison."""
     if args.composite:
         return run_composite(args)
-    work = str(args.work)
+    ws = Workspace(args.work)
     per_class, epochs = (4, 3) if args.quick else (args.per_class, args.epochs)
-    call("prepare", ["--work", work, "--dataset", "synthetic", "--jobs", str(args.jobs), "--option", f"n_per_class={per_class}"])
-    call("extract", ["--work", work, "--backbone", "pixels", "--pixel-size", "32", "--pca", "64"])
-    common = ["--work", work, "--features", "pixels", "--timesteps", "30", "--units", "64", "--epochs", str(epochs), "--batch-size", "32", "--patience", "15"]
-    from pipeline.manifest import Manifest
-    from stages.common import manifest_path
+    check(prepare(ws, PrepareConfig(dataset="synthetic", options=(f"n_per_class={per_class}",), execution=ExecutionConfig(jobs=args.jobs))))
+    check(extract(ws, ExtractConfig(backbone="pixels", pixel_size=32, pca=64)))
+    fitting = {"features": "pixels", "timesteps": 30, "epochs": epochs, "patience": 15}
+    sizes = {"units": 64, "batch_size": 32}
+    runs = [("mplstm", {}), ("early_fusion", {}), ("late_fusion", {"combine": "features"}), ("mvlstm", {"units": 192, "mv_output": "tanh"})]
+    for model, options in runs:
+        train(ws, TrainConfig(model=model, options={**sizes, **options}, **fitting))
+    for view in ws.load_manifest().perspectives:
+        train(ws, TrainConfig(model="single", perspectives=(view,), options=sizes, **fitting))
+    result = evaluate(ws, EvaluateConfig())
+    print(result.table)
+    log.info("demo finished: reports in %s", result.out)
+    return 1 if result.unscored else 0
 
-    views = Manifest.load(manifest_path(args.work)).perspectives
-    for model in (["mplstm"], ["early_fusion"], ["late_fusion", "--combine", "features"], ["mvlstm", "--units", "192", "--mv-output", "tanh"]):
-        call("train", common + ["--model", *model])
-    for view in views:
-        call("train", common + ["--model", "single", "--perspectives", view])
-    call("evaluate", ["--work", work])
-    log.info("demo finished: reports in %s", args.work / "reports")
-    return 0
+
+def check(summary: RunSummary) -> None:
+    """Stop the demo when samples failed (the synthetic data has no bad clips)."""
+    if summary.failed:
+        raise SystemExit(f"demo: {summary.failed} sample(s) failed: {summary.describe()}")
 
 
 def run_composite(args: argparse.Namespace) -> int:
@@ -82,22 +65,22 @@ def run_composite(args: argparse.Namespace) -> int:
     classifier fine-tuned from it on a small labelled fraction against the very same network from scratch."""
     from pipeline.report import seed_summary
 
-    work = f"{args.work}-composite"
+    ws = Workspace(f"{args.work}-composite")
     clips, epochs, pre_epochs, seeds = (40, 2, 1, [0]) if args.quick else (600, 30, 15, list(range(args.seeds)))
-    call("prepare", ["--work", work, "--dataset", "moving-digits", "--jobs", str(args.jobs), "--option", f"n={clips}", "--option", "digits=1",
-                     "--fixed-box", "0", "0", "64", "64", "--gray", "--contact-sheet", "6"])
-    call("extract", ["--work", work, "--backbone", "pixels", "--pixel-size", "64", "--dtype", "float32"])
-    common = ["--work", work, "--features", "pixels", "--model", "single", "--perspectives", "v1", "--timesteps", "10", "--units", "128",
-              "--epochs", str(epochs), "--batch-size", "32", "--labelled-fraction", str(args.labelled_fraction)]
+    check(prepare(ws, PrepareConfig(dataset="moving-digits", options=(f"n={clips}", "digits=1"), fixed_box=(0, 0, 64, 64), gray=True,
+                                    contact_sheet=6, execution=ExecutionConfig(jobs=args.jobs))))
+    check(extract(ws, ExtractConfig(backbone="pixels", pixel_size=64, dtype="float32")))
     names = []
     for seed in seeds:
         for init in ("composite", "scratch"):
             name = f"single-{init}-v1-pixels" + (f"-seed{seed}" if seed else "")
-            extra = ["--future", "10", "--pretrain-epochs", str(pre_epochs)] if init == "composite" else []
-            call("train", common + ["--pretrain", init, "--seed", str(seed), "--name", name, *extra])
+            options = {"units": 128, "batch_size": 32, "labelled_fraction": args.labelled_fraction, "pretrain": init}
+            if init == "composite":
+                options.update(future=10, pretrain_epochs=pre_epochs)
+            train(ws, TrainConfig(model="single", features="pixels", perspectives=("v1",), timesteps=10, epochs=epochs, seed=seed,
+                                  name=name, options=options))
             names.append(name)
-    call("evaluate", ["--work", work, "--models", *names])
-    table = seed_summary(Path(work) / "reports", names, group=lambda name: name.split("-")[1])
-    print(table)
-    log.info("composite demo finished: reconstructions and predictions in %s", Path(work) / "models" / names[0] / "pretrain" / "predictions.png")
-    return 0
+    result = evaluate(ws, EvaluateConfig(models=tuple(names)))
+    print(seed_summary(result.out, names, group=lambda name: name.split("-")[1]))
+    log.info("composite demo finished: reconstructions and predictions in %s", ws.run(names[0]) / "pretrain" / "predictions.png")
+    return 1 if result.unscored else 0

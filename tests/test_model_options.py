@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from pipeline.model_options import ALL_OPTIONS, ConvLSTMOptions, model_options
-from stages.train import resolve_timesteps
+from pipeline.verbs.train import resolve_timesteps
 
 
 def test_each_model_has_its_own_defaults():

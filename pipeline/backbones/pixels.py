@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.atomic import atomic_path
 from pipeline.logs import get_logger
 
@@ -109,7 +110,7 @@ class PixelBackbone:
     def __init__(self, size: int = DEFAULT_SIZE, pca: PcaProjection | None = None) -> None:
         self.name, self.size, self.pca = "pixels", size, pca
         if pca is not None and pca.mean.shape != (size * size,):
-            raise ValueError(f"PCA expects {pca.mean.shape[0]} inputs, pixel size {size} gives {size * size}")
+            raise ConfigError(f"PCA expects {pca.mean.shape[0]} inputs, pixel size {size} gives {size * size}")
 
     @property
     def dim(self) -> int:

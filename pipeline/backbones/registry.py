@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.backbones.pixels import DEFAULT_SIZE, PcaProjection, PixelBackbone, as_rgb, resize
 from pipeline.backbones.resolve import RANDOM, VGGFACE, Downloader, checked_sha256, resolve_weights, urllib_download
 from pipeline.logs import get_logger
@@ -141,4 +142,4 @@ def build_backbone(name: str, weights: str | None = VGGFACE, *, cache_dir: Path 
         return DlibDescriptor(weights if custom else None)
     if name == "pixels":
         return PixelBackbone(pixel_size, PcaProjection.load(pca) if pca is not None else None)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

@@ -12,6 +12,7 @@ from typing import Any, Iterator, Sequence
 from pipeline.logs import get_logger
 from pipeline.manifest import Manifest, Sample, Source, natural_sorted
 from pipeline.splits import assign_splits
+from pipeline.errors import MpviewError
 
 log = get_logger(__name__)
 
@@ -33,8 +34,10 @@ SPLIT_FOLDERS = {
 }
 
 
-class RecipeError(ValueError):
+class RecipeError(MpviewError, ValueError):
     """A dataset root that a recipe cannot use at all (wrong layout, bad option); the message says what was expected."""
+
+    code = "recipe"
 
 
 def dataset_root(root: StrPath) -> Path:

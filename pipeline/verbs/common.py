@@ -1,0 +1,83 @@
+"""What the per-sample verbs (prepare, extract) share: how shards run, and the guard against mixing settings."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.logs import get_logger
+from pipeline.manifest import Manifest, without_stage
+from pipeline.settings import SettingsChanged, differences, recorded_settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """Where and how a stage's shards run, and what a run does with failures and changed settings."""
+
+    jobs: int = 1  # local worker processes (1: in-process)
+    scheduler: str | None = None  # address of an existing Dask scheduler
+    dask_local: int = 0  # start a local Dask cluster of this many workers
+    dask_stall_timeout: int = 300  # seconds a Dask run waits with no worker before it gives up
+    shard_size: int | None = None  # samples per shard (None: sized from the run, at most the stage's default)
+    strict: bool = False  # stop at the first failed sample
+    retry_failed: bool = False  # redo shards holding failed samples
+    force: bool = False  # outputs made with other settings: delete and redo them (refused while later outputs exist)
+
+    def shard_size_for(self, count: int, largest: int) -> int:
+        """The shard size asked for, or the automatic size for ``count`` samples (at most ``largest``)."""
+        from pipeline.runner import auto_shard_size
+
+        return self.shard_size or auto_shard_size(count, largest)
+
+
+def record(config: Any) -> dict[str, Any]:
+    """A config as the JSON the run records (paths as text, tuples as lists)."""
+    def plain(value: Any) -> Any:
+        if is_dataclass(value):
+            return {k: plain(v) for k, v in asdict(value).items()}
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return plain(config)
+
+
+def refuse_or_clear(where: str, changed: list[str], force: bool, keep_hint: str, clear: Callable[[], None],
+                    busy: list[Path] = ()) -> None:
+    """Stop when outputs on disk were made with other settings (``changed``); with ``force``, ``clear`` them.
+
+    ``busy`` are folders of outputs made from these: ``force`` is refused while they hold anything, so nothing
+    downstream silently mixes old and new inputs.
+    """
+    if not changed:
+        return
+    where = f"{where} made with other settings ({'; '.join(changed)})"
+    if not force:
+        raise SettingsChanged(f"{where}: re-run with the same options, pass --force to redo them, or {keep_hint}")
+    held = [str(p) for p in busy if p.exists() and any(p.iterdir())]
+    if held:
+        raise SettingsChanged(f"{where}; --force would leave {', '.join(held)} made from the old ones: delete "
+                              f"{' and '.join(held)} first, or {keep_hint}")
+    log.warning("%s: deleting them to redo them (--force)", where)
+    clear()
+
+
+def guard_outputs(manifest: Manifest, manifest_file: Path, stage: str, asked: dict[str, Any], out_dir: Path, force: bool,
+                  later: list[Path]) -> None:
+    """Stop when ``stage``'s outputs on disk were made with other settings than ``asked``; with ``force`` delete them."""
+    recorded = recorded_settings(manifest, stage)
+    if recorded is None or not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+
+    def clear() -> None:
+        shutil.rmtree(out_dir)
+        manifest.samples = [without_stage(s, stage) for s in manifest.samples]
+        manifest.save(manifest_file)
+
+    refuse_or_clear(f"{out_dir} holds {stage} outputs", differences(recorded, asked), force, "use another --work", clear, later)

@@ -1,0 +1,109 @@
+"""``evaluate``: checkpoints + a split -> metrics, JSON/Markdown reports, plots, a comparison table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, DataError, MpviewError
+from pipeline.experiment import RunSpec, load_inputs
+from pipeline.feed import RunInputs, flip
+from pipeline.logs import get_logger
+from pipeline.manifest import Manifest
+from pipeline.workspace import Workspace
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Which checkpoints, on which split, reported where."""
+
+    models: tuple[str, ...] | None = None  # run names or folders (default: every trained run)
+    split: str = "test"
+    out: Path | None = None  # report folder (default WORK/reports)
+    top_k: tuple[int, ...] = (1, 3, 5)
+    tta: bool = False  # pixel models: add the logits of the horizontally flipped clip
+    input: str = "auto"  # memory, stream, or auto
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """The reports written, the runs that could not be scored, and the comparison table."""
+
+    out: Path
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    unscored: list[str] = field(default_factory=list)
+    table: str = ""
+
+
+def evaluate_run(run_dir: Path, manifest: Manifest, ws: Workspace, config: EvaluateConfig) -> tuple[dict, dict]:
+    """Score one checkpoint on the config's split: returns (metrics, run info)."""
+    from pipeline.device import describe
+    from pipeline.metrics import evaluate_predictions
+    from pipeline.provenance import package_versions
+    from pipeline.training import load_checkpoint
+
+    checkpoint = ws.checkpoint(run_dir)
+    if not checkpoint.exists():
+        raise DataError(f"{checkpoint}: no checkpoint (training not finished, or wrong name)")
+    spec = RunSpec.load(run_dir)
+    if spec.classes != manifest.classes:
+        raise DataError(f"{run_dir}: trained on classes {spec.classes[:5]}..., the manifest has {manifest.classes[:5]}...")
+    model = load_checkpoint(checkpoint)
+    batch = int(spec.options.get("batch_size", 8)) if spec.pixels else 128  # pixel models: their training batch fits memory
+    split = config.split
+    inputs = RunInputs(manifest, spec, ws.root, (split,), config.input)
+    data = load_inputs(manifest, spec, split, ws.root) if inputs.mode == "memory" else None
+
+    def scores(mirrored: bool):
+        if data is None:
+            return inputs.predict(model, split, batch, mirrored=mirrored)
+        return model.predict(flip(data.inputs) if mirrored else data.inputs, batch_size=batch, verbose=0)
+
+    probs = scores(False)
+    tta = bool(config.tta and spec.pixels)
+    if tta:
+        from pipeline.augment import flipped_logit_sum
+
+        probs = flipped_logit_sum(probs, scores(True), logits=spec.model == "mvm")
+    speakers = inputs.speakers(split)
+    metrics = evaluate_predictions(inputs.labels(split), probs, spec.classes, speakers if any(speakers) else None, k=list(config.top_k))
+    info = {
+        "model": spec.model, "run": spec.name, "perspectives": spec.perspectives, "inputs": spec.input_stage,
+        "backbone": spec.backbone or "pixels", "weights": spec.weights, "timesteps": spec.timesteps, "split": split,
+        "checkpoint": str(checkpoint), "tta": tta, "options": spec.options, "device": describe(), "versions": package_versions(),
+    }
+    return metrics, info
+
+
+def evaluate(ws: Workspace, config: EvaluateConfig) -> EvaluateResult:
+    """Score every requested run, write a report each and a comparison when there are several.
+
+    One unusable checkpoint does not stop the others being scored: it is logged and listed in ``unscored``.
+    """
+    from pipeline.report import comparison_table, load_report, write_comparison, write_report
+    from pipeline.training import read_history
+
+    if config.split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be train, val or test, got {config.split!r}")
+    manifest = ws.load_manifest()
+    out = Path(config.out) if config.out else ws.reports
+    reports, unscored = [], []
+    for run_dir in ws.run_dirs(list(config.models) if config.models else None):
+        try:
+            metrics, info = evaluate_run(run_dir, manifest, ws, config)
+        except (MpviewError, OSError) as exc:
+            log.error("%s: not scored: %s", run_dir.name, exc)
+            unscored.append(run_dir.name)
+            continue
+        paths = write_report(out, run_dir.name, metrics, info, read_history(run_dir / "history.csv"))
+        reports.append(load_report(paths["json"]))
+        log.info("%s: %s accuracy %.3f (%d samples) -> %s", run_dir.name, config.split, metrics["accuracy"], metrics["n_samples"], paths["markdown"])
+    if len(reports) > 1:
+        paths = write_comparison(out, reports)
+        log.info("comparison: %s", paths["markdown"])
+    if unscored:
+        log.error("%d of %d run(s) could not be scored: %s", len(unscored), len(unscored) + len(reports), ", ".join(unscored))
+    return EvaluateResult(out, reports, unscored, comparison_table(reports) if reports else "")

@@ -1,0 +1,113 @@
+"""``extract``: ROI clips -> per-frame embeddings in HDF5 or TFRecord shards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ConfigError, DataError
+from pipeline.logs import get_logger
+from pipeline.manifest import DONE, Manifest
+from pipeline.runner import RunSummary
+from pipeline.verbs.common import ExecutionConfig, guard_outputs, record
+from pipeline.workspace import Workspace, features_stage
+
+log = get_logger(__name__)
+SHARD_SIZE = 64  # samples per shard at most, by default
+PCA_FRAMES = 20000  # training frames the pixel PCA is fitted on, at most
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Which backbone and weights embed the ROI frames, and how the embeddings are stored."""
+
+    backbone: str = "resnet50"
+    weights: str | None = None  # "vggface" (released: cache, then download), a .h5 path, or "random" (smoke tests)
+    cache_dir: Path | None = None  # where released weights are cached
+    batch_size: int = 32  # frames per forward pass
+    pixel_size: int = 32  # pixels backbone: side of the resized grayscale frame
+    pca: int = 0  # pixels backbone: PCA components fitted on the training split (0: none)
+    format: str = "hdf5"  # hdf5 or tfrecord
+    dtype: str = "float16"
+    name: str | None = None  # features name (default: the backbone's)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+    @property
+    def features(self) -> str:
+        """The name ``train`` reads these features by."""
+        return self.name or self.backbone
+
+
+def fit_pixel_pca(manifest: Manifest, ws: Workspace, name: str, size: int, components: int) -> Path:
+    """Fit the pixel PCA on training-split ROI frames only (reused when already fitted)."""
+    from pipeline.backbones.pixels import PixelBackbone
+    from pipeline.readers import read_sample
+
+    path = ws.pca(name)
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    frames = []
+    for sample in manifest.split("train"):
+        stage = sample.stages.get("prepare", {})
+        if stage.get("status") != DONE:
+            continue
+        frames.extend(read_sample(ws.shard(stage), sample.id, manifest.perspectives).arrays.values())
+        if sum(len(f) for f in frames) >= PCA_FRAMES:
+            break
+    if not frames:
+        raise DataError("no prepared training samples to fit the PCA on")
+    stack = np.concatenate(frames)
+    stack = stack[rng.permutation(len(stack))[:PCA_FRAMES]]
+    PixelBackbone(size).fit_pca(stack, components).save(path)
+    return path
+
+
+def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
+    """Embed every prepared sample's ROI clips; resumable, sharded, one backbone load per worker."""
+    from pipeline.backbones.resolve import RANDOM, VGGFACE
+    from pipeline.cluster import backend_for
+    from pipeline.extract_job import BackboneSpec, ExtractJob, load_backbone
+    from pipeline.readers import FORMAT_SUFFIX, require_format
+    from pipeline.runner import run_stage
+
+    require_format(config.format)
+    if config.pca and config.backbone != "pixels":
+        raise ConfigError("--pca applies to the pixels backbone only")
+    with ws.lock("extract"):
+        manifest = ws.load_manifest()
+        name, run = config.features, config.execution
+        stage, out = features_stage(name), ws.features(name)
+        made = {"backbone": config.backbone, "weights": config.weights or VGGFACE, "format": config.format, "dtype": config.dtype,
+                "pca": config.pca, "pixel_size": config.pixel_size}  # what the embeddings depend on
+        guard_outputs(manifest, ws.manifest_path, stage, made, out, run.force, [ws.models])
+        out.mkdir(parents=True, exist_ok=True)
+        samples = [s for s in manifest.samples if s.status("prepare") == DONE]
+        if not samples:
+            raise DataError(f"{ws.manifest_path}: no sample has finished `prepare`")
+        pending = sum(1 for s in manifest.samples if s.status("prepare") is None)
+        if pending:
+            log.warning("%d of %d samples are not prepared yet (prepare was interrupted?): they are left out; re-run "
+                        "`prepare` and then `extract` to add them", pending, len(manifest))
+        pca = str(fit_pixel_pca(manifest, ws, name, config.pixel_size, config.pca).resolve()) if config.pca else None
+        # workers (Dask ones included) resolve no path of their own: every file they read is named absolutely here
+        weights = config.weights if config.weights in (None, VGGFACE, RANDOM) else str(Path(config.weights).resolve())
+        cache = str(Path(config.cache_dir).resolve()) if config.cache_dir else None
+        spec = BackboneSpec(config.backbone, weights, cache, config.batch_size, config.pixel_size, pca)
+        checked = load_backbone(spec)  # refuse missing or mismatched weights before planning anything (cached in-process)
+        job = ExtractJob(str(ws.root.resolve()), spec, tuple(manifest.perspectives), tuple(manifest.classes), config.dtype,
+                         strict=run.strict, weights_label=checked.weights_label)
+        with backend_for(run.jobs, run.scheduler, run.dask_local) as backend:
+            settings = {**made, "batch_size": config.batch_size, "backend": backend or "local", "asked": record(config)}
+            summary = run_stage(manifest, ws.manifest_path, stage, samples, out, "emb", job,
+                                shard_size=run.shard_size_for(len(samples), SHARD_SIZE), jobs=run.jobs, backend=backend,
+                                redo_failed=run.retry_failed, stall_timeout=run.dask_stall_timeout, config=settings,
+                                suffix=FORMAT_SUFFIX[config.format])
+    labels = {s.stages.get(stage, {}).get("weights") for s in manifest.samples} - {None}
+    if any("random" in str(w) for w in labels):
+        log.warning("features %s come from RANDOM weights: smoke test only, not real VGGFace embeddings", name)
+    log.info("features written to %s (train with: --features %s)", out, name)
+    return summary
+

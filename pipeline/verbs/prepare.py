@@ -1,0 +1,174 @@
+"""``prepare``: dataset -> manifest with splits -> per-perspective ROI clips in HDF5 shards."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.logs import get_logger
+from pipeline.manifest import Manifest
+from pipeline.roi import RoiConfig
+from pipeline.runner import RunSummary
+from pipeline.settings import SettingsChanged
+from pipeline.verbs.common import ExecutionConfig, guard_outputs, record
+from pipeline.workspace import PREPARE, Workspace
+
+log = get_logger(__name__)
+SHARD_SIZE = 32  # samples per shard at most, by default
+GENERATED = ("synthetic", "moving-digits")  # recipes that write their own data (under WORK/data unless a root is given)
+VIEW_OPTIONS = ("views", "cameras", "sequences")  # what ``views`` means, by the recipe's parameter name
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Which dataset, which perspectives, and how each clip's region of interest is cropped.
+
+    ROI fields left at ``None`` take what the dataset's recipe chose (OuluVS2's cropped release: the whole frame;
+    LRW: its fixed box), else the ``RoiConfig`` defaults.
+    """
+
+    dataset: str | None = None  # recipe name; required on the first run
+    root: Path | None = None  # dataset root; generated datasets: where to write them (default WORK/data)
+    views: str | None = None  # perspectives to keep, e.g. "1,3,5"
+    options: tuple[str, ...] = ()  # recipe options as KEY=VALUE, JSON values
+    roi: str | None = None  # mouth, face or frame
+    size: tuple[int, int] | None = None
+    resize: str = "pad"
+    perspective_sizes: tuple[tuple[str, int, int], ...] = ()
+    gray: bool = False
+    fixed_box: tuple[int, int, int, int] | None = None
+    align: bool = True
+    face_policy: str = "largest"
+    detect_every: int = RoiConfig.detect_every
+    landmark_every: int = RoiConfig.landmark_every
+    detect_scale: float = RoiConfig.detect_scale
+    smooth: int = RoiConfig.smooth_window
+    max_missing: float = RoiConfig.max_missing_fraction
+    audio: bool = False  # also store 80-bin log-mel audio aligned to the frames
+    contact_sheet: int = 12  # samples in the contact-sheet PNG (0: none)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``key=value`` with a JSON value (``views=[1,3]``, ``border=1``); plain text when not JSON."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--option expects KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def build_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
+    """Run the dataset recipe with the config's options."""
+    from pipeline.recipes import RECIPES
+
+    if config.dataset not in RECIPES:
+        raise ConfigError(f"unknown dataset {config.dataset!r}; choose from {sorted(RECIPES)}")
+    recipe = RECIPES[config.dataset]
+    params = inspect.signature(recipe).parameters
+    options = dict(parse_option(o) for o in config.options)
+    if config.views:
+        key = next((k for k in VIEW_OPTIONS if k in params), None)
+        if key is None:
+            raise ConfigError(f"--views does not apply to --dataset {config.dataset}")
+        options[key] = [int(v) if v.strip().isdigit() else v.strip() for v in config.views.split(",")]
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ConfigError(f"--dataset {config.dataset} has no option(s) {unknown}; it takes {[p for p in params][1:]}")
+    root = config.root or (ws.data if config.dataset in GENERATED else None)
+    if root is None:
+        raise ConfigError(f"--dataset {config.dataset} needs --root (the dataset folder)")
+    if "jobs" in params and "jobs" not in options:
+        options["jobs"] = config.execution.jobs
+    return recipe(root, **options)
+
+
+def check_same_dataset(ws: Workspace, config: PrepareConfig, manifest: Manifest) -> None:
+    """On a resumed run, refuse a root, options or views other than those the manifest was built with."""
+    asked = {"option": sorted(config.options), "views": config.views}
+    recorded = manifest.info.get("recipe_options", {})
+    changed = [f"--{key} {recorded[key]!r} -> {asked[key]!r}" for key in asked  # given again, and not as before
+               if asked[key] and key in recorded and asked[key] != recorded[key]]
+    if config.root and Path(config.root).resolve() != Path(manifest.root).resolve():
+        changed.insert(0, f"--root {manifest.root} -> {config.root}")
+    if changed:
+        raise SettingsChanged(f"{ws.manifest_path} was built from other dataset options ({'; '.join(changed)}); "
+                              "the manifest fixes them: use another --work for another dataset selection")
+
+
+def roi_config(config: PrepareConfig, manifest: Manifest) -> RoiConfig:
+    """The ROI settings; a dataset's own ROI mode (OuluVS2's cropped release) or fixed box (LRW) applies unless given."""
+    roi = config.roi or manifest.info.get("roi", "mouth")
+    if not config.roi and "roi" in manifest.info:
+        log.info("--roi %s, as the %s recipe chose for this data (%s)", roi, manifest.dataset, manifest.info.get("roi_reason", ""))
+    fixed = config.fixed_box or (manifest.info.get("fixed_box") if roi != "frame" else None)
+    unknown = sorted({view for view, _, _ in config.perspective_sizes} - set(manifest.perspectives))
+    if unknown:
+        raise ConfigError(f"--perspective-size names {unknown}, not perspectives of this manifest ({manifest.perspectives})")
+    return RoiConfig(
+        roi=roi, size=tuple(config.size) if config.size else None, resize=config.resize,
+        perspective_sizes=tuple(tuple(p) for p in config.perspective_sizes), grayscale=config.gray, align=config.align,
+        fixed_box=tuple(fixed) if fixed else None, face_policy=config.face_policy, detect_every=config.detect_every,
+        landmark_every=config.landmark_every, detect_scale=config.detect_scale, smooth_window=config.smooth,
+        max_missing_fraction=config.max_missing,
+    )
+
+
+def open_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
+    """The manifest on disk (checked against the config), or a new one built by the dataset's recipe."""
+    path = ws.manifest_path
+    if path.exists():
+        manifest = Manifest.load(path)
+        recipe = manifest.info.get("recipe", manifest.dataset)
+        if config.dataset and config.dataset != recipe:
+            raise SettingsChanged(f"{path} was prepared with --dataset {recipe}, not {config.dataset}; use another --work folder")
+        check_same_dataset(ws, config, manifest)
+        log.info("resuming with %s (%d samples)", path, len(manifest))
+        return manifest
+    if not config.dataset:
+        raise ConfigError(f"no manifest in {ws.root}: pass --dataset (and --root) for the first run")
+    manifest = build_manifest(ws, config)
+    manifest.info["recipe"] = config.dataset
+    manifest.info["recipe_options"] = {"option": sorted(config.options), "views": config.views}
+    manifest.save(path)
+    log.info("wrote %s: %d samples, perspectives %s, %d problem(s)", path, len(manifest), manifest.perspectives, len(manifest.problems))
+    return manifest
+
+
+def prepare(ws: Workspace, config: PrepareConfig) -> RunSummary:
+    """Build or resume the manifest, crop every sample's ROIs into shards, draw a contact sheet; resumable."""
+    from pipeline.cluster import backend_for
+    from pipeline.prepare_job import PrepareJob
+    from pipeline.roi_preview import write_roi_contact_sheet
+    from pipeline.runner import run_stage
+    from pipeline.worklock import work_lock
+
+    ws.create()
+    with work_lock(ws.root, PREPARE):  # the manifest may not exist yet: this run makes it
+        manifest = open_manifest(ws, config)
+        roi = roi_config(config, manifest)
+        run = config.execution
+        guard_outputs(manifest, ws.manifest_path, PREPARE, {"roi": roi.to_dict(), "audio": config.audio}, ws.roi, run.force,
+                      [ws.features_root, ws.models])
+        job = PrepareJob(manifest.root, tuple(manifest.perspectives), roi, audio=config.audio, strict=run.strict)
+        size = run.shard_size_for(len(manifest), SHARD_SIZE)
+        with backend_for(run.jobs, run.scheduler, run.dask_local) as backend:
+            settings = {"roi": roi.to_dict(), "audio": config.audio, "shard_size": size, "jobs": run.jobs,
+                        "backend": backend or "local", "asked": record(config)}
+            summary = run_stage(manifest, ws.manifest_path, PREPARE, list(manifest.samples), ws.roi, "roi", job, shard_size=size,
+                                jobs=run.jobs, backend=backend, redo_failed=run.retry_failed, stall_timeout=run.dask_stall_timeout,
+                                config=settings)
+        if config.contact_sheet:
+            sheet = write_roi_contact_sheet(ws.contact_sheet, manifest, ws.root, config.contact_sheet)
+            if sheet:
+                log.info("contact sheet: %s", sheet)
+    if summary.reasons.get("no-face") and roi.roi != "frame":
+        log.warning("%d clip(s) failed for want of a face; clips already cropped to the mouth or face need --roi frame",
+                    summary.reasons["no-face"])
+    return summary

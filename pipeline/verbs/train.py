@@ -1,0 +1,315 @@
+"""``train``: embeddings (or ROI pixels) of the train/val splits -> a checkpointed sequence model."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipeline.errors import ConfigError
+from pipeline.experiment import PIXEL_MODELS, SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
+from pipeline.feed import RunInputs
+from pipeline.logs import get_logger, progress_disabled
+from pipeline.manifest import DONE, Manifest
+from pipeline.model_options import model_options
+from pipeline.settings import differences
+from pipeline.training import FitConfig
+from pipeline.verbs.common import record, refuse_or_clear
+from pipeline.workspace import PREPARE, Workspace, features_name, features_stage
+
+log = get_logger(__name__)
+# recorded in spec.json while training, derived from what was asked (compared through what they derive from)
+DERIVED_OPTIONS = ("memory_estimate_bytes", "lr", "replicas", "global_batch", "dtype_policy", "recipe")
+RELEASED_TIMESTEPS = 20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train on which inputs, and how to fit it.
+
+    ``options`` holds model options by field name (``units``, ``dropout``, ``augment``, ...); the rest take the
+    chosen model's own defaults (``pipeline.model_options``), and an option the model does not use is refused.
+    """
+
+    model: str = "mplstm"
+    features: str | None = None  # features name from `extract` (default: the latest); pixel models read ROI clips
+    perspectives: tuple[str, ...] | None = None  # default: all
+    name: str | None = None  # run name (default: from model, perspectives and features)
+    timesteps: int | None = None  # default: the clip length the manifest records
+    options: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int = 50
+    lr: float = 1e-3
+    patience: int = 10
+    seed: int = 0
+    val_fraction: float = 0.15  # when the dataset defines no validation split
+    force: bool = False  # a run folder trained with other settings: delete it and train anew
+    tensorboard: bool = True
+    input: str = "auto"  # memory, stream, or auto (memory when the splits fit a quarter of RAM)
+    distribute: bool = False
+    mixed_precision: bool = False
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run is and how its best epoch scored."""
+
+    name: str
+    run_dir: Path
+    monitor: str
+    best: float
+    epochs: int
+
+
+def pick_features(manifest: Manifest, wanted: str | None) -> str:
+    """The ``extract:<name>`` stage to train on: the one asked for, or the most recently run."""
+    names = [run["stage"] for run in manifest.runs if features_name(run["stage"])]
+    if wanted:
+        stage = features_stage(wanted)
+        if stage not in names:
+            raise ConfigError(f"no features named {wanted!r} in the manifest; extracted: {sorted({features_name(n) for n in names}) or 'none'}")
+        return stage
+    if not names:
+        raise ConfigError("no features extracted yet: run `extract` first (or pick a pixel model)")
+    return names[-1]
+
+
+def stage_weights(manifest: Manifest, stage: str) -> str:
+    """The weights label the stage stamped into its records ('random (smoke test only)', a sha256, ...)."""
+    labels = sorted({str(s.stages[stage].get("weights", "")) for s in manifest.samples if s.status(stage) == DONE})
+    return ", ".join(label for label in labels if label) or "n/a"
+
+
+def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
+    """What this run is, from the config and the manifest."""
+    stage = PREPARE if config.model in PIXEL_MODELS else pick_features(manifest, config.features)
+    perspectives = list(config.perspectives) if config.perspectives else list(manifest.perspectives)
+    if len(set(perspectives)) != len(perspectives):
+        raise ConfigError(f"--perspectives names a perspective twice: {','.join(perspectives)}")
+    unknown = [p for p in perspectives if p not in manifest.perspectives]
+    if unknown:
+        raise ConfigError(f"unknown perspective(s) {unknown}; the manifest has {manifest.perspectives}")
+    if config.model in ("single", "mvm") and len(perspectives) != 1:
+        raise ConfigError(f"--model {config.model} needs exactly one --perspectives entry")
+    options = model_options(config.model, dict(config.options))
+    source = features_name(stage) or "pixels"
+    tag = ("-released" if getattr(options, "released", False) else "") + (f"-{options.pretrain}" if getattr(options, "pretrain", None) else "")
+    name = config.name or f"{config.model}{tag}-{'+'.join(perspectives)}-{source if stage != PREPARE else 'roi'}"
+    timesteps = resolve_timesteps(config.timesteps, clip_length(manifest, perspectives), getattr(options, "future", None) or 0)
+    recorded = {**asdict(options), "lr": config.lr}
+    weights = stage_weights(manifest, stage) if stage != PREPARE else "n/a (ROI pixels)"
+    return RunSpec(name, config.model, stage, perspectives, timesteps, list(manifest.classes), weights, "" if stage == PREPARE else source, recorded)
+
+
+def clip_length(manifest: Manifest, perspectives: list[str]) -> int | None:
+    """The longest clip the manifest knows of: frames ``prepare`` decoded, else the recipe's ``frames`` (LRW: 29)."""
+    lengths = [int(m["frames"]) for s in manifest.samples for v, m in s.stages.get("prepare", {}).get("media", {}).items() if v in perspectives and m.get("frames")]
+    if not lengths:
+        lengths = [int(s.meta["frames"]) for s in manifest.samples if isinstance(s.meta.get("frames"), int)] or ([int(manifest.info["frames"])] if isinstance(manifest.info.get("frames"), int) else [])
+    return max(lengths) if lengths else None
+
+
+def resolve_timesteps(given: int | None, known: int | None, future: int = 0) -> int:
+    """``--timesteps`` as given, else the clip length (less the ``future`` frames pretraining predicts), else the
+    released 20; logs whenever frames are cut."""
+    timesteps = given or (known - future if known and known > future else None) or RELEASED_TIMESTEPS
+    if given is None:
+        log.info("--timesteps %d (%s)", timesteps, "the manifest's clip length" if known else "the released MP-LSTM's default; clip length unknown")
+    if known and known > timesteps + future:
+        log.warning("clips have up to %d frames; --timesteps %d%s keeps the first %d (%d dropped)", known, timesteps,
+                    f" + --future {future}" if future else "", timesteps + future, known - timesteps - future)
+    return timesteps
+
+
+def train(ws: Workspace, config: TrainConfig) -> TrainResult:
+    """Train one model; calling it again with the same config resumes it (other settings on an existing run are refused)."""
+    from pipeline.worklock import work_lock
+
+    manifest = ws.load_manifest()
+    validation = ensure_validation(manifest, config.val_fraction, config.seed)
+    spec = make_spec(config, manifest)
+    if validation:
+        spec.options["validation"] = validation
+    spec.options.update(epochs=config.epochs, patience=config.patience, seed=config.seed, lr_asked=config.lr,
+                        distribute=config.distribute, mixed_precision=config.mixed_precision)
+    spec.config = record(config)
+    out = ws.run(spec.name)
+    out.mkdir(parents=True, exist_ok=True)
+    with work_lock(out, f"train {spec.name}"):  # one process per run folder; other runs may train beside it
+        check_run_folder(out, spec, config.force)
+        return train_run(ws, config, manifest, spec, out)
+
+
+def check_run_folder(out: Path, spec: RunSpec, force: bool) -> None:
+    """Stop when ``out`` holds a run trained with other settings than ``spec``; with ``force``, delete it first."""
+    if not (out / SPEC).exists():
+        return
+
+    def clear() -> None:
+        shutil.rmtree(out)
+        out.mkdir(parents=True)
+
+    refuse_or_clear(f"{out} holds a run trained", differences(_comparable(RunSpec.load(out)), _comparable(spec)), force,
+                    "choose another --name", clear)
+
+
+def _comparable(spec: RunSpec) -> dict:
+    """What a run's outputs depend on: the spec without what training derives or measures along the way."""
+    fields = asdict(spec)
+    fields.pop("config", None)  # how it was asked for: compared through the spec it resolved to
+    fields["options"] = {k: v for k, v in spec.options.items() if k not in DERIVED_OPTIONS}
+    return fields
+
+
+def train_run(ws: Workspace, config: TrainConfig, manifest: Manifest, spec: RunSpec, out: Path) -> TrainResult:
+    """Read the inputs (in memory or streamed), fit, and report the best epoch."""
+    import keras
+
+    from pipeline.device import describe
+    from pipeline.distribute import data_parallel, set_precision
+
+    future = spec.options.get("future") or 0
+    whole = "composite pretraining" if spec.options.get("pretrain") else "--labelled-fraction" if spec.options.get("labelled_fraction", 1.0) < 1.0 else ""
+    inputs = RunInputs(manifest, spec, ws.root, ("train", "val"), "memory" if whole else config.input, f"{whole} reads the training split whole" if whole else "")
+    if spec.options.get("augment"):
+        from pipeline.batches import make_recipe
+
+        spec.options["recipe"] = make_recipe(spec.options["augment"], min(inputs.shapes[0][0][:2]), spec.options["crop"]).to_dict()
+        log.info("--augment %s: %s", spec.options["augment"], spec.options["recipe"])
+    if inputs.mode == "memory":
+        train = load_inputs(manifest, spec, "train", ws.root, audio=spec.audio, extra_frames=future, raw=True)
+        val = load_inputs(manifest, spec, "val", ws.root, audio=spec.audio)  # the best checkpoint is chosen on it
+    keras.utils.set_random_seed(config.seed)
+    policy = set_precision(config.mixed_precision)
+    with data_parallel(config.distribute, spec.options["batch_size"], config.lr) as plan:
+        spec.options.update(lr=plan.learning_rate, replicas=plan.replicas, global_batch=plan.global_batch, dtype_policy=policy)
+        spec.save(out)
+        info = {"spec": spec.__dict__, "device": describe()}
+        log.info("training %s on %d train / %d val samples (%s, perspectives %s, %d timesteps) -> %s", spec.name, inputs.count("train"), inputs.count("val"), spec.input_stage, spec.perspectives, spec.timesteps, out)
+        fitting = FitConfig(epochs=config.epochs, batch_size=plan.global_batch, patience=config.patience, seed=config.seed,
+                            tensorboard=config.tensorboard, verbose=0 if progress_disabled() else 2)
+        if inputs.mode == "memory":
+            history = fit_run(spec, train, val, out, info, fitting)
+        else:
+            history = fit_streamed(spec, inputs, out, info, fitting)
+    best = max(history.get(fitting.monitor, [float("nan")]))
+    epochs = len(history.get("loss", []))
+    log.info("%s: best %s %.3f after %d epochs; checkpoint %s", spec.name, fitting.monitor, best, epochs, ws.checkpoint(out))
+    return TrainResult(spec.name, out, fitting.monitor, best, epochs)
+
+
+def ensure_validation(manifest: Manifest, fraction: float, seed: int) -> dict | None:
+    """Carve a validation set from the training speakers when the split defines none; what was carved, or None."""
+    from pipeline.splits import carve_validation
+
+    if manifest.split("val"):
+        return None
+    manifest.samples = carve_validation(manifest.samples, fraction, seed)
+    held = manifest.split("val")
+    speakers = sorted({s.speaker for s in held if s.speaker is not None})
+    log.info("the dataset's split has no validation set: %d training samples (%s) held out as val (seed %d, --val-fraction %g)",
+             len(held), f"speakers {', '.join(speakers)}" if speakers else "no speakers known", seed, fraction)
+    return {"carved_from": "train", "fraction": fraction, "seed": seed, "samples": len(held), "speakers": speakers}
+
+
+def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig) -> dict:
+    """Build the spec's model, check its activation memory, and fit it; returns the history (``config.monitor`` set)."""
+    from pipeline.memory import check_fits
+    from pipeline.training import fit, one_hot
+
+    n, batch_size, seed = len(spec.classes), config.batch_size, config.seed
+    y_train, y_val = one_hot(train.labels, n), one_hot(val.labels, n)
+    shapes = [v.shape[1:] for v in val.inputs]  # after any evaluation crop: what the model takes
+    lower = ["--batch-size", "--crop", "--timesteps"] + {"convlstm": ["--filters"], "mvm": ["--front small", "--units"]}.get(spec.model, ["--units"])
+    if spec.model == "mvm":
+        models = build_model(spec, shapes, train.audio.shape[1:])
+        spec.options["memory_estimate_bytes"] = check_fits(models.train, batch_size, lower)
+        spec.save(out)
+        x_train, x_val = {"video": train.inputs[0], "audio": train.audio}, {"video": val.inputs[0], "audio": val.audio}
+        config.monitor, config.checkpoint = "val_visual_accuracy", "train_best.keras"
+        history = fit(models.train, batches(spec, x_train, {"visual": y_train, "audio": y_train}, batch_size, seed), (x_val, {"visual": y_val, "audio": y_val}), out, config, info)
+        models.train.load_weights(out / config.checkpoint)
+        from pipeline.checkpoints import save_atomically
+
+        save_atomically(models.infer.save, Workspace.checkpoint(out))
+    elif spec.pixels:
+        model = build_model(spec, shapes)
+        spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, lower)
+        spec.save(out)
+        history = fit(model, batches(spec, train.inputs, y_train, batch_size, seed), (val.inputs, y_val), out, config, info)
+    else:
+        x_train = train.inputs
+        if spec.options.get("pretrain"):
+            x_train, _ = split_future(train, spec.timesteps)
+        model = pretrain(spec, train, out, config, info) if spec.options.get("pretrain") == "composite" else build_model(spec, shapes)
+        rows = labelled_rows(train.labels, spec.options.get("labelled_fraction", 1.0), seed)
+        if len(rows) < len(train.labels):
+            log.info("classifier sees the labels of %d of %d training clips (--labelled-fraction %g, seed %d)", len(rows), len(train.labels), spec.options["labelled_fraction"], seed)
+            x_train, y_train = [x[rows] for x in x_train], y_train[rows]
+        history = fit(model, (x_train, y_train), (val.inputs, y_val), out, config, info)
+    return history
+
+
+def fit_streamed(spec: RunSpec, inputs: RunInputs, out: Path, info: dict, config: FitConfig) -> dict:
+    """``fit_run`` with batches streamed from the shards: build the model, check its activation memory, fit."""
+    from pipeline.checkpoints import save_atomically
+    from pipeline.memory import check_fits
+    from pipeline.training import fit
+
+    batch_size, seed = config.batch_size, config.seed
+    lower = ["--batch-size", "--crop", "--timesteps"] + {"convlstm": ["--filters"], "mvm": ["--front small", "--units"]}.get(spec.model, ["--units"])
+    built = build_model(spec, inputs.model_shapes(), inputs.audio_shape)
+    model = built.train if spec.model == "mvm" else built
+    if spec.pixels:
+        spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, lower)
+        spec.save(out)
+    if spec.model == "mvm":
+        config.monitor, config.checkpoint = "val_visual_accuracy", "train_best.keras"
+    history = fit(model, inputs.training("train", batch_size, seed), inputs.validation("val", batch_size), out, config, info)
+    if spec.model == "mvm":
+        built.train.load_weights(out / config.checkpoint)
+        save_atomically(built.infer.save, Workspace.checkpoint(out))
+    return history
+
+
+def labelled_rows(labels, fraction: float, seed: int):
+    """A seeded, stratified ``fraction`` of the row indices (at least one per class), in order."""
+    import numpy as np
+
+    if fraction >= 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[: max(1, int(round(fraction * np.sum(labels == c))))] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def batches(spec: RunSpec, x, y, batch_size: int, seed: int) -> tuple:
+    """``(x, y)`` arrays for ``fit``, or an augmenting batch sequence (and no ``y``) under ``--augment``."""
+    recipe = run_recipe(spec)
+    if recipe is None:
+        return x, y
+    from pipeline.batches import AugmentedClips
+
+    return AugmentedClips(x, y, batch_size, recipe, seed), None
+
+
+def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
+    """Composite pretraining on every training clip's frames (labels unused), then the classifier to fine-tune."""
+    import dataclasses
+
+    from pipeline.plots_composite import plot_composite_predictions
+    from pipeline.pretrain import pretrain_composite, square_frames
+
+    o = spec.options
+    seen, future = split_future(train, spec.timesteps)
+    pre_config = dataclasses.replace(config, epochs=o["pretrain_epochs"], monitor="loss", checkpoint="composite.keras")
+    composite = pretrain_composite(seen, future, o["units"], spec.model == "mplstm", o["conditional"], out / "pretrain", pre_config, info)
+    shown = [square_frames(x[:1]) for x in (seen[0], future[0])]
+    if len(seen) == 1 and future[0].shape[1] and all(s is not None for s in shown):
+        outputs = composite.predict(seen[0][:1], verbose=0)
+        recon, pred = (square_frames(outputs[k]) for k in ("reconstruction", "prediction"))
+        path = plot_composite_predictions(shown[0][0], shown[1][0], recon[0], pred[0], out / "pretrain" / "predictions.png")
+        log.info("composite reconstructions and predictions: %s", path)
+    from pipeline.experiment import composite_classifier
+
+    return composite_classifier(spec, [x.shape[1:] for x in seen], composite)
