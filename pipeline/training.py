@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import write_text_atomic
+from pipeline.errors import DataError
 from pipeline.logs import get_logger
 from pipeline.provenance import environment
 

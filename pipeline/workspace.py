@@ -26,6 +26,9 @@ EXTRACT_PREFIX = "extract:"
 MANIFEST_NAME = "manifest.jsonl"
 BEST = "best.keras"  # the checkpoint `evaluate` scores
 SPEC = "spec.json"  # what a training run is, beside its checkpoint
+TRAIN_BEST = "train_best.keras"  # the memory model's training network (best.keras holds its inference network)
+COMPOSITE = "composite.keras"  # composite pretraining's autoencoder, under PRETRAIN
+PRETRAIN = "pretrain"  # composite pretraining's folder inside a run folder
 
 
 def features_stage(name: str) -> str:
@@ -87,6 +90,11 @@ class Workspace:
     def run(self, name: str) -> Path:
         """A training run's folder."""
         return self.models / name
+
+    @staticmethod
+    def pretrain(run_dir: Path) -> Path:
+        """Composite pretraining's folder (its checkpoint, history and predictions) inside a run folder."""
+        return Path(run_dir) / PRETRAIN
 
     @staticmethod
     def checkpoint(run_dir: Path) -> Path:

@@ -82,5 +82,5 @@ def run_composite(args: argparse.Namespace) -> int:
             names.append(name)
     result = evaluate(ws, EvaluateConfig(models=tuple(names)))
     print(seed_summary(result.out, names, group=lambda name: name.split("-")[1]))
-    log.info("composite demo finished: reconstructions and predictions in %s", ws.run(names[0]) / "pretrain" / "predictions.png")
+    log.info("composite demo finished: reconstructions and predictions in %s", ws.pretrain(ws.run(names[0])) / "predictions.png")
     return 1 if result.unscored else 0

@@ -84,7 +84,7 @@ def evaluate(ws: Workspace, config: EvaluateConfig) -> EvaluateResult:
     One unusable checkpoint does not stop the others being scored: it is logged and listed in ``unscored``.
     """
     from pipeline.report import comparison_table, load_report, write_comparison, write_report
-    from pipeline.training import read_history
+    from pipeline.training import HISTORY, read_history
 
     if config.split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {config.split!r}")
@@ -98,7 +98,7 @@ def evaluate(ws: Workspace, config: EvaluateConfig) -> EvaluateResult:
             log.error("%s: not scored: %s", run_dir.name, exc)
             unscored.append(run_dir.name)
             continue
-        paths = write_report(out, run_dir.name, metrics, info, read_history(run_dir / "history.csv"))
+        paths = write_report(out, run_dir.name, metrics, info, read_history(run_dir / HISTORY))
         reports.append(load_report(paths["json"]))
         log.info("%s: %s accuracy %.3f (%d samples) -> %s", run_dir.name, config.split, metrics["accuracy"], metrics["n_samples"], paths["markdown"])
     if len(reports) > 1:

@@ -16,7 +16,7 @@ from pipeline.model_options import model_options
 from pipeline.settings import differences
 from pipeline.training import FitConfig
 from pipeline.verbs.common import record, refuse_or_clear
-from pipeline.workspace import PREPARE, Workspace, features_name, features_stage
+from pipeline.workspace import COMPOSITE, PREPARE, TRAIN_BEST, Workspace, features_name, features_stage
 
 log = get_logger(__name__)
 # recorded in spec.json while training, derived from what was asked (compared through what they derive from)
@@ -226,7 +226,7 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig)
         spec.options["memory_estimate_bytes"] = check_fits(models.train, batch_size, lower)
         spec.save(out)
         x_train, x_val = {"video": train.inputs[0], "audio": train.audio}, {"video": val.inputs[0], "audio": val.audio}
-        config.monitor, config.checkpoint = "val_visual_accuracy", "train_best.keras"
+        config.monitor, config.checkpoint = "val_visual_accuracy", TRAIN_BEST
         history = fit(models.train, batches(spec, x_train, {"visual": y_train, "audio": y_train}, batch_size, seed), (x_val, {"visual": y_val, "audio": y_val}), out, config, info)
         models.train.load_weights(out / config.checkpoint)
         from pipeline.checkpoints import save_atomically
@@ -264,7 +264,7 @@ def fit_streamed(spec: RunSpec, inputs: RunInputs, out: Path, info: dict, config
         spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, lower)
         spec.save(out)
     if spec.model == "mvm":
-        config.monitor, config.checkpoint = "val_visual_accuracy", "train_best.keras"
+        config.monitor, config.checkpoint = "val_visual_accuracy", TRAIN_BEST
     history = fit(model, inputs.training("train", batch_size, seed), inputs.validation("val", batch_size), out, config, info)
     if spec.model == "mvm":
         built.train.load_weights(out / config.checkpoint)
@@ -302,13 +302,13 @@ def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
 
     o = spec.options
     seen, future = split_future(train, spec.timesteps)
-    pre_config = dataclasses.replace(config, epochs=o["pretrain_epochs"], monitor="loss", checkpoint="composite.keras")
-    composite = pretrain_composite(seen, future, o["units"], spec.model == "mplstm", o["conditional"], out / "pretrain", pre_config, info)
+    pre_config = dataclasses.replace(config, epochs=o["pretrain_epochs"], monitor="loss", checkpoint=COMPOSITE)
+    composite = pretrain_composite(seen, future, o["units"], spec.model == "mplstm", o["conditional"], Workspace.pretrain(out), pre_config, info)
     shown = [square_frames(x[:1]) for x in (seen[0], future[0])]
     if len(seen) == 1 and future[0].shape[1] and all(s is not None for s in shown):
         outputs = composite.predict(seen[0][:1], verbose=0)
         recon, pred = (square_frames(outputs[k]) for k in ("reconstruction", "prediction"))
-        path = plot_composite_predictions(shown[0][0], shown[1][0], recon[0], pred[0], out / "pretrain" / "predictions.png")
+        path = plot_composite_predictions(shown[0][0], shown[1][0], recon[0], pred[0], Workspace.pretrain(out) / "predictions.png")
         log.info("composite reconstructions and predictions: %s", path)
     from pipeline.experiment import composite_classifier
 
