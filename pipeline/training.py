@@ -152,4 +152,4 @@ def load_checkpoint(path: Path):
         return keras.models.load_model(path, safe_mode=True)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         size = Path(path).stat().st_size if Path(path).exists() else 0
-        raise ValueError(f"{path}: unreadable checkpoint ({size} bytes; {type(exc).__name__}: {exc}); retrain it") from None
+        raise DataError(f"{path}: unreadable checkpoint ({size} bytes; {type(exc).__name__}: {exc}); retrain it") from None
