@@ -149,10 +149,10 @@ def test_an_unexpected_error_fails_only_its_sample(tmp_path, grid_root, monkeypa
     _listing(root, rows)
     real = prepare_job.crop_frames
 
-    def crop_frames(open_frames, config, source, frame_count=None):
+    def crop_frames(open_frames, config, source, frame_count=None, decode_ahead=4):
         if source.endswith("pwij3p.mpg"):
             raise ValueError("operands could not be broadcast together")
-        return real(open_frames, config, source, frame_count)
+        return real(open_frames, config, source, frame_count, decode_ahead)
 
     monkeypatch.setattr(prepare_job, "crop_frames", crop_frames)
     work = tmp_path / "work"
