@@ -109,7 +109,7 @@ def iter_frames(path: Path | str, timestamps: list[float] | None = None) -> Iter
         claimed = stream.frames
         count = 0
         frames = container.decode(stream)
-        converter = VideoReformatter()
+        converter = VideoReformatter()  # threads=1 below: swscale threads were slower here; workers fill the cores
         while True:
             try:
                 frame = next(frames)
