@@ -5,15 +5,16 @@ and method counts, so drifting load from other processes hits all alike):
 
 * ``decode``: decoding only (``pipeline.video.iter_frames``, frame by frame to RGB, one thread), the limit;
 * ``roi``: the real path, ``pipeline.roi.crop_video``: decode -> track -> smooth -> warp, streamed, the next frames
-  decoding on a second thread meanwhile (``pipeline.video.read_ahead``), so its wall-clock ratio can use two cores
-  where decode-only uses one; ``ratio_vs_decode_cpu_time`` compares frames per CPU-second instead;
+  decoding on a second thread meanwhile (``pipeline.video.read_ahead``; ``--decode-ahead 0``: inline), so its
+  wall-clock ratio can use two cores where decode-only uses one; ``ratio_vs_decode_cpu_time`` compares frames per
+  CPU-second instead;
 * ``naive``: decode the clip, then ``crop_clip_naive``: dlib detection and the 68-point fit on every frame at full
   resolution, no tracking, no smoothing. This is the accuracy reference.
 
 Accuracy, per clip and overall: the crop centre's offset from the reference's (mean, max), the mean crop-scale and
 in-plane rotation errors, and the crop jitter (mean frame-to-frame centre movement) of ours and of the reference.
 
-Run from the repository root:  python bench/prepare.py [CLIP_DIR] [--repeats N]
+Run from the repository root:  python bench/prepare.py [CLIP_DIR] [--repeats N] [--decode-ahead N]
 The last line printed is one JSON object with the figures (for CI and the README).
 """
 
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("clips", nargs="?", type=Path, default=DEFAULT_CLIPS, help="folder of talking-face videos")
     parser.add_argument("--repeats", type=int, default=7, help="rounds; the fastest per clip and method counts")
     parser.add_argument("--cv-threads", type=int, default=1, help="OpenCV threads (1: every method on one core)")
+    parser.add_argument("--decode-ahead", type=int, default=4, help="roi: frames decoded ahead on a second thread "
+                                                                    "(0: inline, as prepare does with a worker per CPU)")
     args = parser.parse_args(argv)
     paths = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
     if not paths:
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     for repeat in range(args.repeats):
         for path in paths:
             measure("decode", path, decode_only, path)
-            measure("roi", path, crop_video, path, config)
+            measure("roi", path, crop_video, path, config, args.decode_ahead)
             if repeat < naive_repeats:
                 frames = measure("read", path, read_frames, path)
                 measure("naive crop", path, crop_clip_naive, frames, config, str(path))
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         "per_clip": per_clip,
     }
     print(f"{len(paths)} clips, {frames_total} frames, fastest of {args.repeats} interleaved runs per clip and method, "
-          f"mouth ROI {config.size[1]}x{config.size[0]}, OpenCV threads {args.cv_threads}")
+          f"mouth ROI {config.size[1]}x{config.size[0]}, OpenCV threads {args.cv_threads}, decode ahead {args.decode_ahead}")
     print(f"68-point fits on {fits} frames ({fits / frames_total:.0%}), the detector found the face {detections} times")
     print(f"{'method':<38}{'frames/s':>10}{'vs decode':>11}{'frames/CPU-s':>14}{'vs decode':>11}")
     for label, key in (("decode only (PyAV -> RGB)", "decode"), ("tracked mouth ROI (crop_video)", "roi"),

@@ -401,9 +401,10 @@ def crop_clip(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str =
     return crop_frames(lambda: iter(frames), config, source, frame_count=lambda: len(frames))
 
 
-def crop_video(path: Path | str, config: RoiConfig = RoiConfig()) -> RoiResult:
-    """Decode a video frame by frame and crop its ROI clip; errors name the file."""
-    return crop_frames(lambda: iter_frames(path), config, str(path), frame_count=lambda: probe(path)["frames"])
+def crop_video(path: Path | str, config: RoiConfig = RoiConfig(), decode_ahead: int = 4) -> RoiResult:
+    """Decode a video frame by frame and crop its ROI clip; errors name the file (``decode_ahead``: see ``crop_frames``)."""
+    return crop_frames(lambda: iter_frames(path), config, str(path), frame_count=lambda: probe(path)["frames"],
+                       decode_ahead=decode_ahead)
 
 
 def crop_clip_naive(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str = "<frames>") -> RoiResult:

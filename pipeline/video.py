@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, Sequence, TypeVar
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pipeline.atomic import atomic_path
 from pipeline.logs import get_logger
@@ -99,7 +100,8 @@ def iter_frames(path: Path | str, timestamps: list[float] | None = None) -> Iter
 
     A display rotation in the container (phone clips) is applied, so frames come out as a player shows them. When
     ``timestamps`` is given, each frame's presentation time in seconds is appended to it (variable-frame-rate clips
-    keep their real timing).
+    keep their real timing). One colour converter serves the whole clip on this thread (PyAV's ``to_ndarray`` builds
+    a new one per frame); it adapts when the size or pixel format changes mid-stream, and the pixels are the same.
     """
     path = _check_file(path)
     with _open(path) as container:
@@ -107,6 +109,7 @@ def iter_frames(path: Path | str, timestamps: list[float] | None = None) -> Iter
         claimed = stream.frames
         count = 0
         frames = container.decode(stream)
+        converter = VideoReformatter()  # threads=1 below: swscale threads were slower here; workers fill the cores
         while True:
             try:
                 frame = next(frames)
@@ -115,7 +118,7 @@ def iter_frames(path: Path | str, timestamps: list[float] | None = None) -> Iter
             except av.FFmpegError as exc:
                 raise VideoError(path, f"truncated or corrupt: decoding failed after {count} frames ({exc})") from exc
             try:
-                image = frame.to_ndarray(format="rgb24")
+                image = converter.reformat(frame, format="rgb24", threads=1).to_ndarray()
             except (ValueError, NotImplementedError, av.FFmpegError) as exc:
                 raise VideoError(path, f"unsupported pixel format {frame.format.name!r} ({exc})") from exc
             if timestamps is not None:

@@ -149,10 +149,10 @@ def test_an_unexpected_error_fails_only_its_sample(tmp_path, grid_root, monkeypa
     _listing(root, rows)
     real = prepare_job.crop_frames
 
-    def crop_frames(open_frames, config, source, frame_count=None):
+    def crop_frames(open_frames, config, source, frame_count=None, decode_ahead=4):
         if source.endswith("pwij3p.mpg"):
             raise ValueError("operands could not be broadcast together")
-        return real(open_frames, config, source, frame_count)
+        return real(open_frames, config, source, frame_count, decode_ahead)
 
     monkeypatch.setattr(prepare_job, "crop_frames", crop_frames)
     work = tmp_path / "work"
@@ -185,3 +185,25 @@ def test_five_view_light_field_grids_prepare_with_defaults(tmp_path, grid_clip):
     with ShardReader(work / record["shard"]) as reader:
         sample = reader.read(manifest.samples[0].id)
     assert sample.arrays["hor"].shape == (5, 96, 96, 3) and sample.arrays["ver"].shape == (5, 96, 96, 3)
+
+
+def test_decode_ahead_for_decodes_inline_once_workers_fill_the_cpus(monkeypatch):
+    from pipeline.prepare_job import DECODE_AHEAD, decode_ahead_for
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert [decode_ahead_for(jobs) for jobs in (1, 3, 4, 8)] == [DECODE_AHEAD, DECODE_AHEAD, 0, 0]
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: assume one CPU, so one worker already fills it
+    assert decode_ahead_for(1) == 0
+
+
+def test_prepare_job_crops_the_same_with_and_without_the_decode_thread(grid_clip):
+    from pipeline.manifest import Sample
+    from pipeline.prepare_job import PrepareJob
+    from pipeline.roi import RoiConfig
+
+    sample = Sample.from_dict({"id": grid_clip.stem, "sources": {"v1": grid_clip.name}})
+    threaded, inline = (PrepareJob(str(grid_clip.parent), ("v1",), RoiConfig(), decode_ahead=depth).process(sample) for depth in (4, 0))
+    assert np.array_equal(threaded["arrays"]["v1"], inline["arrays"]["v1"]) and threaded["arrays"]["v1"].shape[0] == 75
+    assert threaded["extras"].keys() == inline["extras"].keys()
+    for key, value in threaded["extras"].items():
+        np.testing.assert_array_equal(value, inline["extras"][key], err_msg=key)  # NaN where nothing was detected

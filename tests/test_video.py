@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 
@@ -199,3 +200,52 @@ def test_variable_frame_rate_clip_keeps_each_frame_time(tmp_path: Path) -> None:
     regular: list[float] = []
     read_frames(write_video(tmp_path / "cfr.mp4", moving_square(5), fps=25), regular)
     assert regular == pytest.approx([0.0, 0.04, 0.08, 0.12, 0.16], abs=1e-6)
+
+
+def per_frame_rgb(path: Path) -> list[np.ndarray]:
+    """The reference decode: PyAV's own ``to_ndarray(format="rgb24")`` on every frame (a new converter each time)."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(container.streams.video[0])]
+
+
+def assert_same_pixels(path: Path) -> list[np.ndarray]:
+    """``iter_frames`` (one converter per clip) gives exactly the reference's frames, in order; those frames."""
+    reference = per_frame_rgb(path)
+    decoded = list(iter_frames(path))
+    assert len(decoded) == len(reference) > 0
+    for index, (ours, theirs) in enumerate(zip(decoded, reference)):
+        assert ours.dtype == np.uint8 and ours.shape == theirs.shape, index
+        assert np.array_equal(ours, theirs), f"frame {index} differs"
+    return decoded
+
+
+def test_reused_converter_gives_the_same_pixels_as_per_frame_conversion(tmp_path: Path) -> None:
+    assert_same_pixels(write_video(tmp_path / "clip.mp4", moving_square(), fps=25))
+
+
+def test_reused_converter_gives_the_same_pixels_on_grid(grid_dir: Path) -> None:
+    for path in sorted(grid_dir.glob("*.mpg")):
+        assert_same_pixels(path)
+
+
+def h264_segment(clip: np.ndarray, pix_fmt: str) -> bytes:
+    """``clip`` as a raw H.264 elementary stream in ``pix_fmt``: segments concatenate into one decodable stream."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = clip.shape[1:3]
+        stream.pix_fmt, stream.options = pix_fmt, {"threads": "1"}
+        for image in clip:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=pix_fmt)))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def test_reused_converter_follows_a_size_and_format_change_mid_stream(tmp_path: Path) -> None:
+    """A stream switching from 128x96 4:2:0 to 96x64 4:4:4 halfway decodes each part at its own size, exactly."""
+    if "libx264" not in av.codecs_available:
+        pytest.skip("this PyAV build has no libx264 encoder")
+    path = tmp_path / "switch.h264"
+    path.write_bytes(h264_segment(moving_square(6), "yuv420p") + h264_segment(moving_square(6, 64, 96), "yuv444p"))
+    decoded = assert_same_pixels(path)
+    assert [frame.shape for frame in decoded] == [(96, 128, 3)] * 6 + [(64, 96, 3)] * 6
