@@ -144,7 +144,7 @@ class NoFaceError(VideoError):
             text = f"no face found in {missing} of {frames} frames ({self.fraction:.0%})"
         else:
             text = f"no face found in at least {missing} of {frames} frames (stopped after {checked} frames)"
-        super().__init__(path, f"{text}; at most {limit:.0%} allowed")
+        super().__init__(path, f"{text}; at most {limit:.0%} allowed", "no-face")
 
 
 @dataclass

@@ -110,7 +110,7 @@ class PrepareJob:
         except NoFaceError as exc:
             raise SampleError(str(exc) + _frame_mode_hint(exc), "no-face") from None
         except VideoError as exc:
-            raise SampleError(str(exc), _reason_code(exc.reason)) from None
+            raise SampleError(str(exc), exc.code) from None
         except OSError as exc:
             raise SampleError(f"{exc.filename or source.path}: cannot read ({exc.strerror or exc})", "unreadable") from None
 
@@ -155,14 +155,6 @@ def _variable_rate(times: list[float]) -> bool:
     """Whether frame intervals differ by more than 10% of their median (a variable-frame-rate recording)."""
     steps = np.diff(times)
     return bool(len(steps) > 1 and np.median(steps) > 0 and np.abs(steps - np.median(steps)).max() > 0.1 * np.median(steps))
-
-
-def _reason_code(reason: str) -> str:
-    """A short failure category for summaries, from a ``VideoError`` reason text."""
-    text = reason.lower()
-    codes = {"truncated": "truncated", "empty file": "empty-file", "no frames": "zero-frames", "pixel format": "pixel-format",
-             "not found": "missing-file", "no video stream": "no-video-stream", "no audio": "no-audio"}
-    return next((code for needle, code in codes.items() if needle in text), "unreadable")
 
 
 def _hash_many(paths: list[Path]) -> str:

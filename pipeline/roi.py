@@ -218,7 +218,7 @@ def _check_frames(frames: np.ndarray, source: str) -> np.ndarray:
     """Accept ``[T, H, W, 3]`` RGB or ``[T, H, W]`` gray uint8 with at least one frame."""
     frames = np.asarray(frames)
     if len(frames) == 0:
-        raise VideoError(source, "no frames")
+        raise VideoError(source, "no frames", "zero-frames")
     error = _layout_error(frames.dtype, frames.shape, per_frame=False)
     if error:
         raise VideoError(source, error)
@@ -237,7 +237,7 @@ def _checked(frames: Iterable[np.ndarray], source: str) -> Iterator[np.ndarray]:
         shape = frame.shape
         yield frame
     if shape is None:
-        raise VideoError(source, "no frames")
+        raise VideoError(source, "no frames", "zero-frames")
 
 
 class _TrackedCrop:
@@ -313,7 +313,7 @@ class _TrackedCrop:
             self.again = iter(_checked(self.open_frames(), self.source))
         frame = next(self.again, None)
         if frame is None:
-            raise VideoError(self.source, f"only {index} frames when read a second time")
+            raise VideoError(self.source, f"only {index} frames when read a second time", "truncated")
         if index == self.first - 1:
             self.again = None
         return frame

@@ -43,12 +43,12 @@ class RunError(MpviewError, RuntimeError):
     code = "run"
 
 
-class SampleError(Exception):
-    """A per-sample failure: recorded in the manifest with its reason; the run goes on."""
+class SampleError(MpviewError):
+    """A per-sample failure: recorded in the manifest with its ``code`` as the reason; the run goes on."""
 
-    def __init__(self, message: str, reason: str = "error") -> None:
+    def __init__(self, message: str, code: str = "error") -> None:
         super().__init__(message)
-        self.reason = reason
+        self.code = code
 
 
 class StrictFailure(RunError):
@@ -153,8 +153,8 @@ def write_shard(
         for sample_id, outcome in results:
             if isinstance(outcome, SampleError):
                 if strict:
-                    raise StrictFailure(f"sample {sample_id!r} failed ({outcome.reason}): {outcome}")
-                _writing(task, writer.add_failure, sample_id, str(outcome), {"reason": outcome.reason})
+                    raise StrictFailure(f"sample {sample_id!r} failed ({outcome.code}): {outcome}")
+                _writing(task, writer.add_failure, sample_id, str(outcome), {"reason": outcome.code})
             else:
                 _writing(task, writer.add, sample_id, outcome["arrays"], outcome.get("attrs"), outcome.get("extras"), outcome.get("record"))
             if _sample_finished is not None:

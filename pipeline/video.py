@@ -14,6 +14,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from pipeline.atomic import atomic_path
+from pipeline.errors import MpviewError
 from pipeline.logs import get_logger
 
 log = get_logger(__name__)
@@ -23,12 +24,17 @@ VFR_TIME_BASE = Fraction(1, 1000)  # millisecond clock for clips written with th
 Item = TypeVar("Item")
 
 
-class VideoError(Exception):
-    """A video or image sequence that cannot be used: unreadable, empty, truncated, wrong format, or no face."""
+class VideoError(MpviewError):
+    """A video or image sequence that cannot be used: unreadable, empty, truncated, wrong format, or no face.
 
-    def __init__(self, path: Path | str, reason: str) -> None:
+    ``code`` names the kind (``truncated``, ``empty-file``, ``pixel-format``, ...): what a per-sample failure is
+    counted as in the run summary.
+    """
+
+    def __init__(self, path: Path | str, reason: str, code: str = "unreadable") -> None:
         self.path = str(path)
         self.reason = reason
+        self.code = code
         super().__init__(f"{self.path}: {reason}")
 
 
@@ -36,11 +42,11 @@ def _check_file(path: Path | str) -> Path:
     """Fail early, with a plain reason, on a missing, non-regular or zero-byte file."""
     path = Path(path)
     if not path.exists():
-        raise VideoError(path, "file not found")
+        raise VideoError(path, "file not found", "missing-file")
     if not path.is_file():
         raise VideoError(path, "not a regular file")
     if path.stat().st_size == 0:
-        raise VideoError(path, "empty file (0 bytes)")
+        raise VideoError(path, "empty file (0 bytes)", "empty-file")
     return path
 
 
@@ -55,7 +61,7 @@ def _open(path: Path) -> av.container.InputContainer:
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
     """The first video stream, or VideoError when there is none."""
     if not container.streams.video:
-        raise VideoError(path, "no video stream")
+        raise VideoError(path, "no video stream", "no-video-stream")
     return container.streams.video[0]
 
 
@@ -69,7 +75,7 @@ def probe(path: Path | str) -> dict:
             try:
                 frames = sum(1 for packet in container.demux(stream) if packet.size)
             except av.FFmpegError as exc:
-                raise VideoError(path, f"truncated or corrupt while counting packets ({exc})") from exc
+                raise VideoError(path, f"truncated or corrupt while counting packets ({exc})", "truncated") from exc
         return {
             "frames": int(frames),
             "fps": _rate(stream),
@@ -116,19 +122,19 @@ def iter_frames(path: Path | str, timestamps: list[float] | None = None) -> Iter
             except StopIteration:
                 break
             except av.FFmpegError as exc:
-                raise VideoError(path, f"truncated or corrupt: decoding failed after {count} frames ({exc})") from exc
+                raise VideoError(path, f"truncated or corrupt: decoding failed after {count} frames ({exc})", "truncated") from exc
             try:
                 image = converter.reformat(frame, format="rgb24", threads=1).to_ndarray()
             except (ValueError, NotImplementedError, av.FFmpegError) as exc:
-                raise VideoError(path, f"unsupported pixel format {frame.format.name!r} ({exc})") from exc
+                raise VideoError(path, f"unsupported pixel format {frame.format.name!r} ({exc})", "pixel-format") from exc
             if timestamps is not None:
                 timestamps.append(float(frame.time) if frame.time is not None else count / (_rate(stream) or 25.0))
             count += 1
             yield _upright(image, frame.rotation)
     if count == 0:
-        raise VideoError(path, "no frames decoded (zero-frame or unreadable video)")
+        raise VideoError(path, "no frames decoded (zero-frame or unreadable video)", "zero-frames")
     if claimed and count < claimed:
-        raise VideoError(path, f"truncated: decoded {count} of the {claimed} frames the container declares")
+        raise VideoError(path, f"truncated: decoded {count} of the {claimed} frames the container declares", "truncated")
 
 
 def read_ahead(items: Iterable[Item], depth: int = 4) -> Iterator[Item]:
@@ -183,7 +189,7 @@ def read_frames(path: Path | str, timestamps: list[float] | None = None) -> np.n
 def read_image_sequence(paths: Sequence[Path | str]) -> np.ndarray:
     """Read same-sized still images (e.g. light-field sub-aperture views) into ``[T, H, W, 3]`` uint8 RGB."""
     if not paths:
-        raise VideoError("<image sequence>", "no images given")
+        raise VideoError("<image sequence>", "no images given", "zero-frames")
     images = []
     for path in paths:
         path = _check_file(path)
@@ -247,7 +253,7 @@ def read_audio(path: Path | str, sample_rate: int = 16000) -> np.ndarray:
     path = _check_file(path)
     with _open(path) as container:
         if not container.streams.audio:
-            raise VideoError(path, "no audio stream")
+            raise VideoError(path, "no audio stream", "no-audio")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks = []
@@ -256,8 +262,8 @@ def read_audio(path: Path | str, sample_rate: int = 16000) -> np.ndarray:
                 chunks.extend(resampler.resample(frame))
             chunks.extend(resampler.resample(None))
         except av.FFmpegError as exc:
-            raise VideoError(path, f"truncated or corrupt audio ({exc})") from exc
+            raise VideoError(path, f"truncated or corrupt audio ({exc})", "truncated") from exc
     if not chunks:
-        raise VideoError(path, "audio stream has no samples")
+        raise VideoError(path, "audio stream has no samples", "no-audio")
     return np.concatenate([chunk.to_ndarray().reshape(-1) for chunk in chunks]).astype(np.float32, copy=False)
 

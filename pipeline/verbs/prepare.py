@@ -144,7 +144,7 @@ def open_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
 def prepare(ws: Workspace, config: PrepareConfig) -> RunSummary:
     """Build or resume the manifest, crop every sample's ROIs into shards, draw a contact sheet; resumable."""
     from pipeline.cluster import backend_for
-    from pipeline.prepare_job import PrepareJob
+    from pipeline.prepare_job import PrepareJob, decode_ahead_for
     from pipeline.roi_preview import write_roi_contact_sheet
     from pipeline.runner import run_stage
     from pipeline.worklock import work_lock
@@ -156,7 +156,9 @@ def prepare(ws: Workspace, config: PrepareConfig) -> RunSummary:
         run = config.execution
         guard_outputs(manifest, ws.manifest_path, PREPARE, {"roi": roi.to_dict(), "audio": config.audio}, ws.roi, run.force,
                       [ws.features_root, ws.models])
-        job = PrepareJob(manifest.root, tuple(manifest.perspectives), roi, audio=config.audio, strict=run.strict)
+        # decoding ahead on a second thread pays only while a core is idle: not when local workers fill them
+        job = PrepareJob(manifest.root, tuple(manifest.perspectives), roi, audio=config.audio, strict=run.strict,
+                         decode_ahead=decode_ahead_for(run.dask_local or run.jobs))
         size = run.shard_size_for(len(manifest), SHARD_SIZE)
         with backend_for(run.jobs, run.scheduler, run.dask_local) as backend:
             settings = {"roi": roi.to_dict(), "audio": config.audio, "shard_size": size, "jobs": run.jobs,
