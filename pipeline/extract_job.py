@@ -88,12 +88,12 @@ class ExtractJob:
             if isinstance(clips, SampleError):
                 queue.append(_Pending(sample, error=clips))
             else:
-                entry = _Pending(sample, remaining=sum(len(clips[view]) for view in self.perspectives))
+                entry = _Pending(sample, remaining=sum(len(clips[perspective]) for perspective in self.perspectives))
                 queue.append(entry)
-                for view in self.perspectives:
-                    entry.parts[view] = []
-                    buffer.append((entry, view, clips[view]))
-                    buffered += len(clips[view])
+                for perspective in self.perspectives:
+                    entry.parts[perspective] = []
+                    buffer.append((entry, perspective, clips[perspective]))
+                    buffered += len(clips[perspective])
                 if buffered >= self.frames_per_batch:
                     buffered = self._embed(buffer, buffered // unit * unit, model)
             yield from self._finished(queue, model)
@@ -130,15 +130,15 @@ class ExtractJob:
         features = model.embed(np.concatenate(pieces)).astype(self.dtype)
         used = 0
         while buffer and used < count:
-            entry, view, frames = buffer[0]
+            entry, perspective, frames = buffer[0]
             take = min(len(frames), count - used)
-            entry.parts[view].append(features[used:used + take])
+            entry.parts[perspective].append(features[used:used + take])
             entry.remaining -= take
             used += take
             if take == len(frames):
                 buffer.pop(0)
             else:
-                buffer[0] = (entry, view, frames[take:])
+                buffer[0] = (entry, perspective, frames[take:])
         return sum(len(frames) for _, _, frames in buffer)
 
     def _finished(self, queue: collections.deque["_Pending"], model) -> Iterator[tuple[str, Any]]:
@@ -150,7 +150,7 @@ class ExtractJob:
             if entry.error is not None:
                 yield sample["id"], entry.error
                 continue
-            arrays = {view: np.concatenate(parts) if parts else np.zeros((0, model.dim), self.dtype) for view, parts in entry.parts.items()}
+            arrays = {perspective: np.concatenate(parts) if parts else np.zeros((0, model.dim), self.dtype) for perspective, parts in entry.parts.items()}
             label = sample.get("label")
             attrs = {"label": label, "label_index": index.get(label, -1), "split": sample.get("split"), "speaker": sample.get("speaker")}
             yield sample["id"], {"arrays": arrays, "attrs": attrs, "record": {"dim": model.dim, "weights": model.weights_label}}

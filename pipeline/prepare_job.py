@@ -61,28 +61,28 @@ class PrepareJob:
         arrays: dict[str, np.ndarray] = {}
         extras: dict[str, np.ndarray] = {}
         media: dict[str, dict[str, Any]] = {}
-        for view in self.perspectives:
-            if view not in sample.sources:
-                raise SampleError(f"perspective {view} has no source", "missing-perspective")
-            with _unexpected_errors(Path(self.root) / sample.sources[view].path):
-                result, info, times = self._crop(sample, view)
-            arrays[view] = result.clip
+        for perspective in self.perspectives:
+            if perspective not in sample.sources:
+                raise SampleError(f"perspective {perspective} has no source", "missing-perspective")
+            with _unexpected_errors(Path(self.root) / sample.sources[perspective].path):
+                result, info, times = self._crop(sample, perspective)
+            arrays[perspective] = result.clip
             for key, value in result.arrays().items():
-                extras[f"audit/{view}/{key}"] = value
+                extras[f"audit/{perspective}/{key}"] = value
             if times is not None:
-                extras[f"audit/{view}/timestamps"] = times
-            media[view] = {**info, "found_fraction": round(1.0 - result.missing_fraction, 4)}
+                extras[f"audit/{perspective}/timestamps"] = times
+            media[perspective] = {**info, "found_fraction": round(1.0 - result.missing_fraction, 4)}
         if self.audio:
             with _unexpected_errors(Path(self.root) / sample.sources[self.perspectives[0]].path):
                 extras[AUDIO_KEY] = self._audio(sample, media)
         attrs = {"label": sample.label, "split": sample.split, "speaker": sample.speaker, "sha256": {v: m["sha256"] for v, m in media.items()}}
         return {"arrays": arrays, "extras": extras, "attrs": attrs, "record": {"media": media}}
 
-    def _crop(self, sample: Sample, view: str) -> tuple[RoiResult, dict[str, Any], np.ndarray | None]:
+    def _crop(self, sample: Sample, perspective: str) -> tuple[RoiResult, dict[str, Any], np.ndarray | None]:
         """Read one perspective (a video frame by frame, or an image sequence) and crop it: the crops, media facts and
         per-frame times (videos only)."""
-        source = sample.sources[view]
-        config = self.roi.for_perspective(view)
+        source = sample.sources[perspective]
+        config = self.roi.for_perspective(perspective)
         try:
             if source.kind == "images":
                 paths = [resolve_inside(self.root, f, what=f"sample {sample.id!r}") for f in (source.frames or [])]
@@ -117,10 +117,10 @@ class PrepareJob:
     def _audio(self, sample: Sample, media: dict[str, dict[str, Any]]) -> np.ndarray:
         from pipeline.audio import audio_for_clip
 
-        view = self.perspectives[0]
-        path = resolve_inside(self.root, sample.sources[view].path)
+        perspective = self.perspectives[0]
+        path = resolve_inside(self.root, sample.sources[perspective].path)
         try:
-            return audio_for_clip(path, media[view]["frames"], media[view]["fps"] or 25.0)
+            return audio_for_clip(path, media[perspective]["frames"], media[perspective]["fps"] or 25.0)
         except VideoError as exc:
             raise SampleError(f"{path}: no usable audio ({exc})", "no-audio") from None
 
