@@ -92,17 +92,18 @@ class MVMOptions(PixelOptions):
     dropout: float = 0.5
 
 
-MODEL_OPTIONS: dict[str, type] = {
-    "mplstm": MPLSTMOptions,
-    "single": SingleOptions,
-    "early_fusion": EarlyFusionOptions,
-    "late_fusion": LateFusionOptions,
-    "mvlstm": MVLSTMOptions,
-    "convlstm": ConvLSTMOptions,
-    "mvm": MVMOptions,
-}
-ALL_OPTIONS = sorted({f.name for cls in MODEL_OPTIONS.values() for f in fields(cls)})
 NEEDS_PRETRAIN = ("pretrain_epochs", "future", "conditional")
+
+
+def __getattr__(name: str):
+    """``MODEL_OPTIONS`` (each registered model's options class) and ``ALL_OPTIONS`` (their fields), from the registry."""
+    from pipeline.models import registry  # its registrations import the classes above: read it lazily
+
+    if name == "MODEL_OPTIONS":
+        return registry.options()
+    if name == "ALL_OPTIONS":
+        return sorted({f.name for cls in registry.options().values() for f in fields(cls)})
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def flag(name: str) -> str:
@@ -112,15 +113,16 @@ def flag(name: str) -> str:
 
 def model_options(model: str, given: dict[str, Any]):
     """The ``model``'s options from the explicitly ``given`` ones (others ``None``); refuses options it does not use."""
-    if model not in MODEL_OPTIONS:
-        raise ValueError(f"unknown model {model!r}; choose from {sorted(MODEL_OPTIONS)}")
-    cls = MODEL_OPTIONS[model]
+    from pipeline.models import registry
+
+    cls = registry.get(model).options
     own = {f.name for f in fields(cls)}
     chosen = {k: v for k, v in given.items() if v is not None}
     foreign = sorted(set(chosen) - own)
     if foreign:
         takes = ", ".join(flag(n) for n in sorted(own))
         raise ValueError(f"--model {model} does not use {', '.join(flag(n) for n in foreign)}; its options are {takes}")
+    registry.check_pretrain(model, chosen.get("pretrain"))
     if "pretrain" in own and chosen.get("pretrain") != "composite":
         idle = [n for n in NEEDS_PRETRAIN if n in chosen] + (["labelled_fraction"] if "labelled_fraction" in chosen and not chosen.get("pretrain") else [])
         if idle:
