@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipeline.errors import ConfigError
+
 INPUTS = ("features", "pixels")
 
 
@@ -35,7 +37,7 @@ class ModelEntry:
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUTS:
-            raise ValueError(f"model {self.name!r}: inputs must be one of {INPUTS}, got {self.inputs!r}")
+            raise ConfigError(f"model {self.name!r}: inputs must be one of {INPUTS}, got {self.inputs!r}")
 
 
 _ENTRIES: dict[str, ModelEntry] = {}
@@ -58,7 +60,7 @@ def register(entry: ModelEntry) -> ModelEntry:
     """Add ``entry``; a second model under the same name is refused. Returns the entry."""
     entries = _builtins()
     if entry.name in entries:
-        raise ValueError(f"model {entry.name!r} is already registered")
+        raise ConfigError(f"model {entry.name!r} is already registered")
     entries[entry.name] = entry
     return entry
 
@@ -72,7 +74,7 @@ def get(name: str) -> ModelEntry:
     """The entry of model ``name``; an unknown name is an error listing the registered ones."""
     entries = _builtins()
     if name not in entries:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(entries)}")
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(entries)}")
     return entries[name]
 
 
@@ -99,7 +101,7 @@ def check_pretrain(name: str, choice: str | None) -> None:
     if not choice or choice in get(name).pretrain:
         return
     serving = [n for n, e in _builtins().items() if choice in e.pretrain]
-    raise ValueError(f"--pretrain {choice} transfers into {', '.join(serving) or 'no registered model'} only; --model {name} cannot use it")
+    raise ConfigError(f"--pretrain {choice} transfers into {', '.join(serving) or 'no registered model'} only; --model {name} cannot use it")
 
 
 def serializables(*modules: str) -> Callable[[], dict[str, Any]]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pipeline.errors import ConfigError
 from pipeline.model_options import ConvLSTMOptions, MVMOptions
 from pipeline.models.registry import ModelEntry, register, serializables
 
@@ -24,7 +25,7 @@ def build_mvm(spec, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] 
     from pipeline.models import mvm
 
     if audio_shape is None:
-        raise ValueError("mvm trains with audio: prepare with --audio")
+        raise ConfigError("mvm trains with audio: prepare with --audio")
     o = spec.options
     return mvm.build_mvm(shapes[0], audio_shape, len(spec.classes), dim=o["units"], slots=o.get("slots", 112), heads=o.get("heads", 8), radius=o.get("radius", 16.0),
                          levels=o.get("levels", 2), dropout=o.get("dropout", 0.5), front=o.get("front", "small"), back=o.get("back", "tcn"),
