@@ -34,6 +34,8 @@ class ModelEntry:
     custom_objects: Callable[[], dict[str, Any]]
     pretrain: tuple[str, ...] = ()
     description: str = ""
+    perspectives: int | None = None  # exactly this many perspectives (None: any number)
+    lower: tuple[str, ...] = ("--units",)  # options to lower when a run would not fit memory (besides batch, crop, timesteps)
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUTS:

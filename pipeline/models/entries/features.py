@@ -39,7 +39,7 @@ def mv_output(o: dict[str, Any]) -> dict[str, Any]:
 
 for entry in (
     ModelEntry("mplstm", "features", MPLSTMOptions, network("mplstm", lambda o: {"released": o.get("released", False)}), CUSTOM, COMPOSITE_CHOICES, "MP-LSTM (CVPR 2021)"),
-    ModelEntry("single", "features", SingleOptions, network("single", lambda o: {}), CUSTOM, COMPOSITE_CHOICES, "one perspective's LSTM network"),
+    ModelEntry("single", "features", SingleOptions, network("single", lambda o: {}), CUSTOM, COMPOSITE_CHOICES, "one perspective's LSTM network", perspectives=1),
     ModelEntry("early_fusion", "features", EarlyFusionOptions, network("early_fusion", lambda o: {}), CUSTOM, COMPOSITE_CHOICES, "perspectives concatenated per frame into one LSTM"),
     ModelEntry("late_fusion", "features", LateFusionOptions, network("late_fusion", lambda o: {"combine": o.get("combine", "scores")}), CUSTOM, (), "one LSTM per perspective, combined"),
     ModelEntry("mvlstm", "features", MVLSTMOptions, network("mvlstm", mv_output), CUSTOM, (), "MV-LSTM (Rajagopalan et al., ECCV 2016)"),

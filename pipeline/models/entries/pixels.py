@@ -32,5 +32,7 @@ def build_mvm(spec, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] 
                          optimizer=keras.optimizers.Adam(o["lr"]))
 
 
-register(ModelEntry("convlstm", "pixels", ConvLSTMOptions, build_convlstm, serializables("pipeline.models.convlstm"), (), "Deep ConvLSTM (Courtney and Sreenivas, ACPR 2019)"))
-register(ModelEntry("mvm", "pixels", MVMOptions, build_mvm, serializables("pipeline.models.mvm", "pipeline.models.fronts"), (), "multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022)"))
+register(ModelEntry("convlstm", "pixels", ConvLSTMOptions, build_convlstm, serializables("pipeline.models.convlstm"), (), "Deep ConvLSTM (Courtney and Sreenivas, ACPR 2019)",
+                    lower=("--filters",)))
+register(ModelEntry("mvm", "pixels", MVMOptions, build_mvm, serializables("pipeline.models.mvm", "pipeline.models.fronts"), (), "multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022)",
+                    perspectives=1, lower=("--front small", "--units")))
