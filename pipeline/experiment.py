@@ -15,8 +15,8 @@ import numpy as np
 
 from pipeline.manifest import Manifest
 from pipeline.models import registry
+from pipeline.workspace import SPEC
 
-SPEC = "spec.json"
 SEQUENCE_MODELS = registry.names("features")  # the built-in models, as registered
 PIXEL_MODELS = registry.names("pixels")
 

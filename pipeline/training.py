@@ -20,10 +20,10 @@ from pipeline.atomic import write_text_atomic
 from pipeline.errors import DataError
 from pipeline.logs import get_logger
 from pipeline.provenance import environment
+from pipeline.workspace import BEST
 
 log = get_logger(__name__)
 
-BEST = "best.keras"
 HISTORY = "history.csv"
 CONFIG = "config.json"
 COMPLETE = "complete.json"
