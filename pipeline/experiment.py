@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.manifest import Manifest
+from pipeline.models import registry
+from pipeline.workspace import SPEC
 
-SPEC = "spec.json"
-SEQUENCE_MODELS = ("mplstm", "single", "early_fusion", "late_fusion", "mvlstm")
-PIXEL_MODELS = ("convlstm", "mvm")
+SEQUENCE_MODELS = registry.names("features")  # the built-in models, as registered
+PIXEL_MODELS = registry.names("pixels")
 
 
 @dataclass
@@ -95,34 +96,16 @@ def run_recipe(spec: RunSpec):
 
 
 def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None):
-    """The compiled model a spec names, for per-perspective input shapes ``[T, ...]``.
+    """The compiled model a spec names (its registry entry's builder), for per-perspective input shapes ``[T, ...]``.
 
-    For ``mvm`` this returns the ``(train, infer)`` pair; every other name returns one model.
+    For ``mvm`` this returns the ``(train, infer)`` pair; every other built-in name returns one model. A run with
+    ``--pretrain`` gets the composite classifier, refused for a model that classifier is not the encoder of.
     """
-    from pipeline.models import networks
-
-    o, n = spec.options, len(spec.classes)
-    if spec.model == "convlstm":
-        from pipeline.models.convlstm import build_convlstm
-
-        filters = [int(f) for f in str(o.get("filters", "32,48,64")).split(",") if f.strip()]
-        model = build_convlstm([tuple(s) for s in shapes], n, layers=o.get("layers", "conv,pool,convlstm,pool,convlstm"), filters=filters, dropout=o.get("dropout", 0.3))
-        return networks.compile_model(model, o["lr"])
-    if spec.model == "mvm":
-        import keras
-
-        from pipeline.models.mvm import build_mvm
-
-        if audio_shape is None:
-            raise ValueError("mvm trains with audio: prepare with --audio")
-        return build_mvm(shapes[0], audio_shape, n, dim=o["units"], slots=o.get("slots", 112), heads=o.get("heads", 8), radius=o.get("radius", 16.0),
-                         levels=o.get("levels", 2), dropout=o.get("dropout", 0.5), front=o.get("front", "small"), back=o.get("back", "tcn"),
-                         optimizer=keras.optimizers.Adam(o["lr"]))
-    if o.get("pretrain"):
+    entry = registry.get(spec.model)
+    if spec.options.get("pretrain"):
+        registry.check_pretrain(spec.model, spec.options["pretrain"])
         return composite_classifier(spec, shapes)
-    extra = {"mplstm": {"released": o.get("released", False)}, "late_fusion": {"combine": o.get("combine", "scores")}, "mvlstm": {"topology": o.get("topology", "hybrid"), "output_activation": None if o.get("mv_output", "none") == "none" else o["mv_output"]}}.get(spec.model, {})
-    model = networks.build_model(spec.model, [s[-1] for s in shapes], n, timesteps=spec.timesteps, units=o["units"], dropout=o["dropout"], **extra)
-    return networks.compile_model(model, o["lr"])
+    return entry.build(spec, shapes, audio_shape)
 
 
 def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite=None):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from pipeline.errors import ConfigError
+
 COMPOSITE_CHOICES = ("composite", "scratch")  # scratch: the composite run's classifier, randomly initialised
 
 
@@ -92,17 +94,18 @@ class MVMOptions(PixelOptions):
     dropout: float = 0.5
 
 
-MODEL_OPTIONS: dict[str, type] = {
-    "mplstm": MPLSTMOptions,
-    "single": SingleOptions,
-    "early_fusion": EarlyFusionOptions,
-    "late_fusion": LateFusionOptions,
-    "mvlstm": MVLSTMOptions,
-    "convlstm": ConvLSTMOptions,
-    "mvm": MVMOptions,
-}
-ALL_OPTIONS = sorted({f.name for cls in MODEL_OPTIONS.values() for f in fields(cls)})
 NEEDS_PRETRAIN = ("pretrain_epochs", "future", "conditional")
+
+
+def __getattr__(name: str):
+    """``MODEL_OPTIONS`` (each registered model's options class) and ``ALL_OPTIONS`` (their fields), from the registry."""
+    from pipeline.models import registry  # its registrations import the classes above: read it lazily
+
+    if name == "MODEL_OPTIONS":
+        return registry.options()
+    if name == "ALL_OPTIONS":
+        return sorted({f.name for cls in registry.options().values() for f in fields(cls)})
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def flag(name: str) -> str:
@@ -112,21 +115,22 @@ def flag(name: str) -> str:
 
 def model_options(model: str, given: dict[str, Any]):
     """The ``model``'s options from the explicitly ``given`` ones (others ``None``); refuses options it does not use."""
-    if model not in MODEL_OPTIONS:
-        raise ValueError(f"unknown model {model!r}; choose from {sorted(MODEL_OPTIONS)}")
-    cls = MODEL_OPTIONS[model]
+    from pipeline.models import registry
+
+    cls = registry.get(model).options
     own = {f.name for f in fields(cls)}
     chosen = {k: v for k, v in given.items() if v is not None}
     foreign = sorted(set(chosen) - own)
     if foreign:
         takes = ", ".join(flag(n) for n in sorted(own))
-        raise ValueError(f"--model {model} does not use {', '.join(flag(n) for n in foreign)}; its options are {takes}")
+        raise ConfigError(f"--model {model} does not use {', '.join(flag(n) for n in foreign)}; its options are {takes}")
+    registry.check_pretrain(model, chosen.get("pretrain"))
     if "pretrain" in own and chosen.get("pretrain") != "composite":
         idle = [n for n in NEEDS_PRETRAIN if n in chosen] + (["labelled_fraction"] if "labelled_fraction" in chosen and not chosen.get("pretrain") else [])
         if idle:
-            raise ValueError(f"{', '.join(flag(n) for n in idle)} only apply with --pretrain {'composite' if chosen.get('pretrain') else 'composite|scratch'}")
+            raise ConfigError(f"{', '.join(flag(n) for n in idle)} only apply with --pretrain {'composite' if chosen.get('pretrain') else 'composite|scratch'}")
     if "crop" in chosen and not chosen.get("augment"):
-        raise ValueError("--crop sets the side of the augmented frames: give it with --augment lrw|crop")
+        raise ConfigError("--crop sets the side of the augmented frames: give it with --augment lrw|crop")
     options = cls(**chosen)
     check(options)
     if "pretrain" in own and options.pretrain != "composite":  # unused: recorded as None, never as a value in use
@@ -139,10 +143,10 @@ def check(options) -> None:
     values = asdict(options)
     for name in ("units", "batch_size", "slots", "heads", "levels", "pretrain_epochs", "crop"):
         if values.get(name) is not None and values[name] < (0 if name == "pretrain_epochs" else 1):
-            raise ValueError(f"{flag(name)} must be positive, got {values[name]}")
+            raise ConfigError(f"{flag(name)} must be positive, got {values[name]}")
     if not 0.0 <= values.get("dropout", 0.0) < 1.0:
-        raise ValueError(f"--dropout must be in [0, 1), got {values['dropout']}")
+        raise ConfigError(f"--dropout must be in [0, 1), got {values['dropout']}")
     if "labelled_fraction" in values and not 0.0 < values["labelled_fraction"] <= 1.0:
-        raise ValueError(f"--labelled-fraction must be in (0, 1], got {values['labelled_fraction']}")
+        raise ConfigError(f"--labelled-fraction must be in (0, 1], got {values['labelled_fraction']}")
     if (values.get("future") or 0) < 0:
-        raise ValueError(f"--future must be >= 0, got {values['future']}")
+        raise ConfigError(f"--future must be >= 0, got {values['future']}")

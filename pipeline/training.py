@@ -20,10 +20,10 @@ from pipeline.atomic import write_text_atomic
 from pipeline.errors import DataError
 from pipeline.logs import get_logger
 from pipeline.provenance import environment
+from pipeline.workspace import BEST
 
 log = get_logger(__name__)
 
-BEST = "best.keras"
 HISTORY = "history.csv"
 CONFIG = "config.json"
 COMPLETE = "complete.json"
@@ -141,15 +141,15 @@ def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def load_checkpoint(path: Path):
-    """Load a saved model with ``safe_mode`` on (no arbitrary code from the file)."""
-    import keras
-
+    """Load a saved model with ``safe_mode`` on (no arbitrary code from the file); every registered model's layers resolve."""
     import zipfile
 
-    from pipeline.models import composite, convlstm, mvm, networks  # noqa: F401  (register the project's layers)
+    import keras
+
+    from pipeline.models import registry
 
     try:
-        return keras.models.load_model(path, safe_mode=True)
+        return keras.models.load_model(path, safe_mode=True, custom_objects=registry.custom_objects())
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         size = Path(path).stat().st_size if Path(path).exists() else 0
         raise DataError(f"{path}: unreadable checkpoint ({size} bytes; {type(exc).__name__}: {exc}); retrain it") from None

@@ -1,16 +1,18 @@
-"""Model builders: the released MP-LSTM network and the baselines it is compared with, behind one signature.
+"""Model builders: the released MP-LSTM network and the baselines it is compared with, on one skeleton.
 
-Every builder takes ``(input_dims, n_classes, *, timesteps, units, dropout, recurrent_dropout,
-bidirectional, attention, ...)`` and returns an uncompiled ``keras.Model`` whose inputs are the m
+``build_model(name, input_dims, n_classes, *, timesteps, units, dropout, recurrent_dropout,
+bidirectional, attention, **own)`` returns an uncompiled ``keras.Model`` whose inputs are the m
 perspectives ``[B, timesteps, d_j]`` (zero-padded frames are masked), in order, named
 ``perspective_<j>``; every model takes all m inputs, even those it ignores, so one data feed trains
 any of them. They share the released head: a recurrent encoder (bidirectional, returning sequences)
--> temporal attention -> flatten -> softmax; only the recurrent core and the fusion differ.
+-> temporal attention -> flatten -> softmax; each network's :class:`Layout` says only what differs,
+its recurrent core and which perspectives each branch reads (late fusion: one branch per perspective).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -57,128 +59,68 @@ def lstm_factory(units: int, dropout: float, recurrent_dropout: float) -> LayerF
     )
 
 
-def build_mplstm(
-    input_dims: Sequence[int],
-    n_classes: int,
-    *,
-    timesteps: int = 20,
-    units: int = 256,
-    dropout: float = 0.2,
-    recurrent_dropout: float = 0.0,
-    bidirectional: bool = True,
-    attention: bool = True,
-    released: bool = False,
-) -> keras.Model:
-    """The released network: Bidirectional MP-LSTM -> temporal attention -> flatten -> softmax."""
-    inputs = perspective_inputs(input_dims, timesteps)
-    dims = [int(d) for d in input_dims]
+@dataclass(frozen=True)
+class Layout:
+    """What one network adds to the shared skeleton: its recurrent core and which perspectives each branch reads.
+
+    ``branches`` are (layer-name prefix, perspective indices); each is masked, encoded and attended on its own.
+    Several branches are joined under ``joint`` by ``combine``: "features" concatenates their representations
+    under one classifier, "scores" averages each branch's own softmax scores.
+    """
+
+    name: str
+    recurrent: LayerFactory
+    branches: tuple[tuple[str, tuple[int, ...]], ...]
+    combine: str = "features"
+    joint: str = ""
+
+
+def mplstm_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, released: bool = False) -> Layout:
+    """The released network: Bidirectional MP-LSTM over all perspectives."""
 
     def recurrent(sequences: bool) -> MPLSTM:
-        return MPLSTM(
-            units,
-            len(dims),
-            input_dims=dims,
-            released=released,
-            dropout=dropout,
-            recurrent_dropout=recurrent_dropout,
-            return_sequences=sequences,
-        )
+        return MPLSTM(units, len(dims), input_dims=dims, released=released, dropout=dropout, recurrent_dropout=recurrent_dropout, return_sequences=sequences)
 
-    features = encode(recurrent, masked(inputs, "mplstm"), bidirectional, attention, "mplstm")
-    return keras.Model(inputs, classifier(features, n_classes), name="mplstm")
+    return Layout("mplstm", recurrent, (("mplstm", tuple(range(len(dims)))),))
 
 
-def build_single(
-    input_dims: Sequence[int],
-    n_classes: int,
-    *,
-    timesteps: int = 20,
-    units: int = 256,
-    dropout: float = 0.2,
-    recurrent_dropout: float = 0.0,
-    bidirectional: bool = True,
-    attention: bool = True,
-    perspective: int = 0,
-) -> keras.Model:
+def single_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, perspective: int = 0) -> Layout:
     """Single-perspective baseline: an LSTM network on perspective ``perspective`` only (the others are ignored)."""
-    inputs = perspective_inputs(input_dims, timesteps)
     name = f"single_{perspective}"
-    x = masked([inputs[perspective]], name)
-    features = encode(lstm_factory(units, dropout, recurrent_dropout), x, bidirectional, attention, name)
-    return keras.Model(inputs, classifier(features, n_classes), name=name)
+    return Layout(name, lstm_factory(units, dropout, recurrent_dropout), ((name, (perspective,)),))
 
 
-def build_early_fusion(
-    input_dims: Sequence[int],
-    n_classes: int,
-    *,
-    timesteps: int = 20,
-    units: int = 256,
-    dropout: float = 0.2,
-    recurrent_dropout: float = 0.0,
-    bidirectional: bool = True,
-    attention: bool = True,
-) -> keras.Model:
+def early_fusion_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float) -> Layout:
     """Early fusion: perspectives concatenated per frame -> one LSTM network."""
-    inputs = perspective_inputs(input_dims, timesteps)
-    x = masked(inputs, "early")
-    features = encode(lstm_factory(units, dropout, recurrent_dropout), x, bidirectional, attention, "early")
-    return keras.Model(inputs, classifier(features, n_classes), name="early_fusion")
+    return Layout("early_fusion", lstm_factory(units, dropout, recurrent_dropout), (("early", tuple(range(len(dims)))),))
 
 
-def build_late_fusion(
-    input_dims: Sequence[int],
-    n_classes: int,
-    *,
-    timesteps: int = 20,
-    units: int = 256,
-    dropout: float = 0.2,
-    recurrent_dropout: float = 0.0,
-    bidirectional: bool = True,
-    attention: bool = True,
-    combine: str = "scores",
-) -> keras.Model:
+def late_fusion_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, combine: str = "scores") -> Layout:
     """Late fusion: one LSTM network per perspective; ``combine="scores"`` averages their softmax scores,
     ``"features"`` concatenates their representations under one classifier."""
     if combine not in ("scores", "features"):
         raise ValueError(f"combine must be 'scores' or 'features', got {combine!r}")
-    inputs = perspective_inputs(input_dims, timesteps)
-    lstm = lstm_factory(units, dropout, recurrent_dropout)
-    features = [
-        encode(lstm, masked([x], f"late_{j}"), bidirectional, attention, f"late_{j}") for j, x in enumerate(inputs)
-    ]
-    if combine == "scores":
-        scores = [classifier(f, n_classes, name=f"late_{j}_classifier") for j, f in enumerate(features)]
-        outputs = scores[0] if len(scores) == 1 else keras.layers.Average(name="late_average")(scores)
-    else:
-        joined = features[0] if len(features) == 1 else keras.layers.Concatenate(name="late_concat")(features)
-        outputs = classifier(joined, n_classes)
-    return keras.Model(inputs, outputs, name=f"late_fusion_{combine}")
+    branches = tuple((f"late_{j}", (j,)) for j in range(len(dims)))
+    return Layout(f"late_fusion_{combine}", lstm_factory(units, dropout, recurrent_dropout), branches, combine, "late")
 
 
-def build_mvlstm(
-    input_dims: Sequence[int],
-    n_classes: int,
+def mvlstm_layout(
+    dims: list[int],
+    units: int,
+    dropout: float,
+    recurrent_dropout: float,
     *,
-    timesteps: int = 20,
-    units: int = 256,
-    dropout: float = 0.2,
-    recurrent_dropout: float = 0.0,
-    bidirectional: bool = True,
-    attention: bool = True,
     topology: str = "hybrid",
     alpha: float | None = None,
     beta: float | None = None,
     output_activation: Any = None,
-) -> keras.Model:
+) -> Layout:
     """MV-LSTM baseline in the same network; ``units`` is rounded down to a multiple of the number of views.
 
     ``topology`` picks (alpha, beta) from ``TOPOLOGIES``; explicit ``alpha`` / ``beta`` override it.
     """
     if topology not in TOPOLOGIES:
         raise ValueError(f"unknown topology {topology!r}; choose from {sorted(TOPOLOGIES)}")
-    inputs = perspective_inputs(input_dims, timesteps)
-    dims = [int(d) for d in input_dims]
     preset_alpha, preset_beta = TOPOLOGIES[topology]
     views = len(dims)
     per_view = units // views
@@ -198,24 +140,48 @@ def build_mvlstm(
             return_sequences=sequences,
         )
 
-    features = encode(recurrent, masked(inputs, "mvlstm"), bidirectional, attention, "mvlstm")
-    return keras.Model(inputs, classifier(features, n_classes), name="mvlstm")
+    return Layout("mvlstm", recurrent, (("mvlstm", tuple(range(views))),))
 
 
-MODELS: dict[str, Callable[..., keras.Model]] = {
-    "mplstm": build_mplstm,
-    "single": build_single,
-    "early_fusion": build_early_fusion,
-    "late_fusion": build_late_fusion,
-    "mvlstm": build_mvlstm,
+MODELS: dict[str, Callable[..., Layout]] = {
+    "mplstm": mplstm_layout,
+    "single": single_layout,
+    "early_fusion": early_fusion_layout,
+    "late_fusion": late_fusion_layout,
+    "mvlstm": mvlstm_layout,
 }
 
 
-def build_model(name: str, input_dims: Sequence[int], n_classes: int, **options: Any) -> keras.Model:
-    """``MODELS[name](input_dims, n_classes, **options)``, naming the choices when ``name`` is unknown."""
+def build_model(
+    name: str,
+    input_dims: Sequence[int],
+    n_classes: int,
+    *,
+    timesteps: int = 20,
+    units: int = 256,
+    dropout: float = 0.2,
+    recurrent_dropout: float = 0.0,
+    bidirectional: bool = True,
+    attention: bool = True,
+    **own: Any,
+) -> keras.Model:
+    """The uncompiled network ``name`` (``MODELS``) with its ``own`` options on the shared skeleton and head."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
-    return MODELS[name](input_dims, n_classes, **options)
+    dims = [int(d) for d in input_dims]
+    layout = MODELS[name](dims, units, dropout, recurrent_dropout, **own)
+    inputs = perspective_inputs(dims, timesteps)
+    features = [
+        encode(layout.recurrent, masked([inputs[j] for j in members], prefix), bidirectional, attention, prefix)
+        for prefix, members in layout.branches
+    ]
+    if layout.combine == "scores":
+        scores = [classifier(f, n_classes, name=f"{prefix}_classifier") for f, (prefix, _) in zip(features, layout.branches)]
+        outputs = scores[0] if len(scores) == 1 else keras.layers.Average(name=f"{layout.joint}_average")(scores)
+    else:
+        joined = features[0] if len(features) == 1 else keras.layers.Concatenate(name=f"{layout.joint}_concat")(features)
+        outputs = classifier(joined, n_classes)
+    return keras.Model(inputs, outputs, name=layout.name)
 
 
 def compile_model(model: keras.Model, learning_rate: float = 1e-3, jit_compile: bool | str = "auto") -> keras.Model:

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.errors import ConfigError
-from pipeline.experiment import PIXEL_MODELS, SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
+from pipeline.experiment import SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
 from pipeline.feed import RunInputs
 from pipeline.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, Manifest
 from pipeline.model_options import model_options
+from pipeline.models import registry
 from pipeline.settings import differences
 from pipeline.training import FitConfig
 from pipeline.verbs.common import record, refuse_or_clear
@@ -82,15 +83,17 @@ def stage_weights(manifest: Manifest, stage: str) -> str:
 
 def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
     """What this run is, from the config and the manifest."""
-    stage = PREPARE if config.model in PIXEL_MODELS else pick_features(manifest, config.features)
+    entry = registry.get(config.model)
+    stage = PREPARE if entry.inputs == "pixels" else pick_features(manifest, config.features)
     perspectives = list(config.perspectives) if config.perspectives else list(manifest.perspectives)
     if len(set(perspectives)) != len(perspectives):
         raise ConfigError(f"--perspectives names a perspective twice: {','.join(perspectives)}")
     unknown = [p for p in perspectives if p not in manifest.perspectives]
     if unknown:
         raise ConfigError(f"unknown perspective(s) {unknown}; the manifest has {manifest.perspectives}")
-    if config.model in ("single", "mvm") and len(perspectives) != 1:
-        raise ConfigError(f"--model {config.model} needs exactly one --perspectives entry")
+    if entry.perspectives and len(perspectives) != entry.perspectives:
+        count = "one --perspectives entry" if entry.perspectives == 1 else f"{entry.perspectives} --perspectives entries"
+        raise ConfigError(f"--model {config.model} needs exactly {count}")
     options = model_options(config.model, dict(config.options))
     source = features_name(stage) or "pixels"
     tag = ("-released" if getattr(options, "released", False) else "") + (f"-{options.pretrain}" if getattr(options, "pretrain", None) else "")
@@ -220,7 +223,7 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig)
     n, batch_size, seed = len(spec.classes), config.batch_size, config.seed
     y_train, y_val = one_hot(train.labels, n), one_hot(val.labels, n)
     shapes = [v.shape[1:] for v in val.inputs]  # after any evaluation crop: what the model takes
-    lower = ["--batch-size", "--crop", "--timesteps"] + {"convlstm": ["--filters"], "mvm": ["--front small", "--units"]}.get(spec.model, ["--units"])
+    lower = memory_options(spec)
     if spec.model == "mvm":
         models = build_model(spec, shapes, train.audio.shape[1:])
         spec.options["memory_estimate_bytes"] = check_fits(models.train, batch_size, lower)
@@ -257,7 +260,7 @@ def fit_streamed(spec: RunSpec, inputs: RunInputs, out: Path, info: dict, config
     from pipeline.training import fit
 
     batch_size, seed = config.batch_size, config.seed
-    lower = ["--batch-size", "--crop", "--timesteps"] + {"convlstm": ["--filters"], "mvm": ["--front small", "--units"]}.get(spec.model, ["--units"])
+    lower = memory_options(spec)
     built = build_model(spec, inputs.model_shapes(), inputs.audio_shape)
     model = built.train if spec.model == "mvm" else built
     if spec.pixels:
@@ -270,6 +273,11 @@ def fit_streamed(spec: RunSpec, inputs: RunInputs, out: Path, info: dict, config
         built.train.load_weights(out / config.checkpoint)
         save_atomically(built.infer.save, Workspace.checkpoint(out))
     return history
+
+
+def memory_options(spec: RunSpec) -> list[str]:
+    """The options that lower a run's activation memory, named when it would not fit."""
+    return ["--batch-size", "--crop", "--timesteps", *registry.get(spec.model).lower]
 
 
 def labelled_rows(labels, fraction: float, seed: int):
