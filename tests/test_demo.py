@@ -9,6 +9,8 @@ import pytest
 import cli
 from pipeline.manifest import Manifest
 
+pytestmark = pytest.mark.xdist_group("test_demo")  # its module-scoped fixture is built once, on one worker
+
 COMPOSITE_ONLY = ("pretrain", "pretrain_epochs", "future", "conditional")
 
 
