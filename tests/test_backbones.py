@@ -16,8 +16,6 @@ from pipeline.backbones import resolve, vggface
 from pipeline.backbones.pixels import PcaProjection, PixelBackbone
 from pipeline.backbones.resolve import WeightsUnavailableError, checked_sha256, resolve_weights
 
-pytestmark = pytest.mark.xdist_group("test_backbones")  # its module-scoped fixture is built once, on one worker
-
 PARAMS = {  # keras-vggface 0.6 totals (trainable + batch-norm statistics)
     ("vgg16", False): 14_714_688, ("vgg16", True): 145_002_878,
     ("resnet50", False): 23_561_152, ("resnet50", True): 41_246_071,

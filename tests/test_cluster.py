@@ -19,8 +19,6 @@ from pipeline.manifest import Manifest, Sample, Source  # noqa: E402
 from pipeline.runner import ShardTask, run_stage, write_shard  # noqa: E402
 from pipeline.shards import ShardReader  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("test_cluster")  # its module-scoped fixture is built once, on one worker
-
 WORKERS = 2
 
 

@@ -9,8 +9,6 @@ import pytest
 import cli
 from pipeline.manifest import Manifest
 
-pytestmark = pytest.mark.xdist_group("test_demo")  # its module-scoped fixture is built once, on one worker
-
 COMPOSITE_ONLY = ("pretrain", "pretrain_epochs", "future", "conditional")
 
 

@@ -15,8 +15,6 @@ from pipeline.roi import NoFaceError, RoiConfig, crop_clip, crop_clip_naive, cro
 from pipeline.roi_check import crop_agreement, jitter
 from pipeline.video import VideoError, read_frames, write_video
 
-pytestmark = pytest.mark.xdist_group("test_faces")  # its module-scoped fixture is built once, on one worker
-
 
 @pytest.fixture(scope="module")
 def grid_frames(grid_dir: Path) -> dict[str, np.ndarray]:

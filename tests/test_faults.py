@@ -29,8 +29,6 @@ from pipeline.runner import RunError, ShardTask, run_stage, write_shard
 from pipeline.readers import open_reader, read_samples
 from pipeline.shards import ShardError, ShardReader, ShardWriter, group_name
 
-pytestmark = pytest.mark.xdist_group("test_faults")  # its module-scoped fixture is built once, on one worker
-
 REPO = Path(__file__).resolve().parents[1]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

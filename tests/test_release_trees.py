@@ -15,8 +15,6 @@ from pipeline.readers import open_reader
 from pipeline.shards import ShardSample
 from trees import OULU_SPEAKERS, OULU_UTTERANCES, OULU_VIEW_SIZES, ouluvs2_cropped_tree
 
-pytestmark = pytest.mark.xdist_group("test_release_trees")  # its module-scoped fixture is built once, on one worker
-
 
 def _main(*argv: str) -> int:
     return cli.main([str(a) for a in argv])

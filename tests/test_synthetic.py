@@ -12,8 +12,6 @@ from pipeline.recipes.moving_digits import bouncing_trajectories, compose_max, g
 from pipeline.recipes.synthetic import prepare_synthetic, still_face
 from pipeline.video import read_frames
 
-pytestmark = pytest.mark.xdist_group("test_synthetic")  # its module-scoped fixture is built once, on one worker
-
 SMALL = {"n_per_class": 2, "n_classes": 4, "n_speakers": 3, "perspectives": 3, "frames": 16}
 
 
