@@ -48,3 +48,24 @@ def test_quiet_start_on_a_machine_without_gpu(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "manifest" in run.stderr  # the stage's own one-line error still shows
     assert "cuInit" not in run.stderr and "CUDA" not in run.stderr and "cuda" not in run.stderr, run.stderr
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """An ``MpviewError`` (here a ConfigError from the verb) exits 2 with its message; any other exception is a bug:
+    it propagates with its traceback after a line saying so, never dressed as the user's mistake."""
+    import stages.prepare
+    from pipeline.errors import BUG_HINT, ConfigError, MpviewError
+
+    assert issubclass(ConfigError, MpviewError) and ConfigError.code == "config"
+    assert cli.main(["prepare", "-q", "--work", str(tmp_path / "w")]) == 2  # no manifest and no --dataset
+    assert any("pass --dataset" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+    def shape_bug(ws, config):
+        raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
+
+    monkeypatch.setattr(stages.prepare, "prepare", shape_bug)
+    caplog.clear()
+    with pytest.raises(ValueError, match="broadcast"):
+        cli.main(["prepare", "-q", "--work", str(tmp_path / "w"), "--dataset", "synthetic"])
+    assert any(BUG_HINT in r.getMessage() for r in caplog.records)
