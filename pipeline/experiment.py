@@ -44,7 +44,7 @@ class RunSpec:
     @property
     def audio(self) -> bool:
         """Whether training also reads the frame-aligned audio (visual-audio memory)."""
-        return self.model == "mvm"
+        return registry.get(self.model).audio
 
     def save(self, out_dir: Path) -> None:
         from pipeline.atomic import write_text_atomic

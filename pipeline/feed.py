@@ -19,6 +19,7 @@ from pipeline.errors import ConfigError
 from pipeline.experiment import RunSpec
 from pipeline.logs import get_logger
 from pipeline.manifest import Manifest
+from pipeline.models import registry
 from pipeline.sequences import SequenceSet, frame_shapes, index_split
 
 log = get_logger(__name__)
@@ -100,15 +101,16 @@ class RunInputs:
         return (self.spec.timesteps, *self.shapes[1]) if self.audio else None
 
     def _arrays(self, data: SequenceSet, fitting: bool, centred: bool) -> tuple[Any, Any]:
-        """Inputs and one-hot targets of a batch: a tuple of inputs, or for fitting mvm the ``video``/``audio`` dicts;
+        """Inputs and one-hot targets of a batch: a tuple of inputs, or what a two-network model's training network reads;
         ``centred`` applies the evaluation view (a run trained with ``--augment``)."""
         from pipeline.batches import eval_inputs
         from pipeline.training import one_hot
 
         y: Any = one_hot(data.labels, len(self.spec.classes))
         x: Any = list(data.inputs)
-        if fitting and self.spec.model == "mvm":
-            x, y = {"video": x[0], "audio": data.audio}, {"visual": y, "audio": y}
+        plan = registry.get(self.spec.model).two_networks
+        if fitting and plan:
+            x, y = plan.arrange(x, data.audio, y)
         if centred and self.recipe:
             x = eval_inputs(x, self.recipe)
         return x, y

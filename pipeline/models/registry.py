@@ -21,6 +21,22 @@ INPUTS = ("features", "pixels")
 
 
 @dataclass(frozen=True)
+class TwoNetworks:
+    """A model fitted as one network and scored as another (the memory model: audio-reading training network,
+    video-only inference network sharing its weights).
+
+    ``arrange(inputs, audio, y)`` gives the training network's inputs and targets; the best epoch is chosen on
+    ``monitor`` and kept in the run folder's ``TRAIN_BEST``, then the inference network is saved as the checkpoint.
+    """
+
+    monitor: str
+    arrange: Callable[[list[Any], Any, Any], tuple[Any, Any]]
+    training: Callable[[Any], Any]  # built -> the network to fit
+    scoring: Callable[[Any], Any]  # built -> the network evaluate loads
+    logits: bool = True  # whether the scoring network outputs logits (test-time augmentation adds them)
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """One model: ``build(spec, shapes, audio_shape)`` returns it compiled; ``custom_objects()`` what loading it needs.
 
@@ -35,6 +51,8 @@ class ModelEntry:
     pretrain: tuple[str, ...] = ()
     description: str = ""
     perspectives: int | None = None  # exactly this many perspectives (None: any number)
+    audio: bool = False  # whether it reads the frame-aligned audio
+    two_networks: TwoNetworks | None = None  # fitted as one network, scored as another
     lower: tuple[str, ...] = ("--units",)  # options to lower when a run would not fit memory (besides batch, crop, timesteps)
 
     def __post_init__(self) -> None:

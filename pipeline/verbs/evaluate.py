@@ -11,6 +11,7 @@ from pipeline.experiment import RunSpec, load_inputs
 from pipeline.feed import RunInputs, flip
 from pipeline.logs import get_logger
 from pipeline.manifest import Manifest
+from pipeline.models import registry
 from pipeline.workspace import Workspace
 
 log = get_logger(__name__)
@@ -67,7 +68,8 @@ def evaluate_run(run_dir: Path, manifest: Manifest, ws: Workspace, config: Evalu
     if tta:
         from pipeline.augment import flipped_logit_sum
 
-        probs = flipped_logit_sum(probs, scores(True), logits=spec.model == "mvm")
+        plan = registry.get(spec.model).two_networks
+        probs = flipped_logit_sum(probs, scores(True), logits=bool(plan and plan.logits))
     speakers = inputs.speakers(split)
     metrics = evaluate_predictions(inputs.labels(split), probs, spec.classes, speakers if any(speakers) else None, k=list(config.top_k))
     info = {

@@ -223,23 +223,19 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig)
     n, batch_size, seed = len(spec.classes), config.batch_size, config.seed
     y_train, y_val = one_hot(train.labels, n), one_hot(val.labels, n)
     shapes = [v.shape[1:] for v in val.inputs]  # after any evaluation crop: what the model takes
-    lower = memory_options(spec)
-    if spec.model == "mvm":
-        models = build_model(spec, shapes, train.audio.shape[1:])
-        spec.options["memory_estimate_bytes"] = check_fits(models.train, batch_size, lower)
+    if spec.pixels:
+        plan = registry.get(spec.model).two_networks
+        built = build_model(spec, shapes, train.audio.shape[1:] if spec.audio else None)
+        model = plan.training(built) if plan else built
+        spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, memory_options(spec))
         spec.save(out)
-        x_train, x_val = {"video": train.inputs[0], "audio": train.audio}, {"video": val.inputs[0], "audio": val.audio}
-        config.monitor, config.checkpoint = "val_visual_accuracy", TRAIN_BEST
-        history = fit(models.train, batches(spec, x_train, {"visual": y_train, "audio": y_train}, batch_size, seed), (x_val, {"visual": y_val, "audio": y_val}), out, config, info)
-        models.train.load_weights(out / config.checkpoint)
-        from pipeline.checkpoints import save_atomically
-
-        save_atomically(models.infer.save, Workspace.checkpoint(out))
-    elif spec.pixels:
-        model = build_model(spec, shapes)
-        spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, lower)
-        spec.save(out)
-        history = fit(model, batches(spec, train.inputs, y_train, batch_size, seed), (val.inputs, y_val), out, config, info)
+        (x_train, y_train), (x_val, y_val) = ((plan.arrange(d.inputs, d.audio, y) if plan else (d.inputs, y))
+                                              for d, y in ((train, y_train), (val, y_val)))
+        if plan:
+            config.monitor, config.checkpoint = plan.monitor, TRAIN_BEST
+        history = fit(model, batches(spec, x_train, y_train, batch_size, seed), (x_val, y_val), out, config, info)
+        if plan:
+            keep_scoring_network(plan, built, out)
     else:
         x_train = train.inputs
         if spec.options.get("pretrain"):
@@ -255,24 +251,30 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig)
 
 def fit_streamed(spec: RunSpec, inputs: RunInputs, out: Path, info: dict, config: FitConfig) -> dict:
     """``fit_run`` with batches streamed from the shards: build the model, check its activation memory, fit."""
-    from pipeline.checkpoints import save_atomically
     from pipeline.memory import check_fits
     from pipeline.training import fit
 
     batch_size, seed = config.batch_size, config.seed
-    lower = memory_options(spec)
+    plan = registry.get(spec.model).two_networks
     built = build_model(spec, inputs.model_shapes(), inputs.audio_shape)
-    model = built.train if spec.model == "mvm" else built
+    model = plan.training(built) if plan else built
     if spec.pixels:
-        spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, lower)
+        spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, memory_options(spec))
         spec.save(out)
-    if spec.model == "mvm":
-        config.monitor, config.checkpoint = "val_visual_accuracy", TRAIN_BEST
+    if plan:
+        config.monitor, config.checkpoint = plan.monitor, TRAIN_BEST
     history = fit(model, inputs.training("train", batch_size, seed), inputs.validation("val", batch_size), out, config, info)
-    if spec.model == "mvm":
-        built.train.load_weights(out / config.checkpoint)
-        save_atomically(built.infer.save, Workspace.checkpoint(out))
+    if plan:
+        keep_scoring_network(plan, built, out)
     return history
+
+
+def keep_scoring_network(plan, built, out: Path) -> None:
+    """A two-network model: load the best training epoch, save the network ``evaluate`` scores as the checkpoint."""
+    from pipeline.checkpoints import save_atomically
+
+    plan.training(built).load_weights(out / TRAIN_BEST)
+    save_atomically(plan.scoring(built).save, Workspace.checkpoint(out))
 
 
 def memory_options(spec: RunSpec) -> list[str]:

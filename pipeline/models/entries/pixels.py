@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipeline.errors import ConfigError
 from pipeline.model_options import ConvLSTMOptions, MVMOptions
-from pipeline.models.registry import ModelEntry, register, serializables
+from pipeline.models.registry import ModelEntry, TwoNetworks, register, serializables
 
 
 def build_convlstm(spec, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None):
@@ -34,5 +34,12 @@ def build_mvm(spec, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] 
 
 register(ModelEntry("convlstm", "pixels", ConvLSTMOptions, build_convlstm, serializables("pipeline.models.convlstm"), (), "Deep ConvLSTM (Courtney and Sreenivas, ACPR 2019)",
                     lower=("--filters",)))
+def memory_inputs(inputs: list, audio, y) -> tuple[dict, dict]:
+    """The memory model's training network reads the video and the audio and learns both classifiers."""
+    return {"video": inputs[0], "audio": audio}, {"visual": y, "audio": y}
+
+
+MEMORY_FITTING = TwoNetworks("val_visual_accuracy", memory_inputs, training=lambda built: built.train, scoring=lambda built: built.infer)
 register(ModelEntry("mvm", "pixels", MVMOptions, build_mvm, serializables("pipeline.models.mvm", "pipeline.models.fronts"), (), "multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022)",
-                    perspectives=1, lower=("--front small", "--units")))
+                    perspectives=1, lower=("--front small", "--units"),
+                    audio=True, two_networks=MEMORY_FITTING))
