@@ -166,7 +166,7 @@ def build_composite(
         views = [keras.layers.Reshape((timesteps, dims[0]), name="flatten_frames")(inputs[0])]
     else:
         dims = [int(feature_dims)] if isinstance(feature_dims, int) else [int(d) for d in feature_dims]
-        inputs = [keras.Input(shape=(timesteps, d), name=f"view{j}") for j, d in enumerate(dims)]
+        inputs = [keras.Input(shape=(timesteps, d), name=f"perspective_{j}") for j, d in enumerate(dims)]
         views = list(inputs)
     h, c = encoder(views, units)
     encoder_model = keras.Model(inputs if len(inputs) > 1 else inputs[0], [h, c], name=ENCODER_NAME)
@@ -213,7 +213,7 @@ def classifier_from_encoder(
     encoder = keras.models.clone_model(source)
     encoder.set_weights(source.get_weights())
     encoder.trainable = trainable_encoder
-    inputs = [keras.Input(shape=t.shape[1:], name=f"view{j}") for j, t in enumerate(source.inputs)]
+    inputs = [keras.Input(shape=t.shape[1:], name=f"perspective_{j}") for j, t in enumerate(source.inputs)]
     h, _ = encoder(inputs if len(inputs) > 1 else inputs[0])
     x = keras.layers.Dropout(dropout, name="dropout")(h)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="classifier")(x)

@@ -74,7 +74,7 @@ def build_convlstm(
         raise ValueError(f"each input shape must be (T, H, W, C), got {shapes}")
     if shared and len(set(shapes)) > 1:
         raise ValueError(f"shared weights need equal view shapes, got {shapes}")
-    inputs = [keras.Input(shape=s, name=f"view{j}") for j, s in enumerate(shapes)]
+    inputs = [keras.Input(shape=s, name=f"perspective_{j}") for j, s in enumerate(shapes)]
     shared_stack = build_view_stack(shapes[0], tokens, filters, kernel_size, "stack") if shared else None
     pooled = []
     for j, (clip, shape) in enumerate(zip(inputs, shapes)):
