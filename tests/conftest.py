@@ -12,6 +12,16 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 REPO = Path(__file__).resolve().parents[1]
 GRID_DIR = REPO.parent / "shared" / "data" / "grid"
+# the longest files, longest first: started first, they end before the short ones the other worker takes meanwhile
+# (pytest-xdist --dist loadfile hands out files in collection order)
+LONGEST_FIRST = ("test_readme_examples.py", "test_demo.py", "test_faults.py", "test_training.py", "test_fronts.py",
+                 "test_release_trees.py", "test_no_tensorflow.py", "test_device_script.py", "test_python_api.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Collect the longest test files first (a stable sort: the order inside each file is kept)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")
