@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, is_dataclass
+from pathlib import PurePath
 from typing import Any, Mapping
 
 from pipeline.manifest import Manifest
@@ -31,13 +33,18 @@ def differences(recorded: Mapping[str, Any], asked: Mapping[str, Any], prefix: s
         old, new = recorded.get(key), asked.get(key)
         if isinstance(old, Mapping) and isinstance(new, Mapping):
             lines += differences(old, new, f"{prefix}{key}.")
-        elif _plain(old) != _plain(new):
-            lines.append(f"{prefix}{key}: {_plain(old)!r} -> {_plain(new)!r}")
+        elif plain(old) != plain(new):
+            lines.append(f"{prefix}{key}: {plain(old)!r} -> {plain(new)!r}")
     return lines
 
 
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so that a value read back from JSON equals the one a config holds."""
+def plain(value: Any) -> Any:
+    """A setting as the JSON a run records: dataclasses and mappings as dicts, tuples as lists, paths as text; so a
+    value read back from the record equals the one a config holds."""
+    if is_dataclass(value):
+        return {k: plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        return [plain(v) for v in value]
+    return str(value) if isinstance(value, PurePath) else value

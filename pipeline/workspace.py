@@ -78,11 +78,6 @@ class Workspace:
         """The pixel PCA fitted for the features ``name``."""
         return self.features(name) / "pca.npz"
 
-    def stage_folder(self, stage: str) -> Path:
-        """The shard folder of a stage key (``prepare`` or ``extract:NAME``)."""
-        name = features_name(stage)
-        return self.roi if name is None else self.features(name)
-
     @property
     def models(self) -> Path:
         return self.root / "models"
@@ -120,10 +115,14 @@ class Workspace:
         """The shard a sample's stage record points to (stored relative to the work folder)."""
         return self.root / record["shard"]
 
-    def create(self) -> None:
-        """Make the folder (and its parents); a file in its place is an error naming it."""
+    def _check_not_a_file(self) -> None:
+        """A file where the folder should be is an error naming it."""
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(f"--work {self.root}: is a file, not a folder")
+
+    def create(self) -> None:
+        """Make the folder (and its parents)."""
+        self._check_not_a_file()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def lock(self, what: str) -> ContextManager[None]:
@@ -136,8 +135,7 @@ class Workspace:
 
     def load_manifest(self) -> Manifest:
         """The manifest, or an error saying which stage makes it."""
-        if self.root.exists() and not self.root.is_dir():
-            raise NotADirectoryError(f"--work {self.root}: is a file, not a folder")
+        self._check_not_a_file()
         if not self.manifest_path.exists():
             raise DataError(f"no manifest in {self.root}: run `prepare` first (or pass the right --work)")
         return Manifest.load(self.manifest_path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,20 +32,6 @@ class ExecutionConfig:
         from pipeline.runner import auto_shard_size
 
         return self.shard_size or auto_shard_size(count, largest)
-
-
-def record(config: Any) -> dict[str, Any]:
-    """A config as the JSON the run records (paths as text, tuples as lists)."""
-    def plain(value: Any) -> Any:
-        if is_dataclass(value):
-            return {k: plain(v) for k, v in asdict(value).items()}
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return str(value) if isinstance(value, Path) else value
-
-    return plain(config)
 
 
 def refuse_or_clear(where: str, changed: list[str], force: bool, keep_hint: str, clear: Callable[[], None],

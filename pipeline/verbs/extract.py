@@ -11,7 +11,8 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.logs import get_logger
 from pipeline.manifest import DONE, Manifest
 from pipeline.runner import RunSummary
-from pipeline.verbs.common import ExecutionConfig, guard_outputs, record
+from pipeline.settings import plain
+from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import Workspace, features_stage
 
 log = get_logger(__name__)
@@ -100,7 +101,7 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
         job = ExtractJob(str(ws.root.resolve()), spec, tuple(manifest.perspectives), tuple(manifest.classes), config.dtype,
                          strict=run.strict, weights_label=checked.weights_label)
         with backend_for(run.jobs, run.scheduler, run.dask_local) as backend:
-            settings = {**made, "batch_size": config.batch_size, "backend": backend or "local", "asked": record(config)}
+            settings = {**made, "batch_size": config.batch_size, "backend": backend or "local", "asked": plain(config)}
             summary = run_stage(manifest, ws.manifest_path, stage, samples, out, "emb", job,
                                 shard_size=run.shard_size_for(len(samples), SHARD_SIZE), jobs=run.jobs, backend=backend,
                                 redo_failed=run.retry_failed, stall_timeout=run.dask_stall_timeout, config=settings,

@@ -13,8 +13,8 @@ from pipeline.logs import get_logger
 from pipeline.manifest import Manifest
 from pipeline.roi import RoiConfig
 from pipeline.runner import RunSummary
-from pipeline.settings import SettingsChanged
-from pipeline.verbs.common import ExecutionConfig, guard_outputs, record
+from pipeline.settings import SettingsChanged, plain
+from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import PREPARE, Workspace
 
 log = get_logger(__name__)
@@ -162,7 +162,7 @@ def prepare(ws: Workspace, config: PrepareConfig) -> RunSummary:
         size = run.shard_size_for(len(manifest), SHARD_SIZE)
         with backend_for(run.jobs, run.scheduler, run.dask_local) as backend:
             settings = {"roi": roi.to_dict(), "audio": config.audio, "shard_size": size, "jobs": run.jobs,
-                        "backend": backend or "local", "asked": record(config)}
+                        "backend": backend or "local", "asked": plain(config)}
             summary = run_stage(manifest, ws.manifest_path, PREPARE, list(manifest.samples), ws.roi, "roi", job, shard_size=size,
                                 jobs=run.jobs, backend=backend, redo_failed=run.retry_failed, stall_timeout=run.dask_stall_timeout,
                                 config=settings)
