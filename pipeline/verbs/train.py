@@ -14,9 +14,9 @@ from pipeline.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, Manifest
 from pipeline.model_options import model_options
 from pipeline.models import registry
-from pipeline.settings import differences
+from pipeline.settings import differences, plain
 from pipeline.training import FitConfig
-from pipeline.verbs.common import record, refuse_or_clear
+from pipeline.verbs.common import refuse_or_clear
 from pipeline.workspace import COMPOSITE, PREPARE, TRAIN_BEST, Workspace, features_name, features_stage
 
 log = get_logger(__name__)
@@ -135,7 +135,7 @@ def train(ws: Workspace, config: TrainConfig) -> TrainResult:
         spec.options["validation"] = validation
     spec.options.update(epochs=config.epochs, patience=config.patience, seed=config.seed, lr_asked=config.lr,
                         distribute=config.distribute, mixed_precision=config.mixed_precision)
-    spec.config = record(config)
+    spec.config = plain(config)
     out = ws.run(spec.name)
     out.mkdir(parents=True, exist_ok=True)
     with work_lock(out, f"train {spec.name}"):  # one process per run folder; other runs may train beside it
@@ -217,22 +217,15 @@ def ensure_validation(manifest: Manifest, fraction: float, seed: int) -> dict | 
 
 def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig) -> dict:
     """Build the spec's model, check its activation memory, and fit it; returns the history (``config.monitor`` set)."""
-    from pipeline.memory import check_fits
     from pipeline.training import fit, one_hot
 
     n, batch_size, seed = len(spec.classes), config.batch_size, config.seed
     y_train, y_val = one_hot(train.labels, n), one_hot(val.labels, n)
     shapes = [v.shape[1:] for v in val.inputs]  # after any evaluation crop: what the model takes
     if spec.pixels:
-        plan = registry.get(spec.model).two_networks
-        built = build_model(spec, shapes, train.audio.shape[1:] if spec.audio else None)
-        model = plan.training(built) if plan else built
-        spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, memory_options(spec))
-        spec.save(out)
+        built, model, plan = built_for_fitting(spec, shapes, train.audio.shape[1:] if spec.audio else None, out, config)
         (x_train, y_train), (x_val, y_val) = ((plan.arrange(d.inputs, d.audio, y) if plan else (d.inputs, y))
                                               for d, y in ((train, y_train), (val, y_val)))
-        if plan:
-            config.monitor, config.checkpoint = plan.monitor, TRAIN_BEST
         history = fit(model, batches(spec, x_train, y_train, batch_size, seed), (x_val, y_val), out, config, info)
         if plan:
             keep_scoring_network(plan, built, out)
@@ -251,22 +244,33 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig)
 
 def fit_streamed(spec: RunSpec, inputs: RunInputs, out: Path, info: dict, config: FitConfig) -> dict:
     """``fit_run`` with batches streamed from the shards: build the model, check its activation memory, fit."""
-    from pipeline.memory import check_fits
     from pipeline.training import fit
 
-    batch_size, seed = config.batch_size, config.seed
-    plan = registry.get(spec.model).two_networks
-    built = build_model(spec, inputs.model_shapes(), inputs.audio_shape)
-    model = plan.training(built) if plan else built
-    if spec.pixels:
-        spec.options["memory_estimate_bytes"] = check_fits(model, batch_size, memory_options(spec))
-        spec.save(out)
-    if plan:
-        config.monitor, config.checkpoint = plan.monitor, TRAIN_BEST
-    history = fit(model, inputs.training("train", batch_size, seed), inputs.validation("val", batch_size), out, config, info)
+    built, model, plan = built_for_fitting(spec, inputs.model_shapes(), inputs.audio_shape, out, config)
+    history = fit(model, inputs.training("train", config.batch_size, config.seed), inputs.validation("val", config.batch_size),
+                  out, config, info)
     if plan:
         keep_scoring_network(plan, built, out)
     return history
+
+
+def built_for_fitting(spec: RunSpec, shapes, audio_shape, out: Path, config: FitConfig) -> tuple:
+    """The built model, the network to fit and the model's two-network plan (or None).
+
+    A pixel model's activation memory is checked and recorded first; a two-network model is monitored on its own
+    metric and keeps its training network's best epoch apart from the checkpoint ``evaluate`` loads.
+    """
+    from pipeline.memory import check_fits
+
+    plan = registry.get(spec.model).two_networks
+    built = build_model(spec, shapes, audio_shape)
+    model = plan.training(built) if plan else built
+    if spec.pixels:
+        spec.options["memory_estimate_bytes"] = check_fits(model, config.batch_size, memory_options(spec))
+        spec.save(out)
+    if plan:
+        config.monitor, config.checkpoint = plan.monitor, TRAIN_BEST
+    return built, model, plan
 
 
 def keep_scoring_network(plan, built, out: Path) -> None:
