@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.faces import frontal_detector, shape_predictor  # noqa: E402
-from pipeline.roi import RoiConfig, crop_clip_naive, crop_video  # noqa: E402
+from pipeline.roi import DECODE_AHEAD, RoiConfig, crop_clip_naive, crop_video  # noqa: E402
 from pipeline.roi_check import crop_agreement  # noqa: E402
 from pipeline.video import iter_frames, read_frames  # noqa: E402
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("clips", nargs="?", type=Path, default=DEFAULT_CLIPS, help="folder of talking-face videos")
     parser.add_argument("--repeats", type=int, default=7, help="rounds; the fastest per clip and method counts")
     parser.add_argument("--cv-threads", type=int, default=1, help="OpenCV threads (1: every method on one core)")
-    parser.add_argument("--decode-ahead", type=int, default=4, help="roi: frames decoded ahead on a second thread "
+    parser.add_argument("--decode-ahead", type=int, default=DECODE_AHEAD, help="roi: frames decoded ahead on a second thread "
                                                                     "(0: inline, as prepare does with a worker per CPU)")
     args = parser.parse_args(argv)
     paths = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)

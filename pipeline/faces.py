@@ -131,6 +131,8 @@ MAX_FLOW_ERROR = 16.0
 # pyramid has fewer levels to search (GRID: 2.5x faster than at full size, the crops as close to the reference).
 REFINE_MARGIN = 0.2
 REFINE_SIDE = 110.0
+# the tracker's defaults (``RoiConfig`` takes them): fit every 12th frame, re-detect every 50th, detect at half size
+LANDMARK_EVERY, DETECT_EVERY, DETECT_SCALE = 12, 50, 0.5
 
 
 class NoFaceError(VideoError):
@@ -347,7 +349,7 @@ class FaceTracker:
     for the face to return (see ``_Record``).
     """
 
-    def __init__(self, landmark_every: int = 12, detect_every: int = 50, detect_scale: float = 0.5, upsample: int = 0,
+    def __init__(self, landmark_every: int = LANDMARK_EVERY, detect_every: int = DETECT_EVERY, detect_scale: float = DETECT_SCALE, upsample: int = 0,
                  policy: str = "largest", max_missing_fraction: float = 0.2, source: str = "<frames>",
                  frame_count: Callable[[], int | None] | None = None) -> None:
         self.source = source
@@ -538,7 +540,7 @@ class FaceTracker:
         points[frames] = filled
 
 
-def track_face(frames: np.ndarray, landmark_every: int = 12, detect_every: int = 50, detect_scale: float = 0.5,
+def track_face(frames: np.ndarray, landmark_every: int = LANDMARK_EVERY, detect_every: int = DETECT_EVERY, detect_scale: float = DETECT_SCALE,
                upsample: int = 0, policy: str = "largest", max_missing_fraction: float = 0.2,
                source: str = "<frames>") -> FaceTrack:
     """Follow the face through ``[T, H, W, 3]`` (or gray) frames cheaply; NoFaceError if it is missing too often."""

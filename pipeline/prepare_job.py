@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.atomic import file_sha256
 from pipeline.logs import get_logger
 from pipeline.manifest import ManifestError, Sample, resolve_inside
-from pipeline.roi import NoFaceError, RoiConfig, RoiResult, crop_clip, crop_frames
+from pipeline.roi import DECODE_AHEAD, NoFaceError, RoiConfig, RoiResult, crop_clip, crop_frames
 from pipeline.runner import SampleError, ShardTask, write_shard
 from pipeline.sequences import AUDIO_KEY
 from pipeline.video import VideoError, frame_rate, iter_frames, probe, read_image_sequence
@@ -21,7 +21,6 @@ from pipeline.video import VideoError, frame_rate, iter_frames, probe, read_imag
 log = get_logger(__name__)
 
 ROI_KIND = "roi"
-DECODE_AHEAD = 4  # frames decoded ahead on a second thread while a clip is tracked (``crop_frames``)
 
 
 def decode_ahead_for(jobs: int) -> int:

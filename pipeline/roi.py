@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.faces import MOUTH_IDS, POLICIES, STABLE_IDS, FaceTracker, NoFaceError, fit_every_frame
+from pipeline.faces import DETECT_EVERY, DETECT_SCALE, LANDMARK_EVERY, MOUTH_IDS, POLICIES, STABLE_IDS, FaceTracker, NoFaceError, fit_every_frame
 from pipeline.logs import get_logger
 from pipeline.video import VideoError, iter_frames, probe, read_ahead
 
@@ -23,6 +23,7 @@ __all__ = ["NoFaceError", "RoiConfig", "RoiResult", "crop_clip", "crop_clip_naiv
 FrameSource = Callable[[], Iterable[np.ndarray]]  # gives a clip's frames from the first, each [H, W, 3] or [H, W] uint8
 
 log = get_logger(__name__)
+DECODE_AHEAD = 4  # frames decoded ahead on a second thread while a clip is tracked (``crop_frames``)
 
 # Nose base (33) and eye corners (36, 39, 42, 45) of a mean frontal face in a 256x256 reference: the Procrustes mean
 # of dlib landmarks on the GRID speakers, made left-right symmetric and scaled so the 68 points span x 53..203
@@ -46,10 +47,10 @@ class RoiConfig:
     fixed_box: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) for pre-aligned data (LRW: 59, 95, 195, 231)
     face_policy: str = "largest"  # which face when several: "largest" or "central"
     face_margin: float = 0.15  # face ROI: margin on each side, as a fraction of the landmark box side
-    detect_every: int = 50  # re-run the detector at least this often (frames); tracking in between
-    detect_scale: float = 0.5  # detect on a frame resized by this factor (full size is retried when nothing is found)
+    detect_every: int = DETECT_EVERY  # re-run the detector at least this often (frames); tracking in between
+    detect_scale: float = DETECT_SCALE  # detect on a frame resized by this factor (full size is retried when nothing is found)
     detect_upsample: int = 0
-    landmark_every: int = 12  # fit the 68 landmarks every n-th frame; optical flow follows the crop points in between
+    landmark_every: int = LANDMARK_EVERY  # fit the 68 landmarks every n-th frame; optical flow follows the crop points in between
     smooth_window: int = 12  # temporal landmark smoothing window (frames), Gaussian weights; 0 or 1 turns it off
     max_missing_fraction: float = 0.2  # fail the clip when the face is missing from more frames than this
 
@@ -373,7 +374,7 @@ def _crop_whole_frame(frames: Iterable[np.ndarray], config: RoiConfig) -> RoiRes
 
 
 def crop_frames(open_frames: FrameSource, config: RoiConfig = RoiConfig(), source: str = "<frames>",
-                frame_count: Callable[[], int | None] | None = None, decode_ahead: int = 4) -> RoiResult:
+                frame_count: Callable[[], int | None] | None = None, decode_ahead: int = DECODE_AHEAD) -> RoiResult:
     """Crop the ROI from a stream of frames, holding only a bounded window of them; the one entry for every mode.
 
     ``open_frames()`` gives the frames from the first; it is called a second time only for a clip that starts
@@ -401,7 +402,7 @@ def crop_clip(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str =
     return crop_frames(lambda: iter(frames), config, source, frame_count=lambda: len(frames))
 
 
-def crop_video(path: Path | str, config: RoiConfig = RoiConfig(), decode_ahead: int = 4) -> RoiResult:
+def crop_video(path: Path | str, config: RoiConfig = RoiConfig(), decode_ahead: int = DECODE_AHEAD) -> RoiResult:
     """Decode a video frame by frame and crop its ROI clip; errors name the file (``decode_ahead``: see ``crop_frames``)."""
     return crop_frames(lambda: iter_frames(path), config, str(path), frame_count=lambda: probe(path)["frames"],
                        decode_ahead=decode_ahead)
