@@ -12,7 +12,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-from pipeline.logs import configure, get_logger
+from pipeline.execution.logs import configure, get_logger
 
 STAGES = {
     "prepare": "discover a dataset, split it, crop face/mouth ROIs per perspective into HDF5 shards",
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure(-1 if args.quiet else 1 if args.verbose else 0)
     if args.command in MODEL_STAGES and not args.verbose:
-        from pipeline.device import start_tensorflow_quietly
+        from pipeline.execution.device import start_tensorflow_quietly
 
         start_tensorflow_quietly()
     from pipeline.errors import BUG_HINT, MpviewError

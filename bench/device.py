@@ -152,7 +152,7 @@ def device_info() -> dict[str, Any]:
     """Backend, accelerator and package versions."""
     import keras
 
-    from pipeline.provenance import package_versions
+    from pipeline.execution.provenance import package_versions
 
     info: dict[str, Any] = {"backend": keras.backend.backend(), "keras": keras.__version__, "versions": package_versions(), "cpu_cores": len(os.sched_getaffinity(0))}
     if info["backend"] == "jax":

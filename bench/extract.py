@@ -12,7 +12,7 @@ All three run in one process on the same model and cores:
   clips from the shard, resize to 224 and preprocess into the model's input buffers, no model
   (``feed_img_per_s_per_core``, images per CPU-second: what one core can feed an accelerator).
 
-The ROI clips are real GRID mouth crops (``pipeline.video.read_frames`` + ``pipeline.roi.crop_clip``)
+The ROI clips are real GRID mouth crops (``pipeline.media.video.read_frames`` + ``pipeline.media.roi.crop_clip``)
 when ``../shared/data/grid`` holds videos, else uniform noise; cropping is not timed. The model build,
 first-call tracing and a warm-up task are not timed either. The three measurements are interleaved in
 ``--rounds`` rounds (each round: a slice of the per-frame loop, a few model-only batches, one shard task
@@ -47,12 +47,12 @@ import numpy as np  # noqa: E402
 
 from pipeline.backbones.pixels import as_rgb, resize  # noqa: E402
 from pipeline.backbones.registry import KERAS_SPECS  # noqa: E402
-from pipeline.device import describe  # noqa: E402
-from pipeline.extract_job import BackboneSpec, ExtractJob, load_backbone  # noqa: E402
-from pipeline.prepare_job import ROI_KIND  # noqa: E402
-from pipeline.readers import read_sample  # noqa: E402
-from pipeline.runner import ShardTask  # noqa: E402
-from pipeline.shards import ShardReader, ShardWriter  # noqa: E402
+from pipeline.execution.device import describe  # noqa: E402
+from pipeline.execution.extract_job import BackboneSpec, ExtractJob, load_backbone  # noqa: E402
+from pipeline.execution.prepare_job import ROI_KIND  # noqa: E402
+from pipeline.storage.readers import read_sample  # noqa: E402
+from pipeline.execution.runner import ShardTask  # noqa: E402
+from pipeline.storage.shards import ShardReader, ShardWriter  # noqa: E402
 
 DEFAULT_CLIPS = REPO.parent / "shared" / "data" / "grid"
 VIDEO_SUFFIXES = {".mpg", ".mp4", ".avi", ".mov", ".mkv"}
@@ -65,8 +65,8 @@ def roi_clips(folder: Path, count: int, frames: int, seed: int = 0) -> tuple[lis
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)[:3] if folder.is_dir() else []
     sources: list[np.ndarray] = []
     if paths:
-        from pipeline.roi import RoiConfig, crop_clip
-        from pipeline.video import read_frames
+        from pipeline.media.roi import RoiConfig, crop_clip
+        from pipeline.media.video import read_frames
 
         config = RoiConfig(roi="mouth", size=(ROI_SIZE, ROI_SIZE))
         for path in paths:

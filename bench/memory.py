@@ -1,7 +1,7 @@
 """Prepare-stage memory benchmark: a worker's peak RSS while cropping 3 s and 12 s 1080p talking-face clips.
 
 The clips are made from a real GRID clip (360x288, 25 fps) upscaled to 1920x1080 and looped back and forth to the
-length asked for, written with ``pipeline.video.write_video`` into a temporary folder. Each clip is cropped in a
+length asked for, written with ``pipeline.media.video.write_video`` into a temporary folder. Each clip is cropped in a
 fresh process (peak RSS is a high-water mark per process), once the streamed way (``crop_video``: decode -> track ->
 smooth -> warp in a bounded window of frames) and once decoded whole first (``read_frames`` then ``crop_clip``, how
 ``prepare`` worked before) for comparison. The baseline is the same process after imports and model loading.
@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.video import read_frames, write_video  # noqa: E402
+from pipeline.media.video import read_frames, write_video  # noqa: E402
 
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "grid" / "lbax4n.mpg"
 SIZE = (1920, 1080)
@@ -52,8 +52,8 @@ def _peak_mib() -> float:
 
 def child(path: Path, whole: bool) -> None:
     """Crop one clip in this process and print its baseline and peak RSS as JSON."""
-    from pipeline.faces import frontal_detector, shape_predictor
-    from pipeline.roi import RoiConfig, crop_clip, crop_video
+    from pipeline.media.faces import frontal_detector, shape_predictor
+    from pipeline.media.roi import RoiConfig, crop_clip, crop_video
 
     frontal_detector(), shape_predictor()
     baseline = _peak_mib()

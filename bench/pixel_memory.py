@@ -1,7 +1,7 @@
 """Peak memory and seconds per clip of a pixel model's training steps against the activation estimate.
 
 Each configuration runs in its own process (peak RSS via ``getrusage``) on random clips of the given size: the
-estimate of ``pipeline.memory`` is compared with the measured peak minus the same process's peak after building
+estimate of ``pipeline.training.memory`` is compared with the measured peak minus the same process's peak after building
 the model and before the first step. Prints one JSON object per configuration, the last line the summary.
 
     python bench/pixel_memory.py --model convlstm --crop 64 --batch 1 2 --timesteps 29
@@ -26,9 +26,9 @@ def one(model_name: str, crop: int, batch: int, timesteps: int, steps: int) -> d
     import keras
     import numpy as np
 
-    from pipeline.experiment import RunSpec, build_model
-    from pipeline.memory import counted_elements, estimate_bytes
-    from pipeline.model_options import model_options
+    from pipeline.training.experiment import RunSpec, build_model
+    from pipeline.training.memory import counted_elements, estimate_bytes
+    from pipeline.models.options import model_options
 
     options = {**vars(model_options(model_name, {})), "lr": 1e-3}
     spec = RunSpec("bench", model_name, "prepare", ["v1"], timesteps, [str(i) for i in range(10)], options=options)

@@ -3,9 +3,9 @@
 Three ways through the same clips on the same cores, interleaved in ``--repeats`` rounds (the fastest round per clip
 and method counts, so drifting load from other processes hits all alike):
 
-* ``decode``: decoding only (``pipeline.video.iter_frames``, frame by frame to RGB, one thread), the limit;
-* ``roi``: the real path, ``pipeline.roi.crop_video``: decode -> track -> smooth -> warp, streamed, the next frames
-  decoding on a second thread meanwhile (``pipeline.video.read_ahead``; ``--decode-ahead 0``: inline), so its
+* ``decode``: decoding only (``pipeline.media.video.iter_frames``, frame by frame to RGB, one thread), the limit;
+* ``roi``: the real path, ``pipeline.media.roi.crop_video``: decode -> track -> smooth -> warp, streamed, the next frames
+  decoding on a second thread meanwhile (``pipeline.media.video.read_ahead``; ``--decode-ahead 0``: inline), so its
   wall-clock ratio can use two cores where decode-only uses one; ``ratio_vs_decode_cpu_time`` compares frames per
   CPU-second instead;
 * ``naive``: decode the clip, then ``crop_clip_naive``: dlib detection and the 68-point fit on every frame at full
@@ -33,10 +33,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.faces import frontal_detector, shape_predictor  # noqa: E402
-from pipeline.roi import DECODE_AHEAD, RoiConfig, crop_clip_naive, crop_video  # noqa: E402
-from pipeline.roi_check import crop_agreement  # noqa: E402
-from pipeline.video import iter_frames, read_frames  # noqa: E402
+from pipeline.media.faces import frontal_detector, shape_predictor  # noqa: E402
+from pipeline.media.roi import DECODE_AHEAD, RoiConfig, crop_clip_naive, crop_video  # noqa: E402
+from pipeline.media.roi_check import crop_agreement  # noqa: E402
+from pipeline.media.video import iter_frames, read_frames  # noqa: E402
 
 DEFAULT_CLIPS = REPO.parent / "shared" / "data" / "grid"
 VIDEO_SUFFIXES = {".mpg", ".mp4", ".avi", ".mov", ".mkv"}

@@ -3,7 +3,7 @@
 Builds an LRW-shaped feature set (``--frames`` 29 frames x ``--dim`` 2048 float16 per clip, one
 perspective, 500 classes) of 4N clips in HDF5 shards, and a manifest whose training split is the
 first N clips or all 4N. Each measurement runs in its own process through the training code
-(``pipeline.feed.RunInputs`` or ``experiment.load_inputs``, then ``pipeline.training.fit``, the released network: bidirectional
+(``pipeline.training.feed.RunInputs`` or ``experiment.load_inputs``, then ``pipeline.training.fit.fit``, the released network: bidirectional
 MP-LSTM, attention, softmax; batch 60):
 
 * ``stream`` on N and on 4N clips: peak resident memory must not grow with the data
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from pipeline.manifest import Manifest, Sample, Source  # noqa: E402
-from pipeline.shards import ShardWriter, shard_name  # noqa: E402
+from pipeline.storage.shards import ShardWriter, shard_name  # noqa: E402
 
 STAGE = "extract:lrw"
 CLASSES = 500
@@ -80,9 +80,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """One measurement in this process: train ``args.epochs`` epochs, report samples/s of the last and peak RSS."""
     import keras
 
-    from pipeline.experiment import RunSpec, build_model, load_inputs
-    from pipeline.feed import RunInputs
-    from pipeline.training import FitConfig, fit, one_hot
+    from pipeline.training.experiment import RunSpec, build_model, load_inputs
+    from pipeline.training.feed import RunInputs
+    from pipeline.training.fit import FitConfig, fit, one_hot
 
     manifest = Manifest.load(Path(args.manifest))
     spec = RunSpec("bench", "mplstm", STAGE, ["v1"], args.frames, list(manifest.classes), options={"units": args.units, "dropout": 0.2, "lr": 1e-3})

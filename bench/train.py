@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from pipeline.models.mplstm import MPLSTM, keras2_hard_sigmoid  # noqa: E402
-from pipeline.provenance import package_versions  # noqa: E402
+from pipeline.execution.provenance import package_versions  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Gradients do not exist for variables .*recurrent_c")  # U_c, as released
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pipeline.atomic import write_text_atomic
+from pipeline.storage.atomic import write_text_atomic
 from pipeline.errors import MpviewError
 
 SCHEMA = "mpview-manifest"
@@ -152,7 +152,7 @@ class Manifest:
 
     def add_run(self, stage: str, config: dict[str, Any], summary: dict[str, Any], started: float, finished: float) -> None:
         """Append what a stage did to the header's run log."""
-        from pipeline.provenance import environment
+        from pipeline.execution.provenance import environment
 
         self.runs.append(
             {"stage": stage, "config": config, "summary": summary, "started": started, "finished": finished, "environment": environment()}

@@ -127,7 +127,7 @@ class Workspace:
 
     def lock(self, what: str) -> ContextManager[None]:
         """Hold the folder's lock while one process writes its manifest (``what`` is shown to a second process)."""
-        from pipeline.worklock import work_lock
+        from pipeline.execution.worklock import work_lock
 
         if not self.manifest_path.exists():
             self.load_manifest()  # the error that says which stage makes it

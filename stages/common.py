@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.logs import get_logger
-from pipeline.runner import RunSummary
+from pipeline.execution.logs import get_logger
+from pipeline.execution.runner import RunSummary
 from pipeline.verbs.common import ExecutionConfig
 
 log = get_logger(__name__)

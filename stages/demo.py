@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.logs import get_logger
-from pipeline.runner import RunSummary
+from pipeline.execution.logs import get_logger
+from pipeline.execution.runner import RunSummary
 from pipeline.verbs import (EvaluateConfig, ExecutionConfig, ExtractConfig, PrepareConfig, TrainConfig, evaluate, extract,
                             prepare, train)
 from pipeline.workspace import Workspace
@@ -63,7 +63,7 @@ def check(summary: RunSummary) -> None:
 def run_composite(args: argparse.Namespace) -> int:
     """Moving digits -> 64x64 pixel frames -> composite pretraining on every training clip, then, per seed, the
     classifier fine-tuned from it on a small labelled fraction against the very same network from scratch."""
-    from pipeline.report import seed_summary
+    from pipeline.evaluation.report import seed_summary
 
     ws = Workspace(f"{args.work}-composite")
     clips, epochs, pre_epochs, seeds = (40, 2, 1, [0]) if args.quick else (600, 30, 15, list(range(args.seeds)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.feed import MODES
+from pipeline.training.feed import MODES
 from pipeline.verbs.evaluate import EvaluateConfig, evaluate
 from pipeline.workspace import Workspace
 from stages.common import add_work_argument, positive_int

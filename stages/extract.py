@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.backbones.registry import BACKBONES
-from pipeline.readers import FORMAT_SUFFIX
+from pipeline.storage.readers import FORMAT_SUFFIX
 from pipeline.verbs.extract import SHARD_SIZE, ExtractConfig, extract
 from pipeline.workspace import Workspace
 from stages.common import add_execution_arguments, add_work_argument, execution_from, finish, non_negative_int, positive_int

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.recipes import RECIPES
-from pipeline.roi import RoiConfig
+from pipeline.media.roi import RoiConfig
 from pipeline.verbs.prepare import SHARD_SIZE, PrepareConfig, prepare
 from pipeline.workspace import Workspace
 from stages.common import add_execution_arguments, add_work_argument, execution_from, finish, non_negative_int, positive_int

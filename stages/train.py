@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.augment import RECIPES
-from pipeline.experiment import PIXEL_MODELS, SEQUENCE_MODELS
-from pipeline.feed import MODES
-from pipeline.model_options import ALL_OPTIONS, COMPOSITE_CHOICES
+from pipeline.training.augment import RECIPES
+from pipeline.training.experiment import PIXEL_MODELS, SEQUENCE_MODELS
+from pipeline.training.feed import MODES
+from pipeline.models.options import ALL_OPTIONS, COMPOSITE_CHOICES
 from pipeline.verbs.train import TrainConfig, train
 from pipeline.workspace import Workspace
 from stages.common import add_work_argument, non_negative_int, positive_int

@@ -38,7 +38,7 @@ def test_help_text_shows_defaults() -> None:
 
 def test_quiet_start_on_a_machine_without_gpu(tmp_path: Path) -> None:
     """A model stage on a CPU machine prints no CUDA driver errors (TensorFlow's C++ start-up logs)."""
-    from pipeline.device import gpu_present
+    from pipeline.execution.device import gpu_present
 
     if gpu_present():
         pytest.skip("this machine has a GPU: its start-up messages are meant to show")

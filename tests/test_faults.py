@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 import cli
-from pipeline.atomic import file_sha256
+from pipeline.storage.atomic import file_sha256
 from pipeline.manifest import Manifest, Sample, Source
-from pipeline.runner import RunError, ShardTask, run_stage, write_shard
-from pipeline.readers import open_reader, read_samples
-from pipeline.shards import ShardError, ShardReader, ShardWriter, group_name
+from pipeline.execution.runner import RunError, ShardTask, run_stage, write_shard
+from pipeline.storage.readers import open_reader, read_samples
+from pipeline.storage.shards import ShardError, ShardReader, ShardWriter, group_name
 
 REPO = Path(__file__).resolve().parents[1]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -164,7 +164,7 @@ def test_loky_worker_killed_mid_task_fails_cleanly_and_resumes(tmp_path: Path, t
 @pytest.mark.slow
 def test_dask_worker_killed_mid_task_loses_nothing(tmp_path: Path, tally: dict[str, Any]) -> None:
     pytest.importorskip("distributed")
-    from pipeline.cluster import backend_for
+    from pipeline.execution.cluster import backend_for
 
     clean = clean_run(tmp_path)
     work = tmp_path / "killed"
@@ -191,7 +191,7 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 import numpy as np
 from pipeline.manifest import Manifest, Sample, Source
-from pipeline.runner import run_stage, write_shard
+from pipeline.execution.runner import run_stage, write_shard
 
 work, delay, beat = Path(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
 path = work / "manifest.jsonl"
@@ -443,7 +443,7 @@ def test_odd_ids_round_trip_through_both_stages(tmp_path: Path, tally: dict[str,
 
 
 def test_odd_file_names_on_real_video(tmp_path: Path, tally: dict[str, Any], grid_clip: Path) -> None:
-    from pipeline.video import read_frames, write_video
+    from pipeline.media.video import read_frames, write_video
 
     root = tmp_path / "data set"
     folder = root / "cam ü"
@@ -476,7 +476,7 @@ def test_odd_file_names_on_real_video(tmp_path: Path, tally: dict[str, Any], gri
 
 
 def test_sources_outside_the_root_fail_and_are_never_read(tmp_path: Path, tally: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.prepare_job as prepare_job
+    import pipeline.execution.prepare_job as prepare_job
 
     root, secret = tmp_path / "data", tmp_path / "secret"
     root.mkdir()
@@ -574,7 +574,7 @@ def test_second_process_on_a_work_folder_is_refused(tmp_path: Path, tally: dict[
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"in progress")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from pipeline.worklock import work_lock\n"
+        "import sys, time; from pathlib import Path; from pipeline.execution.worklock import work_lock\n"
         f"with work_lock(Path({str(work)!r}), 'extract'):\n    print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, cwd=Path(cli.__file__).parent)
     try:
@@ -699,7 +699,7 @@ def test_evaluate_scores_every_checkpoint_it_can(tmp_path: Path, tally: dict[str
 def test_changed_training_options_never_overwrite_a_run(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     """Re-running a trained run with other options stops naming them; spec.json and the checkpoint stay as trained;
     --force trains anew; a second process on the same run folder is refused."""
-    from pipeline.worklock import work_lock
+    from pipeline.execution.worklock import work_lock
 
     work = tmp_path / "work"
     assert cli.main(["prepare", "-q", "--work", str(work), *SYNTHETIC]) == 0

@@ -17,8 +17,8 @@ import pytest
 
 import cli
 from pipeline.manifest import Manifest
-from pipeline.shards import ShardReader
-from pipeline.video import read_frames, write_video
+from pipeline.storage.shards import ShardReader
+from pipeline.media.video import read_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_killed_run_resumes_to_identical_output(tmp_path, grid_root):
 
 
 def test_an_unexpected_error_fails_only_its_sample(tmp_path, grid_root, monkeypatch):
-    import pipeline.prepare_job as prepare_job
+    import pipeline.execution.prepare_job as prepare_job
 
     root, rows = grid_root
     _listing(root, rows)
@@ -188,7 +188,7 @@ def test_five_view_light_field_grids_prepare_with_defaults(tmp_path, grid_clip):
 
 
 def test_decode_ahead_for_decodes_inline_once_workers_fill_the_cpus(monkeypatch):
-    from pipeline.prepare_job import DECODE_AHEAD, decode_ahead_for
+    from pipeline.execution.prepare_job import DECODE_AHEAD, decode_ahead_for
 
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     assert [decode_ahead_for(jobs) for jobs in (1, 3, 4, 8)] == [DECODE_AHEAD, DECODE_AHEAD, 0, 0]
@@ -198,8 +198,8 @@ def test_decode_ahead_for_decodes_inline_once_workers_fill_the_cpus(monkeypatch)
 
 def test_prepare_job_crops_the_same_with_and_without_the_decode_thread(grid_clip):
     from pipeline.manifest import Sample
-    from pipeline.prepare_job import PrepareJob
-    from pipeline.roi import RoiConfig
+    from pipeline.execution.prepare_job import PrepareJob
+    from pipeline.media.roi import RoiConfig
 
     sample = Sample.from_dict({"id": grid_clip.stem, "sources": {"v1": grid_clip.name}})
     threaded, inline = (PrepareJob(str(grid_clip.parent), ("v1",), RoiConfig(), decode_ahead=depth).process(sample) for depth in (4, 0))

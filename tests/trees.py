@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.roi import RoiConfig, crop_clip
-from pipeline.video import read_frames, write_video
+from pipeline.media.roi import RoiConfig, crop_clip
+from pipeline.media.video import read_frames, write_video
 
 GRID_CLIPS = ("lbax4n.mpg", "pwij3p.mpg", "sbwe5n.mpg")
 # The view sizes (height x width, even for yuv420p) of OuluVS2's cropped-mouth release differ per view; these are
@@ -119,7 +119,7 @@ def lrw_tree(root: Path, grid_dir: Path, words=LRW_WORDS, per_split=None, frames
     Each word is one GRID clip; a sample is a segment of it (start varied per sample), its tracked mouth crop resized
     into LRW's fixed box (x 59..195, y 95..231) over the downscaled face frame, with the segment's own audio.
     """
-    from pipeline.video import read_audio
+    from pipeline.media.video import read_audio
 
     per_split = per_split or {"train": 4, "val": 1, "test": 1}
     x0, y0, x1, y1 = LRW_BOX

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.atomic import atomic_path
-from pipeline.logs import get_logger
+from pipeline.storage.atomic import atomic_path
+from pipeline.execution.logs import get_logger
 
 log = get_logger(__name__)
 

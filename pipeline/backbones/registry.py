@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.backbones.pixels import DEFAULT_SIZE, PcaProjection, PixelBackbone, as_rgb, resize
 from pipeline.backbones.resolve import RANDOM, VGGFACE, Downloader, checked_sha256, resolve_weights, urllib_download
-from pipeline.logs import get_logger
+from pipeline.execution.logs import get_logger
 
 if TYPE_CHECKING:
     import keras

@@ -16,9 +16,9 @@ from typing import Callable
 
 import h5py
 
-from pipeline.atomic import atomic_path, file_sha256, write_text_atomic
+from pipeline.storage.atomic import atomic_path, file_sha256, write_text_atomic
 from pipeline.backbones.errors import WeightsUnavailableError
-from pipeline.logs import get_logger
+from pipeline.execution.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -15,10 +15,10 @@ import h5py
 import keras
 import numpy as np
 
-from pipeline.atomic import atomic_path
+from pipeline.storage.atomic import atomic_path
 from pipeline.backbones.errors import WeightFileError
 from pipeline.backbones.vggface import keras_name, original_name
-from pipeline.logs import get_logger
+from pipeline.execution.logs import get_logger
 
 log = get_logger(__name__)
 

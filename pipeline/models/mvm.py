@@ -228,7 +228,7 @@ def build_mvm(
     """Compiled MVM lip reader: visual front -> memories and temporal blocks -> mean over time -> logits.
 
     ``video_shape`` is (T, H, W, C) mouth pixels or (T, d) embeddings; ``audio_shape`` (T, k, n_mels) from
-    :func:`pipeline.audio.align_to_video` or (T, d). ``front``: ``small`` (a 3D conv and two strided 2D convs of
+    :func:`pipeline.media.audio.align_to_video` or (T, d). ``front``: ``small`` (a 3D conv and two strided 2D convs of
     ``filters``) or ``resnet18`` (Kim et al.'s: 3D stem + ResNet-18 per frame, 512 wide, then projected to ``dim``);
     ``back``: ``tcn`` (``levels`` x (memory, dilated conv block)) or ``mstcn`` (the authors' multi-scale TCN, 768
     wide, a memory before each of its first ``levels`` blocks). The same layers run a visual stream (memory recalls

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from pipeline.logs import get_logger
+from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, Sample, Source, natural_sorted
-from pipeline.splits import assign_splits
+from pipeline.recipes.splits import assign_splits
 from pipeline.errors import MpviewError
 
 log = get_logger(__name__)

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipeline.logs import get_logger
+from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, Source
 from pipeline.recipes.common import (
     IMAGE_EXTENSIONS,

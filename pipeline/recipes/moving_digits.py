@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 from joblib import Parallel, delayed
 
-from pipeline.atomic import file_sha256
-from pipeline.logs import get_logger
+from pipeline.storage.atomic import file_sha256
+from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, Sample, Source
 from pipeline.recipes.synthetic import FPS, reuse_outputs, write_clip
-from pipeline.splits import assign_splits
+from pipeline.recipes.splits import assign_splits
 
 log = get_logger(__name__)
 

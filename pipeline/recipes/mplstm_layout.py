@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.logs import get_logger
+from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, natural_sorted
 from pipeline.recipes.common import (
     RecipeError,

@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.logs import get_logger
+from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest
 from pipeline.recipes.common import RecipeError, SampleCollector, StrPath, dataset_root, finish, walk_matching
-from pipeline.splits import load_split_definition
+from pipeline.recipes.splits import load_split_definition
 
 log = get_logger(__name__)
 

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
-from pipeline import render_face as rf
-from pipeline.atomic import file_sha256, write_text_atomic
-from pipeline.faces import choose_face, detect_faces, landmarks
-from pipeline.logs import get_logger
+from pipeline.media import render_face as rf
+from pipeline.storage.atomic import file_sha256, write_text_atomic
+from pipeline.media.faces import choose_face, detect_faces, landmarks
+from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, Sample, Source
-from pipeline.splits import assign_splits
-from pipeline.video import write_video
+from pipeline.recipes.splits import assign_splits
+from pipeline.media.video import write_video
 
 log = get_logger(__name__)
 

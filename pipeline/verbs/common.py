@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.logs import get_logger
+from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, without_stage
-from pipeline.settings import SettingsChanged, differences, recorded_settings
+from pipeline.execution.settings import SettingsChanged, differences, recorded_settings
 
 log = get_logger(__name__)
 
@@ -29,7 +29,7 @@ class ExecutionConfig:
 
     def shard_size_for(self, count: int, largest: int) -> int:
         """The shard size asked for, or the automatic size for ``count`` samples (at most ``largest``)."""
-        from pipeline.runner import auto_shard_size
+        from pipeline.execution.runner import auto_shard_size
 
         return self.shard_size or auto_shard_size(count, largest)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, DataError, MpviewError
-from pipeline.experiment import RunSpec, load_inputs
-from pipeline.feed import RunInputs, flip
-from pipeline.logs import get_logger
+from pipeline.training.experiment import RunSpec, load_inputs
+from pipeline.training.feed import RunInputs, flip
+from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest
 from pipeline.models import registry
 from pipeline.workspace import Workspace
@@ -41,10 +41,10 @@ class EvaluateResult:
 
 def evaluate_run(run_dir: Path, manifest: Manifest, ws: Workspace, config: EvaluateConfig) -> tuple[dict, dict]:
     """Score one checkpoint on the config's split: returns (metrics, run info)."""
-    from pipeline.device import describe
-    from pipeline.metrics import evaluate_predictions
-    from pipeline.provenance import package_versions
-    from pipeline.training import load_checkpoint
+    from pipeline.execution.device import describe
+    from pipeline.evaluation.metrics import evaluate_predictions
+    from pipeline.execution.provenance import package_versions
+    from pipeline.training.fit import load_checkpoint
 
     checkpoint = ws.checkpoint(run_dir)
     if not checkpoint.exists():
@@ -66,7 +66,7 @@ def evaluate_run(run_dir: Path, manifest: Manifest, ws: Workspace, config: Evalu
     probs = scores(False)
     tta = bool(config.tta and spec.pixels)
     if tta:
-        from pipeline.augment import flipped_logit_sum
+        from pipeline.training.augment import flipped_logit_sum
 
         plan = registry.get(spec.model).two_networks
         probs = flipped_logit_sum(probs, scores(True), logits=bool(plan and plan.logits))
@@ -85,8 +85,8 @@ def evaluate(ws: Workspace, config: EvaluateConfig) -> EvaluateResult:
 
     One unusable checkpoint does not stop the others being scored: it is logged and listed in ``unscored``.
     """
-    from pipeline.report import comparison_table, load_report, write_comparison, write_report
-    from pipeline.training import HISTORY, read_history
+    from pipeline.evaluation.report import comparison_table, load_report, write_comparison, write_report
+    from pipeline.training.fit import HISTORY, read_history
 
     if config.split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {config.split!r}")

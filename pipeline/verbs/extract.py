@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.logs import get_logger
+from pipeline.execution.logs import get_logger
 from pipeline.manifest import DONE, Manifest
-from pipeline.runner import RunSummary
-from pipeline.settings import plain
+from pipeline.execution.runner import RunSummary
+from pipeline.execution.settings import plain
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import Workspace, features_stage
 
@@ -44,7 +44,7 @@ class ExtractConfig:
 def fit_pixel_pca(manifest: Manifest, ws: Workspace, name: str, size: int, components: int) -> Path:
     """Fit the pixel PCA on training-split ROI frames only (reused when already fitted)."""
     from pipeline.backbones.pixels import PixelBackbone
-    from pipeline.readers import read_sample
+    from pipeline.storage.readers import read_sample
 
     path = ws.pca(name)
     if path.exists():
@@ -69,10 +69,10 @@ def fit_pixel_pca(manifest: Manifest, ws: Workspace, name: str, size: int, compo
 def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
     """Embed every prepared sample's ROI clips; resumable, sharded, one backbone load per worker."""
     from pipeline.backbones.resolve import RANDOM, VGGFACE
-    from pipeline.cluster import backend_for
-    from pipeline.extract_job import BackboneSpec, ExtractJob, load_backbone
-    from pipeline.readers import FORMAT_SUFFIX, require_format
-    from pipeline.runner import run_stage
+    from pipeline.execution.cluster import backend_for
+    from pipeline.execution.extract_job import BackboneSpec, ExtractJob, load_backbone
+    from pipeline.storage.readers import FORMAT_SUFFIX, require_format
+    from pipeline.execution.runner import run_stage
 
     require_format(config.format)
     if config.pca and config.backbone != "pixels":

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.logs import get_logger
+from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest
-from pipeline.roi import RoiConfig
-from pipeline.runner import RunSummary
-from pipeline.settings import SettingsChanged, plain
+from pipeline.media.roi import RoiConfig
+from pipeline.execution.runner import RunSummary
+from pipeline.execution.settings import SettingsChanged, plain
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import PREPARE, Workspace
 
@@ -143,11 +143,11 @@ def open_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
 
 def prepare(ws: Workspace, config: PrepareConfig) -> RunSummary:
     """Build or resume the manifest, crop every sample's ROIs into shards, draw a contact sheet; resumable."""
-    from pipeline.cluster import backend_for
-    from pipeline.prepare_job import PrepareJob, decode_ahead_for
-    from pipeline.roi_preview import write_roi_contact_sheet
-    from pipeline.runner import run_stage
-    from pipeline.worklock import work_lock
+    from pipeline.execution.cluster import backend_for
+    from pipeline.execution.prepare_job import PrepareJob, decode_ahead_for
+    from pipeline.media.roi_preview import write_roi_contact_sheet
+    from pipeline.execution.runner import run_stage
+    from pipeline.execution.worklock import work_lock
 
     ws.create()
     with work_lock(ws.root, PREPARE):  # the manifest may not exist yet: this run makes it

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.errors import ConfigError
-from pipeline.experiment import SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
-from pipeline.feed import RunInputs
-from pipeline.logs import get_logger, progress_disabled
+from pipeline.training.experiment import SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
+from pipeline.training.feed import RunInputs
+from pipeline.execution.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, Manifest
-from pipeline.model_options import model_options
+from pipeline.models.options import model_options
 from pipeline.models import registry
-from pipeline.settings import differences, plain
-from pipeline.training import FitConfig
+from pipeline.execution.settings import differences, plain
+from pipeline.training.fit import FitConfig
 from pipeline.verbs.common import refuse_or_clear
 from pipeline.workspace import COMPOSITE, PREPARE, TRAIN_BEST, Workspace, features_name, features_stage
 
@@ -30,7 +30,7 @@ class TrainConfig:
     """What to train on which inputs, and how to fit it.
 
     ``options`` holds model options by field name (``units``, ``dropout``, ``augment``, ...); the rest take the
-    chosen model's own defaults (``pipeline.model_options``), and an option the model does not use is refused.
+    chosen model's own defaults (``pipeline.models.options``), and an option the model does not use is refused.
     """
 
     model: str = "mplstm"
@@ -126,7 +126,7 @@ def resolve_timesteps(given: int | None, known: int | None, future: int = 0) -> 
 
 def train(ws: Workspace, config: TrainConfig) -> TrainResult:
     """Train one model; calling it again with the same config resumes it (other settings on an existing run are refused)."""
-    from pipeline.worklock import work_lock
+    from pipeline.execution.worklock import work_lock
 
     manifest = ws.load_manifest()
     validation = ensure_validation(manifest, config.val_fraction, config.seed)
@@ -168,14 +168,14 @@ def train_run(ws: Workspace, config: TrainConfig, manifest: Manifest, spec: RunS
     """Read the inputs (in memory or streamed), fit, and report the best epoch."""
     import keras
 
-    from pipeline.device import describe
-    from pipeline.distribute import data_parallel, set_precision
+    from pipeline.execution.device import describe
+    from pipeline.training.distribute import data_parallel, set_precision
 
     future = spec.options.get("future") or 0
     whole = "composite pretraining" if spec.options.get("pretrain") else "--labelled-fraction" if spec.options.get("labelled_fraction", 1.0) < 1.0 else ""
     inputs = RunInputs(manifest, spec, ws.root, ("train", "val"), "memory" if whole else config.input, f"{whole} reads the training split whole" if whole else "")
     if spec.options.get("augment"):
-        from pipeline.batches import make_recipe
+        from pipeline.training.batches import make_recipe
 
         spec.options["recipe"] = make_recipe(spec.options["augment"], min(inputs.shapes[0][0][:2]), spec.options["crop"]).to_dict()
         log.info("--augment %s: %s", spec.options["augment"], spec.options["recipe"])
@@ -203,7 +203,7 @@ def train_run(ws: Workspace, config: TrainConfig, manifest: Manifest, spec: RunS
 
 def ensure_validation(manifest: Manifest, fraction: float, seed: int) -> dict | None:
     """Carve a validation set from the training speakers when the split defines none; what was carved, or None."""
-    from pipeline.splits import carve_validation
+    from pipeline.recipes.splits import carve_validation
 
     if manifest.split("val"):
         return None
@@ -217,7 +217,7 @@ def ensure_validation(manifest: Manifest, fraction: float, seed: int) -> dict | 
 
 def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig) -> dict:
     """Build the spec's model, check its activation memory, and fit it; returns the history (``config.monitor`` set)."""
-    from pipeline.training import fit, one_hot
+    from pipeline.training.fit import fit, one_hot
 
     n, batch_size, seed = len(spec.classes), config.batch_size, config.seed
     y_train, y_val = one_hot(train.labels, n), one_hot(val.labels, n)
@@ -244,7 +244,7 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig)
 
 def fit_streamed(spec: RunSpec, inputs: RunInputs, out: Path, info: dict, config: FitConfig) -> dict:
     """``fit_run`` with batches streamed from the shards: build the model, check its activation memory, fit."""
-    from pipeline.training import fit
+    from pipeline.training.fit import fit
 
     built, model, plan = built_for_fitting(spec, inputs.model_shapes(), inputs.audio_shape, out, config)
     history = fit(model, inputs.training("train", config.batch_size, config.seed), inputs.validation("val", config.batch_size),
@@ -260,7 +260,7 @@ def built_for_fitting(spec: RunSpec, shapes, audio_shape, out: Path, config: Fit
     A pixel model's activation memory is checked and recorded first; a two-network model is monitored on its own
     metric and keeps its training network's best epoch apart from the checkpoint ``evaluate`` loads.
     """
-    from pipeline.memory import check_fits
+    from pipeline.training.memory import check_fits
 
     plan = registry.get(spec.model).two_networks
     built = build_model(spec, shapes, audio_shape)
@@ -275,7 +275,7 @@ def built_for_fitting(spec: RunSpec, shapes, audio_shape, out: Path, config: Fit
 
 def keep_scoring_network(plan, built, out: Path) -> None:
     """A two-network model: load the best training epoch, save the network ``evaluate`` scores as the checkpoint."""
-    from pipeline.checkpoints import save_atomically
+    from pipeline.training.checkpoints import save_atomically
 
     plan.training(built).load_weights(out / TRAIN_BEST)
     save_atomically(plan.scoring(built).save, Workspace.checkpoint(out))
@@ -302,7 +302,7 @@ def batches(spec: RunSpec, x, y, batch_size: int, seed: int) -> tuple:
     recipe = run_recipe(spec)
     if recipe is None:
         return x, y
-    from pipeline.batches import AugmentedClips
+    from pipeline.training.batches import AugmentedClips
 
     return AugmentedClips(x, y, batch_size, recipe, seed), None
 
@@ -311,8 +311,8 @@ def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
     """Composite pretraining on every training clip's frames (labels unused), then the classifier to fine-tune."""
     import dataclasses
 
-    from pipeline.plots_composite import plot_composite_predictions
-    from pipeline.pretrain import pretrain_composite, square_frames
+    from pipeline.evaluation.plots_composite import plot_composite_predictions
+    from pipeline.training.pretrain import pretrain_composite, square_frames
 
     o = spec.options
     seen, future = split_future(train, spec.timesteps)
@@ -324,6 +324,6 @@ def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
         recon, pred = (square_frames(outputs[k]) for k in ("reconstruction", "prediction"))
         path = plot_composite_predictions(shown[0][0], shown[1][0], recon[0], pred[0], Workspace.pretrain(out) / "predictions.png")
         log.info("composite reconstructions and predictions: %s", path)
-    from pipeline.experiment import composite_classifier
+    from pipeline.training.experiment import composite_classifier
 
     return composite_classifier(spec, [x.shape[1:] for x in seen], composite)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.model_options import (COMPOSITE_CHOICES, EarlyFusionOptions, LateFusionOptions, MPLSTMOptions, MVLSTMOptions,
+from pipeline.models.options import (COMPOSITE_CHOICES, EarlyFusionOptions, LateFusionOptions, MPLSTMOptions, MVLSTMOptions,
                                     SingleOptions)
 from pipeline.models.registry import ModelEntry, register, serializables
 

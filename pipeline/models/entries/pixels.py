@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pipeline.errors import ConfigError
-from pipeline.model_options import ConvLSTMOptions, MVMOptions
+from pipeline.models.options import ConvLSTMOptions, MVMOptions
 from pipeline.models.registry import ModelEntry, TwoNetworks, register, serializables
 
 

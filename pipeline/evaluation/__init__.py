@@ -1,0 +1,1 @@
+"""Evaluation: classification metrics, JSON + Markdown reports, comparison tables and PNG plots."""

@@ -1,0 +1,153 @@
+"""Checkpoints a kill cannot damage, and a resume that continues exactly where the run stopped.
+
+``BestCheckpoint`` keeps the best model by a monitored metric, written under a temporary name and renamed.
+``ResumableBackup`` saves the training state after every epoch (weights with the optimizer state, the epoch, early
+stopping's counters) as a numbered file plus a small state file, both renamed into place; a damaged backup is
+discarded in favour of the previous one, or the run starts over, saying so. ``EpochSeed`` reseeds every random source
+at the start of each epoch from (seed, epoch), so a resumed epoch draws what the uninterrupted one drew.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from pipeline.storage.atomic import TMP_MARK, atomic_path, write_text_atomic
+from pipeline.execution.logs import get_logger
+
+log = get_logger(__name__)
+STATE = "state.json"
+KEEP = 2  # backups kept: the newest and the one before it, to fall back on
+
+
+def save_atomically(save: Any, path: Path) -> None:
+    """Call ``save(temporary_path)`` and rename the result onto ``path``: ``path`` is whole or absent, never half.
+
+    The temporary name keeps ``path``'s suffixes, since Keras picks the file format from them.
+    """
+    with atomic_path(path, keep_suffix=True) as partial:
+        save(str(partial))
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the whole model whenever ``monitor`` beats its best value so far (``best``: from earlier epochs)."""
+
+    def __init__(self, path: Path, monitor: str, best: float = -math.inf) -> None:
+        super().__init__()
+        self.path, self.monitor, self.best = Path(path), monitor, best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value > self.best:
+            return
+        self.best = float(value)
+        save_atomically(self.model.save, self.path)
+        log.debug("epoch %d: %s %.4f, saved %s", epoch + 1, self.monitor, self.best, self.path)
+
+
+class EpochSeed(keras.callbacks.Callback):
+    """Seed Python, NumPy and the backend from ``seed`` and the epoch number before every epoch."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        base = (self.seed * 100003 + epoch * 7919) % 2**31
+        keras.utils.set_random_seed(base)
+        # layers draw dropout masks from their own seed generators, whose state checkpoints do not hold
+        generators = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        for index, state in enumerate(generators):
+            state.assign(keras.ops.convert_to_tensor([base + index, 0], dtype=state.dtype))
+
+
+class ResumableBackup(keras.callbacks.Callback):
+    """Per-epoch training state in ``folder``, restored at the start of a re-run; removed when training ends.
+
+    Put it after the callbacks whose effects an epoch must have had (history rows, best checkpoint, early stopping):
+    an epoch counts as done only once its backup exists, so a kill before that redoes the epoch.
+    """
+
+    def __init__(self, folder: Path, early_stopping: keras.callbacks.EarlyStopping | None = None) -> None:
+        super().__init__()
+        self.folder, self.early_stopping = Path(folder), early_stopping
+
+    # -- saving -----------------------------------------------------------------------------------------------------
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1:05d}.weights.h5"
+        save_atomically(self.model.save_weights, self.folder / name)
+        state = {"epoch": epoch + 1, "weights": name, "stop_training": bool(self.model.stop_training)}
+        if self.early_stopping is not None:
+            state["early_stopping"] = {"wait": int(self.early_stopping.wait), "best": float(self.early_stopping.best),
+                                       "best_epoch": int(self.early_stopping.best_epoch)}
+        write_text_atomic(self.folder / STATE, json.dumps(state))
+        for old in self._backups()[KEEP:]:
+            old.unlink(missing_ok=True)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.folder.exists():
+            for path in self.folder.iterdir():
+                path.unlink(missing_ok=True)
+            self.folder.rmdir()
+
+    # -- restoring --------------------------------------------------------------------------------------------------
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if not self.folder.exists():
+            return
+        for path in self.folder.glob(f".*{TMP_MARK}*"):  # a save the kill interrupted
+            path.unlink(missing_ok=True)
+        state = self._state()
+        candidates = self._backups()
+        if state and (self.folder / state["weights"]).exists():
+            candidates.remove(self.folder / state["weights"])
+            candidates.insert(0, self.folder / state["weights"])
+        for path in candidates:
+            if self._load(path):
+                epoch = int(path.name.split("-")[1].split(".")[0])
+                self._resume_at(epoch, state if state and state.get("weights") == path.name else None)
+                return
+        if candidates:
+            log.warning("%s: no usable training backup (all damaged): training starts over", self.folder)
+
+    def _backups(self) -> list[Path]:
+        """Backup weight files, newest first."""
+        return sorted(self.folder.glob("epoch-*.weights.h5"), reverse=True)
+
+    def _state(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.folder / STATE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _load(self, path: Path) -> bool:
+        """Load one backup; a damaged one is moved aside with a warning."""
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        try:
+            self.model.load_weights(str(path))
+            return True
+        except Exception as exc:  # h5py, Keras and OS errors alike: any unloadable file is damaged
+            aside = path.with_name(path.name + ".damaged")
+            path.replace(aside)
+            log.warning("%s: damaged training backup (%s: %s), moved aside to %s", path, type(exc).__name__, exc, aside.name)
+            return False
+
+    def _resume_at(self, epoch: int, state: dict[str, Any] | None) -> None:
+        """Continue after ``epoch``, with early stopping's counters as they were then (when the state file says)."""
+        self.model._initial_epoch = epoch  # what Keras's own BackupAndRestore sets: fit() starts at this epoch
+        if state is not None and state.get("stop_training"):  # it had stopped early: nothing is left to train
+            self.model._initial_epoch = self.params.get("epochs", epoch)
+        if state is None:
+            log.warning("%s: resuming after epoch %d from an older backup; early stopping counts afresh", self.folder, epoch)
+        elif self.early_stopping is not None and "early_stopping" in state:
+            saved = state["early_stopping"]
+            self.early_stopping.wait, self.early_stopping.best = saved["wait"], saved["best"]
+            self.early_stopping.best_epoch = saved["best_epoch"]
+        log.info("resuming training after epoch %d (%s)", epoch, self.folder)
+

@@ -1,0 +1,155 @@
+"""Fit a compiled Keras model with the run semantics researchers expect.
+
+Best checkpoint by validation accuracy, early stopping, resume after an interruption that continues exactly as the
+uninterrupted run would have (``pipeline.training.checkpoints``), a CSV history that survives resumes, TensorBoard logs, seeds,
+and the run's config and versions saved beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.storage.atomic import write_text_atomic
+from pipeline.errors import DataError
+from pipeline.execution.logs import get_logger
+from pipeline.execution.provenance import environment
+from pipeline.workspace import BEST
+
+log = get_logger(__name__)
+
+HISTORY = "history.csv"
+CONFIG = "config.json"
+COMPLETE = "complete.json"
+
+
+@dataclass
+class FitConfig:
+    """How to fit: epochs, batch, patience, seed; ``monitor`` picks the best checkpoint."""
+
+    epochs: int = 50
+    batch_size: int = 60
+    patience: int = 10
+    seed: int = 0
+    monitor: str = "val_accuracy"
+    checkpoint: str = BEST
+    tensorboard: bool = True
+    verbose: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _tensorboard_available() -> bool:
+    """Whether TensorBoard logs can be written here (they need the tensorboard and tensorflow packages)."""
+    import importlib.util
+
+    missing = [name for name in ("tensorboard", "tensorflow") if importlib.util.find_spec(name) is None]
+    if missing:
+        log.warning("TensorBoard logs skipped: %s not installed (pip install %s)", " and ".join(missing), " ".join(missing))
+    return not missing
+
+
+def fit(
+    model, train: tuple[Any, Any], val: tuple[Any, Any] | None, out_dir: Path, config: FitConfig, run_info: dict[str, Any], callbacks: list[Any] | None = None
+) -> dict[str, list[float]]:
+    """Train ``model`` on ``train`` = (x, y) arrays, or a batch sequence or ``tf.data`` dataset (y None); return the full history.
+
+    Re-running with the same ``out_dir`` resumes from the last finished epoch; a finished run is not redone.
+    """
+    import keras
+
+    from pipeline.training.batches import AugmentedClips, EpochBatches, EpochSync
+    from pipeline.training.checkpoints import BestCheckpoint, EpochSeed, ResumableBackup, save_atomically
+
+    if is_complete(out_dir, config):
+        log.info("%s already finished training; delete it (or use another --name) to train again", out_dir)
+        return read_history(out_dir / HISTORY)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / CONFIG, json.dumps({**run_info, "fit": asdict(config), "environment": environment()}, indent=2, sort_keys=True, default=str))
+    history_path = out_dir / HISTORY
+    previous = read_history(history_path)
+    best_so_far = max(previous.get(config.monitor, [-math.inf]))
+    early = None
+    if val is not None:
+        early = keras.callbacks.EarlyStopping(monitor=config.monitor, mode="max", patience=config.patience, restore_best_weights=False)
+    # order matters: an epoch's history row, best checkpoint and early-stopping step all happen before its backup,
+    # so a run killed in between redoes that epoch, with the same random draws (EpochSeed)
+    callbacks = list(callbacks or []) + [EpochSeed(config.seed), keras.callbacks.CSVLogger(str(history_path), append=True)]
+    if val is not None:
+        callbacks += [BestCheckpoint(out_dir / config.checkpoint, config.monitor, best_so_far), early]
+    callbacks.append(ResumableBackup(out_dir / "backup", early))
+    if config.tensorboard and _tensorboard_available():
+        callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False))
+    keras.utils.set_random_seed(config.seed)
+    x, y = train
+    kwargs: dict[str, Any] = {"epochs": config.epochs, "callbacks": callbacks, "verbose": config.verbose}
+    if y is not None:
+        kwargs.update(batch_size=config.batch_size, shuffle=True)
+    else:
+        kwargs["shuffle"] = False  # a batch sequence orders its own batches (EpochBatches: seeded per epoch)
+        if isinstance(x, (EpochBatches, AugmentedClips)):
+            callbacks.append(EpochSync(x))
+    if val is not None:
+        kwargs["validation_data"] = val if val[1] is not None else val[0]
+    model.fit(x, y, **kwargs)
+    if val is None:
+        save_atomically(model.save, out_dir / config.checkpoint)
+    history = read_history(history_path)
+    write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1))
+    write_text_atomic(out_dir / COMPLETE, json.dumps({"checkpoint": config.checkpoint, "epochs": len(history.get("loss", [])), "fit": asdict(config)}, default=str))
+    return history
+
+
+def is_complete(out_dir: Path, config: FitConfig) -> bool:
+    """Whether ``out_dir`` holds a finished fit of this checkpoint (its marker and checkpoint exist)."""
+    marker = out_dir / COMPLETE
+    if not marker.exists() or not (out_dir / config.checkpoint).exists():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("checkpoint") == config.checkpoint
+    except ValueError:
+        return False
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """The per-epoch metrics in a CSVLogger file (empty when absent); duplicate epochs keep the latest."""
+    if not path.exists():
+        return {}
+    rows: dict[int, dict[str, str]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("epoch", "").isdigit():
+                rows[int(row["epoch"])] = row
+    history: dict[str, list[float]] = {}
+    for epoch in sorted(rows):
+        for key, value in rows[epoch].items():
+            if key != "epoch" and value not in ("", "NA", None):
+                history.setdefault(key, []).append(float(value))
+    return history
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Integer labels -> float32 one-hot rows."""
+    out = np.zeros((len(labels), n_classes), np.float32)
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def load_checkpoint(path: Path):
+    """Load a saved model with ``safe_mode`` on (no arbitrary code from the file); every registered model's layers resolve."""
+    import zipfile
+
+    import keras
+
+    from pipeline.models import registry
+
+    try:
+        return keras.models.load_model(path, safe_mode=True, custom_objects=registry.custom_objects())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        size = Path(path).stat().st_size if Path(path).exists() else 0
+        raise DataError(f"{path}: unreadable checkpoint ({size} bytes; {type(exc).__name__}: {exc}); retrain it") from None

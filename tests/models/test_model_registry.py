@@ -1,0 +1,107 @@
+"""The model registry: a toy model is one registration, trains from a spec, and evaluation's loader reads it back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from pipeline.training.experiment import PIXEL_MODELS, SEQUENCE_MODELS, RunSpec, build_model  # noqa: E402
+from pipeline.models.options import MODEL_OPTIONS, model_options  # noqa: E402
+from pipeline.models import registry  # noqa: E402
+from pipeline.training.fit import load_checkpoint  # noqa: E402
+
+
+class ToyGain(keras.layers.Layer):
+    """A learnt per-feature gain; deliberately not registered with Keras, so only the registry can resolve it."""
+
+    def build(self, input_shape):
+        self.gain = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="gain")
+
+    def call(self, x):
+        return x * self.gain
+
+
+@dataclass(frozen=True)
+class ToyOptions:
+    """The toy's own options."""
+
+    units: int = 4
+    dropout: float = 0.0
+
+
+def build_toy(spec, shapes, audio_shape=None):
+    """GRU over the first perspective -> ToyGain -> softmax, compiled."""
+    inputs = [keras.Input(shape=tuple(s), name=f"perspective_{j}") for j, s in enumerate(shapes)]
+    x = keras.layers.GRU(spec.options["units"])(inputs[0])
+    outputs = keras.layers.Dense(len(spec.classes), activation="softmax")(ToyGain(name="gain")(x))
+    model = keras.Model(inputs, outputs, name="toy")
+    model.compile(optimizer=keras.optimizers.RMSprop(spec.options["lr"]), loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.fixture
+def toy():
+    """The toy model registered for one test, removed afterwards."""
+    entry = registry.register(registry.ModelEntry("toy", "features", ToyOptions, build_toy, lambda: {"ToyGain": ToyGain}, description="a test's toy"))
+    yield entry
+    registry.unregister("toy")
+    assert "toy" not in registry.names()
+
+
+def test_a_registered_toy_trains_saves_and_loads_back_through_the_registry(toy, tmp_path):
+    assert "toy" in registry.names("features") and "toy" not in registry.names("pixels")
+    assert registry.options()["toy"] is ToyOptions
+    options = model_options("toy", {"units": 3})
+    assert options == ToyOptions(units=3)
+    with pytest.raises(ValueError, match="--model toy does not use --released"):
+        model_options("toy", {"released": True})
+    spec = RunSpec("toy-v1", "toy", "extract:pixels", ["v1"], 5, ["a", "b"], options={"units": 3, "dropout": 0.0, "lr": 0.01})
+    model = build_model(spec, [(5, 2)])
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 5, 2)).astype("float32"), keras.utils.to_categorical(rng.integers(0, 2, 8), 2)
+    model.fit([x], y, epochs=1, verbose=0)
+    path = tmp_path / "best.keras"
+    model.save(path)
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded.get_layer("gain"), ToyGain)
+    np.testing.assert_allclose(loaded.predict([x], verbose=0), model.predict([x], verbose=0), atol=1e-6)
+    registry.unregister("toy")  # without its registration the custom layer cannot be resolved
+    with pytest.raises(TypeError, match="Could not locate class 'ToyGain'"):
+        load_checkpoint(path)
+
+
+def test_names_options_and_unknown_models_come_from_the_registry():
+    assert SEQUENCE_MODELS == ("mplstm", "single", "early_fusion", "late_fusion", "mvlstm")
+    assert PIXEL_MODELS == ("convlstm", "mvm")
+    assert list(MODEL_OPTIONS) == list(SEQUENCE_MODELS + PIXEL_MODELS)
+    with pytest.raises(ValueError, match=r"unknown model 'transformer'; choose from mplstm, single, .*mvm"):
+        registry.get("transformer")
+    with pytest.raises(ValueError, match="unknown model 'transformer'"):
+        model_options("transformer", {})
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(registry.get("mplstm"))
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        registry.ModelEntry("odd", "audio", ToyOptions, build_toy, dict)
+
+
+@pytest.mark.parametrize("model", ["late_fusion", "mvlstm"])
+@pytest.mark.parametrize("choice", ["composite", "scratch"])
+def test_pretrain_is_refused_for_networks_it_does_not_transfer_into(model, choice):
+    with pytest.raises(ValueError, match=f"--pretrain {choice} transfers into mplstm, single, early_fusion only; --model {model} cannot use it"):
+        model_options(model, {"pretrain": choice})
+    spec = RunSpec("r", model, "extract:pixels", ["v1", "v2"], 4, ["a", "b"], options={"units": 4, "dropout": 0.0, "lr": 0.01, "pretrain": choice})
+    with pytest.raises(ValueError, match="cannot use it"):
+        build_model(spec, [(4, 3), (4, 2)])
+
+
+def test_pretrain_builds_the_composite_classifier_of_the_networks_it_serves():
+    from pipeline.models.mplstm import MPLSTM
+
+    assert model_options("early_fusion", {"pretrain": "scratch"}).pretrain == "scratch"
+    spec = RunSpec("r", "mplstm", "extract:pixels", ["v1", "v2"], 4, ["a", "b"], options={"units": 4, "dropout": 0.0, "lr": 0.01, "pretrain": "scratch", "conditional": False})
+    model = build_model(spec, [(4, 3), (4, 2)])
+    assert any(isinstance(layer, MPLSTM) for layer in model.get_layer("encoder").layers)
