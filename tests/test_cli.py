@@ -69,3 +69,24 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path: Path, 
     with pytest.raises(ValueError, match="broadcast"):
         cli.main(["prepare", "-q", "--work", str(tmp_path / "w"), "--dataset", "synthetic"])
     assert any(BUG_HINT in r.getMessage() for r in caplog.records)
+
+
+def test_version() -> None:
+    """``python cli.py --version`` (and so ``mpview --version``) prints the package version."""
+    from pipeline import __version__
+
+    run = subprocess.run([sys.executable, "cli.py", "--version"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert run.stdout == f"mpview {__version__}\n"
+
+
+def test_python_api_module_reexports_the_verbs() -> None:
+    """``import mpview`` gives the four verbs, their configs and the Workspace, the same objects as the packages'."""
+    import mpview
+    import pipeline.verbs
+    from pipeline.workspace import Workspace
+
+    assert mpview.Workspace is Workspace
+    for name in ("prepare", "extract", "train", "evaluate", "PrepareConfig", "ExtractConfig", "TrainConfig",
+                 "EvaluateConfig", "ExecutionConfig"):
+        assert getattr(mpview, name) is getattr(pipeline.verbs, name), name
+    assert set(mpview.__all__) <= set(dir(mpview))

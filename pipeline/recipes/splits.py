@@ -9,15 +9,19 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pipeline.errors import ConfigError
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import SPLITS, Sample, natural_sorted
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 log = get_logger(__name__)
 
-MANIFESTS_DIR = Path(__file__).resolve().parents[2] / "manifests"
+SPLIT_FILES = "pipeline.recipes.split_files"  # the installed copy of the checkout's manifests/ folder (setup.cfg)
+CHECKOUT_SPLIT_FILES = Path(__file__).resolve().parents[2] / "manifests"  # a plain checkout, not installed
 
 
 @dataclass(frozen=True)
@@ -52,16 +56,21 @@ class SplitDefinition:
         return cls(data.get("name", name), data.get("description", ""), data.get("source", ""), speakers, excluded)
 
 
+def shipped_split_files() -> Traversable:
+    """The folder of the split definitions shipped with mpview: package data when installed, else the checkout's."""
+    try:
+        return resources.files(SPLIT_FILES)
+    except ModuleNotFoundError:
+        return CHECKOUT_SPLIT_FILES
+
+
 def load_split_definition(name: str | Path) -> SplitDefinition:
     """Load a shipped split definition by name (``ouluvs2_speaker_independent``) or a JSON file by path."""
     path = Path(name)
-    candidates = [path] if path.suffix == ".json" else [MANIFESTS_DIR / f"{name}.json"]
-    if path.suffix != ".json":
-        candidates.append(Path(str(resources.files("pipeline") / "manifests" / f"{name}.json")))
-    for candidate in candidates:
-        if candidate.is_file():
-            return SplitDefinition.from_dict(json.loads(candidate.read_text(encoding="utf-8")), str(name))
-    raise FileNotFoundError(f"split definition {str(name)!r} not found (looked in {', '.join(map(str, candidates))})")
+    candidate = path if path.suffix == ".json" else shipped_split_files() / f"{name}.json"
+    if not candidate.is_file():
+        raise FileNotFoundError(f"split definition {str(name)!r} not found (no file {candidate})")
+    return SplitDefinition.from_dict(json.loads(candidate.read_text(encoding="utf-8")), str(name))
 
 
 def assign_splits(
