@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import os
 import signal
+from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
@@ -32,6 +34,36 @@ class HelpFormatter(argparse.HelpFormatter):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         return f"{text} (default: {shown})"
+
+
+class StageParser(argparse.ArgumentParser):
+    """A stage's parser: flags only in full (``--epoch`` is not ``--epochs``), and an argument it does not know is
+    its own error, shown with its usage and the closest flag it has."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        """Parse like ``ArgumentParser``, but exit with this parser's usage on any argument left over."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{suggest_flags(extras, self._option_string_actions)}")
+        return namespace, extras
+
+
+def suggest_flags(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """`` (did you mean --epochs?)`` for the unknown flags among ``unknown`` that resemble one of ``known``, else ``""``."""
+    names = {flag.lstrip("-"): flag for flag in known}  # compared without the dashes, which every flag shares
+    flags = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-") and not arg.lstrip("-").replace(".", "").isdigit()]
+    guesses = {flag: difflib.get_close_matches(flag.lstrip("-"), list(names), n=1, cutoff=0.7) for flag in flags}
+    found = [(flag, names[close[0]]) for flag, close in guesses.items() if close]
+    if not found:
+        return ""
+    if len(found) == 1:
+        return f" (did you mean {found[0][1]}?)"
+    return " (did you mean " + ", ".join(f"{close} for {flag}" for flag, close in found) + "?)"
 
 
 MODEL_STAGES = ("extract", "train", "evaluate", "demo")  # the stages that start a Keras backend
@@ -62,9 +94,9 @@ def _sigterm_unwinds() -> object:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per stage (each stage module adds its own options)."""
-    parser = argparse.ArgumentParser(prog="mpview", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mpview", description=__doc__, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=StageParser)
     for name, help_text in STAGES.items():
         stage_parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         noise = stage_parser.add_mutually_exclusive_group()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -69,6 +70,43 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path: Path, 
     with pytest.raises(ValueError, match="broadcast"):
         cli.main(["prepare", "-q", "--work", str(tmp_path / "w"), "--dataset", "synthetic"])
     assert any(BUG_HINT in r.getMessage() for r in caplog.records)
+
+
+def _stage_parsers() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    return next(a for a in parser._actions if a.dest == "command").choices
+
+
+def _parse_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """What the parser prints when it refuses ``argv`` (it exits with status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", list(cli.STAGES))
+def test_no_stage_takes_a_flag_by_its_prefix(stage: str, capsys: pytest.CaptureFixture) -> None:
+    """Every long flag cut short by one letter is refused (``--epoch`` is not ``--epochs``), with the full one offered."""
+    flags = [s for s in _stage_parsers()[stage]._option_string_actions if s.startswith("--") and len(s) > 4]
+    assert flags
+    for flag in flags:
+        if flag[:-1] in flags:
+            continue
+        err = _parse_error([stage, flag[:-1]], capsys)
+        assert f"usage: mpview {stage} " in err and f"unrecognized arguments: {flag[:-1]}" in err, err
+        assert "did you mean --" in err, err
+
+
+def test_mistyped_flag_is_reported_by_its_stage_with_the_closest_flag(capsys: pytest.CaptureFixture) -> None:
+    """``--epocs`` and ``--unit=8`` are ``train``'s errors, shown with ``train``'s usage and the flags meant."""
+    err = _parse_error(["train", "--epocs", "2"], capsys)
+    assert err.startswith("usage: mpview train ") and "mpview train: error: unrecognized arguments: --epocs 2 (did you mean --epochs?)" in err
+    err = _parse_error(["train", "--epocs", "2", "--unit=8"], capsys)
+    assert "(did you mean --epochs for --epocs, --units for --unit?)" in err
+    err = _parse_error(["prepare", "--frobnicate"], capsys)
+    assert "mpview prepare: error: unrecognized arguments: --frobnicate\n" in err  # nothing close: no guess
+    assert cli.build_parser().parse_args(["train", "--epochs", "2", "--lr", "-1"]).lr == -1  # a negative value is no flag
 
 
 def test_version() -> None:
