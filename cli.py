@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run mpview from a checkout without installing it: ``python cli.py COMMAND ...`` (installed: the ``mpview`` command)."""
+"""mpview from a checkout, not installed: ``python cli.py COMMAND ...`` (installed: the ``mpview`` command)."""
 
 from __future__ import annotations
 

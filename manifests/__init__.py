@@ -1,1 +1,1 @@
-"""The shipped OuluVS2 split definitions (JSON); installed as the package ``pipeline.recipes.split_files`` (setup.cfg)."""
+"""The shipped OuluVS2 split definitions (JSON), installed as the package ``pipeline.recipes.split_files``."""

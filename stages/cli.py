@@ -49,14 +49,16 @@ class StageParser(argparse.ArgumentParser):
         """Parse like ``ArgumentParser``, but exit with this parser's usage on any argument left over."""
         namespace, extras = super().parse_known_args(args, namespace)
         if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}{suggest_flags(extras, self._option_string_actions)}")
+            guess = suggest_flags(extras, list(self._option_string_actions))
+            self.error(f"unrecognized arguments: {' '.join(extras)}{guess}")
         return namespace, extras
 
 
 def suggest_flags(unknown: Sequence[str], known: Sequence[str]) -> str:
-    """`` (did you mean --epochs?)`` for the unknown flags among ``unknown`` that resemble one of ``known``, else ``""``."""
+    """`` (did you mean --epochs?)`` for the flags among ``unknown`` that resemble one of ``known``, else ``""``."""
     names = {flag.lstrip("-"): flag for flag in known}  # compared without the dashes, which every flag shares
-    flags = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-") and not arg.lstrip("-").replace(".", "").isdigit()]
+    flags = [arg.split("=", 1)[0] for arg in unknown
+             if arg.startswith("-") and not arg.lstrip("-").replace(".", "").isdigit()]  # not a negative number
     guesses = {flag: difflib.get_close_matches(flag.lstrip("-"), list(names), n=1, cutoff=0.7) for flag in flags}
     found = [(flag, names[close[0]]) for flag, close in guesses.items() if close]
     if not found:

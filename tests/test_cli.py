@@ -87,7 +87,7 @@ def _parse_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
 
 @pytest.mark.parametrize("stage", list(cli.STAGES))
 def test_no_stage_takes_a_flag_by_its_prefix(stage: str, capsys: pytest.CaptureFixture) -> None:
-    """Every long flag cut short by one letter is refused (``--epoch`` is not ``--epochs``), with the full one offered."""
+    """Every long flag cut short by a letter is refused (``--epoch`` is not ``--epochs``), with the full one offered."""
     flags = [s for s in _stage_parsers()[stage]._option_string_actions if s.startswith("--") and len(s) > 4]
     assert flags
     for flag in flags:
@@ -101,12 +101,13 @@ def test_no_stage_takes_a_flag_by_its_prefix(stage: str, capsys: pytest.CaptureF
 def test_mistyped_flag_is_reported_by_its_stage_with_the_closest_flag(capsys: pytest.CaptureFixture) -> None:
     """``--epocs`` and ``--unit=8`` are ``train``'s errors, shown with ``train``'s usage and the flags meant."""
     err = _parse_error(["train", "--epocs", "2"], capsys)
-    assert err.startswith("usage: mpview train ") and "mpview train: error: unrecognized arguments: --epocs 2 (did you mean --epochs?)" in err
+    assert err.startswith("usage: mpview train ")
+    assert "mpview train: error: unrecognized arguments: --epocs 2 (did you mean --epochs?)" in err
     err = _parse_error(["train", "--epocs", "2", "--unit=8"], capsys)
     assert "(did you mean --epochs for --epocs, --units for --unit?)" in err
     err = _parse_error(["prepare", "--frobnicate"], capsys)
     assert "mpview prepare: error: unrecognized arguments: --frobnicate\n" in err  # nothing close: no guess
-    assert cli.build_parser().parse_args(["train", "--epochs", "2", "--lr", "-1"]).lr == -1  # a negative value is no flag
+    assert cli.build_parser().parse_args(["train", "--lr", "-1"]).lr == -1  # a negative value is not a flag
 
 
 def test_version() -> None:

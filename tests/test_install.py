@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 
@@ -63,8 +64,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder the wheel is installed into (``pip install --target``), console script under ``bin/``."""
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True, text=True, timeout=300)
     return target
 
 
@@ -89,7 +90,8 @@ def test_wheel_holds_only_the_packages_and_the_split_files(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
     assert top == {"mpview.py", "pipeline", "stages", f"mpview-{__version__}.dist-info"}, sorted(top)
-    shipped = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("pipeline/recipes/split_files/") and n.endswith(".json"))
+    data = "pipeline/recipes/split_files/"
+    shipped = sorted(n.removeprefix(data) for n in names if n.startswith(data) and n.endswith(".json"))
     assert shipped == SPLIT_FILES and SPLIT_FILES
     entry_points = zipfile.ZipFile(wheel).read(f"mpview-{__version__}.dist-info/entry_points.txt").decode()
     assert "mpview = stages.cli:main" in entry_points
@@ -98,12 +100,15 @@ def test_wheel_holds_only_the_packages_and_the_split_files(wheel: Path) -> None:
 @pytest.mark.slow
 def test_installed_package_finds_its_split_files(installed: Path, elsewhere: Path) -> None:
     """``import mpview`` and the OuluVS2 split definitions come from the installed copy."""
-    script = ("import json, mpview, pipeline\n"
-              "from pipeline.recipes.splits import load_split_definition, shipped_split_files\n"
-              "d = load_split_definition('ouluvs2_speaker_independent')\n"
-              "print(json.dumps({'mpview': mpview.__file__, 'pipeline': pipeline.__file__, 'version': mpview.__version__,\n"
-              "    'splits': str(shipped_split_files()), 'test': sorted(d.speakers['test']),\n"
-              "    'api': [callable(mpview.prepare), mpview.PrepareConfig.__name__, mpview.Workspace.__name__]}))\n")
+    script = textwrap.dedent("""
+        import json, mpview, pipeline
+        from pipeline.recipes.splits import load_split_definition, shipped_split_files
+
+        definition = load_split_definition("ouluvs2_speaker_independent")
+        print(json.dumps({"mpview": mpview.__file__, "pipeline": pipeline.__file__, "version": mpview.__version__,
+                          "splits": str(shipped_split_files()), "test": sorted(definition.speakers["test"]),
+                          "api": [callable(mpview.prepare), mpview.PrepareConfig.__name__, mpview.Workspace.__name__]}))
+    """)
     run = _run(installed, elsewhere, sys.executable, "-c", script)
     assert run.returncode == 0, run.stderr
     found = json.loads(run.stdout)
