@@ -1,23 +1,28 @@
 """The model registry: every trainable model's name, input kind, options, builder and checkpoint custom objects.
 
-A model is one module (its Keras code) plus one :func:`register` call; the built-in registrations live in
-``pipeline.models.entries`` (imported on first use, without Keras, so listing names stays cheap). The command
-line's model choices, each model's options dataclass, the builder ``build_model`` dispatches to, the refusal of
-``--pretrain`` for networks it cannot serve, and the custom objects ``load_checkpoint`` hands Keras all come from
-here.
+A model is one package under ``pipeline.models``: its ``__init__`` holds the options dataclass (each field with its
+help text, see :func:`option`), the builder and the :func:`register` call, and imports no Keras, so listing models
+stays cheap; the Keras code sits beside it and is imported by the builder. Every package there is imported on
+first use of the registry. The command line's model choices and flags (:func:`model_flags`), each model's option
+defaults and checks (:func:`model_options`), the builder ``build_model`` dispatches to, the refusal of ``--pretrain``
+for networks it cannot serve, and the custom objects ``load_checkpoint`` hands Keras all come from here.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
-from dataclasses import dataclass
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
 
 INPUTS = ("features", "pixels")
+# the built-in packages listed first, in this order (the paper's model, its baselines, the pixel models); any other
+# package under pipeline/models registers after them
+LISTED_FIRST = ("mplstm", "baselines", "mvlstm", "convlstm", "mvm")
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,15 @@ class ModelEntry:
     perspectives: int | None = None  # exactly this many perspectives (None: any number)
     audio: bool = False  # whether it reads the frame-aligned audio
     two_networks: TwoNetworks | None = None  # fitted as one network, scored as another
-    lower: tuple[str, ...] = ("--units",)  # options to lower when a run would not fit memory (besides batch, crop, timesteps)
+    lower: tuple[str, ...] = ("--units",)  # options lowering a run's memory (besides batch, crop and timesteps)
+    multi_perspective_encoder: bool = False  # composite pretraining encodes with one MP-LSTM (else one LSTM)
+    smallest: Mapping[str, Any] = field(default_factory=dict)  # options of its smallest network (conformance test)
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUTS:
             raise ConfigError(f"model {self.name!r}: inputs must be one of {INPUTS}, got {self.inputs!r}")
+        if "batch_size" not in {f.name for f in fields(self.options)}:
+            raise ConfigError(f"model {self.name!r}: its options dataclass needs a batch_size field")
 
 
 _ENTRIES: dict[str, ModelEntry] = {}
@@ -65,15 +74,23 @@ _loaded = False
 
 
 def _builtins() -> dict[str, ModelEntry]:
-    """The entries, after importing every built-in registration module once."""
+    """The entries in listing order, after importing every model package under ``pipeline.models`` once."""
     global _loaded
     if not _loaded:
         _loaded = True
-        from pipeline.models import entries
+        import pipeline.models as home
 
-        for module in pkgutil.iter_modules(entries.__path__):
-            importlib.import_module(f"{entries.__name__}.{module.name}")
+        for module in pkgutil.iter_modules(home.__path__):
+            if module.ispkg:
+                importlib.import_module(f"{home.__name__}.{module.name}")
     return _ENTRIES
+
+
+def _rank(entry: ModelEntry) -> int:
+    """Where a model is listed: built-ins in ``LISTED_FIRST`` order (whichever was imported first), then the rest."""
+    parts = getattr(entry.build, "__module__", "").split(".")
+    package = parts[2] if parts[:2] == ["pipeline", "models"] and len(parts) > 2 else ""
+    return LISTED_FIRST.index(package) if package in LISTED_FIRST else len(LISTED_FIRST)
 
 
 def register(entry: ModelEntry) -> ModelEntry:
@@ -82,6 +99,9 @@ def register(entry: ModelEntry) -> ModelEntry:
     if entry.name in entries:
         raise ConfigError(f"model {entry.name!r} is already registered")
     entries[entry.name] = entry
+    ordered = sorted(entries.values(), key=_rank)  # stable: registration order within a rank
+    entries.clear()
+    entries.update((e.name, e) for e in ordered)
     return entry
 
 
@@ -121,7 +141,8 @@ def check_pretrain(name: str, choice: str | None) -> None:
     if not choice or choice in get(name).pretrain:
         return
     serving = [n for n, e in _builtins().items() if choice in e.pretrain]
-    raise ConfigError(f"--pretrain {choice} transfers into {', '.join(serving) or 'no registered model'} only; --model {name} cannot use it")
+    raise ConfigError(f"--pretrain {choice} transfers into {', '.join(serving) or 'no registered model'} only; "
+                      f"--model {name} cannot use it")
 
 
 def serializables(*modules: str) -> Callable[[], dict[str, Any]]:
@@ -132,6 +153,173 @@ def serializables(*modules: str) -> Callable[[], dict[str, Any]]:
 
         for module in modules:
             importlib.import_module(module)
-        return {key: obj for key, obj in keras.saving.get_custom_objects().items() if getattr(obj, "__module__", None) in modules}
+        return {key: obj for key, obj in keras.saving.get_custom_objects().items()
+                if getattr(obj, "__module__", None) in modules}
 
     return gather
+
+
+def keras_names(package: str, module: str = "layers") -> Callable[[str], Any]:
+    """A package's ``__getattr__``: its Keras module's public names, that module imported on first use."""
+
+    def lookup(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        try:
+            return getattr(importlib.import_module(f"{package}.{module}"), name)
+        except AttributeError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+    return lookup
+
+
+# --- model options: fields with help and checks, the command line's flags, and the refusal of foreign options ---
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None, least: float | None = None,
+           most: float | None = None, above: float | None = None, below: float | None = None,
+           const: Any = None) -> Any:
+    """An options dataclass field: its default, help text and the checks :func:`check_options` applies.
+
+    ``least``/``most`` bound the value inclusively, ``above``/``below`` exclusively; ``const`` is the value a flag
+    given without one takes (``--augment`` alone: ``lrw``).
+    """
+    checks = {"choices": choices, "least": least, "most": most, "above": above, "below": below, "const": const}
+    return field(default=default, metadata={"help": help, **{k: v for k, v in checks.items() if v is not None}})
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of an option field."""
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(hint: Any) -> type:
+    """``int`` for ``int | None``: the type a field's value has when given."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def field_types(cls: type) -> dict[str, type]:
+    """Each field of an options dataclass and the type its value has when given."""
+    return {name: _base_type(hint) for name, hint in typing.get_type_hints(cls).items()}
+
+
+def check_value(name: str, kind: type, value: Any, meta: Any) -> Any:
+    """``value`` of option ``name`` if it has the field's type and passes its checks, else a ConfigError naming it."""
+    kinds = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"{flag(name)} must be {kinds.get(kind, kind.__name__)}, got {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{flag(name)} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+    bounds = [("least", lambda v, b: v >= b, ">="), ("most", lambda v, b: v <= b, "<="),
+              ("above", lambda v, b: v > b, ">"), ("below", lambda v, b: v < b, "<")]
+    for key, holds, sign in bounds:
+        if key in meta and not holds(value, meta[key]):
+            raise ConfigError(f"{flag(name)} must be {sign} {meta[key]:g}, got {value!r}")
+    return value
+
+
+def check_options(options: Any) -> None:
+    """Type and range checks of every set field of an options dataclass instance."""
+    types = field_types(type(options))
+    for f in fields(options):
+        value = getattr(options, f.name)
+        if value is not None:
+            check_value(f.name, types[f.name], value, f.metadata)
+
+
+def model_options(model: str, given: dict[str, Any]) -> Any:
+    """The ``model``'s options from the explicitly ``given`` ones (others ``None``); refuses options it does not use.
+
+    An options class may define ``resolve(chosen)`` for checks across fields (it builds the instance); the fields'
+    types and ranges are checked in any case.
+    """
+    cls = get(model).options
+    own = {f.name for f in fields(cls)}
+    chosen = {k: v for k, v in given.items() if v is not None}
+    foreign = sorted(set(chosen) - own)
+    if foreign:
+        takes = ", ".join(flag(n) for n in sorted(own))
+        unused = ", ".join(flag(n) for n in foreign)
+        raise ConfigError(f"--model {model} does not use {unused}; its options are {takes}")
+    types = field_types(cls)
+    chosen = {k: check_value(k, types[k], v, cls.__dataclass_fields__[k].metadata) for k, v in chosen.items()}
+    check_pretrain(model, chosen.get("pretrain"))
+    options = cls.resolve(chosen) if hasattr(cls, "resolve") else cls(**chosen)
+    check_options(options)
+    return options
+
+
+@dataclass
+class ModelFlag:
+    """One ``train`` flag made from the option fields of the same name: its help, type and the models taking it."""
+
+    name: str
+    kind: type
+    field: Field
+    helps: list[tuple[tuple[str, ...], str, Any]]  # (models, help, default) per distinct declaration
+    group: str  # title of the group it is shown under
+
+    def help(self) -> str:
+        """The help text: each declaration's help and default, the first's unnamed (it is the most common)."""
+        parts = []
+        for i, (models, text, default) in enumerate(self.helps):
+            shown = "" if default is None or default is False else f" (default: {default})"
+            parts.append((f"{', '.join(models)}: " if i else "") + text + shown)
+        return "; ".join(parts)
+
+
+def _declarer(cls: type, name: str) -> type:
+    """The class of ``cls``'s MRO whose body declares field ``name``."""
+    return next(c for c in cls.__mro__ if name in c.__dict__.get("__annotations__", {}))
+
+
+def _group_title(owner: type, models: list[str]) -> str:
+    """A group's title: the declaring class's one-line docstring and the models that take its fields."""
+    doc = (owner.__doc__ or owner.__name__).strip().splitlines()[0].rstrip(".")
+    if len(models) == 1:
+        entry = get(models[0])
+        return f"--model {models[0]}: {entry.description or doc}"
+    return f"{doc} ({', '.join(models)})"
+
+
+def model_flags() -> list[ModelFlag]:
+    """Every registered model's options as flags, one per field name, in registration order.
+
+    A field declared once for several models (a shared base's) is shown under that base; each model's own fields
+    under the model; a name several classes declare (``--units``) under the first, its help naming the others.
+    """
+    by_name: dict[str, ModelFlag] = {}
+    holders: dict[type, list[str]] = {}
+    for model, cls in options().items():
+        for f in fields(cls):
+            models = holders.setdefault(_declarer(cls, f.name), [])
+            if model not in models:
+                models.append(model)
+    for model, cls in options().items():
+        types = field_types(cls)
+        for f in fields(cls):
+            owner = _declarer(cls, f.name)
+            default = None if f.default is MISSING else f.default
+            text = f.metadata.get("help") or f"{model} option {f.name}"
+            entry = by_name.get(f.name)
+            if entry is None:
+                by_name[f.name] = ModelFlag(f.name, types[f.name], f, [([model], text, default)],
+                                            _group_title(owner, holders[owner]))
+                continue
+            same = next((h for h in entry.helps if h[1] == text and h[2] == default), None)
+            if same:
+                same[0].append(model)
+            else:
+                entry.helps.append(([model], text, default))
+    for entry in by_name.values():
+        entry.helps = [(tuple(models), text, default) for models, text, default in entry.helps]
+    return list(by_name.values())
+
+
+def model_takes() -> dict[str, list[str]]:
+    """Each model's flags, for the line under its name in ``train --help``."""
+    return {model: [flag(f.name) for f in fields(cls)] for model, cls in options().items()}

@@ -17,9 +17,6 @@ from pipeline.manifest import Manifest
 from pipeline.models import registry
 from pipeline.workspace import SPEC
 
-SEQUENCE_MODELS = registry.names("features")  # the built-in models, as registered
-PIXEL_MODELS = registry.names("pixels")
-
 
 @dataclass
 class RunSpec:
@@ -118,7 +115,9 @@ def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite
 
     o = spec.options
     if composite is None:
-        composite = composite_model(spec.timesteps, 0, [s[-1] for s in shapes], o["units"], spec.model == "mplstm", o.get("conditional", False), bernoulli=False)
+        dims = [s[-1] for s in shapes]
+        composite = composite_model(spec.timesteps, 0, dims, o["units"], registry.get(spec.model).multi_perspective_encoder,
+                                    o.get("conditional", False), bernoulli=False)
     return pretrained_classifier(composite, len(spec.classes), o["dropout"], o["lr"])
 
 

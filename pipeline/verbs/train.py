@@ -12,7 +12,6 @@ from pipeline.training.experiment import SPEC, RunSpec, build_model, load_inputs
 from pipeline.training.feed import RunInputs
 from pipeline.execution.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, Manifest
-from pipeline.models.options import model_options
 from pipeline.models import registry
 from pipeline.execution.settings import differences, plain
 from pipeline.training.fit import FitConfig
@@ -30,7 +29,7 @@ class TrainConfig:
     """What to train on which inputs, and how to fit it.
 
     ``options`` holds model options by field name (``units``, ``dropout``, ``augment``, ...); the rest take the
-    chosen model's own defaults (``pipeline.models.options``), and an option the model does not use is refused.
+    chosen model's own defaults (its options dataclass, ``pipeline.models.registry.options()``), and an option the model does not use is refused.
     """
 
     model: str = "mplstm"
@@ -94,7 +93,7 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
     if entry.perspectives and len(perspectives) != entry.perspectives:
         count = "one --perspectives entry" if entry.perspectives == 1 else f"{entry.perspectives} --perspectives entries"
         raise ConfigError(f"--model {config.model} needs exactly {count}")
-    options = model_options(config.model, dict(config.options))
+    options = registry.model_options(config.model, dict(config.options))
     source = features_name(stage) or "pixels"
     tag = ("-released" if getattr(options, "released", False) else "") + (f"-{options.pretrain}" if getattr(options, "pretrain", None) else "")
     name = config.name or f"{config.model}{tag}-{'+'.join(perspectives)}-{source if stage != PREPARE else 'roi'}"
@@ -317,7 +316,8 @@ def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
     o = spec.options
     seen, future = split_future(train, spec.timesteps)
     pre_config = dataclasses.replace(config, epochs=o["pretrain_epochs"], monitor="loss", checkpoint=COMPOSITE)
-    composite = pretrain_composite(seen, future, o["units"], spec.model == "mplstm", o["conditional"], Workspace.pretrain(out), pre_config, info)
+    composite = pretrain_composite(seen, future, o["units"], registry.get(spec.model).multi_perspective_encoder,
+                                   o["conditional"], Workspace.pretrain(out), pre_config, info)
     shown = [square_frames(x[:1]) for x in (seen[0], future[0])]
     if len(seen) == 1 and future[0].shape[1] and all(s is not None for s in shown):
         outputs = composite.predict(seen[0][:1], verbose=0)
