@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from pipeline.errors import ConfigError
 from pipeline.models import registry
 from pipeline.training.feed import MODES
 from pipeline.verbs.train import TrainConfig, train
 from pipeline.workspace import Workspace
-from stages.common import add_work_argument, non_negative_int, positive_int
+from stages.common import add_work_argument, non_negative_int, positive_int, value_type
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,25 +66,8 @@ def add_model_flag(group: argparse._ArgumentGroup, option: registry.ModelFlag) -
         return
     meta = option.field.metadata
     extra = {"nargs": "?", "const": meta["const"]} if "const" in meta else {}
-    group.add_argument(registry.flag(option.name), type=checked(option), choices=meta.get("choices"),
+    group.add_argument(registry.flag(option.name), type=value_type(option.name, option.kind, meta), choices=meta.get("choices"),
                        help=option.help(), **extra)
-
-
-def checked(option: registry.ModelFlag):
-    """An argparse type for a model option: the text as the field's type, with the field's own checks."""
-
-    def parse(text: str):
-        try:
-            value = option.kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {option.kind.__name__}, got {text!r}") from None
-        try:
-            return registry.check_value(option.name, option.kind, value, option.field.metadata)
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    parse.__name__ = option.kind.__name__
-    return parse
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
+from pipeline.execution.settings import check_options, check_value, field_types, flag, option  # noqa: F401
 
 INPUTS = ("features", "pixels")
 # the built-in packages listed first, in this order (the paper's model, its baselines, the pixel models); any other
@@ -174,61 +174,6 @@ def keras_names(package: str, module: str = "layers") -> Callable[[str], Any]:
 
 
 # --- model options: fields with help and checks, the command line's flags, and the refusal of foreign options ---
-
-
-def option(default: Any, help: str, *, choices: tuple | None = None, least: float | None = None,
-           most: float | None = None, above: float | None = None, below: float | None = None,
-           const: Any = None) -> Any:
-    """An options dataclass field: its default, help text and the checks :func:`check_options` applies.
-
-    ``least``/``most`` bound the value inclusively, ``above``/``below`` exclusively; ``const`` is the value a flag
-    given without one takes (``--augment`` alone: ``lrw``).
-    """
-    checks = {"choices": choices, "least": least, "most": most, "above": above, "below": below, "const": const}
-    return field(default=default, metadata={"help": help, **{k: v for k, v in checks.items() if v is not None}})
-
-
-def flag(name: str) -> str:
-    """The command-line spelling of an option field."""
-    return "--" + name.replace("_", "-")
-
-
-def _base_type(hint: Any) -> type:
-    """``int`` for ``int | None``: the type a field's value has when given."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
-
-
-def field_types(cls: type) -> dict[str, type]:
-    """Each field of an options dataclass and the type its value has when given."""
-    return {name: _base_type(hint) for name, hint in typing.get_type_hints(cls).items()}
-
-
-def check_value(name: str, kind: type, value: Any, meta: Any) -> Any:
-    """``value`` of option ``name`` if it has the field's type and passes its checks, else a ConfigError naming it."""
-    kinds = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise ConfigError(f"{flag(name)} must be {kinds.get(kind, kind.__name__)}, got {value!r}")
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{flag(name)} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
-    bounds = [("least", lambda v, b: v >= b, ">="), ("most", lambda v, b: v <= b, "<="),
-              ("above", lambda v, b: v > b, ">"), ("below", lambda v, b: v < b, "<")]
-    for key, holds, sign in bounds:
-        if key in meta and not holds(value, meta[key]):
-            raise ConfigError(f"{flag(name)} must be {sign} {meta[key]:g}, got {value!r}")
-    return value
-
-
-def check_options(options: Any) -> None:
-    """Type and range checks of every set field of an options dataclass instance."""
-    types = field_types(type(options))
-    for f in fields(options):
-        value = getattr(options, f.name)
-        if value is not None:
-            check_value(f.name, types[f.name], value, f.metadata)
 
 
 def model_options(model: str, given: dict[str, Any]) -> Any:

@@ -11,7 +11,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import DONE, Manifest
 from pipeline.execution.runner import RunSummary
-from pipeline.execution.settings import plain
+from pipeline.execution.settings import check_options, option, plain
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import Workspace, features_stage
 
@@ -27,13 +27,17 @@ class ExtractConfig:
     backbone: str = "resnet50"
     weights: str | None = None  # "vggface" (released: cache, then download), a .h5 path, or "random" (smoke tests)
     cache_dir: Path | None = None  # where released weights are cached
-    batch_size: int = 32  # frames per forward pass
-    pixel_size: int = 32  # pixels backbone: side of the resized grayscale frame
-    pca: int = 0  # pixels backbone: PCA components fitted on the training split (0: none)
+    batch_size: int = option(32, "frames per forward pass", least=1)
+    pixel_size: int = option(32, "pixels backbone: side of the resized grayscale frame", least=1)
+    pca: int = option(0, "pixels backbone: PCA components fitted on the training split (0: none)", least=0)
     format: str = "hdf5"  # hdf5 or tfrecord
-    dtype: str = "float16"
+    dtype: str = option("float16", "stored embedding precision", choices=("float16", "float32"))
     name: str | None = None  # features name (default: the backbone's)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+    def __post_init__(self) -> None:
+        """Check every field's type and range."""
+        check_options(self)
 
     @property
     def features(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,13 @@ from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest
 from pipeline.media.roi import RoiConfig
 from pipeline.execution.runner import RunSummary
-from pipeline.execution.settings import SettingsChanged, plain
+from pipeline.execution.settings import SettingsChanged, check_options, option, plain
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import PREPARE, Workspace
 
 log = get_logger(__name__)
 SHARD_SIZE = 32  # samples per shard at most, by default
 GENERATED = ("synthetic", "moving-digits")  # recipes that write their own data (under WORK/data unless a root is given)
-VIEW_OPTIONS = ("views", "cameras", "sequences")  # what ``views`` means, by the recipe's parameter name
 
 
 @dataclass(frozen=True)
@@ -33,28 +33,43 @@ class PrepareConfig:
 
     dataset: str | None = None  # recipe name; required on the first run
     root: Path | None = None  # dataset root; generated datasets: where to write them (default WORK/data)
-    views: str | None = None  # perspectives to keep, e.g. "1,3,5"
-    options: tuple[str, ...] = ()  # recipe options as KEY=VALUE, JSON values
-    roi: str | None = None  # mouth, face or frame
+    perspectives: tuple[str, ...] | None = None  # perspectives to keep, e.g. ("1", "3", "5") (default: all)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the recipe's own options by name, e.g. {"subset": "digits"}
+    roi: str | None = option(None, "region of interest", choices=("mouth", "face", "frame"))
     size: tuple[int, int] | None = None
-    resize: str = "pad"
+    resize: str = option("pad", "frame ROI: keep the aspect ratio or stretch", choices=("pad", "stretch"))
     perspective_sizes: tuple[tuple[str, int, int], ...] = ()
     gray: bool = False
     fixed_box: tuple[int, int, int, int] | None = None
     align: bool = True
-    face_policy: str = "largest"
-    detect_every: int = RoiConfig.detect_every
-    landmark_every: int = RoiConfig.landmark_every
-    detect_scale: float = RoiConfig.detect_scale
-    smooth: int = RoiConfig.smooth_window
-    max_missing: float = RoiConfig.max_missing_fraction
+    face_policy: str = option("largest", "which face when several are found", choices=("largest", "central"))
+    detect_every: int = option(RoiConfig.detect_every, "run the detector at least every N frames", least=1)
+    landmark_every: int = option(RoiConfig.landmark_every, "fit the landmarks at least every N frames", least=1)
+    detect_scale: float = option(RoiConfig.detect_scale, "detect on frames resized by this factor", above=0.0, most=1.0)
+    smooth: int = option(RoiConfig.smooth_window, "landmark smoothing window in frames (0: off)", least=0)
+    max_missing: float = option(RoiConfig.max_missing_fraction, "share of frames the face may be missing from",
+                                least=0.0, most=1.0)
     audio: bool = False  # also store 80-bin log-mel audio aligned to the frames
-    contact_sheet: int = 12  # samples in the contact-sheet PNG (0: none)
+    contact_sheet: int = option(12, "samples in the contact-sheet PNG (0: none)", least=0)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+    def __post_init__(self) -> None:
+        """Check every field's type and range, the perspectives and the recipe options (a mapping by name)."""
+        check_options(self)
+        if isinstance(self.perspectives, str) or not (self.perspectives is None or all(
+                isinstance(p, (str, int)) for p in self.perspectives)):
+            raise ConfigError(f"perspectives must be a tuple of names, e.g. ('1', '3'), got {self.perspectives!r}")
+        if self.perspectives is not None:
+            object.__setattr__(self, "perspectives", tuple(str(p).strip() for p in self.perspectives))
+        if not isinstance(self.options, Mapping) or not all(isinstance(k, str) for k in self.options):
+            raise ConfigError(f"options must be a mapping of recipe option names to values, got {self.options!r}")
+        object.__setattr__(self, "options", dict(self.options))
+        if self.size is not None and (len(self.size) != 2 or min(int(v) for v in self.size) < 1):
+            raise ConfigError(f"size must be (height, width), both positive, got {self.size!r}")
 
 
 def parse_option(text: str) -> tuple[str, Any]:
-    """``key=value`` with a JSON value (``views=[1,3]``, ``border=1``); plain text when not JSON."""
+    """``key=value`` with a JSON value (``perspectives=[1,3]``, ``border=1``); plain text when not JSON."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"--option expects KEY=VALUE, got {text!r}")
@@ -72,13 +87,12 @@ def build_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
         raise ConfigError(f"unknown dataset {config.dataset!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[config.dataset]
     params = inspect.signature(recipe).parameters
-    options = dict(parse_option(o) for o in config.options)
-    if config.views:
-        key = next((k for k in VIEW_OPTIONS if k in params), None)
-        if key is None:
-            raise ConfigError(f"--views does not apply to --dataset {config.dataset}")
-        options[key] = [int(v) if v.strip().isdigit() else v.strip() for v in config.views.split(",")]
+    options = dict(config.options)
+    if config.perspectives:
+        options["perspectives"] = [int(v) if v.isdigit() else v for v in config.perspectives]
     unknown = sorted(set(options) - set(params))
+    if unknown == ["perspectives"] and config.perspectives:
+        raise ConfigError(f"--perspectives does not apply to --dataset {config.dataset}")
     if unknown:
         raise ConfigError(f"--dataset {config.dataset} has no option(s) {unknown}; it takes {[p for p in params][1:]}")
     root = config.root or (ws.data if config.dataset in GENERATED else None)
@@ -89,9 +103,15 @@ def build_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
     return recipe(root, **options)
 
 
+def recipe_options(config: PrepareConfig) -> dict[str, Any]:
+    """The dataset selection as the manifest records it (``KEY=VALUE`` options and ``views``, the perspectives)."""
+    options = sorted(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in config.options.items())
+    return {"option": options, "views": ",".join(config.perspectives) if config.perspectives else None}
+
+
 def check_same_dataset(ws: Workspace, config: PrepareConfig, manifest: Manifest) -> None:
     """On a resumed run, refuse a root, options or views other than those the manifest was built with."""
-    asked = {"option": sorted(config.options), "views": config.views}
+    asked = recipe_options(config)
     recorded = manifest.info.get("recipe_options", {})
     changed = [f"--{key} {recorded[key]!r} -> {asked[key]!r}" for key in asked  # given again, and not as before
                if asked[key] and key in recorded and asked[key] != recorded[key]]
@@ -135,7 +155,7 @@ def open_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
         raise ConfigError(f"no manifest in {ws.root}: pass --dataset (and --root) for the first run")
     manifest = build_manifest(ws, config)
     manifest.info["recipe"] = config.dataset
-    manifest.info["recipe_options"] = {"option": sorted(config.options), "views": config.views}
+    manifest.info["recipe_options"] = recipe_options(config)
     manifest.save(path)
     log.info("wrote %s: %d samples, perspectives %s, %d problem(s)", path, len(manifest), manifest.perspectives, len(manifest.problems))
     return manifest

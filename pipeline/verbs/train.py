@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.errors import ConfigError
 from pipeline.training.experiment import SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
-from pipeline.training.feed import RunInputs
+from pipeline.training.feed import MODES, RunInputs
 from pipeline.execution.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, Manifest
 from pipeline.models import registry
-from pipeline.execution.settings import differences, plain
+from pipeline.execution.settings import check_options, differences, option, plain
 from pipeline.training.fit import FitConfig
 from pipeline.verbs.common import refuse_or_clear
 from pipeline.workspace import COMPOSITE, PREPARE, TRAIN_BEST, Workspace, features_name, features_stage
@@ -28,7 +28,8 @@ RELEASED_TIMESTEPS = 20
 class TrainConfig:
     """What to train on which inputs, and how to fit it.
 
-    ``options`` holds model options by field name (``units``, ``dropout``, ``augment``, ...); the rest take the
+    ``options`` holds model options by field name (``units``, ``dropout``, ``augment``, ...), or is an instance of
+    the model's options dataclass (``MPLSTMOptions(units=16)``); they are checked when the config is built, the rest take the
     chosen model's own defaults (its options dataclass, ``pipeline.models.registry.options()``), and an option the model does not use is refused.
     """
 
@@ -36,18 +37,32 @@ class TrainConfig:
     features: str | None = None  # features name from `extract` (default: the latest); pixel models read ROI clips
     perspectives: tuple[str, ...] | None = None  # default: all
     name: str | None = None  # run name (default: from model, perspectives and features)
-    timesteps: int | None = None  # default: the clip length the manifest records
+    timesteps: int | None = option(None, "frames per sequence (default: the clip length the manifest records)", least=1)
     options: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int = 50
-    lr: float = 1e-3
-    patience: int = 10
+    epochs: int = option(50, "most epochs to train", least=1)
+    lr: float = option(1e-3, "learning rate", above=0.0)
+    patience: int = option(10, "early stopping patience", least=0)
     seed: int = 0
-    val_fraction: float = 0.15  # when the dataset defines no validation split
+    val_fraction: float = option(0.15, "share held out when the dataset defines no validation split",
+                                 above=0.0, below=1.0)
     force: bool = False  # a run folder trained with other settings: delete it and train anew
     tensorboard: bool = True
-    input: str = "auto"  # memory, stream, or auto (memory when the splits fit a quarter of RAM)
+    input: str = option("auto", "memory, stream, or auto (memory when the splits fit a quarter of RAM)", choices=MODES)
     distribute: bool = False
     mixed_precision: bool = False
+
+    def __post_init__(self) -> None:
+        """Check every field, and the model options against the model's own dataclass (types, ranges, foreign ones)."""
+        check_options(self)
+        if isinstance(self.perspectives, str):
+            raise ConfigError(f"perspectives must be a tuple of names, e.g. ({self.perspectives!r},), got {self.perspectives!r}")
+        options = self.options
+        if is_dataclass(options) and not isinstance(options, type):
+            options = {f.name: getattr(options, f.name) for f in fields(options) if getattr(options, f.name) != f.default}
+        if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+            raise ConfigError(f"options must be a mapping of model option names to values, got {self.options!r}")
+        registry.model_options(self.model, dict(options))
+        object.__setattr__(self, "options", dict(options))
 
 
 @dataclass(frozen=True)
