@@ -15,7 +15,8 @@ import numpy as np
 
 from pipeline.manifest import Manifest
 from pipeline.models import registry
-from pipeline.workspace import SPEC
+from pipeline.errors import DataError
+from pipeline.workspace import PREPARE, SPEC
 
 
 @dataclass
@@ -36,7 +37,7 @@ class RunSpec:
     @property
     def pixels(self) -> bool:
         """Whether the model reads ROI pixel clips instead of embedding sequences."""
-        return self.input_stage == "prepare"
+        return self.input_stage == PREPARE
 
     @property
     def audio(self) -> bool:
@@ -54,9 +55,9 @@ class RunSpec:
         try:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no run spec beside this checkpoint (was it trained by `mpview train`?)") from None
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: unreadable run spec ({exc})") from None
+            raise DataError(f"{path}: no run spec beside this checkpoint (was it trained by `mpview train`?)") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise DataError(f"{path}: unreadable run spec ({type(exc).__name__}: {exc}); retrain the run") from None
 
 
 def load_inputs(manifest: Manifest, spec: RunSpec, split: str, work: Path, audio: bool = False, extra_frames: int = 0, raw: bool = False):

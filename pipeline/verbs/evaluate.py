@@ -13,7 +13,7 @@ from pipeline.execution.logs import get_logger
 from pipeline.execution.settings import check_options, option
 from pipeline.manifest import Manifest
 from pipeline.models import registry
-from pipeline.workspace import Workspace
+from pipeline.workspace import HISTORY, Workspace
 
 log = get_logger(__name__)
 
@@ -95,7 +95,7 @@ def evaluate(ws: Workspace, config: EvaluateConfig) -> EvaluateResult:
     One unusable checkpoint does not stop the others being scored: it is logged and listed in ``unscored``.
     """
     from pipeline.evaluation.report import comparison_table, load_report, write_comparison, write_report
-    from pipeline.training.fit import HISTORY, read_history
+    from pipeline.training.fit import read_history
 
     if config.split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {config.split!r}")

@@ -13,7 +13,7 @@ from pipeline.manifest import DONE, Manifest
 from pipeline.execution.runner import RunSummary
 from pipeline.execution.settings import check_options, option, plain
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
-from pipeline.workspace import Workspace, features_stage
+from pipeline.workspace import PREPARE, Workspace, features_stage
 
 log = get_logger(__name__)
 SHARD_SIZE = 64  # samples per shard at most, by default
@@ -56,7 +56,7 @@ def fit_pixel_pca(manifest: Manifest, ws: Workspace, name: str, size: int, compo
     rng = np.random.default_rng(0)
     frames = []
     for sample in manifest.split("train"):
-        stage = sample.stages.get("prepare", {})
+        stage = sample.stages.get(PREPARE, {})
         if stage.get("status") != DONE:
             continue
         frames.extend(read_sample(ws.shard(stage), sample.id, manifest.perspectives).arrays.values())
@@ -89,10 +89,10 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
                 "pca": config.pca, "pixel_size": config.pixel_size}  # what the embeddings depend on
         guard_outputs(manifest, ws.manifest_path, stage, made, out, run.force, [ws.models])
         out.mkdir(parents=True, exist_ok=True)
-        samples = [s for s in manifest.samples if s.status("prepare") == DONE]
+        samples = [s for s in manifest.samples if s.status(PREPARE) == DONE]
         if not samples:
             raise DataError(f"{ws.manifest_path}: no sample has finished `prepare`")
-        pending = sum(1 for s in manifest.samples if s.status("prepare") is None)
+        pending = sum(1 for s in manifest.samples if s.status(PREPARE) is None)
         if pending:
             log.warning("%d of %d samples are not prepared yet (prepare was interrupted?): they are left out; re-run "
                         "`prepare` and then `extract` to add them", pending, len(manifest))

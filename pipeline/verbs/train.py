@@ -120,7 +120,7 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
 
 def clip_length(manifest: Manifest, perspectives: list[str]) -> int | None:
     """The longest clip the manifest knows of: frames ``prepare`` decoded, else the recipe's ``frames`` (LRW: 29)."""
-    lengths = [int(m["frames"]) for s in manifest.samples for v, m in s.stages.get("prepare", {}).get("media", {}).items() if v in perspectives and m.get("frames")]
+    lengths = [int(m["frames"]) for s in manifest.samples for v, m in s.stages.get(PREPARE, {}).get("media", {}).items() if v in perspectives and m.get("frames")]
     if not lengths:
         lengths = [int(s.meta["frames"]) for s in manifest.samples if isinstance(s.meta.get("frames"), int)] or ([int(manifest.info["frames"])] if isinstance(manifest.info.get("frames"), int) else [])
     return max(lengths) if lengths else None
