@@ -28,21 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "for OuluVS2's cropped-mouth release, else mouth)")
     roi.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), help="crop size (default 96 96 mouth and frame, 112 112 face)")
     roi.add_argument("--resize", choices=("pad", "stretch"), default="pad", help="--roi frame: keep the aspect ratio with black borders, or stretch")
-    roi.add_argument("--perspective-size", action="append", default=[], metavar="VIEW=HxW", type=parse_perspective_size,
+    roi.add_argument("--perspective-size", action="append", default=[], metavar="PERSPECTIVE=HxW", type=parse_perspective_size,
                      help="a size for one perspective, e.g. v1=29x50 (repeatable; Petridis et al. sized each OuluVS2 view)")
     roi.add_argument("--gray", action="store_true", help="store grayscale crops")
     roi.add_argument("--fixed-box", type=non_negative_int, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="crop this box, no detection (pre-aligned data; LRW: 59 95 195 231)")
     roi.add_argument("--no-align", action="store_true", help="crop without similarity alignment to the reference face")
     roi.add_argument("--face-policy", choices=("largest", "central"), default="largest", help="which face when several are found")
-    roi.add_argument("--detect-every", type=field_type(PrepareConfig, "detect_every"), default=RoiConfig.detect_every,
+    roi.add_argument("--detect-every", type=field_type(RoiConfig, "detect_every"), default=RoiConfig.detect_every,
                      help="run the detector at least every N frames; track in between")
-    roi.add_argument("--landmark-every", type=field_type(PrepareConfig, "landmark_every"), default=RoiConfig.landmark_every,
+    roi.add_argument("--landmark-every", type=field_type(RoiConfig, "landmark_every"), default=RoiConfig.landmark_every,
                      help="fit the 68 landmarks at least every N frames; optical flow in between")
-    roi.add_argument("--detect-scale", type=field_type(PrepareConfig, "detect_scale"), default=RoiConfig.detect_scale,
+    roi.add_argument("--detect-scale", type=field_type(RoiConfig, "detect_scale"), default=RoiConfig.detect_scale,
                      help="detect on frames resized by this factor")
-    roi.add_argument("--smooth", type=field_type(PrepareConfig, "smooth"), default=RoiConfig.smooth_window,
+    roi.add_argument("--smooth", type=field_type(RoiConfig, "smooth_window"), default=RoiConfig.smooth_window,
                      help="landmark smoothing window in frames (0: off)")
-    roi.add_argument("--max-missing", type=field_type(PrepareConfig, "max_missing"), default=RoiConfig.max_missing_fraction,
+    roi.add_argument("--max-missing", type=field_type(RoiConfig, "max_missing_fraction"), default=RoiConfig.max_missing_fraction,
                      help="fail a clip when the face is missing in more than this fraction of frames")
     roi.add_argument("--audio", action="store_true", help="also store 80-bin log-mel audio aligned to the video frames")
     roi.add_argument("--contact-sheet", type=field_type(PrepareConfig, "contact_sheet"), default=12, metavar="N", help="samples shown in the contact-sheet PNG (0: none)")
@@ -67,13 +67,15 @@ def parse_perspective_size(text: str) -> tuple[str, int, int]:
 def config_from(args: argparse.Namespace) -> PrepareConfig:
     """The command line as the verb's config."""
     return PrepareConfig(
-        dataset=args.dataset, root=args.root, options=dict(args.option), roi=args.roi,
+        dataset=args.dataset, root=args.root, options=dict(args.option),
         perspectives=tuple(p.strip() for p in args.perspectives.split(",")) if args.perspectives else None,
-        size=tuple(args.size) if args.size else None, resize=args.resize, perspective_sizes=tuple(args.perspective_size),
-        gray=args.gray, fixed_box=tuple(args.fixed_box) if args.fixed_box else None, align=not args.no_align,
-        face_policy=args.face_policy, detect_every=args.detect_every, landmark_every=args.landmark_every,
-        detect_scale=args.detect_scale, smooth=args.smooth, max_missing=args.max_missing, audio=args.audio,
-        contact_sheet=args.contact_sheet, execution=execution_from(args),
+        roi=RoiConfig(
+            roi=args.roi, size=tuple(args.size) if args.size else None, resize=args.resize,
+            perspective_sizes=tuple(args.perspective_size), grayscale=args.gray,
+            fixed_box=tuple(args.fixed_box) if args.fixed_box else None, align=not args.no_align,
+            face_policy=args.face_policy, detect_every=args.detect_every, landmark_every=args.landmark_every,
+            detect_scale=args.detect_scale, smooth_window=args.smooth, max_missing_fraction=args.max_missing),
+        audio=args.audio, contact_sheet=args.contact_sheet, execution=execution_from(args),
     )
 
 def run(args: argparse.Namespace) -> int:

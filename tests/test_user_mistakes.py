@@ -87,6 +87,7 @@ def test_a_corrupt_run_spec_is_a_data_error_naming_the_file(work: Path, tmp_path
 
 
 def test_python_callers_get_the_same_checks_when_a_config_is_built():
+    from pipeline.media.roi import RoiConfig
     from pipeline.verbs import EvaluateConfig, ExecutionConfig, ExtractConfig, PrepareConfig, TrainConfig
 
     mistakes = [
@@ -96,8 +97,9 @@ def test_python_callers_get_the_same_checks_when_a_config_is_built():
         (lambda: TrainConfig(model="transformer"), "unknown model 'transformer'"),
         (lambda: TrainConfig(perspectives="v1"), "perspectives must be a tuple"),
         (lambda: PrepareConfig(options=("n=3",)), "options must be a mapping"),
-        (lambda: PrepareConfig(max_missing=2.0), "--max-missing must be <= 1, got 2.0"),
-        (lambda: PrepareConfig(roi="lips"), "--roi must be one of mouth, face, frame"),
+        (lambda: PrepareConfig(roi=RoiConfig(max_missing_fraction=2.0)), "--max-missing must be <= 1, got 2.0"),
+        (lambda: PrepareConfig(roi=RoiConfig(roi="lips")), "--roi must be one of mouth, face, frame"),
+        (lambda: PrepareConfig(roi="mouth"), "roi must be a RoiConfig"),
         (lambda: ExtractConfig(pixel_size=0), "--pixel-size must be >= 1, got 0"),
         (lambda: EvaluateConfig(split="dev"), "--split must be one of train, val, test"),
         (lambda: ExecutionConfig(jobs=0), "--jobs must be >= 1, got 0"),

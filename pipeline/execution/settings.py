@@ -58,13 +58,15 @@ def plain(value: Any) -> Any:
 
 def option(default: Any, help: str, *, choices: tuple | None = None, least: float | None = None,
            most: float | None = None, above: float | None = None, below: float | None = None,
-           const: Any = None) -> Any:
+           const: Any = None, flag: str | None = None) -> Any:
     """An options dataclass field: its default, help text and the checks :func:`check_options` applies.
 
     ``least``/``most`` bound the value inclusively, ``above``/``below`` exclusively; ``const`` is the value a flag
-    given without one takes (``--augment`` alone: ``lrw``).
+    given without one takes (``--augment`` alone: ``lrw``); ``flag`` names the option in messages when the command
+    line spells it otherwise than the field (``--smooth`` for ``smooth_window``).
     """
-    checks = {"choices": choices, "least": least, "most": most, "above": above, "below": below, "const": const}
+    checks = {"choices": choices, "least": least, "most": most, "above": above, "below": below, "const": const,
+              "flag": flag}
     return field(default=default, metadata={"help": help, **{k: v for k, v in checks.items() if v is not None}})
 
 
@@ -93,19 +95,20 @@ def check_value(name: str, kind: type, value: Any, meta: Any) -> Any:
     """``value`` of option ``name`` if it has the field's type and passes its checks, else a ConfigError naming it."""
     if kind not in SIMPLE:
         return value
+    spelled = meta.get("flag") or flag(name)
     kinds = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise ConfigError(f"{flag(name)} must be {kinds.get(kind, kind.__name__)}, got {value!r}")
+        raise ConfigError(f"{spelled} must be {kinds.get(kind, kind.__name__)}, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{flag(name)} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        raise ConfigError(f"{spelled} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
     bounds = [("least", lambda v, b: v >= b, ">="), ("most", lambda v, b: v <= b, "<="),
               ("above", lambda v, b: v > b, ">"), ("below", lambda v, b: v < b, "<")]
     for key, holds, sign in bounds:
         if key in meta and not holds(value, meta[key]):
-            raise ConfigError(f"{flag(name)} must be {sign} {meta[key]:g}, got {value!r}")
+            raise ConfigError(f"{spelled} must be {sign} {meta[key]:g}, got {value!r}")
     return value
 
 

@@ -20,9 +20,6 @@ from pipeline.errors import ConfigError
 from pipeline.execution.settings import check_options, check_value, field_types, flag, option  # noqa: F401
 
 INPUTS = ("features", "pixels")
-# the built-in packages listed first, in this order (the paper's model, its baselines, the pixel models); any other
-# package under pipeline/models registers after them
-LISTED_FIRST = ("mplstm", "baselines", "mvlstm", "convlstm", "mvm")
 
 
 @dataclass(frozen=True)
@@ -61,6 +58,7 @@ class ModelEntry:
     lower: tuple[str, ...] = ("--units",)  # options lowering a run's memory (besides batch, crop and timesteps)
     multi_perspective_encoder: bool = False  # composite pretraining encodes with one MP-LSTM (else one LSTM)
     smallest: Mapping[str, Any] = field(default_factory=dict)  # options of its smallest network (conformance test)
+    listed: int = 100  # where the model choices list it (lower first; ties in registration order)
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUTS:
@@ -86,20 +84,13 @@ def _builtins() -> dict[str, ModelEntry]:
     return _ENTRIES
 
 
-def _rank(entry: ModelEntry) -> int:
-    """Where a model is listed: built-ins in ``LISTED_FIRST`` order (whichever was imported first), then the rest."""
-    parts = getattr(entry.build, "__module__", "").split(".")
-    package = parts[2] if parts[:2] == ["pipeline", "models"] and len(parts) > 2 else ""
-    return LISTED_FIRST.index(package) if package in LISTED_FIRST else len(LISTED_FIRST)
-
-
 def register(entry: ModelEntry) -> ModelEntry:
     """Add ``entry``; a second model under the same name is refused. Returns the entry."""
     entries = _builtins()
     if entry.name in entries:
         raise ConfigError(f"model {entry.name!r} is already registered")
     entries[entry.name] = entry
-    ordered = sorted(entries.values(), key=_rank)  # stable: registration order within a rank
+    ordered = sorted(entries.values(), key=lambda e: e.listed)  # stable: registration order among equals
     entries.clear()
     entries.update((e.name, e) for e in ordered)
     return entry

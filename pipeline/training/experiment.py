@@ -96,7 +96,7 @@ def run_recipe(spec: RunSpec):
 def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None):
     """The compiled model a spec names (its registry entry's builder), for per-perspective input shapes ``[T, ...]``.
 
-    For ``mvm`` this returns the ``(train, infer)`` pair; every other built-in name returns one model. A run with
+    A model fitted as two networks (``ModelEntry.two_networks``) returns their pair, any other one model. A run with
     ``--pretrain`` gets the composite classifier, refused for a model that classifier is not the encoder of.
     """
     entry = registry.get(spec.model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from collections.abc import Mapping
@@ -12,7 +13,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest
-from pipeline.media.roi import RoiConfig
+from pipeline.media.roi import DEFAULT_SIZE, RoiConfig
 from pipeline.execution.runner import RunSummary
 from pipeline.execution.settings import SettingsChanged, check_options, option, plain
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
@@ -27,28 +28,15 @@ GENERATED = ("synthetic", "moving-digits")  # recipes that write their own data 
 class PrepareConfig:
     """Which dataset, which perspectives, and how each clip's region of interest is cropped.
 
-    ROI fields left at ``None`` take what the dataset's recipe chose (OuluVS2's cropped release: the whole frame;
-    LRW: its fixed box), else the ``RoiConfig`` defaults.
+    ``roi.roi`` (the ROI mode) and ``roi.fixed_box`` left at ``None`` take what the dataset's recipe chose (OuluVS2's
+    cropped release: the whole frame; LRW: its fixed box), else mouth and no box.
     """
 
     dataset: str | None = None  # recipe name; required on the first run
     root: Path | None = None  # dataset root; generated datasets: where to write them (default WORK/data)
     perspectives: tuple[str, ...] | None = None  # perspectives to keep, e.g. ("1", "3", "5") (default: all)
     options: Mapping[str, Any] = field(default_factory=dict)  # the recipe's own options by name, e.g. {"subset": "digits"}
-    roi: str | None = option(None, "region of interest", choices=("mouth", "face", "frame"))
-    size: tuple[int, int] | None = None
-    resize: str = option("pad", "frame ROI: keep the aspect ratio or stretch", choices=("pad", "stretch"))
-    perspective_sizes: tuple[tuple[str, int, int], ...] = ()
-    gray: bool = False
-    fixed_box: tuple[int, int, int, int] | None = None
-    align: bool = True
-    face_policy: str = option("largest", "which face when several are found", choices=("largest", "central"))
-    detect_every: int = option(RoiConfig.detect_every, "run the detector at least every N frames", least=1)
-    landmark_every: int = option(RoiConfig.landmark_every, "fit the landmarks at least every N frames", least=1)
-    detect_scale: float = option(RoiConfig.detect_scale, "detect on frames resized by this factor", above=0.0, most=1.0)
-    smooth: int = option(RoiConfig.smooth_window, "landmark smoothing window in frames (0: off)", least=0)
-    max_missing: float = option(RoiConfig.max_missing_fraction, "share of frames the face may be missing from",
-                                least=0.0, most=1.0)
+    roi: RoiConfig = field(default_factory=lambda: RoiConfig(roi=None))  # roi=None: the recipe's ROI mode and box
     audio: bool = False  # also store 80-bin log-mel audio aligned to the frames
     contact_sheet: int = option(12, "samples in the contact-sheet PNG (0: none)", least=0)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
@@ -64,8 +52,8 @@ class PrepareConfig:
         if not isinstance(self.options, Mapping) or not all(isinstance(k, str) for k in self.options):
             raise ConfigError(f"options must be a mapping of recipe option names to values, got {self.options!r}")
         object.__setattr__(self, "options", dict(self.options))
-        if self.size is not None and (len(self.size) != 2 or min(int(v) for v in self.size) < 1):
-            raise ConfigError(f"size must be (height, width), both positive, got {self.size!r}")
+        if not isinstance(self.roi, RoiConfig):
+            raise ConfigError(f"roi must be a RoiConfig, e.g. RoiConfig(roi='mouth'), got {self.roi!r}")
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -124,20 +112,18 @@ def check_same_dataset(ws: Workspace, config: PrepareConfig, manifest: Manifest)
 
 def roi_config(config: PrepareConfig, manifest: Manifest) -> RoiConfig:
     """The ROI settings; a dataset's own ROI mode (OuluVS2's cropped release) or fixed box (LRW) applies unless given."""
-    roi = config.roi or manifest.info.get("roi", "mouth")
-    if not config.roi and "roi" in manifest.info:
+    asked = config.roi
+    roi = asked.roi or manifest.info.get("roi", "mouth")
+    if not asked.roi and "roi" in manifest.info:
         log.info("--roi %s, as the %s recipe chose for this data (%s)", roi, manifest.dataset, manifest.info.get("roi_reason", ""))
-    fixed = config.fixed_box or (manifest.info.get("fixed_box") if roi != "frame" else None)
-    unknown = sorted({view for view, _, _ in config.perspective_sizes} - set(manifest.perspectives))
+    fixed = asked.fixed_box or (manifest.info.get("fixed_box") if roi != "frame" else None)
+    unknown = sorted({view for view, _, _ in asked.perspective_sizes} - set(manifest.perspectives))
     if unknown:
         raise ConfigError(f"--perspective-size names {unknown}, not perspectives of this manifest ({manifest.perspectives})")
-    return RoiConfig(
-        roi=roi, size=tuple(config.size) if config.size else None, resize=config.resize,
-        perspective_sizes=tuple(tuple(p) for p in config.perspective_sizes), grayscale=config.gray, align=config.align,
-        fixed_box=tuple(fixed) if fixed else None, face_policy=config.face_policy, detect_every=config.detect_every,
-        landmark_every=config.landmark_every, detect_scale=config.detect_scale, smooth_window=config.smooth,
-        max_missing_fraction=config.max_missing,
-    )
+    size = asked.size
+    if fixed and not asked.fixed_box and size == DEFAULT_SIZE.get(asked.roi):  # the recipe's box, no size asked: its own
+        size = None
+    return dataclasses.replace(asked, roi=roi, fixed_box=tuple(fixed) if fixed else None, size=size)
 
 
 def open_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:

@@ -56,9 +56,9 @@ def build_late_fusion(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tup
 SMALLEST = {"units": 4, "dropout": 0.0}
 CUSTOM = serializables("pipeline.models.attention", "pipeline.models.composite")
 register(ModelEntry("single", "features", SingleOptions, build_single, CUSTOM, COMPOSITE_CHOICES,
-                    "one perspective's LSTM network", perspectives=1, smallest=SMALLEST))
+                    "one perspective's LSTM network", perspectives=1, listed=1, smallest=SMALLEST))
 register(ModelEntry("early_fusion", "features", EarlyFusionOptions, build_early_fusion, CUSTOM, COMPOSITE_CHOICES,
-                    "perspectives concatenated per frame into one LSTM", smallest=SMALLEST))
+                    "perspectives concatenated per frame into one LSTM", listed=2, smallest=SMALLEST))
 register(ModelEntry("late_fusion", "features", LateFusionOptions, build_late_fusion, CUSTOM, (),
-                    "one LSTM per perspective, combined", smallest=SMALLEST))
+                    "one LSTM per perspective, combined", listed=3, smallest=SMALLEST))
 __getattr__ = keras_names(__name__)

@@ -36,6 +36,6 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
 
 
 register(ModelEntry("convlstm", "pixels", ConvLSTMOptions, build, serializables("pipeline.models.convlstm.layers"), (),
-                    "Deep ConvLSTM (Courtney and Sreenivas, ACPR 2019)", lower=("--filters",),
+                    "Deep ConvLSTM (Courtney and Sreenivas, ACPR 2019)", lower=("--filters",), listed=5,
                     smallest={"layers": "conv,pool,convlstm", "filters": "4,4", "dropout": 0.0}))
 __getattr__ = keras_names(__name__)

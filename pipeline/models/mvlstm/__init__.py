@@ -41,5 +41,5 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
 
 CUSTOM = serializables("pipeline.models.attention", "pipeline.models.mvlstm.layers")
 register(ModelEntry("mvlstm", "features", MVLSTMOptions, build, CUSTOM, (), "MV-LSTM (Rajagopalan et al., ECCV 2016)",
-                    smallest={"units": 4, "dropout": 0.0}))
+                    listed=4, smallest={"units": 4, "dropout": 0.0}))
 __getattr__ = keras_names(__name__)
