@@ -10,7 +10,8 @@ from pipeline.recipes import RECIPES
 from pipeline.media.roi import RoiConfig
 from pipeline.verbs.prepare import SHARD_SIZE, PrepareConfig, parse_option, prepare
 from pipeline.workspace import Workspace
-from stages.common import add_execution_arguments, add_work_argument, execution_from, field_type, finish, non_negative_int, positive_int
+from stages.common import (add_execution_arguments, add_work_argument, execution_from, field_type, finish,
+                           non_negative_int, positive_int)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Dataset, ROI and execution options."""
@@ -18,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("dataset")
     data.add_argument("--dataset", choices=sorted(RECIPES), help="layout of the data (required on the first run)")
     data.add_argument("--root", type=Path, help="dataset root; for generated datasets, where to write them (default WORK/data)")
-    data.add_argument("--perspectives", "--views", dest="perspectives", help="perspectives to keep, e.g. 1,3,5 (OuluVS2 "
-                      "views, MP-LSTM cameras, light-field hor,ver; default: all)")
+    data.add_argument("--perspectives", "--views", dest="perspectives",
+                      help="perspectives to keep, e.g. 1,3,5 (OuluVS2 views, MP-LSTM cameras, light-field hor,ver; "
+                      "default: all)")
     data.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=option_type,
                       help="recipe option, e.g. subset=digits or split=28-12-12 (JSON values)")
     roi = parser.add_argument_group("region of interest")
@@ -42,10 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="detect on frames resized by this factor")
     roi.add_argument("--smooth", type=field_type(RoiConfig, "smooth_window"), default=RoiConfig.smooth_window,
                      help="landmark smoothing window in frames (0: off)")
-    roi.add_argument("--max-missing", type=field_type(RoiConfig, "max_missing_fraction"), default=RoiConfig.max_missing_fraction,
+    roi.add_argument("--max-missing", type=field_type(RoiConfig, "max_missing_fraction"),
+                     default=RoiConfig.max_missing_fraction,
                      help="fail a clip when the face is missing in more than this fraction of frames")
     roi.add_argument("--audio", action="store_true", help="also store 80-bin log-mel audio aligned to the video frames")
-    roi.add_argument("--contact-sheet", type=field_type(PrepareConfig, "contact_sheet"), default=12, metavar="N", help="samples shown in the contact-sheet PNG (0: none)")
+    roi.add_argument("--contact-sheet", type=field_type(PrepareConfig, "contact_sheet"), default=12,
+                     metavar="N", help="samples shown in the contact-sheet PNG (0: none)")
     add_execution_arguments(parser, shard_size=SHARD_SIZE)
 
 def option_type(text: str) -> tuple[str, object]:

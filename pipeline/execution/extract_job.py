@@ -12,7 +12,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np

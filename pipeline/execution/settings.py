@@ -1,4 +1,5 @@
-"""What a stage's outputs were made with, against what a new run asks for: outputs are never reused under other settings.
+"""What a stage's outputs were made with, against what a new run asks for: outputs are never reused under other
+settings.
 
 Also the fields of a config or options dataclass (:func:`option`: a default, help text and checks) and the checks
 themselves, which configs run when built and the command line's argument types reuse.

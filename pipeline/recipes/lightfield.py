@@ -199,5 +199,6 @@ def _parse_sequences(sequences: Sequence[str]) -> list[str]:
     """Perspective names from ``("hor", "ver")`` or a subset, refusing anything else."""
     names = [DIRECTIONS.get(str(s).strip().lower()) for s in sequences]
     if not names or None in names:
-        raise RecipeError(f"perspectives (viewpoint sequences) must be a non-empty subset of {SEQUENCES}, got {list(sequences)}")
+        raise RecipeError(f"perspectives (viewpoint sequences) must be a non-empty subset of {SEQUENCES}, "
+                          f"got {list(sequences)}")
     return [s for s in SEQUENCES if s in names]

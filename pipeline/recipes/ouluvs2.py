@@ -50,7 +50,8 @@ def prepare_ouluvs2(
     perspectives: Sequence[int | str] = (1, 2, 3, 4, 5),
     split: str = "speaker-independent",
 ) -> Manifest:
-    """Manifest of OuluVS2 phrases (u31-u60) or digit sequences (u1-u30), perspectives (views) ``v1``..``v5``, split by speaker list.
+    """Manifest of OuluVS2 phrases (u31-u60) or digit sequences (u1-u30), perspectives (views) ``v1``..``v5``, split
+    by speaker list.
 
     ``split`` is ``"speaker-independent"`` (40 train / 12 test speakers), ``"28-12-12"`` (train / val / test) or a
     path to a JSON split definition; speaker 29 is excluded (its mouth is not visible) and listed in ``problems``.

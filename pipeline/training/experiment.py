@@ -117,8 +117,9 @@ def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite
     o = spec.options
     if composite is None:
         dims = [s[-1] for s in shapes]
-        composite = composite_model(spec.timesteps, 0, dims, o["units"], registry.get(spec.model).multi_perspective_encoder,
-                                    o.get("conditional", False), bernoulli=False)
+        encoder = registry.get(spec.model).multi_perspective_encoder
+        composite = composite_model(spec.timesteps, 0, dims, o["units"], encoder, o.get("conditional", False),
+                                    bernoulli=False)
     return pretrained_classifier(composite, len(spec.classes), o["dropout"], o["lr"])
 
 

@@ -35,7 +35,7 @@ class PrepareConfig:
     dataset: str | None = None  # recipe name; required on the first run
     root: Path | None = None  # dataset root; generated datasets: where to write them (default WORK/data)
     perspectives: tuple[str, ...] | None = None  # perspectives to keep, e.g. ("1", "3", "5") (default: all)
-    options: Mapping[str, Any] = field(default_factory=dict)  # the recipe's own options by name, e.g. {"subset": "digits"}
+    options: Mapping[str, Any] = field(default_factory=dict)  # the recipe's own options, e.g. {"subset": "digits"}
     roi: RoiConfig = field(default_factory=lambda: RoiConfig(roi=None))  # roi=None: the recipe's ROI mode and box
     audio: bool = False  # also store 80-bin log-mel audio aligned to the frames
     contact_sheet: int = option(12, "samples in the contact-sheet PNG (0: none)", least=0)
@@ -121,8 +121,8 @@ def roi_config(config: PrepareConfig, manifest: Manifest) -> RoiConfig:
     if unknown:
         raise ConfigError(f"--perspective-size names {unknown}, not perspectives of this manifest ({manifest.perspectives})")
     size = asked.size
-    if fixed and not asked.fixed_box and size == DEFAULT_SIZE.get(asked.roi):  # the recipe's box, no size asked: its own
-        size = None
+    if fixed and not asked.fixed_box and size == DEFAULT_SIZE.get(asked.roi):
+        size = None  # the recipe's box and no size asked: the box's own
     return dataclasses.replace(asked, roi=roi, fixed_box=tuple(fixed) if fixed else None, size=size)
 
 

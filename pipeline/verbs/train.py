@@ -29,8 +29,9 @@ class TrainConfig:
     """What to train on which inputs, and how to fit it.
 
     ``options`` holds model options by field name (``units``, ``dropout``, ``augment``, ...), or is an instance of
-    the model's options dataclass (``MPLSTMOptions(units=16)``); they are checked when the config is built, the rest take the
-    chosen model's own defaults (its options dataclass, ``pipeline.models.registry.options()``), and an option the model does not use is refused.
+    the model's options dataclass (``MPLSTMOptions(units=16)``); they are checked when the config is built, the
+    rest take the chosen model's own defaults (its options dataclass), and an option the model does not use is
+    refused.
     """
 
     model: str = "mplstm"
@@ -55,10 +56,12 @@ class TrainConfig:
         """Check every field, and the model options against the model's own dataclass (types, ranges, foreign ones)."""
         check_options(self)
         if isinstance(self.perspectives, str):
-            raise ConfigError(f"perspectives must be a tuple of names, e.g. ({self.perspectives!r},), got {self.perspectives!r}")
+            raise ConfigError(f"perspectives must be a tuple of names, e.g. ({self.perspectives!r},), "
+                              f"got {self.perspectives!r}")
         options = self.options
         if is_dataclass(options) and not isinstance(options, type):
-            options = {f.name: getattr(options, f.name) for f in fields(options) if getattr(options, f.name) != f.default}
+            given = {f.name: getattr(options, f.name) for f in fields(options)}
+            options = {name: value for name, value in given.items() if value != options.__dataclass_fields__[name].default}
         if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
             raise ConfigError(f"options must be a mapping of model option names to values, got {self.options!r}")
         registry.model_options(self.model, dict(options))

@@ -54,8 +54,9 @@ def memory_inputs(inputs: list, audio: Any, y: Any) -> tuple[dict, dict]:
 MEMORY_FITTING = TwoNetworks("val_visual_accuracy", memory_inputs, training=lambda built: built.train,
                              scoring=lambda built: built.infer)
 CUSTOM = serializables("pipeline.models.mvm.layers", "pipeline.models.fronts")
-register(ModelEntry("mvm", "pixels", MVMOptions, build, CUSTOM, (), "multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022)",
-                    perspectives=1, lower=("--front small", "--units"), audio=True, two_networks=MEMORY_FITTING, listed=6,
+register(ModelEntry("mvm", "pixels", MVMOptions, build, CUSTOM, (),
+                    "multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022)", perspectives=1,
+                    lower=("--front small", "--units"), audio=True, two_networks=MEMORY_FITTING, listed=6,
                     smallest={"units": 8, "slots": 4, "heads": 2, "levels": 1, "front": "small", "back": "tcn",
                               "dropout": 0.0}))
 __getattr__ = keras_names(__name__)
