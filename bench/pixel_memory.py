@@ -28,7 +28,7 @@ def one(model_name: str, crop: int, batch: int, timesteps: int, steps: int) -> d
 
     from pipeline.training.experiment import RunSpec, build_model
     from pipeline.training.memory import counted_elements, estimate_bytes
-    from pipeline.models.options import model_options
+    from pipeline.models.registry import model_options
 
     options = {**vars(model_options(model_name, {})), "lr": 1e-3}
     spec = RunSpec("bench", model_name, "prepare", ["v1"], timesteps, [str(i) for i in range(10)], options=options)

@@ -6,7 +6,8 @@ Layout::
     WORK/data/                     generated datasets (synthetic, moving digits)
     WORK/roi/                      prepare: ROI clip shards, contact_sheet.png
     WORK/features/NAME/            extract: embedding shards (and pca.npz for the pixels backbone)
-    WORK/models/NAME/              train: best.keras, spec.json, history.csv, backups, TensorBoard logs
+    WORK/models/NAME/              train: best.keras, spec.json, history.csv, config.json, complete.json,
+                                   backup/, tensorboard/ (and pretrain/ for composite pretraining)
     WORK/reports/                  evaluate: JSON / Markdown reports, plots, comparison
 
 Stage keys name a stage's records in the manifest: ``prepare`` for the ROI clips, ``extract:NAME`` for features.
@@ -29,6 +30,16 @@ SPEC = "spec.json"  # what a training run is, beside its checkpoint
 TRAIN_BEST = "train_best.keras"  # the memory model's training network (best.keras holds its inference network)
 COMPOSITE = "composite.keras"  # composite pretraining's autoencoder, under PRETRAIN
 PRETRAIN = "pretrain"  # composite pretraining's folder inside a run folder
+HISTORY = "history.csv"  # a fit's per-epoch history, kept across resumes
+RUN_CONFIG = "config.json"  # a fit's config, run info and environment
+COMPLETE = "complete.json"  # written when a fit ended (a re-run then only reads the history)
+BACKUP = "backup"  # a fit's resumable state, each epoch
+TENSORBOARD = "tensorboard"  # a fit's TensorBoard logs
+
+
+def shard_path(work: Path | str, record: dict) -> Path:
+    """The shard a sample's stage record points to (stored relative to the work folder ``work``)."""
+    return Path(work) / record.get("shard", "")
 
 
 def features_stage(name: str) -> str:
@@ -113,7 +124,7 @@ class Workspace:
 
     def shard(self, record: dict) -> Path:
         """The shard a sample's stage record points to (stored relative to the work folder)."""
-        return self.root / record["shard"]
+        return shard_path(self.root, record)
 
     def _check_not_a_file(self) -> None:
         """A file where the folder should be is an error naming it."""

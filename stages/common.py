@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.execution.logs import get_logger
 from pipeline.execution.runner import RunSummary
 from pipeline.verbs.common import ExecutionConfig
@@ -30,6 +32,32 @@ def _bounded_int(text: str, least: int) -> int:
     if value < least:
         raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
+
+
+def field_type(config: type, name: str):
+    """An argparse type for field ``name`` of a config dataclass: the text as the field's type, then the very checks
+    the config runs when built (``pipeline.execution.settings.option``), refused at parse time with their message."""
+    from pipeline.execution.settings import field_types
+
+    return value_type(name, field_types(config)[name], config.__dataclass_fields__[name].metadata)
+
+
+def value_type(name: str, kind: type, meta: Any):
+    """An argparse type: the text as ``kind``, then the checks ``meta`` holds (see ``field_type``)."""
+    from pipeline.execution.settings import check_value
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        try:
+            return check_value(name, kind, value, meta)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def add_work_argument(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeline.execution.logs import get_logger
 from pipeline.execution.runner import RunSummary
+from pipeline.media.roi import RoiConfig
 from pipeline.verbs import (EvaluateConfig, ExecutionConfig, ExtractConfig, PrepareConfig, TrainConfig, evaluate, extract,
                             prepare, train)
 from pipeline.workspace import Workspace
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return run_composite(args)
     ws = Workspace(args.work)
     per_class, epochs = (4, 3) if args.quick else (args.per_class, args.epochs)
-    check(prepare(ws, PrepareConfig(dataset="synthetic", options=(f"n_per_class={per_class}",), execution=ExecutionConfig(jobs=args.jobs))))
+    check(prepare(ws, PrepareConfig(dataset="synthetic", options={"n_per_class": per_class}, execution=ExecutionConfig(jobs=args.jobs))))
     check(extract(ws, ExtractConfig(backbone="pixels", pixel_size=32, pca=64)))
     fitting = {"features": "pixels", "timesteps": 30, "epochs": epochs, "patience": 15}
     sizes = {"units": 64, "batch_size": 32}
@@ -67,7 +68,8 @@ def run_composite(args: argparse.Namespace) -> int:
 
     ws = Workspace(f"{args.work}-composite")
     clips, epochs, pre_epochs, seeds = (40, 2, 1, [0]) if args.quick else (600, 30, 15, list(range(args.seeds)))
-    check(prepare(ws, PrepareConfig(dataset="moving-digits", options=(f"n={clips}", "digits=1"), fixed_box=(0, 0, 64, 64), gray=True,
+    check(prepare(ws, PrepareConfig(dataset="moving-digits", options={"n": clips, "digits": 1},
+                                    roi=RoiConfig(roi=None, fixed_box=(0, 0, 64, 64), grayscale=True),
                                     contact_sheet=6, execution=ExecutionConfig(jobs=args.jobs))))
     check(extract(ws, ExtractConfig(backbone="pixels", pixel_size=64, dtype="float32")))
     names = []

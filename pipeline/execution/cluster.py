@@ -6,6 +6,7 @@ import contextlib
 import logging
 from typing import Iterator
 
+from pipeline.errors import ConfigError
 from pipeline.execution.logs import get_logger
 from pipeline.execution.runner import RunError
 
@@ -25,7 +26,8 @@ def backend_for(jobs: int = 1, scheduler: str | None = None, dask_local: int = 0
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise RuntimeError("Dask execution needs the [dask] extra: pip install 'mpview[dask]'") from None
+        raise ConfigError("--scheduler/--dask-local need the Dask extra, which is not installed: "
+                          "pip install 'mpview[dask]'") from None
     with _dask_chatter_hidden():
         if scheduler:
             with _connect(Client, scheduler) as client:

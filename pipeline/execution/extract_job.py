@@ -12,7 +12,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from pipeline.execution.runner import RunError, SampleError, ShardTask, write_shard
 from pipeline.storage.shards import ShardError
 from pipeline.storage.readers import read_sample
+from pipeline.workspace import PREPARE, shard_path
 
 EMBEDDING_KIND = "embedding"
 
@@ -110,8 +110,8 @@ class ExtractJob:
                 yield sample, futures[index].result()
 
     def _read(self, sample: dict[str, Any]) -> dict[str, np.ndarray] | SampleError:
-        record = sample.get("stages", {}).get("prepare", {})
-        shard = Path(self.work) / record.get("shard", "")
+        record = sample.get("stages", {}).get(PREPARE, {})
+        shard = shard_path(self.work, record)
         try:
             return read_sample(shard, sample["id"], list(self.perspectives)).arrays
         except ShardError as exc:

@@ -16,6 +16,7 @@ from pipeline.manifest import ManifestError, Sample, resolve_inside
 from pipeline.media.roi import DECODE_AHEAD, NoFaceError, RoiConfig, RoiResult, crop_clip, crop_frames
 from pipeline.execution.runner import SampleError, ShardTask, write_shard
 from pipeline.training.sequences import AUDIO_KEY
+from pipeline.workspace import PREPARE
 from pipeline.media.video import VideoError, frame_rate, iter_frames, probe, read_image_sequence
 
 log = get_logger(__name__)
@@ -44,7 +45,7 @@ class PrepareJob:
     decode_ahead: int = DECODE_AHEAD  # see ``decode_ahead_for``
 
     def __call__(self, task: ShardTask) -> dict[str, dict[str, Any]]:
-        attrs = {"stage": "prepare", "roi": self.roi.to_dict(), "perspectives": list(self.perspectives)}
+        attrs = {"stage": PREPARE, "roi": self.roi.to_dict(), "perspectives": list(self.perspectives)}
         return write_shard(task, ROI_KIND, attrs, self._outcomes(task), self.strict)
 
     def _outcomes(self, task: ShardTask) -> Iterator[tuple[str, Any]]:

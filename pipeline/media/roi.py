@@ -15,6 +15,7 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.media.faces import DETECT_EVERY, DETECT_SCALE, LANDMARK_EVERY, MOUTH_IDS, POLICIES, STABLE_IDS, FaceTracker, NoFaceError, fit_every_frame
 from pipeline.execution.logs import get_logger
+from pipeline.execution.settings import check_options, option
 from pipeline.media.video import VideoError, iter_frames, probe, read_ahead
 
 __all__ = ["NoFaceError", "RoiConfig", "RoiResult", "crop_clip", "crop_clip_naive", "crop_frames", "crop_matrices",
@@ -38,50 +39,53 @@ RESIZE_MODES = ("pad", "stretch")  # whole-frame mode: keep the aspect ratio by 
 class RoiConfig:
     """How to find and crop the region of interest; recorded in the manifest so a crop can be redone."""
 
-    roi: str = "mouth"  # "mouth" (landmarks 48-67), "face" (landmark hull with margin), "frame" (whole frame, no detection)
+    # "mouth" (landmarks 48-67), "face" (landmark hull with margin), "frame" (whole frame, no detection); None: not
+    # chosen yet (``prepare`` takes the dataset recipe's choice, else mouth)
+    roi: str | None = option("mouth", "region of interest", choices=tuple(DEFAULT_SIZE))
     size: tuple[int, int] | None = None  # (height, width); None: 96x96 mouth/frame, 112x112 face, fixed box: its own size
-    resize: str = "pad"  # "frame" mode: "pad" keeps the aspect ratio (black borders), "stretch" fills the ROI size
+    resize: str = option("pad", "frame mode: pad keeps the aspect ratio (black borders), stretch fills the ROI size",
+                         choices=RESIZE_MODES)
     perspective_sizes: tuple[tuple[str, int, int], ...] = ()  # (perspective, height, width) overriding ``size``
     grayscale: bool = False
     align: bool = True  # similarity-align the stable points to the 256x256 mean face before cropping
     fixed_box: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) for pre-aligned data (LRW: 59, 95, 195, 231)
-    face_policy: str = "largest"  # which face when several: "largest" or "central"
+    face_policy: str = option("largest", "which face when several", choices=POLICIES)
     face_margin: float = 0.15  # face ROI: margin on each side, as a fraction of the landmark box side
-    detect_every: int = DETECT_EVERY  # re-run the detector at least this often (frames); tracking in between
-    detect_scale: float = DETECT_SCALE  # detect on a frame resized by this factor (full size is retried when nothing is found)
+    detect_every: int = option(DETECT_EVERY, "re-run the detector at least this often (frames)", least=1)
+    # detect on a frame resized by this factor (full size is retried when nothing is found)
+    detect_scale: float = option(DETECT_SCALE, "detect on frames resized by this factor", above=0.0, most=1.0)
     detect_upsample: int = 0
-    landmark_every: int = LANDMARK_EVERY  # fit the 68 landmarks every n-th frame; optical flow follows the crop points in between
-    smooth_window: int = 12  # temporal landmark smoothing window (frames), Gaussian weights; 0 or 1 turns it off
-    max_missing_fraction: float = 0.2  # fail the clip when the face is missing from more frames than this
+    # fit the 68 landmarks every n-th frame; optical flow follows the crop points in between
+    landmark_every: int = option(LANDMARK_EVERY, "fit the landmarks at least every N frames", least=1)
+    # temporal landmark smoothing window (frames), Gaussian weights; 0 or 1 turns it off
+    smooth_window: int = option(12, "landmark smoothing window (frames)", least=0, flag="--smooth")
+    # fail the clip when the face is missing from more frames than this
+    max_missing_fraction: float = option(0.2, "share of frames the face may be missing from", least=0.0, most=1.0,
+                                         flag="--max-missing")
 
     def __post_init__(self) -> None:
-        """Check values and fill in the default crop size."""
-        if self.roi not in DEFAULT_SIZE:
-            raise ConfigError(f"roi must be one of {sorted(DEFAULT_SIZE)}, got {self.roi!r}")
-        if self.resize not in RESIZE_MODES:
-            raise ConfigError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        """Check values and fill in the default crop size (once the ROI mode is chosen)."""
+        check_options(self)
         if self.roi == "frame" and self.fixed_box is not None:
             raise ConfigError("roi 'frame' uses the whole frame: it cannot be combined with a fixed box")
         sizes = tuple((str(name), int(h), int(w)) for name, h, w in self.perspective_sizes)
         if any(min(h, w) < 1 for _, h, w in sizes) or len({name for name, _, _ in sizes}) != len(sizes):
             raise ConfigError(f"perspective sizes must be positive and name each perspective once, got {self.perspective_sizes}")
         object.__setattr__(self, "perspective_sizes", sizes)
-        if self.face_policy not in POLICIES:
-            raise ConfigError(f"face_policy must be one of {POLICIES}, got {self.face_policy!r}")
         if self.fixed_box is not None:
             x0, y0, x1, y1 = self.fixed_box
             if x1 <= x0 or y1 <= y0 or min(x0, y0) < 0:
                 raise ConfigError(f"fixed_box must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1, got {self.fixed_box}")
             object.__setattr__(self, "fixed_box", tuple(int(v) for v in self.fixed_box))
+        if self.size is None and self.roi is None:
+            return
         if self.size is None:
             box = self.fixed_box
             size = (box[3] - box[1], box[2] - box[0]) if box else DEFAULT_SIZE[self.roi]
             object.__setattr__(self, "size", size)
         object.__setattr__(self, "size", tuple(int(v) for v in self.size))
-        if min(self.size) < 1 or self.detect_every < 1 or self.landmark_every < 1:
-            raise ConfigError("size, detect_every and landmark_every must be positive")
-        if not 0.0 < self.detect_scale <= 1.0 or not 0.0 <= self.max_missing_fraction <= 1.0:
-            raise ConfigError("detect_scale must be in (0, 1] and max_missing_fraction in [0, 1]")
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ConfigError(f"size must be (height, width), both positive, got {self.size}")
 
     def to_dict(self) -> dict:
         """Plain-JSON form for the manifest."""

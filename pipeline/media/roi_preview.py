@@ -9,11 +9,12 @@ import numpy as np
 from pipeline.media.contact_sheet import write_contact_sheet
 from pipeline.manifest import DONE, Manifest
 from pipeline.storage.readers import read_sample
+from pipeline.workspace import PREPARE, shard_path
 
 
 def write_roi_contact_sheet(path: Path, manifest: Manifest, work: Path, n_samples: int = 12, seed: int = 0) -> Path | None:
     """One row per (sample, perspective) for up to ``n_samples`` prepared samples chosen with a seed."""
-    done = [s for s in manifest.samples if s.status("prepare") == DONE]
+    done = [s for s in manifest.samples if s.status(PREPARE) == DONE]
     if not done:
         return None
     rng = np.random.default_rng(seed)
@@ -21,6 +22,6 @@ def write_roi_contact_sheet(path: Path, manifest: Manifest, work: Path, n_sample
     rows = []
     for index in chosen:
         sample = done[index]
-        arrays = read_sample(work / sample.stages["prepare"]["shard"], sample.id, manifest.perspectives).arrays
+        arrays = read_sample(shard_path(work, sample.stages[PREPARE]), sample.id, manifest.perspectives).arrays
         rows += [(f"{sample.id} {view} [{sample.label}]", arrays[view]) for view in manifest.perspectives]
     return write_contact_sheet(path, rows)

@@ -1,4 +1,7 @@
-"""Sequence models: the MP-LSTM cell and layer, MV-LSTM, temporal attention and the network builders.
+"""The trainable models, one package each (``mplstm``, ``baselines``, ``mvlstm``, ``convlstm``, ``mvm``): its options,
+builder and registration in the package, its Keras code in the package's ``layers``; plus what they share
+(``registry``, ``shared`` options, the ``networks`` skeleton, temporal ``attention``, ``composite`` pretraining,
+the memory model's ``fronts``).
 
 Importing the package loads no Keras (``pipeline.models.registry`` lists models without it); the names below load
 their module on first use.
@@ -10,13 +13,12 @@ import importlib
 
 _HOMES = {
     "TemporalAttention": "attention",
-    "MPLSTM": "mplstm",
-    "MPLSTMCell": "mplstm",
-    "keras2_hard_sigmoid": "mplstm",
-    "MVLSTM": "mvlstm",
-    "MVLSTMCell": "mvlstm",
+    "MPLSTM": "mplstm.layers",
+    "MPLSTMCell": "mplstm.layers",
+    "keras2_hard_sigmoid": "mplstm.layers",
+    "MVLSTM": "mvlstm.layers",
+    "MVLSTMCell": "mvlstm.layers",
     "TOPOLOGIES": "mvlstm",
-    "MODELS": "networks",
     "build_model": "networks",
     "compile_model": "networks",
 }

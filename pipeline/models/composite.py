@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from pipeline.models.mplstm import MPLSTM
+from pipeline.models.mplstm.layers import MPLSTM
 
 ENCODER_NAME = "encoder"
 RECONSTRUCTION = "reconstruction"

@@ -1,6 +1,6 @@
-"""Model builders: the released MP-LSTM network and the baselines it is compared with, on one skeleton.
+"""The skeleton the embedding networks share: the released MP-LSTM network's head, each network a ``Layout``.
 
-``build_model(name, input_dims, n_classes, *, timesteps, units, dropout, recurrent_dropout,
+``build_model(layout_factory, input_dims, n_classes, *, timesteps, units, dropout, recurrent_dropout,
 bidirectional, attention, **own)`` returns an uncompiled ``keras.Model`` whose inputs are the m
 perspectives ``[B, timesteps, d_j]`` (zero-padded frames are masked), in order, named
 ``perspective_<j>``; every model takes all m inputs, even those it ignores, so one data feed trains
@@ -18,8 +18,6 @@ from typing import Any
 import keras
 
 from pipeline.models.attention import TemporalAttention
-from pipeline.models.mplstm import MPLSTM
-from pipeline.models.mvlstm import TOPOLOGIES, MVLSTM
 
 LayerFactory = Callable[[bool], keras.layers.Layer]
 
@@ -75,85 +73,8 @@ class Layout:
     joint: str = ""
 
 
-def mplstm_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, released: bool = False) -> Layout:
-    """The released network: Bidirectional MP-LSTM over all perspectives."""
-
-    def recurrent(sequences: bool) -> MPLSTM:
-        return MPLSTM(units, len(dims), input_dims=dims, released=released, dropout=dropout, recurrent_dropout=recurrent_dropout, return_sequences=sequences)
-
-    return Layout("mplstm", recurrent, (("mplstm", tuple(range(len(dims)))),))
-
-
-def single_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, perspective: int = 0) -> Layout:
-    """Single-perspective baseline: an LSTM network on perspective ``perspective`` only (the others are ignored)."""
-    name = f"single_{perspective}"
-    return Layout(name, lstm_factory(units, dropout, recurrent_dropout), ((name, (perspective,)),))
-
-
-def early_fusion_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float) -> Layout:
-    """Early fusion: perspectives concatenated per frame -> one LSTM network."""
-    return Layout("early_fusion", lstm_factory(units, dropout, recurrent_dropout), (("early", tuple(range(len(dims)))),))
-
-
-def late_fusion_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, combine: str = "scores") -> Layout:
-    """Late fusion: one LSTM network per perspective; ``combine="scores"`` averages their softmax scores,
-    ``"features"`` concatenates their representations under one classifier."""
-    if combine not in ("scores", "features"):
-        raise ValueError(f"combine must be 'scores' or 'features', got {combine!r}")
-    branches = tuple((f"late_{j}", (j,)) for j in range(len(dims)))
-    return Layout(f"late_fusion_{combine}", lstm_factory(units, dropout, recurrent_dropout), branches, combine, "late")
-
-
-def mvlstm_layout(
-    dims: list[int],
-    units: int,
-    dropout: float,
-    recurrent_dropout: float,
-    *,
-    topology: str = "hybrid",
-    alpha: float | None = None,
-    beta: float | None = None,
-    output_activation: Any = None,
-) -> Layout:
-    """MV-LSTM baseline in the same network; ``units`` is rounded down to a multiple of the number of views.
-
-    ``topology`` picks (alpha, beta) from ``TOPOLOGIES``; explicit ``alpha`` / ``beta`` override it.
-    """
-    if topology not in TOPOLOGIES:
-        raise ValueError(f"unknown topology {topology!r}; choose from {sorted(TOPOLOGIES)}")
-    preset_alpha, preset_beta = TOPOLOGIES[topology]
-    views = len(dims)
-    per_view = units // views
-    if per_view < 1:
-        raise ValueError(f"units={units} is fewer than one per view ({views} views)")
-
-    def recurrent(sequences: bool) -> MVLSTM:
-        return MVLSTM(
-            per_view * views,
-            views,
-            input_dims=dims,
-            alpha=preset_alpha if alpha is None else alpha,
-            beta=preset_beta if beta is None else beta,
-            output_activation=output_activation,
-            dropout=dropout,
-            recurrent_dropout=recurrent_dropout,
-            return_sequences=sequences,
-        )
-
-    return Layout("mvlstm", recurrent, (("mvlstm", tuple(range(views))),))
-
-
-MODELS: dict[str, Callable[..., Layout]] = {
-    "mplstm": mplstm_layout,
-    "single": single_layout,
-    "early_fusion": early_fusion_layout,
-    "late_fusion": late_fusion_layout,
-    "mvlstm": mvlstm_layout,
-}
-
-
 def build_model(
-    name: str,
+    layout_factory: Callable[..., Layout],
     input_dims: Sequence[int],
     n_classes: int,
     *,
@@ -165,11 +86,10 @@ def build_model(
     attention: bool = True,
     **own: Any,
 ) -> keras.Model:
-    """The uncompiled network ``name`` (``MODELS``) with its ``own`` options on the shared skeleton and head."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    """The uncompiled network ``layout_factory(dims, units, dropout, recurrent_dropout, **own)`` lays out (each
+    embedding model's package has one), on the shared skeleton and head."""
     dims = [int(d) for d in input_dims]
-    layout = MODELS[name](dims, units, dropout, recurrent_dropout, **own)
+    layout = layout_factory(dims, units, dropout, recurrent_dropout, **own)
     inputs = perspective_inputs(dims, timesteps)
     features = [
         encode(layout.recurrent, masked([inputs[j] for j in members], prefix), bidirectional, attention, prefix)

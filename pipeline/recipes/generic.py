@@ -44,12 +44,12 @@ def prepare_generic(
     root: StrPath,
     *,
     listing: StrPath | None = None,
-    views: Sequence[str] | None = None,
+    perspectives: Sequence[str] | None = None,
     speaker_pattern: str | None = None,
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
 ) -> Manifest:
-    """Manifest of a generic folder tree, or of a CSV/JSONL ``listing``; ``views`` picks perspectives (default all).
+    """Manifest of a generic folder tree, or of a CSV/JSONL ``listing``; ``perspectives`` picks some (default all).
 
     ``speaker_pattern`` (folder tree only) is a regular expression with a group ``speaker`` searched in each clip name,
     so that assigned splits keep speakers apart; ``fractions`` and ``seed`` control assigned splits.
@@ -59,10 +59,11 @@ def prepare_generic(
     available = natural_sorted({view for row in rows for view in row["paths"]})
     if not available:
         raise RecipeError(f"generic: no clips under {base} (expected {LAYOUT})")
-    perspectives = available if views is None else [str(v) for v in views]
+    asked = perspectives
+    perspectives = available if asked is None else [str(v) for v in asked]
     unknown = [v for v in perspectives if v not in available]
     if unknown or not perspectives:
-        raise RecipeError(f"views {unknown or list(views or [])} not found; the dataset has {available}")
+        raise RecipeError(f"perspectives (views) {unknown or list(asked or [])} not found; the dataset has {available}")
     collector = SampleCollector(base, perspectives)
     for row in rows:
         if row.get("error"):

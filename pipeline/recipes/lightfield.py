@@ -43,14 +43,14 @@ GRID_PATTERN = r"\D*(?P<row>\d+)\D+(?P<col>\d+)"  # matched against the whole fi
 _DIRECTION_TOKEN = re.compile(r"(?:^|[_\-. ])(?:hor|ver|horizontal|vertical)(?=$|[_\-. ])", re.IGNORECASE)
 
 
-def prepare_lightfield(root: StrPath, *, sequences: Sequence[str] = SEQUENCES) -> Manifest:
+def prepare_lightfield(root: StrPath, *, perspectives: Sequence[str] = SEQUENCES) -> Manifest:
     """Manifest of a ``{Train,Validation,Test}/{Hor,Ver}/<subject>/<sequence>`` tree; label = subject folder.
 
     Sequences are matched across ``Hor`` and ``Ver`` by split, subject and name; a ``hor``/``ver`` token in the name
     (``01_hor.mp4`` / ``01_ver.mp4``) is ignored for matching.
     """
     base = dataset_root(root)
-    perspectives = _parse_sequences(sequences)
+    perspectives = _parse_sequences(perspectives)
     collector = SampleCollector(base, perspectives)
     for split_folder in subfolders(base):
         split = split_of_folder(split_folder.name)
@@ -75,7 +75,7 @@ def prepare_lightfield(root: StrPath, *, sequences: Sequence[str] = SEQUENCES) -
 def prepare_lightfield_grid(
     root: StrPath,
     *,
-    sequences: Sequence[str] = SEQUENCES,
+    perspectives: Sequence[str] = SEQUENCES,
     row: int | None = None,
     column: int | None = None,
     n_views: int | None = None,
@@ -95,7 +95,7 @@ def prepare_lightfield_grid(
     no capture has one they are assigned (seeded, stratified by label) with ``fractions`` and ``seed``.
     """
     base = dataset_root(root)
-    perspectives = _parse_sequences(sequences)
+    perspectives = _parse_sequences(perspectives)
     regex = re.compile(pattern)
     if not {"row", "col"} <= set(regex.groupindex):
         raise RecipeError(f"grid pattern {pattern!r} must have named groups 'row' and 'col'")
@@ -199,5 +199,6 @@ def _parse_sequences(sequences: Sequence[str]) -> list[str]:
     """Perspective names from ``("hor", "ver")`` or a subset, refusing anything else."""
     names = [DIRECTIONS.get(str(s).strip().lower()) for s in sequences]
     if not names or None in names:
-        raise RecipeError(f"sequences must be a non-empty subset of {SEQUENCES}, got {list(sequences)}")
+        raise RecipeError(f"perspectives (viewpoint sequences) must be a non-empty subset of {SEQUENCES}, "
+                          f"got {list(sequences)}")
     return [s for s in SEQUENCES if s in names]

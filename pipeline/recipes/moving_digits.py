@@ -21,6 +21,7 @@ from joblib import Parallel, delayed
 from pipeline.storage.atomic import file_sha256
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, Sample, Source
+from pipeline.recipes.common import RecipeError
 from pipeline.recipes.synthetic import FPS, reuse_outputs, write_clip
 from pipeline.recipes.splits import assign_splits
 
@@ -101,7 +102,7 @@ class MovingDigits:
 def generate(n: int, frames: int = 20, size: int = 64, digits: int = 2, seed: int = 0, digit_size: int = 28) -> MovingDigits:
     """``n`` clips of ``digits`` bouncing digits, deterministic from ``seed``."""
     if size <= digit_size:
-        raise ValueError(f"frame size {size} must exceed the digit size {digit_size}")
+        raise RecipeError(f"moving-digits: frame size {size} must exceed the digit size {digit_size}")
     images, classes = digit_glyphs(digit_size)
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(images), (n, digits))

@@ -30,8 +30,9 @@ log = get_logger(__name__)
 CAMERA_PATTERN = re.compile(r"cam(\d+)", re.IGNORECASE)
 
 
-def prepare_mplstm_layout(root: StrPath, *, cameras: Sequence[int | str] | None = None) -> Manifest:
-    """Manifest of an MP-LSTM style tree; ``cameras`` (e.g. ``[1, 3]`` or ``["CAM1", "CAM3"]``) picks perspectives, default all."""
+def prepare_mplstm_layout(root: StrPath, *, perspectives: Sequence[int | str] | None = None) -> Manifest:
+    """Manifest of an MP-LSTM style tree; ``perspectives`` (cameras, e.g. ``[1, 3]`` or ``["CAM1", "CAM3"]``) picks
+    some, default all."""
     base = dataset_root(root)
     found: list[tuple[str, str, Path]] = []  # (split, perspective, camera folder)
     for folder in subfolders(base):
@@ -46,7 +47,7 @@ def prepare_mplstm_layout(root: StrPath, *, cameras: Sequence[int | str] | None 
                 continue
             found.append((split, f"CAM{int(match[1])}", camera))
     available = natural_sorted({p for _, p, _ in found})
-    perspectives = available if cameras is None else _parse_cameras(cameras, available)
+    perspectives = available if perspectives is None else _parse_cameras(perspectives, available)
     collector = SampleCollector(base, perspectives)
     for split, perspective, camera in found:
         if perspective not in perspectives:

@@ -47,17 +47,18 @@ def prepare_ouluvs2(
     root: StrPath,
     *,
     subset: str = "phrases",
-    views: Sequence[int | str] = (1, 2, 3, 4, 5),
+    perspectives: Sequence[int | str] = (1, 2, 3, 4, 5),
     split: str = "speaker-independent",
 ) -> Manifest:
-    """Manifest of OuluVS2 phrases (u31-u60) or digit sequences (u1-u30), views ``v1``..``v5``, split by speaker list.
+    """Manifest of OuluVS2 phrases (u31-u60) or digit sequences (u1-u30), perspectives (views) ``v1``..``v5``, split
+    by speaker list.
 
     ``split`` is ``"speaker-independent"`` (40 train / 12 test speakers), ``"28-12-12"`` (train / val / test) or a
     path to a JSON split definition; speaker 29 is excluded (its mouth is not visible) and listed in ``problems``.
     """
     if subset not in SUBSETS:
         raise RecipeError(f"subset must be one of {sorted(SUBSETS)}, got {subset!r}")
-    wanted = _parse_views(views)
+    wanted = _parse_views(perspectives)
     definition = load_split_definition(SPLIT_DEFINITIONS.get(split, split))
     utterances, classes = SUBSETS[subset]
     base = dataset_root(root)
@@ -113,7 +114,7 @@ def _parse_views(views: Sequence[int | str]) -> list[int]:
     for view in views:
         text = str(view).strip().lower().removeprefix("v")
         if not text.isdigit() or int(text) not in VIEW_ANGLES:
-            raise RecipeError(f"OuluVS2 views are 1..5 (or v1..v5), got {view!r}")
+            raise RecipeError(f"OuluVS2 perspectives are its views 1..5 (or v1..v5), got {view!r}")
         parsed.add(int(text))
     if not parsed:
         raise RecipeError("select at least one OuluVS2 view")

@@ -23,6 +23,7 @@ from pipeline.storage.atomic import file_sha256, write_text_atomic
 from pipeline.media.faces import choose_face, detect_faces, landmarks
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, Sample, Source
+from pipeline.recipes.common import RecipeError
 from pipeline.recipes.splits import assign_splits
 from pipeline.media.video import write_video
 
@@ -150,8 +151,10 @@ def prepare_synthetic(
 
     Re-running with the same parameters keeps the videos already written; other parameters regenerate them.
     """
+    if not isinstance(perspectives, int) or isinstance(perspectives, bool) or perspectives < 1:
+        raise RecipeError(f"synthetic: perspectives is how many to render (e.g. 3), got {perspectives!r}")
     if n_per_class < 1 or n_speakers < 1 or frames < 4 or size < 64 or size % 2:
-        raise ValueError("need n_per_class >= 1, n_speakers >= 1, frames >= 4 and an even size >= 64")
+        raise RecipeError("synthetic: need n_per_class >= 1, n_speakers >= 1, frames >= 4 and an even size >= 64")
     started = time.time()
     out = Path(out_dir).absolute()
     patterns = rf.class_patterns(n_classes)

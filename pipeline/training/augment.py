@@ -13,7 +13,7 @@ LRW_STD = 0.1700
 LRW_SIZE = 112
 MAX_SHIFT = 5
 MIXUP_ALPHA = 0.4
-RECIPES = ("lrw", "crop")  # Kim et al.'s recipe; the earlier shifted crop without resizing or erasing
+POLICIES = ("lrw", "crop")  # Kim et al.'s policy; the earlier shifted crop without resizing or erasing
 ERASE_FRAMES = 3  # consecutive frames erased per training clip
 ERASE_OVERHANG = 10 / LRW_SIZE  # the patch may start this share of the side outside the frame (10 px of 112)
 RGB_TO_GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)

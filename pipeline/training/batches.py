@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.training.augment import LRW_MEAN, LRW_SIZE, LRW_STD, MAX_SHIFT, MIXUP_ALPHA, RECIPES, centre_box, erase, hflip, mixup, resize, shift_crop
+from pipeline.training.augment import LRW_MEAN, LRW_SIZE, LRW_STD, MAX_SHIFT, MIXUP_ALPHA, POLICIES, centre_box, erase, hflip, mixup, resize, shift_crop
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class Recipe:
 
 def make_recipe(name: str, roi_side: int, size: int | None = None, max_shift: int = MAX_SHIFT) -> Recipe:
     """The recipe ``name`` for stored ROI frames of side ``roi_side``; ``size`` is ``--crop`` (None: its default)."""
-    if name not in RECIPES:
-        raise ConfigError(f"unknown augmentation {name!r}; choose from {RECIPES}")
+    if name not in POLICIES:
+        raise ConfigError(f"unknown augmentation policy {name!r}; choose from {POLICIES}")
     box = roi_side - 2 * max_shift
     if name == "lrw":
         side = size or min(LRW_SIZE, box)

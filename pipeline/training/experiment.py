@@ -15,10 +15,8 @@ import numpy as np
 
 from pipeline.manifest import Manifest
 from pipeline.models import registry
-from pipeline.workspace import SPEC
-
-SEQUENCE_MODELS = registry.names("features")  # the built-in models, as registered
-PIXEL_MODELS = registry.names("pixels")
+from pipeline.errors import DataError
+from pipeline.workspace import PREPARE, SPEC
 
 
 @dataclass
@@ -39,7 +37,7 @@ class RunSpec:
     @property
     def pixels(self) -> bool:
         """Whether the model reads ROI pixel clips instead of embedding sequences."""
-        return self.input_stage == "prepare"
+        return self.input_stage == PREPARE
 
     @property
     def audio(self) -> bool:
@@ -57,9 +55,9 @@ class RunSpec:
         try:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no run spec beside this checkpoint (was it trained by `mpview train`?)") from None
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: unreadable run spec ({exc})") from None
+            raise DataError(f"{path}: no run spec beside this checkpoint (was it trained by `mpview train`?)") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise DataError(f"{path}: unreadable run spec ({type(exc).__name__}: {exc}); retrain the run") from None
 
 
 def load_inputs(manifest: Manifest, spec: RunSpec, split: str, work: Path, audio: bool = False, extra_frames: int = 0, raw: bool = False):
@@ -98,7 +96,7 @@ def run_recipe(spec: RunSpec):
 def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None):
     """The compiled model a spec names (its registry entry's builder), for per-perspective input shapes ``[T, ...]``.
 
-    For ``mvm`` this returns the ``(train, infer)`` pair; every other built-in name returns one model. A run with
+    A model fitted as two networks (``ModelEntry.two_networks``) returns their pair, any other one model. A run with
     ``--pretrain`` gets the composite classifier, refused for a model that classifier is not the encoder of.
     """
     entry = registry.get(spec.model)
@@ -118,7 +116,10 @@ def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite
 
     o = spec.options
     if composite is None:
-        composite = composite_model(spec.timesteps, 0, [s[-1] for s in shapes], o["units"], spec.model == "mplstm", o.get("conditional", False), bernoulli=False)
+        dims = [s[-1] for s in shapes]
+        encoder = registry.get(spec.model).multi_perspective_encoder
+        composite = composite_model(spec.timesteps, 0, dims, o["units"], encoder, o.get("conditional", False),
+                                    bernoulli=False)
     return pretrained_classifier(composite, len(spec.classes), o["dropout"], o["lr"])
 
 

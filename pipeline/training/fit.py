@@ -20,13 +20,9 @@ from pipeline.storage.atomic import write_text_atomic
 from pipeline.errors import DataError
 from pipeline.execution.logs import get_logger
 from pipeline.execution.provenance import environment
-from pipeline.workspace import BEST
+from pipeline.workspace import BACKUP, BEST, COMPLETE, HISTORY, RUN_CONFIG, TENSORBOARD
 
 log = get_logger(__name__)
-
-HISTORY = "history.csv"
-CONFIG = "config.json"
-COMPLETE = "complete.json"
 
 
 @dataclass
@@ -70,7 +66,7 @@ def fit(
         log.info("%s already finished training; delete it (or use another --name) to train again", out_dir)
         return read_history(out_dir / HISTORY)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / CONFIG, json.dumps({**run_info, "fit": asdict(config), "environment": environment()}, indent=2, sort_keys=True, default=str))
+    write_text_atomic(out_dir / RUN_CONFIG, json.dumps({**run_info, "fit": asdict(config), "environment": environment()}, indent=2, sort_keys=True, default=str))
     history_path = out_dir / HISTORY
     previous = read_history(history_path)
     best_so_far = max(previous.get(config.monitor, [-math.inf]))
@@ -82,9 +78,9 @@ def fit(
     callbacks = list(callbacks or []) + [EpochSeed(config.seed), keras.callbacks.CSVLogger(str(history_path), append=True)]
     if val is not None:
         callbacks += [BestCheckpoint(out_dir / config.checkpoint, config.monitor, best_so_far), early]
-    callbacks.append(ResumableBackup(out_dir / "backup", early))
+    callbacks.append(ResumableBackup(out_dir / BACKUP, early))
     if config.tensorboard and _tensorboard_available():
-        callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False))
+        callbacks.append(keras.callbacks.TensorBoard(str(out_dir / TENSORBOARD), write_graph=False))
     keras.utils.set_random_seed(config.seed)
     x, y = train
     kwargs: dict[str, Any] = {"epochs": config.epochs, "callbacks": callbacks, "verbose": config.verbose}

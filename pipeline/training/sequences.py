@@ -23,6 +23,7 @@ from pipeline.execution.logs import get_logger
 from pipeline.manifest import DONE, FAILED, Manifest, Sample
 from pipeline.storage.readers import ShardReading, open_reader, read_samples
 from pipeline.storage.shards import ShardError, ShardSample
+from pipeline.workspace import shard_path
 
 log = get_logger(__name__)
 
@@ -117,7 +118,7 @@ def index_split(manifest: Manifest, stage: str, split: str, perspectives: Sequen
         split=split,
         perspectives=list(perspectives),
         ids=[s.id for s in chosen],
-        shards=[Path(work_dir) / s.stages[stage]["shard"] for s in chosen],
+        shards=[shard_path(work_dir, s.stages[stage]) for s in chosen],
         labels=np.array([classes[s.label] for s in chosen], np.int64),
         speakers=[s.speaker for s in chosen],
     )

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, without_stage
-from pipeline.execution.settings import SettingsChanged, differences, recorded_settings
+from pipeline.execution.settings import SettingsChanged, check_options, differences, option, recorded_settings
 
 log = get_logger(__name__)
 
@@ -18,14 +18,19 @@ log = get_logger(__name__)
 class ExecutionConfig:
     """Where and how a stage's shards run, and what a run does with failures and changed settings."""
 
-    jobs: int = 1  # local worker processes (1: in-process)
+    jobs: int = option(1, "local worker processes (1: in-process)", least=1)
     scheduler: str | None = None  # address of an existing Dask scheduler
-    dask_local: int = 0  # start a local Dask cluster of this many workers
-    dask_stall_timeout: int = 300  # seconds a Dask run waits with no worker before it gives up
-    shard_size: int | None = None  # samples per shard (None: sized from the run, at most the stage's default)
+    dask_local: int = option(0, "start a local Dask cluster of this many workers", least=0)
+    dask_stall_timeout: int = option(300, "seconds a Dask run waits with no worker before it gives up", least=1)
+    shard_size: int | None = option(None, "samples per shard (None: sized from the run, at most the stage's default)",
+                                    least=1)
     strict: bool = False  # stop at the first failed sample
     retry_failed: bool = False  # redo shards holding failed samples
     force: bool = False  # outputs made with other settings: delete and redo them (refused while later outputs exist)
+
+    def __post_init__(self) -> None:
+        """Check every field's type and range."""
+        check_options(self)
 
     def shard_size_for(self, count: int, largest: int) -> int:
         """The shard size asked for, or the automatic size for ``count`` samples (at most ``largest``)."""

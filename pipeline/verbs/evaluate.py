@@ -8,11 +8,12 @@ from typing import Any
 
 from pipeline.errors import ConfigError, DataError, MpviewError
 from pipeline.training.experiment import RunSpec, load_inputs
-from pipeline.training.feed import RunInputs, flip
+from pipeline.training.feed import MODES, RunInputs, flip
 from pipeline.execution.logs import get_logger
+from pipeline.execution.settings import check_options, option
 from pipeline.manifest import Manifest
 from pipeline.models import registry
-from pipeline.workspace import Workspace
+from pipeline.workspace import HISTORY, Workspace
 
 log = get_logger(__name__)
 
@@ -22,11 +23,19 @@ class EvaluateConfig:
     """Which checkpoints, on which split, reported where."""
 
     models: tuple[str, ...] | None = None  # run names or folders (default: every trained run)
-    split: str = "test"
+    split: str = option("test", "which split to score", choices=("train", "val", "test"))
     out: Path | None = None  # report folder (default WORK/reports)
     top_k: tuple[int, ...] = (1, 3, 5)
     tta: bool = False  # pixel models: add the logits of the horizontally flipped clip
-    input: str = "auto"  # memory, stream, or auto
+    input: str = option("auto", "memory, stream, or auto", choices=MODES)
+
+    def __post_init__(self) -> None:
+        """Check every field's type and range, and that each top-k is a positive integer."""
+        check_options(self)
+        if isinstance(self.models, str):
+            raise ConfigError(f"models must be a tuple of run names, e.g. ({self.models!r},), got {self.models!r}")
+        if not self.top_k or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.top_k):
+            raise ConfigError(f"top_k must be positive integers, got {self.top_k!r}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ def evaluate(ws: Workspace, config: EvaluateConfig) -> EvaluateResult:
     One unusable checkpoint does not stop the others being scored: it is logged and listed in ``unscored``.
     """
     from pipeline.evaluation.report import comparison_table, load_report, write_comparison, write_report
-    from pipeline.training.fit import HISTORY, read_history
+    from pipeline.training.fit import read_history
 
     if config.split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {config.split!r}")

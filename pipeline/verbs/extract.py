@@ -11,9 +11,9 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import DONE, Manifest
 from pipeline.execution.runner import RunSummary
-from pipeline.execution.settings import plain
+from pipeline.execution.settings import check_options, option, plain
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
-from pipeline.workspace import Workspace, features_stage
+from pipeline.workspace import PREPARE, Workspace, features_stage
 
 log = get_logger(__name__)
 SHARD_SIZE = 64  # samples per shard at most, by default
@@ -27,13 +27,17 @@ class ExtractConfig:
     backbone: str = "resnet50"
     weights: str | None = None  # "vggface" (released: cache, then download), a .h5 path, or "random" (smoke tests)
     cache_dir: Path | None = None  # where released weights are cached
-    batch_size: int = 32  # frames per forward pass
-    pixel_size: int = 32  # pixels backbone: side of the resized grayscale frame
-    pca: int = 0  # pixels backbone: PCA components fitted on the training split (0: none)
+    batch_size: int = option(32, "frames per forward pass", least=1)
+    pixel_size: int = option(32, "pixels backbone: side of the resized grayscale frame", least=1)
+    pca: int = option(0, "pixels backbone: PCA components fitted on the training split (0: none)", least=0)
     format: str = "hdf5"  # hdf5 or tfrecord
-    dtype: str = "float16"
+    dtype: str = option("float16", "stored embedding precision", choices=("float16", "float32"))
     name: str | None = None  # features name (default: the backbone's)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+    def __post_init__(self) -> None:
+        """Check every field's type and range."""
+        check_options(self)
 
     @property
     def features(self) -> str:
@@ -52,7 +56,7 @@ def fit_pixel_pca(manifest: Manifest, ws: Workspace, name: str, size: int, compo
     rng = np.random.default_rng(0)
     frames = []
     for sample in manifest.split("train"):
-        stage = sample.stages.get("prepare", {})
+        stage = sample.stages.get(PREPARE, {})
         if stage.get("status") != DONE:
             continue
         frames.extend(read_sample(ws.shard(stage), sample.id, manifest.perspectives).arrays.values())
@@ -85,10 +89,10 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
                 "pca": config.pca, "pixel_size": config.pixel_size}  # what the embeddings depend on
         guard_outputs(manifest, ws.manifest_path, stage, made, out, run.force, [ws.models])
         out.mkdir(parents=True, exist_ok=True)
-        samples = [s for s in manifest.samples if s.status("prepare") == DONE]
+        samples = [s for s in manifest.samples if s.status(PREPARE) == DONE]
         if not samples:
             raise DataError(f"{ws.manifest_path}: no sample has finished `prepare`")
-        pending = sum(1 for s in manifest.samples if s.status("prepare") is None)
+        pending = sum(1 for s in manifest.samples if s.status(PREPARE) is None)
         if pending:
             log.warning("%d of %d samples are not prepared yet (prepare was interrupted?): they are left out; re-run "
                         "`prepare` and then `extract` to add them", pending, len(manifest))

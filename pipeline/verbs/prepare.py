@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,50 +13,51 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest
-from pipeline.media.roi import RoiConfig
+from pipeline.media.roi import DEFAULT_SIZE, RoiConfig
 from pipeline.execution.runner import RunSummary
-from pipeline.execution.settings import SettingsChanged, plain
+from pipeline.execution.settings import SettingsChanged, check_options, option, plain
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import PREPARE, Workspace
 
 log = get_logger(__name__)
 SHARD_SIZE = 32  # samples per shard at most, by default
 GENERATED = ("synthetic", "moving-digits")  # recipes that write their own data (under WORK/data unless a root is given)
-VIEW_OPTIONS = ("views", "cameras", "sequences")  # what ``views`` means, by the recipe's parameter name
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
     """Which dataset, which perspectives, and how each clip's region of interest is cropped.
 
-    ROI fields left at ``None`` take what the dataset's recipe chose (OuluVS2's cropped release: the whole frame;
-    LRW: its fixed box), else the ``RoiConfig`` defaults.
+    ``roi.roi`` (the ROI mode) and ``roi.fixed_box`` left at ``None`` take what the dataset's recipe chose (OuluVS2's
+    cropped release: the whole frame; LRW: its fixed box), else mouth and no box.
     """
 
     dataset: str | None = None  # recipe name; required on the first run
     root: Path | None = None  # dataset root; generated datasets: where to write them (default WORK/data)
-    views: str | None = None  # perspectives to keep, e.g. "1,3,5"
-    options: tuple[str, ...] = ()  # recipe options as KEY=VALUE, JSON values
-    roi: str | None = None  # mouth, face or frame
-    size: tuple[int, int] | None = None
-    resize: str = "pad"
-    perspective_sizes: tuple[tuple[str, int, int], ...] = ()
-    gray: bool = False
-    fixed_box: tuple[int, int, int, int] | None = None
-    align: bool = True
-    face_policy: str = "largest"
-    detect_every: int = RoiConfig.detect_every
-    landmark_every: int = RoiConfig.landmark_every
-    detect_scale: float = RoiConfig.detect_scale
-    smooth: int = RoiConfig.smooth_window
-    max_missing: float = RoiConfig.max_missing_fraction
+    perspectives: tuple[str, ...] | None = None  # perspectives to keep, e.g. ("1", "3", "5") (default: all)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the recipe's own options, e.g. {"subset": "digits"}
+    roi: RoiConfig = field(default_factory=lambda: RoiConfig(roi=None))  # roi=None: the recipe's ROI mode and box
     audio: bool = False  # also store 80-bin log-mel audio aligned to the frames
-    contact_sheet: int = 12  # samples in the contact-sheet PNG (0: none)
+    contact_sheet: int = option(12, "samples in the contact-sheet PNG (0: none)", least=0)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+    def __post_init__(self) -> None:
+        """Check every field's type and range, the perspectives and the recipe options (a mapping by name)."""
+        check_options(self)
+        if isinstance(self.perspectives, str) or not (self.perspectives is None or all(
+                isinstance(p, (str, int)) for p in self.perspectives)):
+            raise ConfigError(f"perspectives must be a tuple of names, e.g. ('1', '3'), got {self.perspectives!r}")
+        if self.perspectives is not None:
+            object.__setattr__(self, "perspectives", tuple(str(p).strip() for p in self.perspectives))
+        if not isinstance(self.options, Mapping) or not all(isinstance(k, str) for k in self.options):
+            raise ConfigError(f"options must be a mapping of recipe option names to values, got {self.options!r}")
+        object.__setattr__(self, "options", dict(self.options))
+        if not isinstance(self.roi, RoiConfig):
+            raise ConfigError(f"roi must be a RoiConfig, e.g. RoiConfig(roi='mouth'), got {self.roi!r}")
 
 
 def parse_option(text: str) -> tuple[str, Any]:
-    """``key=value`` with a JSON value (``views=[1,3]``, ``border=1``); plain text when not JSON."""
+    """``key=value`` with a JSON value (``perspectives=[1,3]``, ``border=1``); plain text when not JSON."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"--option expects KEY=VALUE, got {text!r}")
@@ -72,13 +75,12 @@ def build_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
         raise ConfigError(f"unknown dataset {config.dataset!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[config.dataset]
     params = inspect.signature(recipe).parameters
-    options = dict(parse_option(o) for o in config.options)
-    if config.views:
-        key = next((k for k in VIEW_OPTIONS if k in params), None)
-        if key is None:
-            raise ConfigError(f"--views does not apply to --dataset {config.dataset}")
-        options[key] = [int(v) if v.strip().isdigit() else v.strip() for v in config.views.split(",")]
+    options = dict(config.options)
+    if config.perspectives:
+        options["perspectives"] = [int(v) if v.isdigit() else v for v in config.perspectives]
     unknown = sorted(set(options) - set(params))
+    if unknown == ["perspectives"] and config.perspectives:
+        raise ConfigError(f"--perspectives does not apply to --dataset {config.dataset}")
     if unknown:
         raise ConfigError(f"--dataset {config.dataset} has no option(s) {unknown}; it takes {[p for p in params][1:]}")
     root = config.root or (ws.data if config.dataset in GENERATED else None)
@@ -89,9 +91,15 @@ def build_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
     return recipe(root, **options)
 
 
+def recipe_options(config: PrepareConfig) -> dict[str, Any]:
+    """The dataset selection as the manifest records it (``KEY=VALUE`` options and ``views``, the perspectives)."""
+    options = sorted(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in config.options.items())
+    return {"option": options, "views": ",".join(config.perspectives) if config.perspectives else None}
+
+
 def check_same_dataset(ws: Workspace, config: PrepareConfig, manifest: Manifest) -> None:
     """On a resumed run, refuse a root, options or views other than those the manifest was built with."""
-    asked = {"option": sorted(config.options), "views": config.views}
+    asked = recipe_options(config)
     recorded = manifest.info.get("recipe_options", {})
     changed = [f"--{key} {recorded[key]!r} -> {asked[key]!r}" for key in asked  # given again, and not as before
                if asked[key] and key in recorded and asked[key] != recorded[key]]
@@ -104,20 +112,18 @@ def check_same_dataset(ws: Workspace, config: PrepareConfig, manifest: Manifest)
 
 def roi_config(config: PrepareConfig, manifest: Manifest) -> RoiConfig:
     """The ROI settings; a dataset's own ROI mode (OuluVS2's cropped release) or fixed box (LRW) applies unless given."""
-    roi = config.roi or manifest.info.get("roi", "mouth")
-    if not config.roi and "roi" in manifest.info:
+    asked = config.roi
+    roi = asked.roi or manifest.info.get("roi", "mouth")
+    if not asked.roi and "roi" in manifest.info:
         log.info("--roi %s, as the %s recipe chose for this data (%s)", roi, manifest.dataset, manifest.info.get("roi_reason", ""))
-    fixed = config.fixed_box or (manifest.info.get("fixed_box") if roi != "frame" else None)
-    unknown = sorted({view for view, _, _ in config.perspective_sizes} - set(manifest.perspectives))
+    fixed = asked.fixed_box or (manifest.info.get("fixed_box") if roi != "frame" else None)
+    unknown = sorted({view for view, _, _ in asked.perspective_sizes} - set(manifest.perspectives))
     if unknown:
         raise ConfigError(f"--perspective-size names {unknown}, not perspectives of this manifest ({manifest.perspectives})")
-    return RoiConfig(
-        roi=roi, size=tuple(config.size) if config.size else None, resize=config.resize,
-        perspective_sizes=tuple(tuple(p) for p in config.perspective_sizes), grayscale=config.gray, align=config.align,
-        fixed_box=tuple(fixed) if fixed else None, face_policy=config.face_policy, detect_every=config.detect_every,
-        landmark_every=config.landmark_every, detect_scale=config.detect_scale, smooth_window=config.smooth,
-        max_missing_fraction=config.max_missing,
-    )
+    size = asked.size
+    if fixed and not asked.fixed_box and size == DEFAULT_SIZE.get(asked.roi):
+        size = None  # the recipe's box and no size asked: the box's own
+    return dataclasses.replace(asked, roi=roi, fixed_box=tuple(fixed) if fixed else None, size=size)
 
 
 def open_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
@@ -135,7 +141,7 @@ def open_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
         raise ConfigError(f"no manifest in {ws.root}: pass --dataset (and --root) for the first run")
     manifest = build_manifest(ws, config)
     manifest.info["recipe"] = config.dataset
-    manifest.info["recipe_options"] = {"option": sorted(config.options), "views": config.views}
+    manifest.info["recipe_options"] = recipe_options(config)
     manifest.save(path)
     log.info("wrote %s: %d samples, perspectives %s, %d problem(s)", path, len(manifest), manifest.perspectives, len(manifest.problems))
     return manifest

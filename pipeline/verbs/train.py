@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.errors import ConfigError
 from pipeline.training.experiment import SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
-from pipeline.training.feed import RunInputs
+from pipeline.training.feed import MODES, RunInputs
 from pipeline.execution.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, Manifest
-from pipeline.models.options import model_options
 from pipeline.models import registry
-from pipeline.execution.settings import differences, plain
+from pipeline.execution.settings import check_options, differences, option, plain
 from pipeline.training.fit import FitConfig
 from pipeline.verbs.common import refuse_or_clear
 from pipeline.workspace import COMPOSITE, PREPARE, TRAIN_BEST, Workspace, features_name, features_stage
@@ -29,26 +28,44 @@ RELEASED_TIMESTEPS = 20
 class TrainConfig:
     """What to train on which inputs, and how to fit it.
 
-    ``options`` holds model options by field name (``units``, ``dropout``, ``augment``, ...); the rest take the
-    chosen model's own defaults (``pipeline.models.options``), and an option the model does not use is refused.
+    ``options`` holds model options by field name (``units``, ``dropout``, ``augment``, ...), or is an instance of
+    the model's options dataclass (``MPLSTMOptions(units=16)``); they are checked when the config is built, the
+    rest take the chosen model's own defaults (its options dataclass), and an option the model does not use is
+    refused.
     """
 
     model: str = "mplstm"
     features: str | None = None  # features name from `extract` (default: the latest); pixel models read ROI clips
     perspectives: tuple[str, ...] | None = None  # default: all
     name: str | None = None  # run name (default: from model, perspectives and features)
-    timesteps: int | None = None  # default: the clip length the manifest records
+    timesteps: int | None = option(None, "frames per sequence (default: the clip length the manifest records)", least=1)
     options: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int = 50
-    lr: float = 1e-3
-    patience: int = 10
+    epochs: int = option(50, "most epochs to train", least=1)
+    lr: float = option(1e-3, "learning rate", above=0.0)
+    patience: int = option(10, "early stopping patience", least=0)
     seed: int = 0
-    val_fraction: float = 0.15  # when the dataset defines no validation split
+    val_fraction: float = option(0.15, "share held out when the dataset defines no validation split",
+                                 above=0.0, below=1.0)
     force: bool = False  # a run folder trained with other settings: delete it and train anew
     tensorboard: bool = True
-    input: str = "auto"  # memory, stream, or auto (memory when the splits fit a quarter of RAM)
+    input: str = option("auto", "memory, stream, or auto (memory when the splits fit a quarter of RAM)", choices=MODES)
     distribute: bool = False
     mixed_precision: bool = False
+
+    def __post_init__(self) -> None:
+        """Check every field, and the model options against the model's own dataclass (types, ranges, foreign ones)."""
+        check_options(self)
+        if isinstance(self.perspectives, str):
+            raise ConfigError(f"perspectives must be a tuple of names, e.g. ({self.perspectives!r},), "
+                              f"got {self.perspectives!r}")
+        options = self.options
+        if is_dataclass(options) and not isinstance(options, type):
+            given = {f.name: getattr(options, f.name) for f in fields(options)}
+            options = {name: value for name, value in given.items() if value != options.__dataclass_fields__[name].default}
+        if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+            raise ConfigError(f"options must be a mapping of model option names to values, got {self.options!r}")
+        registry.model_options(self.model, dict(options))
+        object.__setattr__(self, "options", dict(options))
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,7 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
     if entry.perspectives and len(perspectives) != entry.perspectives:
         count = "one --perspectives entry" if entry.perspectives == 1 else f"{entry.perspectives} --perspectives entries"
         raise ConfigError(f"--model {config.model} needs exactly {count}")
-    options = model_options(config.model, dict(config.options))
+    options = registry.model_options(config.model, dict(config.options))
     source = features_name(stage) or "pixels"
     tag = ("-released" if getattr(options, "released", False) else "") + (f"-{options.pretrain}" if getattr(options, "pretrain", None) else "")
     name = config.name or f"{config.model}{tag}-{'+'.join(perspectives)}-{source if stage != PREPARE else 'roi'}"
@@ -106,7 +123,7 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
 
 def clip_length(manifest: Manifest, perspectives: list[str]) -> int | None:
     """The longest clip the manifest knows of: frames ``prepare`` decoded, else the recipe's ``frames`` (LRW: 29)."""
-    lengths = [int(m["frames"]) for s in manifest.samples for v, m in s.stages.get("prepare", {}).get("media", {}).items() if v in perspectives and m.get("frames")]
+    lengths = [int(m["frames"]) for s in manifest.samples for v, m in s.stages.get(PREPARE, {}).get("media", {}).items() if v in perspectives and m.get("frames")]
     if not lengths:
         lengths = [int(s.meta["frames"]) for s in manifest.samples if isinstance(s.meta.get("frames"), int)] or ([int(manifest.info["frames"])] if isinstance(manifest.info.get("frames"), int) else [])
     return max(lengths) if lengths else None
@@ -317,7 +334,8 @@ def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
     o = spec.options
     seen, future = split_future(train, spec.timesteps)
     pre_config = dataclasses.replace(config, epochs=o["pretrain_epochs"], monitor="loss", checkpoint=COMPOSITE)
-    composite = pretrain_composite(seen, future, o["units"], spec.model == "mplstm", o["conditional"], Workspace.pretrain(out), pre_config, info)
+    composite = pretrain_composite(seen, future, o["units"], registry.get(spec.model).multi_perspective_encoder,
+                                   o["conditional"], Workspace.pretrain(out), pre_config, info)
     shown = [square_frames(x[:1]) for x in (seen[0], future[0])]
     if len(seen) == 1 and future[0].shape[1] and all(s is not None for s in shown):
         outputs = composite.predict(seen[0][:1], verbose=0)

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from pipeline.models.options import ALL_OPTIONS, ConvLSTMOptions, model_options
+from pipeline.models.convlstm import ConvLSTMOptions
+from pipeline.models.registry import model_flags, model_options
 from pipeline.verbs.train import resolve_timesteps
 
 
@@ -17,7 +18,7 @@ def test_each_model_has_its_own_defaults():
     assert model_options("mvm", {}).front == "resnet18" and model_options("mvm", {}).back == "mstcn"
     assert model_options("convlstm", {"filters": "8,8,8"}).filters == "8,8,8"
     assert model_options("late_fusion", {"combine": "features"}).combine == "features"
-    assert {"units", "dropout", "filters", "front", "labelled_fraction"} <= set(ALL_OPTIONS)
+    assert {"units", "dropout", "filters", "front", "labelled_fraction"} <= {f.name for f in model_flags()}
     with pytest.raises(AttributeError):
         model_options("convlstm", {}).dropout = 0.1  # frozen
 

@@ -9,10 +9,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline.training.experiment import PIXEL_MODELS, SEQUENCE_MODELS, RunSpec, build_model  # noqa: E402
-from pipeline.models.options import MODEL_OPTIONS, model_options  # noqa: E402
+from pipeline.training.experiment import RunSpec, build_model  # noqa: E402
 from pipeline.models import registry  # noqa: E402
+from pipeline.models.registry import model_options  # noqa: E402
 from pipeline.training.fit import load_checkpoint  # noqa: E402
+from pipeline.workspace import Workspace  # noqa: E402
 
 
 class ToyGain(keras.layers.Layer):
@@ -31,6 +32,8 @@ class ToyOptions:
 
     units: int = 4
     dropout: float = 0.0
+    batch_size: int = 8
+    gain_floor: float = registry.option(0.0, "the toy's smallest gain", least=0.0)
 
 
 def build_toy(spec, shapes, audio_shape=None):
@@ -57,6 +60,8 @@ def test_a_registered_toy_trains_saves_and_loads_back_through_the_registry(toy, 
     assert registry.options()["toy"] is ToyOptions
     options = model_options("toy", {"units": 3})
     assert options == ToyOptions(units=3)
+    with pytest.raises(ValueError, match="--gain-floor must be >= 0, got -1.0"):
+        model_options("toy", {"gain_floor": -1})
     with pytest.raises(ValueError, match="--model toy does not use --released"):
         model_options("toy", {"released": True})
     spec = RunSpec("toy-v1", "toy", "extract:pixels", ["v1"], 5, ["a", "b"], options={"units": 3, "dropout": 0.0, "lr": 0.01})
@@ -75,6 +80,7 @@ def test_a_registered_toy_trains_saves_and_loads_back_through_the_registry(toy, 
 
 
 def test_names_options_and_unknown_models_come_from_the_registry():
+    SEQUENCE_MODELS, PIXEL_MODELS, MODEL_OPTIONS = registry.names("features"), registry.names("pixels"), registry.options()
     assert SEQUENCE_MODELS == ("mplstm", "single", "early_fusion", "late_fusion", "mvlstm")
     assert PIXEL_MODELS == ("convlstm", "mvm")
     assert list(MODEL_OPTIONS) == list(SEQUENCE_MODELS + PIXEL_MODELS)
@@ -105,3 +111,21 @@ def test_pretrain_builds_the_composite_classifier_of_the_networks_it_serves():
     spec = RunSpec("r", "mplstm", "extract:pixels", ["v1", "v2"], 4, ["a", "b"], options={"units": 4, "dropout": 0.0, "lr": 0.01, "pretrain": "scratch", "conditional": False})
     model = build_model(spec, [(4, 3), (4, 2)])
     assert any(isinstance(layer, MPLSTM) for layer in model.get_layer("encoder").layers)
+
+
+def test_a_toy_registered_in_a_test_file_shows_its_flags_in_train_help_and_trains_from_the_command_line(toy, tmp_path):
+    import cli
+
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["train"]
+    text = " ".join(sub.format_help().split())
+    assert "--model toy: a test's toy: takes --units, --dropout, --batch-size, --gain-floor" in text
+    assert "--gain-floor GAIN_FLOOR the toy's smallest gain (default: 0.0)" in text
+    work = ["--quiet", "--work", str(tmp_path / "w")]
+    assert cli.main(["prepare", *work, "--dataset", "moving-digits", "--option", "n=20", "--option", "frames=5",
+                     "--option", "size=32", "--fixed-box", "0", "0", "32", "32"]) == 0
+    assert cli.main(["extract", *work, "--backbone", "pixels", "--pixel-size", "4"]) == 0
+    assert cli.main(["train", *work, "--model", "toy", "--units", "3", "--gain-floor", "0.5", "--timesteps", "5",
+                     "--epochs", "1", "--no-tensorboard"]) == 0
+    run = Workspace(tmp_path / "w").run("toy-v1-pixels")
+    assert Workspace.checkpoint(run).exists() and RunSpec.load(run).options["gain_floor"] == 0.5
+    assert cli.main(["train", *work, "--model", "toy", "--released"]) == 2  # an option the toy does not use

@@ -90,7 +90,7 @@ def test_ouluvs2_phrases_speaker_independent(tmp_path, caplog):
 
 
 def test_ouluvs2_digits_views_and_28_12_12(tmp_path):
-    m = prepare_ouluvs2(oulu_cropped(tmp_path), subset="digits", views=[1, "v3", 5], split="28-12-12")
+    m = prepare_ouluvs2(oulu_cropped(tmp_path), subset="digits", perspectives=[1, "v3", 5], split="28-12-12")
     assert m.perspectives == ["v1", "v3", "v5"]
     assert m.classes == [f"digits-{i}" for i in range(1, 11)]
     samples = m.by_id()
@@ -98,7 +98,7 @@ def test_ouluvs2_digits_views_and_28_12_12(tmp_path):
     assert set(samples["s1_u1"].sources) == {"v1", "v3", "v5"}
     assert (samples["s1_u1"].split, samples["s4_u1"].split, samples["s6_u1"].split) == ("train", "val", "test")
     with pytest.raises(RecipeError, match="views"):
-        prepare_ouluvs2(tmp_path / "cropped", views=[6])
+        prepare_ouluvs2(tmp_path / "cropped", perspectives=[6])
 
 
 def test_ouluvs2_missing_perspective_and_unknown_speaker(tmp_path):
@@ -109,7 +109,7 @@ def test_ouluvs2_missing_perspective_and_unknown_speaker(tmp_path):
     assert problems["s1_u32"]["reason"] == "missing perspective v3" and problems["s1_u32"]["path"].endswith(".mp4")
     assert "not in split definition" in problems["s54_u31"]["reason"]
     assert [s.id for s in m] == ["s1_u31"]
-    assert [s.id for s in prepare_ouluvs2(base, views=[1, 5])] == ["s1_u31", "s1_u32"]
+    assert [s.id for s in prepare_ouluvs2(base, perspectives=[1, 5])] == ["s1_u31", "s1_u32"]
 
 
 def test_ouluvs2_original_videos_and_duplicates(tmp_path):
@@ -134,10 +134,10 @@ def test_mplstm_layout(tmp_path):
     assert {s.id: s.split for s in m} == {"train-1-s1_u31": "train", "train-2-s1_u34": "train", "test-1-s6_u31": "test"}
     assert m.by_id()["train-1-s1_u31"].sources["CAM2"].path == "Train/CAM2/1/s1_u31.mp4"
     assert reasons(m) == {"val-2-s4_u34": "missing perspective CAM2"}
-    only = prepare_mplstm_layout(tmp_path, cameras=[1])
+    only = prepare_mplstm_layout(tmp_path, perspectives=[1])
     assert only.perspectives == ["CAM1"] and only.by_id()["val-2-s4_u34"].split == "val" and not only.problems
     with pytest.raises(RecipeError, match="camera"):
-        prepare_mplstm_layout(tmp_path, cameras=["CAM3"])
+        prepare_mplstm_layout(tmp_path, perspectives=["CAM3"])
     roundtrip(m, tmp_path)
 
 
@@ -157,7 +157,7 @@ def test_lightfield_folders_match_hor_and_ver(tmp_path):
     assert seq.kind == "images" and seq.frames == ["Test/Ver/01/seq/001.png", "Test/Ver/01/seq/002.png", "Test/Ver/01/seq/010.png"]
     assert samples["train-02-02"].sources["ver"].path == "Train/Ver/02/02_ver.mp4"
     assert reasons(m) == {"val-53-x": "missing perspective ver"}
-    assert prepare_lightfield(tmp_path, sequences=["hor"]).by_id()["val-53-x"].split == "val"
+    assert prepare_lightfield(tmp_path, perspectives=["hor"]).by_id()["val-53-x"].split == "val"
     roundtrip(m, tmp_path)
 
 
@@ -182,7 +182,7 @@ def test_lightfield_grid_border_n_views_and_explicit_row(tmp_path):
     s = prepare_lightfield_grid(tmp_path, border=1, n_views=5).by_id()["Test-01-cap"]
     assert s.sources["hor"].frames == [f"Test/01/cap/img_08_{c:02d}.png" for c in range(6, 11)]
     assert s.sources["ver"].frames == [f"Test/01/cap/img_{r:02d}_08.png" for r in range(6, 11)]
-    s = prepare_lightfield_grid(tmp_path, sequences=["hor"], row=3, border=1).by_id()["Test-01-cap"]
+    s = prepare_lightfield_grid(tmp_path, perspectives=["hor"], row=3, border=1).by_id()["Test-01-cap"]
     assert s.sources["hor"].frames == [f"Test/01/cap/img_03_{c:02d}.png" for c in range(2, 15)]
     assert select_views(list(range(15)), list(range(15)), border=2)["hor"][0] == (7, 2)
     with pytest.raises(ValueError, match="not among"):
@@ -237,7 +237,7 @@ def test_generic_folders_with_splits(tmp_path):
     assert m.perspectives == ["front", "side"] and m.classes == ["no", "yes"]
     assert {s.id: s.split for s in m} == {"train-yes-a": "train", "val-no-b": "val", "test-no-c": "test"}
     assert reasons(m) == {"train-no-d": "missing perspective side"}
-    assert prepare_generic(tmp_path, views=["front"]).by_id()["train-no-d"].label == "no"
+    assert prepare_generic(tmp_path, perspectives=["front"]).by_id()["train-no-d"].label == "no"
 
 
 def test_generic_folders_assigned_speaker_disjoint(tmp_path):
@@ -303,7 +303,7 @@ def test_ouluvs2_problem_warning_names_the_perspective_and_a_file(tmp_path, capl
     (base / "1/3/s1_v3_u31.mp4").unlink()
     with caplog.at_level("WARNING"), pytest.raises(RecipeError, match="missing perspective v5"):
         prepare_ouluvs2(base)
-    m = prepare_ouluvs2(base, views=[1, 3])
+    m = prepare_ouluvs2(base, perspectives=[1, 3])
     assert "1 x missing perspective v3 (e.g. s1_u31: 1/1/s1_v1_u31.mp4)" in caplog.text
     assert [s.id for s in m] == ["s2_u31"]
 
@@ -316,5 +316,5 @@ def test_ouluvs2_cropped_release_folders_choose_the_whole_frame_roi(tmp_path):
         for v in (1, 2):
             touch(cropped, f"{s}/{v}/s{s}_v{v}_u31.mp4")
             touch(original, f"orig_s{s}/s{s}_v{v}_u31.mp4")
-    assert prepare_ouluvs2(cropped, views=[1, 2]).info["roi"] == "frame"
-    assert "roi" not in prepare_ouluvs2(original, views=[1, 2]).info
+    assert prepare_ouluvs2(cropped, perspectives=[1, 2]).info["roi"] == "frame"
+    assert "roi" not in prepare_ouluvs2(original, perspectives=[1, 2]).info

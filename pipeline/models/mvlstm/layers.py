@@ -30,14 +30,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from pipeline.models.mplstm import GATES, PerspectiveCell, PerspectiveRNN, get_activation
+from pipeline.models.mplstm.layers import GATES, PerspectiveCell, PerspectiveRNN, get_activation
+from pipeline.models.mvlstm import TOPOLOGIES
+from pipeline.models.networks import Layout
 
-TOPOLOGIES: dict[str, tuple[float, float]] = {
-    "view_specific": (1.0, 0.0),
-    "coupled": (0.0, 1.0),
-    "fully_connected": (1.0, 1.0),
-    "hybrid": (0.1, 1.0),
-}
 
 
 def connectivity(units: int, views: int, alpha: float, beta: float) -> np.ndarray:
@@ -124,3 +120,42 @@ class MVLSTM(PerspectiveRNN):
     """Multi-View LSTM layer: ``MVLSTM(units, perspectives, alpha=..., beta=..., return_sequences=...)``."""
 
     cell_class = MVLSTMCell
+
+
+def mvlstm_layout(
+    dims: list[int],
+    units: int,
+    dropout: float,
+    recurrent_dropout: float,
+    *,
+    topology: str = "hybrid",
+    alpha: float | None = None,
+    beta: float | None = None,
+    output_activation: Any = None,
+) -> Layout:
+    """MV-LSTM baseline in the same network; ``units`` is rounded down to a multiple of the number of views.
+
+    ``topology`` picks (alpha, beta) from ``TOPOLOGIES``; explicit ``alpha`` / ``beta`` override it.
+    """
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"unknown topology {topology!r}; choose from {sorted(TOPOLOGIES)}")
+    preset_alpha, preset_beta = TOPOLOGIES[topology]
+    views = len(dims)
+    per_view = units // views
+    if per_view < 1:
+        raise ValueError(f"units={units} is fewer than one per view ({views} views)")
+
+    def recurrent(sequences: bool) -> MVLSTM:
+        return MVLSTM(
+            per_view * views,
+            views,
+            input_dims=dims,
+            alpha=preset_alpha if alpha is None else alpha,
+            beta=preset_beta if beta is None else beta,
+            output_activation=output_activation,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            return_sequences=sequences,
+        )
+
+    return Layout("mvlstm", recurrent, (("mvlstm", tuple(range(views))),))

@@ -15,6 +15,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from pipeline.models.networks import Layout
+
 RNN_ARGS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask")
 LAYER_ARGS = ("name", "dtype", "trainable", "autocast", "activity_regularizer")
 GATES = 4  # i, f, c (g), o: Keras gate order
@@ -382,3 +384,12 @@ class MPLSTM(PerspectiveRNN):
     """
 
     cell_class = MPLSTMCell
+
+
+def mplstm_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, released: bool = False) -> Layout:
+    """The released network: Bidirectional MP-LSTM over all perspectives."""
+
+    def recurrent(sequences: bool) -> MPLSTM:
+        return MPLSTM(units, len(dims), input_dims=dims, released=released, dropout=dropout, recurrent_dropout=recurrent_dropout, return_sequences=sequences)
+
+    return Layout("mplstm", recurrent, (("mplstm", tuple(range(len(dims)))),))

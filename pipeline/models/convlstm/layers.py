@@ -6,8 +6,9 @@ from typing import Sequence
 
 import keras
 
+from pipeline.models.convlstm import DEFAULT_LAYERS
+
 LAYER_KINDS = ("conv", "convlstm", "pool")
-DEFAULT_LAYERS = "conv,pool,convlstm,pool,convlstm"
 DEFAULT_FILTERS = (32, 48, 64)
 
 Shape = tuple[int | None, int, int, int]

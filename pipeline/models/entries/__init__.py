@@ -1,1 +1,0 @@
-"""The built-in model registrations, one module per model family; every module here is imported by the registry."""
