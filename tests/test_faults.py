@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,7 +41,7 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 def tally() -> dict[str, Any]:
     """What the suite did to the pipeline, filled in by each case and reported by the last test."""
     return {"runs_killed": 0, "resumed": 0, "samples_lost": 0, "bad_inputs_tried": 0, "mismatched_outputs_reused": 0,
-            "checkpoints_lost": 0, "cases": []}
+            "checkpoints_lost": 0, "history_rows_duplicated": 0, "cases": []}
 
 
 def frames_for(sample_id: str) -> np.ndarray:
@@ -364,6 +365,32 @@ def test_full_disk_at_any_point_of_prepare_is_one_line_and_resumes(tmp_path: Pat
             assert shard_bytes(work / "roi") == clean
             tally["samples_lost"] += lost(work, "prepare", [s.id for s in Manifest.load(work / "manifest.jsonl")])
     tally["cases"].append("full-disk-tmpfs-prepare")
+
+
+@pytest.mark.slow
+def test_full_disk_during_train_names_the_file_and_resume_logs_each_epoch_once(tmp_path: Path, tally: dict[str, Any]) -> None:
+    """Training on a disk that fills up after a few epochs: one line naming the file; with room again, the same
+    command resumes and history.csv holds each epoch once, as history.json does."""
+    work = tmp_path / "roomy"
+    assert cli_run("prepare", "-q", "--work", str(work), *SYNTHETIC).returncode == 0
+    assert cli_run("extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "8").returncode == 0
+    for shard in (work / "roi").glob("*.h5"):
+        shard.unlink()  # training reads the features only: the small disk holds them and what train writes
+    with small_disk(tmp_path / "disk", 64 << 20) as resize:
+        small = tmp_path / "disk" / "work"
+        shutil.copytree(work, small)
+        resize(shutil.disk_usage(small).used + (1400 << 10))  # room for about three epochs' checkpoints and backups
+        command = ["train", "-q", "--work", str(small), "--units", "4", "--epochs", "4"]
+        line = assert_one_line_failure(cli_run(*command), "No space left on device", str(small / "models"))
+        tally["bad_inputs_tried"] += 1
+        resize(64 << 20)
+        assert cli_run(*command).returncode == 0, line
+        tally["resumed"] += 1
+        [run] = (small / "models").iterdir()
+        epochs = [row.split(",")[0] for row in (run / "history.csv").read_text().splitlines()[1:]]
+        assert epochs == ["0", "1", "2", "3"] and len(json.loads((run / "history.json").read_text())["loss"]) == 4
+        tally["history_rows_duplicated"] += len(epochs) - len(set(epochs))
+    tally["cases"].append("full-disk-tmpfs-train")
 
 
 def prepared_work(tmp_path: Path, n: int = 8, ids: list[str] | None = None) -> Path:
