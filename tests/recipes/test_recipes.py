@@ -286,6 +286,29 @@ def test_generic_jsonl_and_mixed_splits(tmp_path):
     assert reasons(m) == {"y": "no split given while other samples have one"}
 
 
+def test_generic_listing_validated_columns_labels_and_encoding(tmp_path):
+    """A listing without an id or label column is refused naming both; an empty label is a per-row problem; bytes
+    that are not UTF-8 are refused naming the file, line and column (never a decoding traceback)."""
+    touch(tmp_path, "x.mp4", "y.mp4")
+    (tmp_path / "nolabel.csv").write_text("id,path\nx,x.mp4\n")
+    with pytest.raises(RecipeError, match=r"nolabel.csv:1: listing has no 'label' column \(its header: id, path\)"):
+        prepare_generic(tmp_path, listing="nolabel.csv")
+    (tmp_path / "bare.csv").write_text("path\nx.mp4\n")
+    with pytest.raises(RecipeError, match="no 'id' or 'label' column"):
+        prepare_generic(tmp_path, listing="bare.csv")
+    (tmp_path / "empty.csv").write_text("id,label,split,path\nx,a,train,x.mp4\ny, ,train,y.mp4\n")
+    m = prepare_generic(tmp_path, listing="empty.csv")
+    assert [s.id for s in m] == ["x"] and reasons(m) == {"y": "row without a label"} and m.classes == ["a"]
+    (tmp_path / "list.jsonl").write_text('{"id": "x", "label": "a", "split": "train", "path": "x.mp4"}\n{"id": "y", "path": "y.mp4"}\n')
+    assert reasons(prepare_generic(tmp_path, listing="list.jsonl")) == {"y": "row without a label"}
+    (tmp_path / "latin.csv").write_bytes("id,label,path\nx,a,x.mp4\ny,caf\u00e9,y.mp4\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match=r"latin.csv:3: not UTF-8 text \(byte 0xe9 at column 6\)"):
+        prepare_generic(tmp_path, listing="latin.csv")
+    (tmp_path / "latin.jsonl").write_bytes(b'{"id": "\xff"}\n')
+    with pytest.raises(RecipeError, match=r"latin.jsonl:1: not UTF-8"):
+        prepare_generic(tmp_path, listing="latin.jsonl")
+
+
 def test_recipe_refuses_empty_root(tmp_path):
     with pytest.raises(RecipeError, match="no usable samples"):
         prepare_lrw(tmp_path)
