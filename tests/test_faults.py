@@ -430,6 +430,29 @@ def test_full_disk_during_extract_is_a_one_line_cli_error(tmp_path: Path, tally:
     tally["cases"].append("full-disk-cli")
 
 
+def test_impossible_extract_options_are_refused_before_any_folder(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """`--pca` beyond the pixels per frame or the training frames is one line naming the option, leaving no empty
+    features folder; `--pca 0` is refused by the parser; `--jobs` beyond the CPUs is lowered with a warning."""
+    work = prepared_work(tmp_path)
+    for pca, reason in (("100000", "at most that many components"), ("50", "prepared frames to fit it on")):
+        caplog.clear()
+        assert extract(work, "--pca", pca) == 2
+        [message] = error_lines(caplog)
+        assert f"--pca {pca}" in message and reason in message and "\n" not in message
+        assert not (work / "features").exists()
+    with pytest.raises(SystemExit):
+        extract(work, "--pca", "0")
+    assert "--pca" in capsys.readouterr().err
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert extract(work, "--jobs", "1000") == 0
+    assert any("--jobs 1000 lowered" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    tally["bad_inputs_tried"] += 4
+    tally["samples_lost"] += lost(work, "extract:pixels", [f"s{i:02d}" for i in range(8)])
+    tally["cases"].append("impossible-extract-options")
+
+
 # -- corrupted shards and manifests ----------------------------------------------------------
 
 def test_corrupted_roi_shards_fail_per_sample_naming_the_shard(tmp_path: Path, tally: dict[str, Any]) -> None:

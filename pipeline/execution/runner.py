@@ -248,8 +248,9 @@ def _capped_jobs(jobs: int, tasks: int, backend: str | None) -> int:
     if backend is not None or jobs <= 1:
         return jobs
     capped = max(1, min(jobs, tasks, os.cpu_count() or 1))
-    if capped < jobs:
-        log.info("--jobs %d lowered to %d (%d shard(s) to run, %d CPU(s))", jobs, capped, tasks, os.cpu_count() or 1)
+    if capped < jobs:  # more workers than this machine has CPUs is a warning: the user asked for what cannot be
+        note = log.warning if jobs > (os.cpu_count() or 1) else log.info
+        note("--jobs %d lowered to %d (%d shard(s) to run, %d CPU(s))", jobs, capped, tasks, os.cpu_count() or 1)
     return capped
 
 
