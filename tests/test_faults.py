@@ -758,6 +758,7 @@ def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict
     assert cli.main(["prepare", "-q", "--work", str(work), "--size", "64", "64", "--gray"]) == 2
     message = error_lines(caplog)[-1]
     assert "roi.size: [96, 96] -> [64, 64]" in message and "roi.grayscale: False -> True" in message and "--force" in message
+    assert "use another --work" in message  # prepare's outputs are the work folder's: another folder is the way out
     assert shard_bytes(work / "roi") == before
     tally["mismatched_outputs_reused"] += 0 if shard_bytes(work / "roi") == before else 1
     assert cli.main(["prepare", "-q", "--work", str(work)]) == 0  # the same options resume
@@ -773,7 +774,8 @@ def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict
     assert "features" in error_lines(caplog)[-1]
     caplog.clear()
     assert cli.main(["extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "16"]) == 2
-    assert "pixel_size: 8 -> 16" in error_lines(caplog)[-1]
+    message = error_lines(caplog)[-1]
+    assert "pixel_size: 8 -> 16" in message and "--force" in message and "with --name" in message and "--work" not in message
     caplog.clear()
     assert cli.main(["prepare", "-q", "--work", str(work), "--option", "n_per_class=7"]) == 2
     assert "--option" in error_lines(caplog)[-1]
@@ -818,17 +820,35 @@ def test_changed_training_options_never_overwrite_a_run(tmp_path: Path, tally: d
     assert cli.main([*train[:-2], "--epochs", "2", "--dropout", "0.5", "--released", "--name", run.name]) == 2
     message = error_lines(caplog)[-1]
     assert "options.dropout: 0.2 -> 0.5" in message and "options.epochs: 1 -> 2" in message and "--force" in message
+    assert f"{run} holds a run made with other settings" in message and "with --name" in message and "--work" not in message
     assert (run / "spec.json").read_text() == spec and (run / "best.keras").read_bytes() == checkpoint
     tally["mismatched_outputs_reused"] += 0 if (run / "spec.json").read_text() == spec else 1
-    assert cli.main(train) == 0  # the same options: already finished, nothing changes
+    caplog.clear()
+    assert cli.main([train[0], *train[2:]]) == 0  # the same options (not quiet): already finished, nothing changes
+    assert any("already finished" in r.getMessage() and "--force" in r.getMessage() for r in caplog.records)
     assert (run / "spec.json").read_text() == spec
     with work_lock(run, "train"):
         caplog.clear()
-        assert cli.main(train) == 2 and "in use" in error_lines(caplog)[-1]
+        assert cli.main(train) == 2 and "in use" in error_lines(caplog)[-1] and "--name" in error_lines(caplog)[-1]
     assert cli.main([*train, "--dropout", "0.5", "--force"]) == 0
     assert json.loads((run / "spec.json").read_text())["options"]["dropout"] == 0.5
     tally["bad_inputs_tried"] += 3
     tally["cases"].append("changed-training-options")
+
+
+@pytest.mark.parametrize("command, kept", [("train", "finished epochs are kept"), ("prepare", "finished shards are kept"),
+                                           ("evaluate", "terminated (SIGTERM); re-run")])
+def test_sigterm_message_says_what_each_stage_keeps(command: str, kept: str, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    import importlib
+
+    def terminated(args: Any) -> int:
+        raise cli.Terminated()
+
+    monkeypatch.setattr(importlib.import_module(f"stages.{command}"), "run", terminated)
+    assert cli.main([command, "-q", "--work", "w"]) == cli.TERMINATED
+    [message] = error_lines(caplog)
+    assert kept in message and (command == "prepare" or "shards" not in message)
 
 
 # -- the tally -------------------------------------------------------------------------------

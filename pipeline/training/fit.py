@@ -68,7 +68,7 @@ def fit(
     from pipeline.training.checkpoints import BestCheckpoint, EpochSeed, HistoryRows, ResumableBackup, save_atomically
 
     if is_complete(out_dir, config):
-        log.info("%s already finished training; delete it (or use another --name) to train again", out_dir)
+        log.info("%s already finished training; pass --force to train it anew, or --name to train another run", out_dir)
         return read_history(out_dir / HISTORY)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / CONFIG, json.dumps({**run_info, "fit": asdict(config), "environment": environment()}, indent=2, sort_keys=True, default=str))

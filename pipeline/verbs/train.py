@@ -138,7 +138,7 @@ def train(ws: Workspace, config: TrainConfig) -> TrainResult:
     spec.config = plain(config)
     out = ws.run(spec.name)
     out.mkdir(parents=True, exist_ok=True)
-    with work_lock(out, f"train {spec.name}"):  # one process per run folder; other runs may train beside it
+    with work_lock(out, f"train {spec.name}", "train another run beside it with --name"):  # one process per run folder; other runs may train beside it
         check_run_folder(out, spec, config.force)
         return train_run(ws, config, manifest, spec, out)
 
@@ -152,8 +152,8 @@ def check_run_folder(out: Path, spec: RunSpec, force: bool) -> None:
         shutil.rmtree(out)
         out.mkdir(parents=True)
 
-    refuse_or_clear(f"{out} holds a run trained", differences(_comparable(RunSpec.load(out)), _comparable(spec)), force,
-                    "choose another --name", clear)
+    refuse_or_clear(f"{out} holds a run", differences(_comparable(RunSpec.load(out)), _comparable(spec)), force,
+                    "keep it and train another with --name", clear)
 
 
 def _comparable(spec: RunSpec) -> dict:
