@@ -796,12 +796,33 @@ def test_evaluate_scores_every_checkpoint_it_can(tmp_path: Path, tally: dict[str
     caplog.clear()
     assert cli.main(["evaluate", "-q", "--work", str(work), "--models", "mplstm-v1+v2+v3-pixels", broken.parent.name, "nothing-here"]) == 1
     errors = "\n".join(error_lines(caplog))
-    assert f"{broken}: unreadable checkpoint" in errors and "nothing-here" in errors and "2 of 3 run(s)" in errors
+    assert f"{broken}: unreadable checkpoint (100 bytes, a truncated or damaged Keras archive)" in errors
+    assert "nothing-here" in errors and "2 of 3 run(s)" in errors and "File not found" not in errors
     assert (work / "reports" / "mplstm-v1+v2+v3-pixels.json").exists()
     assert not (work / "reports" / f"{broken.parent.name}.json").exists()
     tally["bad_inputs_tried"] += 2
     tally["checkpoints_lost"] += 0 if (work / "models" / "mplstm-v1+v2+v3-pixels" / "best.keras").stat().st_size else 1
     tally["cases"].append("evaluate-bad-checkpoint")
+
+
+def test_checkpoint_problems_in_our_own_words(tmp_path: Path, tally: dict[str, Any]) -> None:
+    """Random bytes, a cut archive, a zip of something else and a missing file each get a reason of ours."""
+    import zipfile
+
+    from pipeline.training.fit import checkpoint_problem
+
+    (tmp_path / "random.keras").write_bytes(np.random.default_rng(0).bytes(4000))
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("notes.txt", "x" * 3000)
+    (tmp_path / "cut.keras").write_bytes((tmp_path / "other.keras").read_bytes()[:-30])
+    (tmp_path / "random.h5").write_bytes(b"garbage")
+    assert checkpoint_problem(tmp_path / "random.keras") == "4000 bytes, not a Keras archive (a .keras file is a zip)"
+    assert "truncated or damaged" in checkpoint_problem(tmp_path / "cut.keras")
+    assert "not a Keras archive" in checkpoint_problem(tmp_path / "other.keras")
+    assert checkpoint_problem(tmp_path / "random.h5") == "7 bytes, not an HDF5 file"
+    assert checkpoint_problem(tmp_path / "absent.keras") == "no such file"
+    tally["bad_inputs_tried"] += 5
+    tally["cases"].append("checkpoint-problems")
 
 
 def test_changed_training_options_never_overwrite_a_run(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:

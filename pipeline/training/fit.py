@@ -166,8 +166,35 @@ def load_checkpoint(path: Path):
 
     from pipeline.models import registry
 
+    problem = checkpoint_problem(Path(path))
+    if problem:
+        raise DataError(f"{path}: unreadable checkpoint ({problem}); retrain it")
     try:
         return keras.models.load_model(path, safe_mode=True, custom_objects=registry.custom_objects())
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         size = Path(path).stat().st_size if Path(path).exists() else 0
         raise DataError(f"{path}: unreadable checkpoint ({size} bytes; {type(exc).__name__}: {exc}); retrain it") from None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a saved Keras model, in our words (missing, unreadable, not an archive, truncated)."""
+    import zipfile
+
+    if not path.is_file():
+        return "no such file"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    if path.suffix == ".h5":
+        return None if head == b"\x89HDF\r\n\x1a\n" else f"{size} bytes, not an HDF5 file"
+    if not head.startswith(b"PK"):
+        return f"{size} bytes, not a Keras archive (a .keras file is a zip)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return f"{size} bytes, a truncated or damaged Keras archive"
+    return None if "config.json" in names else f"{size} bytes, a zip without a model's config.json, not a Keras archive"
