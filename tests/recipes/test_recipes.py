@@ -253,6 +253,26 @@ def test_generic_folders_assigned_speaker_disjoint(tmp_path):
     assert [s.split for s in m] == [s.split for s in prepare_generic(tmp_path, speaker_pattern=r"(?P<speaker>spk\d+)_", seed=5)]
 
 
+def test_generic_split_without_speakers_says_it_is_by_clip_and_how_to_fix_it(tmp_path, caplog):
+    """No speaker known: the split is by clip, with a warning that names the recipe's way to give speakers."""
+    for spk in range(4):
+        for word in ("yes", "no"):
+            touch(tmp_path, f"cam1/{word}/spk{spk}_{word}.mp4")
+    with caplog.at_level("INFO"):
+        prepare_generic(tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("by clip, not by speaker" in w and "test clips may share speakers" in w and "speaker_pattern" in w for w in warnings)
+    assert "by clip)" in caplog.text and "by speaker)" not in caplog.text
+    (tmp_path / "list.csv").write_text("id,label,path\na,yes,cam1/yes/spk0_yes.mp4\nb,no,cam1/no/spk0_no.mp4\n")
+    caplog.clear()
+    prepare_generic(tmp_path, listing="list.csv", fractions=(0.5, 0.0, 0.5))
+    assert "speaker column" in caplog.text and "by clip, not by speaker" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        prepare_generic(tmp_path, speaker_pattern=r"(?P<speaker>spk\d+)_")
+    assert "by speaker)" in caplog.text and "not by speaker" not in caplog.text
+
+
 def test_generic_csv_wide_and_long(tmp_path):
     touch(tmp_path, "clips/a_front.mp4", "clips/a_side.mp4", "clips/b_front.mp4", "clips/b_side.mp4", "clips/c_front.mp4")
     (tmp_path / "clips/frames").mkdir()
