@@ -805,6 +805,33 @@ def test_evaluate_scores_every_checkpoint_it_can(tmp_path: Path, tally: dict[str
     tally["cases"].append("evaluate-bad-checkpoint")
 
 
+@pytest.mark.slow
+def test_more_epochs_on_a_finished_run_train_on_as_a_resume_would(tmp_path: Path, tally: dict[str, Any],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """`train --epochs 3` on a run that finished 2 continues at epoch 2 and records it; its history equals a run
+    trained 3 epochs at once; fewer epochs, or more with another change, are still refused."""
+    work = tmp_path / "work"
+    assert cli.main(["prepare", "-q", "--work", str(work), *SYNTHETIC]) == 0
+    assert cli.main(["extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "8"]) == 0
+    train = ["train", "-q", "--work", str(work), "--units", "4", "--no-tensorboard"]
+    assert cli.main([*train, "--epochs", "2"]) == 0
+    [run] = (work / "models").iterdir()
+    assert cli.main([*train, "--epochs", "3"]) == 0
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["options"]["epochs"] == 3 and spec["options"]["extended"] == [{"from_epochs": 2, "to_epochs": 3}]
+    assert cli.main([*train, "--epochs", "3", "--name", "straight"]) == 0
+    rows = [(work / "models" / name / "history.csv").read_text() for name in (run.name, "straight")]
+    assert rows[0] == rows[1] and rows[0].count("\n") == 4  # a header and epochs 0, 1, 2, each once
+    assert cli.main([*train, "--epochs", "3"]) == 0  # finished again: nothing changes, the record stays
+    assert json.loads((run / "spec.json").read_text()) == spec
+    for changed in (["--epochs", "2"], ["--epochs", "4", "--dropout", "0.5"]):
+        caplog.clear()
+        assert cli.main([*train, *changed]) == 2
+        assert "made with other settings" in error_lines(caplog)[-1] and "--force" in error_lines(caplog)[-1]
+    tally["bad_inputs_tried"] += 2
+    tally["cases"].append("more-epochs")
+
+
 def test_checkpoint_problems_in_our_own_words(tmp_path: Path, tally: dict[str, Any]) -> None:
     """Random bytes, a cut archive, a zip of something else and a missing file each get a reason of ours."""
     import zipfile

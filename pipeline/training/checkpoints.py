@@ -137,10 +137,24 @@ class ResumableBackup(keras.callbacks.Callback):
             old.unlink(missing_ok=True)
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        """Keep only the last epoch's backup and state: ``train --epochs`` with more epochs continues from them."""
         if self.folder.exists():
+            keep = {STATE, *(p.name for p in self._backups()[:1])}
             for path in self.folder.iterdir():
-                path.unlink(missing_ok=True)
-            self.folder.rmdir()
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
+
+    # -- extending --------------------------------------------------------------------------------------------------
+    def last_epoch(self) -> int | None:
+        """The epoch the kept backup ends (``None`` without a usable state file and backup)."""
+        state = self._state()
+        return int(state["epoch"]) if state and (self.folder / state.get("weights", "")).is_file() else None
+
+    def reopen(self) -> None:
+        """Let a finished (or early-stopped) run train on from its last backup, as a resume would."""
+        state = self._state()
+        if state is not None:
+            write_text_atomic(self.folder / STATE, json.dumps({**state, "stop_training": False}))
 
     # -- restoring --------------------------------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
