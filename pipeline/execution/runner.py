@@ -9,6 +9,7 @@ outcomes, so a manifest that lagged behind a kill is repaired) and redoes the re
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -288,16 +289,23 @@ def _execute_on_dask(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str
                     raise RunError(f"{futures[future].path}: the Dask cluster dropped this shard (scheduler restarted?); "
                                    "completed shards are kept, re-run the same command to resume")
                 yield future.result()
-    except OSError as exc:  # the scheduler went away (CommClosedError is an OSError)
-        raise RunError(f"lost the Dask scheduler ({type(exc).__name__}: {exc}); completed shards are kept, re-run "
-                       "the same command to resume") from None
+    except (OSError, asyncio.CancelledError, concurrent.futures.CancelledError) as exc:  # the scheduler went away
+        raise _lost_scheduler(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
     finally:
         with contextlib.suppress(Exception):
             client.cancel(list(remaining))
 
 
+def _lost_scheduler(reason: str) -> RunError:
+    """The one line for a scheduler that died or became unreachable mid-run."""
+    return RunError(f"lost the Dask scheduler ({' '.join(reason.split())}); completed shards are kept, re-run the same "
+                    "command to resume")
+
+
 def _check_workers(client: Any, idle_since: float | None, stall_timeout: float) -> float | None:
     """Track how long the cluster has had no worker; past ``stall_timeout`` seconds that ends the run."""
+    if client.status != "running":  # the scheduler is gone: its last word on workers is stale
+        raise _lost_scheduler(f"the client is {client.status}")
     if client.scheduler_info().get("workers"):
         return None
     now = time.monotonic()
