@@ -41,7 +41,14 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 def tally() -> dict[str, Any]:
     """What the suite did to the pipeline, filled in by each case and reported by the last test."""
     return {"runs_killed": 0, "resumed": 0, "samples_lost": 0, "bad_inputs_tried": 0, "mismatched_outputs_reused": 0,
-            "checkpoints_lost": 0, "history_rows_duplicated": 0, "cases": []}
+            "checkpoints_lost": 0, "history_rows_duplicated": 0, "tracebacks": 0, "tried": 0, "cases": []}
+
+
+@pytest.fixture(autouse=True)
+def counted(request: pytest.FixtureRequest, tally: dict[str, Any]) -> None:
+    """Every case of the suite counts as tried; it counts as OK when it reaches the end and names itself in ``cases``."""
+    if request.node.name != "test_tally":
+        tally["tried"] += 1
 
 
 def frames_for(sample_id: str) -> np.ndarray:
@@ -335,8 +342,9 @@ def cli_run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(Path(cli.__file__)), *args], capture_output=True, text=True, timeout=600)
 
 
-def assert_one_line_failure(result: subprocess.CompletedProcess, *names: str) -> str:
+def assert_one_line_failure(result: subprocess.CompletedProcess, tally: dict[str, Any], *names: str) -> str:
     """A failed command printed one error line, no traceback, no "bug", exited 2; returns that line."""
+    tally["tracebacks"] += result.stderr.count("Traceback")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "bug" not in result.stderr, result.stderr
     [line] = [line for line in result.stderr.splitlines() if " ERROR " in line or " CRITICAL " in line]
     assert all(name in line for name in names), line
@@ -356,7 +364,7 @@ def test_full_disk_at_any_point_of_prepare_is_one_line_and_resumes(tmp_path: Pat
         with small_disk(disk, int(total * fraction) // 4096 * 4096) as resize:
             work = disk / "work"
             command = ["prepare", "-q", "--work", str(work), *options]
-            line = assert_one_line_failure(cli_run(*command), "No space left on device", str(work))
+            line = assert_one_line_failure(cli_run(*command), tally, "No space left on device", str(work))
             assert ".tmp-" not in line and not temps(work), line  # the file named is the one the user knows
             tally["bad_inputs_tried"] += 1
             resize(64 << 20)
@@ -381,7 +389,7 @@ def test_full_disk_during_train_names_the_file_and_resume_logs_each_epoch_once(t
         shutil.copytree(work, small)
         resize(shutil.disk_usage(small).used + (1400 << 10))  # room for about three epochs' checkpoints and backups
         command = ["train", "-q", "--work", str(small), "--units", "4", "--epochs", "4"]
-        line = assert_one_line_failure(cli_run(*command), "No space left on device", str(small / "models"))
+        line = assert_one_line_failure(cli_run(*command), tally, "No space left on device", str(small / "models"))
         tally["bad_inputs_tried"] += 1
         resize(64 << 20)
         assert cli_run(*command).returncode == 0, line
@@ -658,6 +666,7 @@ def test_sigterm_stops_workers_and_leaves_no_temporary_files(tmp_path: Path, tal
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     tally["runs_killed"] += 1
+    tally["tracebacks"] += stderr.count("Traceback")
     assert process.returncode == 143, stderr
     assert "terminated (SIGTERM)" in stderr and "Traceback" not in stderr
     time.sleep(1)
@@ -906,7 +915,11 @@ def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, 
     path.write_text(json.dumps(tally, indent=1))
     with capsys.disabled():
         print(f"\nfault tally ({path}): {json.dumps({k: v for k, v in tally.items() if k != 'cases'})}")
+        print(f"fault suite: {tally['tried']} cases tried, {len(tally['cases'])} OK, {tally['samples_lost']} samples lost, "
+              f"{tally['mismatched_outputs_reused']} mixed outputs, {tally['history_rows_duplicated']} duplicated history rows, "
+              f"{tally['tracebacks']} tracebacks")
     assert tally["samples_lost"] == 0 and tally["mismatched_outputs_reused"] == 0 and tally["checkpoints_lost"] == 0
+    assert tally["tracebacks"] == 0 and tally["history_rows_duplicated"] == 0
     assert json.loads(path.read_text()) == tally
     if "random-kills" in tally["cases"]:
         assert tally["runs_killed"] >= 3 and tally["resumed"] >= 3
