@@ -893,6 +893,15 @@ def test_changed_training_options_never_overwrite_a_run(tmp_path: Path, tally: d
     tally["cases"].append("changed-training-options")
 
 
+def test_prepare_output_to_a_pipe_says_the_summary_once(tmp_path: Path, tally: dict[str, Any]) -> None:
+    """Logged to a file or a pipe, prepare prints its summary line once and no progress-bar residue."""
+    result = cli_run("prepare", "--work", str(tmp_path / "work"), "--dataset", "synthetic", "--option", "n_per_class=2",
+                     "--option", "n_classes=2", "--option", "frames=10", "--contact-sheet", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("prepare: 4 done, 0 failed of 4 samples") == 1 and "100%|" not in result.stderr
+    tally["cases"].append("summary-once")
+
+
 @pytest.mark.parametrize("command, kept", [("train", "finished epochs are kept"), ("prepare", "finished shards are kept"),
                                            ("evaluate", "terminated (SIGTERM); re-run")])
 def test_sigterm_message_says_what_each_stage_keeps(command: str, kept: str, monkeypatch: pytest.MonkeyPatch,

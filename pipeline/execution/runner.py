@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -366,7 +367,9 @@ def run_stage(
     last_save = time.monotonic()
     interval = max(save_every, 20 * (last_save - clock))  # saving a large manifest stays under ~5% of the run
     positions = _positions(manifest)
-    bar = tqdm(total=sum(len(t.samples) for t in todo), desc=stage, unit="sample", disable=progress_disabled())
+    # a bar written to a file or a pipe repeats its last state on close, beside the summary line: only on a terminal
+    bar = tqdm(total=sum(len(t.samples) for t in todo), desc=stage, unit="sample",
+               disable=progress_disabled() or not sys.stderr.isatty())
     shown = [0]  # samples of the running shard already counted by the per-sample hook (in-process runs)
 
     def count_sample() -> None:
