@@ -138,13 +138,14 @@ def score_warnings(cm: np.ndarray, ks: Sequence[int], top_k: Mapping[str, float]
     warnings = []
     support, n = cm.sum(axis=1), int(cm.sum())
     if len(classes) and support.min() < MIN_PER_CLASS:
-        warnings.append(f"small test split: {n} clips for {len(classes)} classes, as few as {int(support.min())} for a class "
-                        f"(under {MIN_PER_CLASS}); accuracies move in large steps and can be chance")
+        warnings.append(f"small test split: {n} clips for {len(classes)} classes, as few as {int(support.min())} "
+                        f"for a class (under {MIN_PER_CLASS}); accuracies move in large steps and can be chance")
     trivial = sorted({int(k) for k in ks} - {int(key[3:]) for key in top_k})
     if trivial:
-        warnings.append(f"top-{', '.join(map(str, trivial))} not reported: with {len(classes)} classes every clip would be a hit")
+        warnings.append(f"top-{', '.join(map(str, trivial))} not reported: with {len(classes)} classes "
+                        "every clip would be a hit")
     predicted = cm.sum(axis=0)
     if len(classes) > 1 and n and predicted.max() >= MOST_CLIPS * n:
-        warnings.append(f"the model predicts {classes[int(predicted.argmax())]!r} for {int(predicted.max())} of {n} clips: "
-                        "it has collapsed onto one class")
+        top = classes[int(predicted.argmax())]
+        warnings.append(f"the model predicts {top!r} for {int(predicted.max())} of {n} clips: it has collapsed onto one class")
     return warnings

@@ -205,7 +205,11 @@ class SampleCollector:
 
 
 def complete_splits(
-    collector: SampleCollector, *, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0, by_speaker: bool = True,
+    collector: SampleCollector,
+    *,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    by_speaker: bool = True,
     speaker_hint: str = "",
 ) -> list[Sample]:
     """The collector's samples with splits: kept when every sample has one, assigned when none has, else a problem each."""

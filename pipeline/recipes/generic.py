@@ -75,7 +75,8 @@ def prepare_generic(
                 fields = {k: row.get(k) for k in ("label", "split", "speaker")}
                 collector.add(row["id"], view, base / path, **fields)
     hint = ("give the listing a speaker column" if listing is not None else
-            "pass --option speaker_pattern=REGEX, a regular expression with a group (?P<speaker>...) found in clip names")
+            "pass --option speaker_pattern=REGEX, a regular expression with a group (?P<speaker>...) found in clip "
+            "names")
     samples = complete_splits(collector, fractions=fractions, seed=seed, by_speaker=True, speaker_hint=hint)
     info = {"layout": "folders" if listing is None else f"listing {Path(listing).as_posix()}"}
     return finish("generic", base, collector, info=info, samples=samples, layout=LAYOUT)

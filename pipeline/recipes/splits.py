@@ -106,8 +106,8 @@ def assign_splits(
     sizes = Counter(s.split for s in out)
     unknown = sum(1 for s in samples if s.speaker is None)
     if by_speaker and samples and unknown == len(samples):
-        log.warning("assigned splits by clip, not by speaker: no sample has a speaker, so test clips may share speakers "
-                    "with training%s", f" ({speaker_hint})" if speaker_hint else "")
+        log.warning("assigned splits by clip, not by speaker: no sample has a speaker, so test clips may share "
+                    "speakers with training%s", f" ({speaker_hint})" if speaker_hint else "")
     elif by_speaker and unknown:
         log.warning("%d of %d samples have no speaker: each is split on its own and may share a speaker with training "
                     "clips%s", unknown, len(samples), f" ({speaker_hint})" if speaker_hint else "")

@@ -42,7 +42,7 @@ def save_atomically(save: Any, path: Path, model: Any = None) -> None:
 
 
 def _check_room(path: Path, model: Any) -> None:
-    """Raise ``OSError(ENOSPC)`` naming ``path`` when its disk has less room than twice ``model``'s variables + 1 MiB."""
+    """``OSError(ENOSPC)`` naming ``path`` when its disk has less room than twice ``model``'s variables + 1 MiB."""
     optimizer = getattr(model, "optimizer", None)
     variables = list(model.variables) + list(getattr(optimizer, "variables", None) or [])
     needed = 2 * sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables) + (1 << 20)

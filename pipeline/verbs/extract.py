@@ -89,7 +89,8 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
         stage, out = features_stage(name), ws.features(name)
         made = {"backbone": config.backbone, "weights": config.weights or VGGFACE, "format": config.format, "dtype": config.dtype,
                 "pca": config.pca, "pixel_size": config.pixel_size}  # what the embeddings depend on
-        guard_outputs(manifest, ws.manifest_path, stage, made, out, run.force, [ws.models], "keep them and extract beside them with --name")
+        guard_outputs(manifest, ws.manifest_path, stage, made, out, run.force, [ws.models],
+                      "keep them and extract beside them with --name")
         samples = [s for s in manifest.samples if s.status("prepare") == DONE]
         if not samples:
             raise DataError(f"{ws.manifest_path}: no sample has finished `prepare`")

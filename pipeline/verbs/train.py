@@ -138,7 +138,8 @@ def train(ws: Workspace, config: TrainConfig) -> TrainResult:
     spec.config = plain(config)
     out = ws.run(spec.name)
     out.mkdir(parents=True, exist_ok=True)
-    with work_lock(out, f"train {spec.name}", "train another run beside it with --name"):  # one process per run folder; other runs may train beside it
+    # one process per run folder; other runs may train beside it
+    with work_lock(out, f"train {spec.name}", "train another run beside it with --name"):
         check_run_folder(out, spec, config.force)
         return train_run(ws, config, manifest, spec, out)
 
@@ -176,7 +177,8 @@ def extend_run(out: Path, spec: RunSpec, old: int, new: int) -> None:
     backup.reopen()
     (out / COMPLETE).unlink(missing_ok=True)
     spec.options["extended"] = [*spec.options.get("extended", []), {"from_epochs": old, "to_epochs": new}]
-    log.info("%s: --epochs %d -> %d: training on from epoch %s, as a resume would", out, old, new, last or "its last backup")
+    log.info("%s: --epochs %d -> %d: training on from epoch %s, as a resume would", out, old, new,
+             last or "its last backup")
 
 
 def _comparable(spec: RunSpec) -> dict:
