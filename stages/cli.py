@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         with _sigterm_unwinds():
             return stage.run(args)
     except Terminated:
-        get_logger().error("terminated (SIGTERM); finished shards are kept, re-run the same command to resume")
+        kept = {"train": "finished epochs are kept, ", "evaluate": ""}.get(args.command, "finished shards are kept, ")
+        get_logger().error("terminated (SIGTERM); %sre-run the same command to resume", kept)
         return TERMINATED
     except KeyboardInterrupt:
         get_logger().error("interrupted; re-run the same command to resume")

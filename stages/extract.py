@@ -9,7 +9,7 @@ from pipeline.backbones.registry import BACKBONES
 from pipeline.storage.readers import FORMAT_SUFFIX
 from pipeline.verbs.extract import SHARD_SIZE, ExtractConfig, extract
 from pipeline.workspace import Workspace
-from stages.common import add_execution_arguments, add_work_argument, execution_from, finish, non_negative_int, positive_int
+from stages.common import add_execution_arguments, add_work_argument, execution_from, finish, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--cache-dir", type=Path, help="where released weights are cached (default ~/.cache/mpview/weights, or $MPVIEW_CACHE/weights)")
     model.add_argument("--batch-size", type=positive_int, default=32, help="frames per forward pass")
     model.add_argument("--pixel-size", type=positive_int, default=32, help="pixels backbone: side of the resized grayscale frame")
-    model.add_argument("--pca", type=non_negative_int, default=0, metavar="K", help="pixels backbone: project to K PCA components fitted on the training split")
+    model.add_argument("--pca", type=positive_int, metavar="K", help="pixels backbone: project to K PCA components fitted on the training split (default: none)")
     output = parser.add_argument_group("output")
     output.add_argument("--format", choices=sorted(FORMAT_SUFFIX), default="hdf5", help="shard format (default hdf5)")
     output.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored embedding precision")
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> ExtractConfig:
     """The command line as the verb's config."""
     return ExtractConfig(backbone=args.backbone, weights=args.weights, cache_dir=args.cache_dir, batch_size=args.batch_size,
-                         pixel_size=args.pixel_size, pca=args.pca, format=args.format, dtype=args.dtype, name=args.name,
+                         pixel_size=args.pixel_size, pca=args.pca or 0, format=args.format, dtype=args.dtype, name=args.name,
                          execution=execution_from(args))
 
 

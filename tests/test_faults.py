@@ -5,6 +5,7 @@ Every case ends by checking that no sample was lost; the last test prints the su
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import hashlib
@@ -12,12 +13,13 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -39,7 +41,14 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 def tally() -> dict[str, Any]:
     """What the suite did to the pipeline, filled in by each case and reported by the last test."""
     return {"runs_killed": 0, "resumed": 0, "samples_lost": 0, "bad_inputs_tried": 0, "mismatched_outputs_reused": 0,
-            "checkpoints_lost": 0, "cases": []}
+            "checkpoints_lost": 0, "history_rows_duplicated": 0, "tracebacks": 0, "tried": 0, "cases": []}
+
+
+@pytest.fixture(autouse=True)
+def counted(request: pytest.FixtureRequest, tally: dict[str, Any]) -> None:
+    """Every case of the suite counts as tried; it counts as OK when it reaches the end and names itself in ``cases``."""
+    if request.node.name != "test_tally":
+        tally["tried"] += 1
 
 
 def frames_for(sample_id: str) -> np.ndarray:
@@ -310,6 +319,88 @@ def test_full_disk_fails_cleanly_and_resumes(tmp_path: Path, tally: dict[str, An
     tally["cases"].append(f"full-disk-{where}")
 
 
+@contextlib.contextmanager
+def small_disk(folder: Path, size: int) -> Iterator[Callable[[int], None]]:
+    """A tmpfs of ``size`` bytes mounted on ``folder``, yielding a function that resizes it; skips where mounting is
+    not allowed (the byte-count writers above cover the full disk there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+
+    def resize(new_size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={new_size}", str(folder)], check=True, capture_output=True)
+
+    try:
+        yield resize
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def cli_run(*args: str) -> subprocess.CompletedProcess:
+    """``mpview ARGS`` in a child process (a crash of the HDF5 library would take pytest down with it)."""
+    return subprocess.run([sys.executable, str(Path(cli.__file__)), *args], capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess, tally: dict[str, Any], *names: str) -> str:
+    """A failed command printed one error line, no traceback, no "bug", exited 2; returns that line."""
+    tally["tracebacks"] += result.stderr.count("Traceback")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "bug" not in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if " ERROR " in line or " CRITICAL " in line]
+    assert all(name in line for name in names), line
+    return line
+
+
+@pytest.mark.slow
+def test_full_disk_at_any_point_of_prepare_is_one_line_and_resumes(tmp_path: Path, tally: dict[str, Any]) -> None:
+    """A tmpfs too small for the synthetic data, the manifest, the shards or the contact sheet: one line naming the
+    file and the cause each time (never a crash of HDF5), and the same command with space finishes byte-identical."""
+    options = ["--dataset", "synthetic", "--option", "n_per_class=3", "--option", "n_classes=2", "--option", "frames=20"]
+    assert cli_run("prepare", "-q", "--work", str(tmp_path / "clean"), *options).returncode == 0
+    clean = shard_bytes(tmp_path / "clean" / "roi")
+    total = sum(p.stat().st_size for p in (tmp_path / "clean").rglob("*") if p.is_file())
+    for fraction in (0.01, 0.08, 0.3, 0.6, 0.97):
+        disk = tmp_path / f"disk-{fraction}"
+        with small_disk(disk, int(total * fraction) // 4096 * 4096) as resize:
+            work = disk / "work"
+            command = ["prepare", "-q", "--work", str(work), *options]
+            line = assert_one_line_failure(cli_run(*command), tally, "No space left on device", str(work))
+            assert ".tmp-" not in line and not temps(work), line  # the file named is the one the user knows
+            tally["bad_inputs_tried"] += 1
+            resize(64 << 20)
+            assert cli_run(*command).returncode == 0
+            tally["resumed"] += 1
+            assert shard_bytes(work / "roi") == clean
+            tally["samples_lost"] += lost(work, "prepare", [s.id for s in Manifest.load(work / "manifest.jsonl")])
+    tally["cases"].append("full-disk-tmpfs-prepare")
+
+
+@pytest.mark.slow
+def test_full_disk_during_train_names_the_file_and_resume_logs_each_epoch_once(tmp_path: Path, tally: dict[str, Any]) -> None:
+    """Training on a disk that fills up after a few epochs: one line naming the file; with room again, the same
+    command resumes and history.csv holds each epoch once, as history.json does."""
+    work = tmp_path / "roomy"
+    assert cli_run("prepare", "-q", "--work", str(work), *SYNTHETIC).returncode == 0
+    assert cli_run("extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "8").returncode == 0
+    for shard in (work / "roi").glob("*.h5"):
+        shard.unlink()  # training reads the features only: the small disk holds them and what train writes
+    with small_disk(tmp_path / "disk", 64 << 20) as resize:
+        small = tmp_path / "disk" / "work"
+        shutil.copytree(work, small)
+        resize(shutil.disk_usage(small).used + (1400 << 10))  # room for about three epochs' checkpoints and backups
+        command = ["train", "-q", "--work", str(small), "--units", "4", "--epochs", "4"]
+        line = assert_one_line_failure(cli_run(*command), tally, "No space left on device", str(small / "models"))
+        tally["bad_inputs_tried"] += 1
+        resize(64 << 20)
+        assert cli_run(*command).returncode == 0, line
+        tally["resumed"] += 1
+        [run] = (small / "models").iterdir()
+        epochs = [row.split(",")[0] for row in (run / "history.csv").read_text().splitlines()[1:]]
+        assert epochs == ["0", "1", "2", "3"] and len(json.loads((run / "history.json").read_text())["loss"]) == 4
+        tally["history_rows_duplicated"] += len(epochs) - len(set(epochs))
+    tally["cases"].append("full-disk-tmpfs-train")
+
+
 def prepared_work(tmp_path: Path, n: int = 8, ids: list[str] | None = None) -> Path:
     """A run folder whose samples finished a toy ``prepare`` (ROI shards of 2 samples), ready for ``extract``."""
     work = tmp_path / "work"
@@ -345,6 +436,29 @@ def test_full_disk_during_extract_is_a_one_line_cli_error(tmp_path: Path, tally:
     tally["resumed"] += 1
     tally["samples_lost"] += lost(work, "extract:pixels", [f"s{i:02d}" for i in range(8)])
     tally["cases"].append("full-disk-cli")
+
+
+def test_impossible_extract_options_are_refused_before_any_folder(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """`--pca` beyond the pixels per frame or the training frames is one line naming the option, leaving no empty
+    features folder; `--pca 0` is refused by the parser; `--jobs` beyond the CPUs is lowered with a warning."""
+    work = prepared_work(tmp_path)
+    for pca, reason in (("100000", "at most that many components"), ("50", "prepared frames to fit it on")):
+        caplog.clear()
+        assert extract(work, "--pca", pca) == 2
+        [message] = error_lines(caplog)
+        assert f"--pca {pca}" in message and reason in message and "\n" not in message
+        assert not (work / "features").exists()
+    with pytest.raises(SystemExit):
+        extract(work, "--pca", "0")
+    assert "--pca" in capsys.readouterr().err
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert extract(work, "--jobs", "1000") == 0
+    assert any("--jobs 1000 lowered" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    tally["bad_inputs_tried"] += 4
+    tally["samples_lost"] += lost(work, "extract:pixels", [f"s{i:02d}" for i in range(8)])
+    tally["cases"].append("impossible-extract-options")
 
 
 # -- corrupted shards and manifests ----------------------------------------------------------
@@ -552,6 +666,7 @@ def test_sigterm_stops_workers_and_leaves_no_temporary_files(tmp_path: Path, tal
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     tally["runs_killed"] += 1
+    tally["tracebacks"] += stderr.count("Traceback")
     assert process.returncode == 143, stderr
     assert "terminated (SIGTERM)" in stderr and "Traceback" not in stderr
     time.sleep(1)
@@ -652,6 +767,7 @@ def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict
     assert cli.main(["prepare", "-q", "--work", str(work), "--size", "64", "64", "--gray"]) == 2
     message = error_lines(caplog)[-1]
     assert "roi.size: [96, 96] -> [64, 64]" in message and "roi.grayscale: False -> True" in message and "--force" in message
+    assert "use another --work" in message  # prepare's outputs are the work folder's: another folder is the way out
     assert shard_bytes(work / "roi") == before
     tally["mismatched_outputs_reused"] += 0 if shard_bytes(work / "roi") == before else 1
     assert cli.main(["prepare", "-q", "--work", str(work)]) == 0  # the same options resume
@@ -667,7 +783,8 @@ def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict
     assert "features" in error_lines(caplog)[-1]
     caplog.clear()
     assert cli.main(["extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "16"]) == 2
-    assert "pixel_size: 8 -> 16" in error_lines(caplog)[-1]
+    message = error_lines(caplog)[-1]
+    assert "pixel_size: 8 -> 16" in message and "--force" in message and "with --name" in message and "--work" not in message
     caplog.clear()
     assert cli.main(["prepare", "-q", "--work", str(work), "--option", "n_per_class=7"]) == 2
     assert "--option" in error_lines(caplog)[-1]
@@ -688,12 +805,60 @@ def test_evaluate_scores_every_checkpoint_it_can(tmp_path: Path, tally: dict[str
     caplog.clear()
     assert cli.main(["evaluate", "-q", "--work", str(work), "--models", "mplstm-v1+v2+v3-pixels", broken.parent.name, "nothing-here"]) == 1
     errors = "\n".join(error_lines(caplog))
-    assert f"{broken}: unreadable checkpoint" in errors and "nothing-here" in errors and "2 of 3 run(s)" in errors
+    assert f"{broken}: unreadable checkpoint (100 bytes, a truncated or damaged Keras archive)" in errors
+    assert "nothing-here" in errors and "2 of 3 run(s)" in errors and "File not found" not in errors
     assert (work / "reports" / "mplstm-v1+v2+v3-pixels.json").exists()
     assert not (work / "reports" / f"{broken.parent.name}.json").exists()
     tally["bad_inputs_tried"] += 2
     tally["checkpoints_lost"] += 0 if (work / "models" / "mplstm-v1+v2+v3-pixels" / "best.keras").stat().st_size else 1
     tally["cases"].append("evaluate-bad-checkpoint")
+
+
+@pytest.mark.slow
+def test_more_epochs_on_a_finished_run_train_on_as_a_resume_would(tmp_path: Path, tally: dict[str, Any],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """`train --epochs 3` on a run that finished 2 continues at epoch 2 and records it; its history equals a run
+    trained 3 epochs at once; fewer epochs, or more with another change, are still refused."""
+    work = tmp_path / "work"
+    assert cli.main(["prepare", "-q", "--work", str(work), *SYNTHETIC]) == 0
+    assert cli.main(["extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "8"]) == 0
+    train = ["train", "-q", "--work", str(work), "--units", "4", "--no-tensorboard"]
+    assert cli.main([*train, "--epochs", "2"]) == 0
+    [run] = (work / "models").iterdir()
+    assert cli.main([*train, "--epochs", "3"]) == 0
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["options"]["epochs"] == 3 and spec["options"]["extended"] == [{"from_epochs": 2, "to_epochs": 3}]
+    assert cli.main([*train, "--epochs", "3", "--name", "straight"]) == 0
+    rows = [(work / "models" / name / "history.csv").read_text() for name in (run.name, "straight")]
+    assert rows[0] == rows[1] and rows[0].count("\n") == 4  # a header and epochs 0, 1, 2, each once
+    assert cli.main([*train, "--epochs", "3"]) == 0  # finished again: nothing changes, the record stays
+    assert json.loads((run / "spec.json").read_text()) == spec
+    for changed in (["--epochs", "2"], ["--epochs", "4", "--dropout", "0.5"]):
+        caplog.clear()
+        assert cli.main([*train, *changed]) == 2
+        assert "made with other settings" in error_lines(caplog)[-1] and "--force" in error_lines(caplog)[-1]
+    tally["bad_inputs_tried"] += 2
+    tally["cases"].append("more-epochs")
+
+
+def test_checkpoint_problems_in_our_own_words(tmp_path: Path, tally: dict[str, Any]) -> None:
+    """Random bytes, a cut archive, a zip of something else and a missing file each get a reason of ours."""
+    import zipfile
+
+    from pipeline.training.fit import checkpoint_problem
+
+    (tmp_path / "random.keras").write_bytes(np.random.default_rng(0).bytes(4000))
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("notes.txt", "x" * 3000)
+    (tmp_path / "cut.keras").write_bytes((tmp_path / "other.keras").read_bytes()[:-30])
+    (tmp_path / "random.h5").write_bytes(b"garbage")
+    assert checkpoint_problem(tmp_path / "random.keras") == "4000 bytes, not a Keras archive (a .keras file is a zip)"
+    assert "truncated or damaged" in checkpoint_problem(tmp_path / "cut.keras")
+    assert "not a Keras archive" in checkpoint_problem(tmp_path / "other.keras")
+    assert checkpoint_problem(tmp_path / "random.h5") == "7 bytes, not an HDF5 file"
+    assert checkpoint_problem(tmp_path / "absent.keras") == "no such file"
+    tally["bad_inputs_tried"] += 5
+    tally["cases"].append("checkpoint-problems")
 
 
 def test_changed_training_options_never_overwrite_a_run(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
@@ -712,17 +877,44 @@ def test_changed_training_options_never_overwrite_a_run(tmp_path: Path, tally: d
     assert cli.main([*train[:-2], "--epochs", "2", "--dropout", "0.5", "--released", "--name", run.name]) == 2
     message = error_lines(caplog)[-1]
     assert "options.dropout: 0.2 -> 0.5" in message and "options.epochs: 1 -> 2" in message and "--force" in message
+    assert f"{run} holds a run made with other settings" in message and "with --name" in message and "--work" not in message
     assert (run / "spec.json").read_text() == spec and (run / "best.keras").read_bytes() == checkpoint
     tally["mismatched_outputs_reused"] += 0 if (run / "spec.json").read_text() == spec else 1
-    assert cli.main(train) == 0  # the same options: already finished, nothing changes
+    caplog.clear()
+    assert cli.main([train[0], *train[2:]]) == 0  # the same options (not quiet): already finished, nothing changes
+    assert any("already finished" in r.getMessage() and "--force" in r.getMessage() for r in caplog.records)
     assert (run / "spec.json").read_text() == spec
     with work_lock(run, "train"):
         caplog.clear()
-        assert cli.main(train) == 2 and "in use" in error_lines(caplog)[-1]
+        assert cli.main(train) == 2 and "in use" in error_lines(caplog)[-1] and "--name" in error_lines(caplog)[-1]
     assert cli.main([*train, "--dropout", "0.5", "--force"]) == 0
     assert json.loads((run / "spec.json").read_text())["options"]["dropout"] == 0.5
     tally["bad_inputs_tried"] += 3
     tally["cases"].append("changed-training-options")
+
+
+def test_prepare_output_to_a_pipe_says_the_summary_once(tmp_path: Path, tally: dict[str, Any]) -> None:
+    """Logged to a file or a pipe, prepare prints its summary line once and no progress-bar residue."""
+    result = cli_run("prepare", "--work", str(tmp_path / "work"), "--dataset", "synthetic", "--option", "n_per_class=2",
+                     "--option", "n_classes=2", "--option", "frames=10", "--contact-sheet", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("prepare: 4 done, 0 failed of 4 samples") == 1 and "100%|" not in result.stderr
+    tally["cases"].append("summary-once")
+
+
+@pytest.mark.parametrize("command, kept", [("train", "finished epochs are kept"), ("prepare", "finished shards are kept"),
+                                           ("evaluate", "terminated (SIGTERM); re-run")])
+def test_sigterm_message_says_what_each_stage_keeps(command: str, kept: str, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    import importlib
+
+    def terminated(args: Any) -> int:
+        raise cli.Terminated()
+
+    monkeypatch.setattr(importlib.import_module(f"stages.{command}"), "run", terminated)
+    assert cli.main([command, "-q", "--work", "w"]) == cli.TERMINATED
+    [message] = error_lines(caplog)
+    assert kept in message and (command == "prepare" or "shards" not in message)
 
 
 # -- the tally -------------------------------------------------------------------------------
@@ -732,7 +924,11 @@ def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, 
     path.write_text(json.dumps(tally, indent=1))
     with capsys.disabled():
         print(f"\nfault tally ({path}): {json.dumps({k: v for k, v in tally.items() if k != 'cases'})}")
+        print(f"fault suite: {tally['tried']} cases tried, {len(tally['cases'])} OK, {tally['samples_lost']} samples lost, "
+              f"{tally['mismatched_outputs_reused']} mixed outputs, {tally['history_rows_duplicated']} duplicated history rows, "
+              f"{tally['tracebacks']} tracebacks")
     assert tally["samples_lost"] == 0 and tally["mismatched_outputs_reused"] == 0 and tally["checkpoints_lost"] == 0
+    assert tally["tracebacks"] == 0 and tally["history_rows_duplicated"] == 0
     assert json.loads(path.read_text()) == tally
     if "random-kills" in tally["cases"]:
         assert tally["runs_killed"] >= 3 and tally["resumed"] >= 3

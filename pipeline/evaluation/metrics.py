@@ -7,7 +7,7 @@ Accuracies are fractions in [0, 1]; a class or speaker with no test samples has 
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
@@ -31,11 +31,14 @@ def ranked_classes(scores: np.ndarray) -> np.ndarray:
 
 
 def topk_accuracies(y_true: np.ndarray, scores: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
-    """Fraction of samples whose true class is among the ``k`` highest scores, for each k (capped at C)."""
+    """Fraction of samples whose true class is among the ``k`` highest scores, for each k below C (and always k=1).
+
+    A k at or above the number of classes C is dropped: every sample would be a hit, a 100% that says nothing.
+    """
     n_classes = scores.shape[1]
-    capped = sorted({min(int(k), n_classes) for k in ks})
-    if not capped or capped[0] < 1:
+    if not ks or min(int(k) for k in ks) < 1:
         raise ConfigError(f"top-k values must be >= 1, got {list(ks)}")
+    capped = sorted({int(k) for k in ks if int(k) < n_classes or int(k) == 1})
     order = ranked_classes(scores)[:, : capped[-1]]
     hits = order == y_true[:, None]
     return {topk_key(k): float(hits[:, :k].any(axis=1).mean()) for k in capped}
@@ -100,7 +103,7 @@ def evaluate_predictions(
     """Score predictions: ``probs`` is ``[N, C]`` class scores (probabilities or logits), rows of ``y_true``.
 
     Returns a JSON-ready dict: ``n_samples``, ``n_classes``, ``classes``, ``accuracy``, ``top_k``
-    (``{"top1": .., "top5": ..}``, each k capped at C), ``macro_f1`` (over the classes that occur in
+    (``{"top1": .., "top5": ..}``, k at or above C dropped), ``macro_f1`` (over the classes that occur in
     the labels or the predictions, as scikit-learn does), ``per_class`` (accuracy = recall, correct,
     support), ``per_speaker`` (``None`` without speakers) and ``confusion_matrix`` (rows = true class,
     columns = predicted class, in ``classes`` order). The prediction is the highest score, ties going
@@ -111,14 +114,38 @@ def evaluate_predictions(
     correct = y_pred == y
     cm = confusion_matrix(y, y_pred, labels=np.arange(len(classes)))
     present = np.union1d(y, y_pred)
+    top_k = topk_accuracies(y, scores, k)
     return {
         "n_samples": int(y.shape[0]),
         "n_classes": len(classes),
         "classes": [str(c) for c in classes],
         "accuracy": float(correct.mean()),
-        "top_k": topk_accuracies(y, scores, k),
+        "top_k": top_k,
         "macro_f1": float(f1_score(y, y_pred, labels=present, average="macro", zero_division=0)),
         "per_class": per_class_accuracy(cm, classes),
         "per_speaker": None if speakers is None else per_speaker_accuracy(correct, speakers),
         "confusion_matrix": cm.astype(int).tolist(),
+        "warnings": score_warnings(cm, k, top_k, classes),
     }
+
+
+MIN_PER_CLASS = 10  # fewer test clips than this for a class: its accuracy moves in steps of 10% or more
+MOST_CLIPS = 0.9  # one class predicted for this share of the clips or more: the model has collapsed onto it
+
+
+def score_warnings(cm: np.ndarray, ks: Sequence[int], top_k: Mapping[str, float], classes: Sequence[str]) -> list[str]:
+    """What makes these numbers mean little: a small test split, dropped trivial top-k, one class predicted for most."""
+    warnings = []
+    support, n = cm.sum(axis=1), int(cm.sum())
+    if len(classes) and support.min() < MIN_PER_CLASS:
+        warnings.append(f"small test split: {n} clips for {len(classes)} classes, as few as {int(support.min())} "
+                        f"for a class (under {MIN_PER_CLASS}); accuracies move in large steps and can be chance")
+    trivial = sorted({int(k) for k in ks} - {int(key[3:]) for key in top_k})
+    if trivial:
+        warnings.append(f"top-{', '.join(map(str, trivial))} not reported: with {len(classes)} classes "
+                        "every clip would be a hit")
+    predicted = cm.sum(axis=0)
+    if len(classes) > 1 and n and predicted.max() >= MOST_CLIPS * n:
+        top = classes[int(predicted.argmax())]
+        warnings.append(f"the model predicts {top!r} for {int(predicted.max())} of {n} clips: it has collapsed onto one class")
+    return warnings

@@ -112,7 +112,9 @@ def summary_markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> st
     lines = [f"# Evaluation report: {report['name']}", ""]
     if report["random_weights"]:
         lines += [f"> **Warning: {RANDOM_WARNING}.** These numbers say nothing about the model.", ""]
-    lines += [f"**Test accuracy: {_pct(metrics['accuracy'])}** ({correct} / {metrics['n_samples']} correct)", ""]
+    lines += [f"> **Warning: {warning}.**" for warning in metrics.get("warnings") or []]
+    lines += [*([""] if metrics.get("warnings") else []),
+              f"**Test accuracy: {_pct(metrics['accuracy'])}** ({correct} / {metrics['n_samples']} correct)", ""]
     headline = [[_topk_label(key), _pct(value)] for key, value in metrics["top_k"].items()]
     headline += [["macro F1", f"{metrics['macro_f1']:.4f}"], ["test samples", metrics["n_samples"]], ["classes", metrics["n_classes"]]]
     lines += [*_table(["metric", "value"], headline), "", "## Per class", ""]
@@ -149,6 +151,8 @@ def write_report(
     write_text_atomic(paths["json"], _to_json(report))
     if report["random_weights"]:
         log.warning("%s: %s", name, RANDOM_WARNING)
+    for warning in metrics.get("warnings") or []:
+        log.warning("%s: %s", name, warning)
     log.info("report %s: accuracy %s, written to %s", name, _pct(metrics["accuracy"]), out_dir)
     return paths
 

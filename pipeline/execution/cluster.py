@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from typing import Iterator
@@ -75,7 +77,19 @@ def _dask_chatter_hidden() -> Iterator[None]:
     old = dask_logger.level
     if log.getEffectiveLevel() > logging.DEBUG:
         dask_logger.setLevel(logging.WARNING)
+    client_logger, noise = logging.getLogger("distributed.client"), _ConnectionNoise()
+    client_logger.addFilter(noise)  # a lost scheduler is reported once, by the runner
     try:
         yield
     finally:
         dask_logger.setLevel(old)
+        client_logger.removeFilter(noise)
+
+
+class _ConnectionNoise(logging.Filter):
+    """Drops the Dask client's own reports of a lost connection (the tracebacks of its reconnect attempts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        lost = isinstance(error, (OSError, asyncio.CancelledError, concurrent.futures.CancelledError))
+        return not (lost or "reconnect" in record.getMessage().lower())

@@ -9,10 +9,12 @@ outcomes, so a manifest that lagged behind a kill is repaired) and redoes the re
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
 import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -248,8 +250,9 @@ def _capped_jobs(jobs: int, tasks: int, backend: str | None) -> int:
     if backend is not None or jobs <= 1:
         return jobs
     capped = max(1, min(jobs, tasks, os.cpu_count() or 1))
-    if capped < jobs:
-        log.info("--jobs %d lowered to %d (%d shard(s) to run, %d CPU(s))", jobs, capped, tasks, os.cpu_count() or 1)
+    if capped < jobs:  # more workers than this machine has CPUs is a warning: the user asked for what cannot be
+        note = log.warning if jobs > (os.cpu_count() or 1) else log.info
+        note("--jobs %d lowered to %d (%d shard(s) to run, %d CPU(s))", jobs, capped, tasks, os.cpu_count() or 1)
     return capped
 
 
@@ -287,16 +290,23 @@ def _execute_on_dask(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str
                     raise RunError(f"{futures[future].path}: the Dask cluster dropped this shard (scheduler restarted?); "
                                    "completed shards are kept, re-run the same command to resume")
                 yield future.result()
-    except OSError as exc:  # the scheduler went away (CommClosedError is an OSError)
-        raise RunError(f"lost the Dask scheduler ({type(exc).__name__}: {exc}); completed shards are kept, re-run "
-                       "the same command to resume") from None
+    except (OSError, asyncio.CancelledError, concurrent.futures.CancelledError) as exc:  # the scheduler went away
+        raise _lost_scheduler(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
     finally:
         with contextlib.suppress(Exception):
             client.cancel(list(remaining))
 
 
+def _lost_scheduler(reason: str) -> RunError:
+    """The one line for a scheduler that died or became unreachable mid-run."""
+    return RunError(f"lost the Dask scheduler ({' '.join(reason.split())}); completed shards are kept, re-run the same "
+                    "command to resume")
+
+
 def _check_workers(client: Any, idle_since: float | None, stall_timeout: float) -> float | None:
     """Track how long the cluster has had no worker; past ``stall_timeout`` seconds that ends the run."""
+    if client.status != "running":  # the scheduler is gone: its last word on workers is stale
+        raise _lost_scheduler(f"the client is {client.status}")
     if client.scheduler_info().get("workers"):
         return None
     now = time.monotonic()
@@ -357,7 +367,9 @@ def run_stage(
     last_save = time.monotonic()
     interval = max(save_every, 20 * (last_save - clock))  # saving a large manifest stays under ~5% of the run
     positions = _positions(manifest)
-    bar = tqdm(total=sum(len(t.samples) for t in todo), desc=stage, unit="sample", disable=progress_disabled())
+    # a bar written to a file or a pipe repeats its last state on close, beside the summary line: only on a terminal
+    bar = tqdm(total=sum(len(t.samples) for t in todo), desc=stage, unit="sample",
+               disable=progress_disabled() or not sys.stderr.isatty())
     shown = [0]  # samples of the running shard already counted by the per-sample hook (in-process runs)
 
     def count_sample() -> None:

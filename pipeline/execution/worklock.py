@@ -29,11 +29,11 @@ def _holder(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def work_lock(work: Path, what: str) -> Iterator[None]:
+def work_lock(work: Path, what: str, way_out: str = "use another --work") -> Iterator[None]:
     """Hold ``work``'s lock while the block runs; raise ``WorkFolderBusy`` at once if a live process holds it.
 
     ``flock`` locks vanish with their process, so a lock left by a killed run is never in the way (the file may stay;
-    its text is only informative).
+    its text is only informative). ``way_out`` ends the refusal: how to run beside the holder instead.
     """
     path = Path(work) / LOCK_NAME
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -43,7 +43,7 @@ def work_lock(work: Path, what: str) -> Iterator[None]:
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            raise WorkFolderBusy(f"{work} is in use by {_holder(path)}; wait for it to finish or use another --work") from None
+            raise WorkFolderBusy(f"{work} is in use by {_holder(path)}; wait for it to finish or {way_out}") from None
         os.ftruncate(handle, 0)
         os.write(handle, f"pid {os.getpid()} ({what})\n".encode())
         try:

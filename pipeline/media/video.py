@@ -53,9 +53,14 @@ def _check_file(path: Path | str) -> Path:
 def _open(path: Path) -> av.container.InputContainer:
     """Open a container for reading, mapping FFmpeg's errors to VideoError."""
     try:
-        return av.open(str(path), mode="r")
+        container = av.open(str(path), mode="r")
     except av.FFmpegError as exc:
         raise VideoError(path, f"not a readable video container ({exc})") from exc
+    if container.format.name.endswith("_pipe") or container.format.name == "image2":  # FFmpeg's still-image readers
+        kind = container.format.name.removesuffix("_pipe").upper()
+        container.close()
+        raise VideoError(path, f"not a video: a {kind} image (give images as a folder of frames)", "not-a-video")
+    return container
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:

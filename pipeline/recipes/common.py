@@ -205,12 +205,17 @@ class SampleCollector:
 
 
 def complete_splits(
-    collector: SampleCollector, *, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0, by_speaker: bool = True
+    collector: SampleCollector,
+    *,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    by_speaker: bool = True,
+    speaker_hint: str = "",
 ) -> list[Sample]:
     """The collector's samples with splits: kept when every sample has one, assigned when none has, else a problem each."""
     samples = collector.samples()
     if samples and all(s.split is None for s in samples):
-        return assign_splits(samples, fractions=fractions, seed=seed, by_speaker=by_speaker)
+        return assign_splits(samples, fractions=fractions, seed=seed, by_speaker=by_speaker, speaker_hint=speaker_hint)
     for sample in (s for s in samples if s.split is None):
         path = next(iter(sample.sources.values())).path
         collector.problems.append(problem(sample.id, "no split given while other samples have one", path))

@@ -6,7 +6,8 @@ class and name.
 
 Listing (``listing=`` a ``.csv`` or ``.jsonl`` file; paths in it are relative to the root). Columns / keys:
 
-* ``id`` (required), ``label``, ``speaker``, ``split`` (all optional; split values as for folders);
+* ``id`` and ``label`` (required: a listing without them is refused, a row with an empty one is a per-row problem),
+  ``speaker``, ``split`` (optional; split values as for folders);
 * the sources in one of three forms: wide, one column ``path:<view>`` per perspective; long, columns ``view`` and
   ``path`` with one row per perspective and rows sharing an ``id``; or a single ``path`` column (perspective ``v1``).
   A JSON Lines record may instead carry ``"paths": {"<view>": "<path>", ...}``.
@@ -17,6 +18,7 @@ When no sample has a split, splits are assigned (seeded, stratified by label, sp
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -73,7 +75,10 @@ def prepare_generic(
             if view in perspectives:
                 fields = {k: row.get(k) for k in ("label", "split", "speaker")}
                 collector.add(row["id"], view, base / path, **fields)
-    samples = complete_splits(collector, fractions=fractions, seed=seed, by_speaker=True)
+    hint = ("give the listing a speaker column" if listing is not None else
+            "pass --option speaker_pattern=REGEX, a regular expression with a group (?P<speaker>...) found in clip "
+            "names")
+    samples = complete_splits(collector, fractions=fractions, seed=seed, by_speaker=True, speaker_hint=hint)
     info = {"layout": "folders" if listing is None else f"listing {Path(listing).as_posix()}"}
     return finish("generic", base, collector, info=info, samples=samples, layout=LAYOUT)
 
@@ -121,6 +126,9 @@ def _listing_rows(base: Path, listing: Path) -> list[dict[str, Any]]:
         if sample_id is None:
             rows.append({"id": f"{path.name}:{number}", "error": "row without an id", "where": where, "paths": {}})
             continue
+        if _text(record.get("label")) is None:
+            rows.append({"id": sample_id, "error": "row without a label", "where": where, "paths": {}})
+            continue
         split_text = _text(record.get("split"))
         row = {
             "id": sample_id,
@@ -157,17 +165,32 @@ def _text(value: Any) -> str | None:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) of a CSV file with a header line."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
-            yield reader.line_num, row
+    """(line number, row) of a CSV file with a header line that has the ``id`` and ``label`` columns."""
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    columns = [str(name).strip() for name in reader.fieldnames or []]
+    missing = [name for name in ("id", "label") if name not in columns]
+    if missing:
+        raise RecipeError(f"{path}:1: listing has no {' or '.join(repr(m) for m in missing)} column (its header: "
+                          f"{', '.join(columns) or 'none'}); see the generic recipe's listing columns")
+    for row in reader:
+        yield reader.line_num, row
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of a JSON Lines file, blank lines skipped."""
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            yield number, parse_json_object(path, number, line, RecipeError)
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        yield number, parse_json_object(path, number, line, RecipeError)
+
+
+def _read_text(path: Path) -> str:
+    """A listing's text; bytes that are not UTF-8 are refused naming the line and column."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise RecipeError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}); "
+                          "save the listing as UTF-8") from None

@@ -78,8 +78,12 @@ def assign_splits(
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     by_speaker: bool = True,
+    speaker_hint: str = "",
 ) -> list[Sample]:
     """Copies of ``samples`` with ``split`` set: seeded, stratified by label, speaker-disjoint when speakers are known.
+
+    Asked for ``by_speaker`` with no speaker known, the split is by clip and says so with a warning (test clips may
+    share speakers with training), ending with ``speaker_hint``: how this dataset's recipe could learn the speakers.
 
     Samples are grouped by speaker (``by_speaker`` and a speaker given) or each stands alone; groups are visited in a
     seeded order, largest first, and each goes to the split whose per-label counts lag their targets
@@ -109,7 +113,15 @@ def assign_splits(
     split_of = {s.id: SPLITS[placed[k]] for k, members in groups.items() for s in members}
     out = [dataclasses.replace(s, split=split_of[s.id]) for s in samples]
     sizes = Counter(s.split for s in out)
-    log.info("assigned splits (seed %d, %s): %s", seed, "by speaker" if by_speaker else "by sample", dict(sizes))
+    unknown = sum(1 for s in samples if s.speaker is None)
+    if by_speaker and samples and unknown == len(samples):
+        log.warning("assigned splits by clip, not by speaker: no sample has a speaker, so test clips may share "
+                    "speakers with training%s", f" ({speaker_hint})" if speaker_hint else "")
+    elif by_speaker and unknown:
+        log.warning("%d of %d samples have no speaker: each is split on its own and may share a speaker with training "
+                    "clips%s", unknown, len(samples), f" ({speaker_hint})" if speaker_hint else "")
+    how = "by speaker" if by_speaker and unknown < len(samples) else "by clip"
+    log.info("assigned splits (seed %d, %s): %s", seed, how, dict(sizes))
     return out
 
 

@@ -38,18 +38,35 @@ _UMASK = _read_umask()
 
 @contextlib.contextmanager
 def atomic_path(final: Path | str, keep_suffix: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write; on success fsync and rename it to ``final``, on error delete it."""
+    """Yield a temporary path to write; on success fsync and rename it to ``final``, on error delete it.
+
+    An OS error that names no file, or the temporary one (a full disk), is raised naming ``final`` instead.
+    """
     final = Path(final)
-    tmp = temp_path_for(final, keep_suffix)
+    try:
+        tmp = temp_path_for(final, keep_suffix)
+    except OSError as exc:
+        raise _naming(exc, final) from None
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError):
+            raise _naming(exc, final) from None
         raise
+
+
+def _naming(exc: OSError, final: Path) -> OSError:
+    """``exc`` as the same kind of OS error about ``final`` (the name the user knows) when it names no file or the
+    temporary one; an error about another path (a parent folder) or without an errno is kept as it is."""
+    named = exc.filename is not None and TMP_MARK not in os.path.basename(os.fsdecode(exc.filename))
+    if named or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(final))
 
 
 def write_bytes_atomic(final: Path | str, data: bytes) -> None:

@@ -8,8 +8,10 @@ shard on disk is the source of truth and a manifest can always be reconciled fro
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -105,16 +107,23 @@ class BaseShardWriter:
         return self.path
 
     def discard(self) -> None:
-        """Close and delete the temporary file (nothing appears under the final name).
+        """Close and delete the temporary file (nothing appears under the final name); never raises.
 
-        Called while another error is on its way: closing may fail again (a full disk), and that
-        second error is dropped so the first one is what the caller sees.
+        Called while another error is on its way: the file is emptied first, so that closing it needs next to no
+        space on a full disk, and a close that still fails is dropped so the first error is what the caller sees.
         """
         try:
-            with contextlib.suppress(OSError):
+            self._empty()
+            with contextlib.suppress(Exception):
                 self._close()
         finally:
-            self._tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
+
+    def _empty(self) -> None:
+        """Give back the temporary file's space (its content is lost: the writer can only be discarded now)."""
+        with contextlib.suppress(OSError):
+            os.truncate(self._tmp, 0)
 
     def __enter__(self):
         return self
@@ -157,6 +166,7 @@ class ShardWriter(BaseShardWriter):
     def __init__(self, path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None, compression: int = 1) -> None:
         super().__init__(path, kind)
         self.compression = compression
+        self._failed = False
         self._file = _create_file(self._tmp)
         self._file.attrs["format"] = _attr_value(SHARD_FORMAT)
         self._file.attrs["version"] = SHARD_VERSION
@@ -172,8 +182,24 @@ class ShardWriter(BaseShardWriter):
         extras: Mapping[str, np.ndarray] | None = None,
         record: Mapping[str, Any] | None = None,
     ) -> None:
-        """Store one sample: a dataset per perspective, its attributes, extra arrays (e.g. ``audit/v1/landmarks``)."""
+        """Store one sample: a dataset per perspective, its attributes, extra arrays (e.g. ``audit/v1/landmarks``).
+
+        A write the library cannot finish (a full disk) empties the temporary file at once, before HDF5 retries it on
+        close (a retry that can crash the library), and raises ``OSError`` with the system's reason.
+        """
         self._claim(sample_id)
+        if self._failed:
+            raise OSError(errno.EIO, "an earlier write to this shard failed")
+        try:
+            self._store(sample_id, arrays, attrs, extras)
+        except (OSError, RuntimeError) as exc:
+            self._failed = True
+            self._empty()
+            raise _write_error(exc) from None
+        self._done(sample_id, record)
+
+    def _store(self, sample_id: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None,
+               extras: Mapping[str, np.ndarray] | None) -> None:
         group = _group(self._file, group_name(sample_id))
         group.attrs["id"] = _attr_value(sample_id)
         for key, value in (attrs or {}).items():
@@ -182,7 +208,6 @@ class ShardWriter(BaseShardWriter):
             self._dataset(group, name, np.asarray(array))
         for name, array in (extras or {}).items():
             self._dataset(group, name, np.asarray(array))
-        self._done(sample_id, record)
 
     def _dataset(self, group: h5py.Group, name: str, array: np.ndarray) -> None:
         kwargs: dict[str, Any] = {"track_times": False}
@@ -198,13 +223,46 @@ class ShardWriter(BaseShardWriter):
         group.create_dataset(leaf, data=array, **kwargs).flush()
 
     def _close(self) -> None:
-        if self._file.id.valid:
+        if not self._file.id.valid:
+            return
+        try:
+            if self._failed:
+                raise OSError(errno.EIO, "an earlier write to this shard failed")
             self._file.attrs["records"] = _attr_value(self._records)
             self._file.attrs["complete"] = True
             self._file.close()
+        except (OSError, RuntimeError) as exc:
+            self._failed = True
+            self._empty()
+            with contextlib.suppress(Exception):
+                self._file.close()  # the emptied file needs next to no space: this close releases the library's handles
+            raise _write_error(exc) from None
 
     def _publish(self) -> None:
         os.replace(self._tmp, self.path)
+
+    def _empty(self) -> None:
+        """Point the library's file descriptor at an anonymous in-memory file, then empty the temporary file.
+
+        Whatever HDF5 still writes while closing (it retries what failed) then lands in memory: on a disk that is
+        full for other reasons too, closing succeeds and no half-closed object is left to crash the library later.
+        """
+        with contextlib.suppress(Exception):
+            if self._file.id.valid and hasattr(os, "memfd_create"):
+                spare = os.memfd_create("discarded-shard")
+                os.dup2(spare, self._file.id.get_vfd_handle())
+                os.close(spare)
+        super()._empty()
+
+
+def _write_error(exc: BaseException) -> OSError:
+    """An HDF5 write failure as a one-line ``OSError`` carrying the system's errno (HDF5 spreads it over lines)."""
+    found = re.search(r"errno = (\d+)", str(exc))
+    if found:
+        return OSError(int(found.group(1)), os.strerror(int(found.group(1))))
+    if isinstance(exc, OSError) and exc.errno:
+        return OSError(exc.errno, exc.strerror)
+    return OSError(errno.EIO, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 class ShardReader:

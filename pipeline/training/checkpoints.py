@@ -9,12 +9,16 @@ at the start of each epoch from (seed, epoch), so a resumed epoch draws what the
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from pipeline.storage.atomic import TMP_MARK, atomic_path, write_text_atomic
 from pipeline.execution.logs import get_logger
@@ -24,13 +28,30 @@ STATE = "state.json"
 KEEP = 2  # backups kept: the newest and the one before it, to fall back on
 
 
-def save_atomically(save: Any, path: Path) -> None:
+def save_atomically(save: Any, path: Path, model: Any = None) -> None:
     """Call ``save(temporary_path)`` and rename the result onto ``path``: ``path`` is whole or absent, never half.
 
-    The temporary name keeps ``path``'s suffixes, since Keras picks the file format from them.
+    The temporary name keeps ``path``'s suffixes, since Keras picks the file format from them. With ``model``, a disk
+    without room for its weights (and optimizer state) twice over is refused first, naming ``path``: HDF5, which Keras
+    writes weights with, can crash the process when a full disk fails its writes.
     """
+    if model is not None:
+        _check_room(path, model)
     with atomic_path(path, keep_suffix=True) as partial:
         save(str(partial))
+
+
+def _check_room(path: Path, model: Any) -> None:
+    """``OSError(ENOSPC)`` naming ``path`` when its disk has less room than twice ``model``'s variables + 1 MiB."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.variables) + list(getattr(optimizer, "variables", None) or [])
+    needed = 2 * sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables) + (1 << 20)
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (saving needs about {needed / 1e6:.1f} MB, "
+                      f"{free / 1e6:.1f} MB free)", str(path))
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -45,7 +66,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None or not value > self.best:
             return
         self.best = float(value)
-        save_atomically(self.model.save, self.path)
+        save_atomically(self.model.save, self.path, self.model)
         log.debug("epoch %d: %s %.4f, saved %s", epoch + 1, self.monitor, self.best, self.path)
 
 
@@ -65,6 +86,32 @@ class EpochSeed(keras.callbacks.Callback):
             state.assign(keras.ops.convert_to_tensor([base + index, 0], dtype=state.dtype))
 
 
+class HistoryRows(keras.callbacks.Callback):
+    """The history CSV rewritten after every epoch from the rows of the epochs that count as done, and that one.
+
+    A resumed run starts after its last backup: rows the file holds from that epoch on (logged before a kill or a full
+    disk stopped the backup) are dropped, so no epoch appears twice and none goes missing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.rows: dict[int, dict[str, Any]] | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.rows is None:  # the first epoch of this fit: the backup (restored at train begin) decided which
+            from pipeline.training.fit import history_rows
+
+            self.rows = {done: row for done, row in history_rows(self.path).items() if done < epoch}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from pipeline.training.fit import write_history_rows
+
+        assert self.rows is not None
+        self.rows[epoch] = {key: float(value) for key, value in (logs or {}).items()}
+        write_history_rows(self.path, self.rows)
+
+
 class ResumableBackup(keras.callbacks.Callback):
     """Per-epoch training state in ``folder``, restored at the start of a re-run; removed when training ends.
 
@@ -80,7 +127,7 @@ class ResumableBackup(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch + 1:05d}.weights.h5"
-        save_atomically(self.model.save_weights, self.folder / name)
+        save_atomically(self.model.save_weights, self.folder / name, self.model)
         state = {"epoch": epoch + 1, "weights": name, "stop_training": bool(self.model.stop_training)}
         if self.early_stopping is not None:
             state["early_stopping"] = {"wait": int(self.early_stopping.wait), "best": float(self.early_stopping.best),
@@ -90,10 +137,24 @@ class ResumableBackup(keras.callbacks.Callback):
             old.unlink(missing_ok=True)
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        """Keep only the last epoch's backup and state: ``train --epochs`` with more epochs continues from them."""
         if self.folder.exists():
+            keep = {STATE, *(p.name for p in self._backups()[:1])}
             for path in self.folder.iterdir():
-                path.unlink(missing_ok=True)
-            self.folder.rmdir()
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
+
+    # -- extending --------------------------------------------------------------------------------------------------
+    def last_epoch(self) -> int | None:
+        """The epoch the kept backup ends (``None`` without a usable state file and backup)."""
+        state = self._state()
+        return int(state["epoch"]) if state and (self.folder / state.get("weights", "")).is_file() else None
+
+    def reopen(self) -> None:
+        """Let a finished (or early-stopped) run train on from its last backup, as a resume would."""
+        state = self._state()
+        if state is not None:
+            write_text_atomic(self.folder / STATE, json.dumps({**state, "stop_training": False}))
 
     # -- restoring --------------------------------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:

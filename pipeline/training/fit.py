@@ -8,6 +8,7 @@ and the run's config and versions saved beside the checkpoint.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -60,10 +61,10 @@ def fit(
     import keras
 
     from pipeline.training.batches import AugmentedClips, EpochBatches, EpochSync
-    from pipeline.training.checkpoints import BestCheckpoint, EpochSeed, ResumableBackup, save_atomically
+    from pipeline.training.checkpoints import BestCheckpoint, EpochSeed, HistoryRows, ResumableBackup, save_atomically
 
     if is_complete(out_dir, config):
-        log.info("%s already finished training; delete it (or use another --name) to train again", out_dir)
+        log.info("%s already finished training; pass --force to train it anew, or --name to train another run", out_dir)
         return read_history(out_dir / HISTORY)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / RUN_CONFIG, json.dumps({**run_info, "fit": asdict(config), "environment": environment()}, indent=2, sort_keys=True, default=str))
@@ -75,7 +76,7 @@ def fit(
         early = keras.callbacks.EarlyStopping(monitor=config.monitor, mode="max", patience=config.patience, restore_best_weights=False)
     # order matters: an epoch's history row, best checkpoint and early-stopping step all happen before its backup,
     # so a run killed in between redoes that epoch, with the same random draws (EpochSeed)
-    callbacks = list(callbacks or []) + [EpochSeed(config.seed), keras.callbacks.CSVLogger(str(history_path), append=True)]
+    callbacks = list(callbacks or []) + [EpochSeed(config.seed), HistoryRows(history_path)]
     if val is not None:
         callbacks += [BestCheckpoint(out_dir / config.checkpoint, config.monitor, best_so_far), early]
     callbacks.append(ResumableBackup(out_dir / BACKUP, early))
@@ -113,20 +114,37 @@ def is_complete(out_dir: Path, config: FitConfig) -> bool:
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
-    """The per-epoch metrics in a CSVLogger file (empty when absent); duplicate epochs keep the latest."""
+    """The per-epoch metrics in a history CSV (empty when absent); duplicate epochs keep the latest."""
+    rows = history_rows(path)
+    history: dict[str, list[float]] = {}
+    for epoch in sorted(rows):
+        for key, value in rows[epoch].items():
+            if value not in ("", "NA", None):
+                history.setdefault(key, []).append(float(value))
+    return history
+
+
+def history_rows(path: Path) -> dict[int, dict[str, str]]:
+    """Epoch -> its row (metric -> text) in a history CSV; empty when absent; a later row of one epoch wins."""
     if not path.exists():
         return {}
     rows: dict[int, dict[str, str]] = {}
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
             if row.get("epoch", "").isdigit():
-                rows[int(row["epoch"])] = row
-    history: dict[str, list[float]] = {}
+                rows[int(row["epoch"])] = {k: v for k, v in row.items() if k != "epoch"}
+    return rows
+
+
+def write_history_rows(path: Path, rows: dict[int, dict[str, Any]]) -> None:
+    """Write ``rows`` (epoch -> metrics) as a history CSV, in epoch order, atomically."""
+    keys = sorted({key for row in rows.values() for key in row})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
     for epoch in sorted(rows):
-        for key, value in rows[epoch].items():
-            if key != "epoch" and value not in ("", "NA", None):
-                history.setdefault(key, []).append(float(value))
-    return history
+        writer.writerow([epoch, *(rows[epoch].get(key, "NA") for key in keys)])
+    write_text_atomic(path, out.getvalue())
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -144,8 +162,35 @@ def load_checkpoint(path: Path):
 
     from pipeline.models import registry
 
+    problem = checkpoint_problem(Path(path))
+    if problem:
+        raise DataError(f"{path}: unreadable checkpoint ({problem}); retrain it")
     try:
         return keras.models.load_model(path, safe_mode=True, custom_objects=registry.custom_objects())
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         size = Path(path).stat().st_size if Path(path).exists() else 0
         raise DataError(f"{path}: unreadable checkpoint ({size} bytes; {type(exc).__name__}: {exc}); retrain it") from None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a saved Keras model, in our words (missing, unreadable, not an archive, truncated)."""
+    import zipfile
+
+    if not path.is_file():
+        return "no such file"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    if path.suffix == ".h5":
+        return None if head == b"\x89HDF\r\n\x1a\n" else f"{size} bytes, not an HDF5 file"
+    if not head.startswith(b"PK"):
+        return f"{size} bytes, not a Keras archive (a .keras file is a zip)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return f"{size} bytes, a truncated or damaged Keras archive"
+    return None if "config.json" in names else f"{size} bytes, a zip without a model's config.json, not a Keras archive"

@@ -60,8 +60,11 @@ def refuse_or_clear(where: str, changed: list[str], force: bool, keep_hint: str,
 
 
 def guard_outputs(manifest: Manifest, manifest_file: Path, stage: str, asked: dict[str, Any], out_dir: Path, force: bool,
-                  later: list[Path]) -> None:
-    """Stop when ``stage``'s outputs on disk were made with other settings than ``asked``; with ``force`` delete them."""
+                  later: list[Path], keep_hint: str = "use another --work") -> None:
+    """Stop when ``stage``'s outputs on disk were made with other settings than ``asked``; with ``force`` delete them.
+
+    ``keep_hint`` is the way to keep them and have the new ones too (another --work, or for features another --name).
+    """
     recorded = recorded_settings(manifest, stage)
     if recorded is None or not out_dir.exists() or not any(out_dir.iterdir()):
         return
@@ -71,4 +74,4 @@ def guard_outputs(manifest: Manifest, manifest_file: Path, stage: str, asked: di
         manifest.samples = [without_stage(s, stage) for s in manifest.samples]
         manifest.save(manifest_file)
 
-    refuse_or_clear(f"{out_dir} holds {stage} outputs", differences(recorded, asked), force, "use another --work", clear, later)
+    refuse_or_clear(f"{out_dir} holds {stage} outputs", differences(recorded, asked), force, keep_hint, clear, later)

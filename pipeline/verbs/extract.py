@@ -66,6 +66,9 @@ def fit_pixel_pca(manifest: Manifest, ws: Workspace, name: str, size: int, compo
         raise DataError("no prepared training samples to fit the PCA on")
     stack = np.concatenate(frames)
     stack = stack[rng.permutation(len(stack))[:PCA_FRAMES]]
+    if components > len(stack):
+        raise ConfigError(f"--pca {components}: the training split has {len(stack)} prepared frames to fit it on; "
+                          f"use at most {len(stack)} components")
     PixelBackbone(size).fit_pca(stack, components).save(path)
     return path
 
@@ -81,14 +84,17 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
     require_format(config.format)
     if config.pca and config.backbone != "pixels":
         raise ConfigError("--pca applies to the pixels backbone only")
+    if config.pca < 0 or config.pca > config.pixel_size ** 2:
+        raise ConfigError(f"--pca {config.pca}: the pixels backbone has {config.pixel_size ** 2} values per frame "
+                          f"(--pixel-size {config.pixel_size}), so at most that many components (and at least 1)")
     with ws.lock("extract"):
         manifest = ws.load_manifest()
         name, run = config.features, config.execution
         stage, out = features_stage(name), ws.features(name)
         made = {"backbone": config.backbone, "weights": config.weights or VGGFACE, "format": config.format, "dtype": config.dtype,
                 "pca": config.pca, "pixel_size": config.pixel_size}  # what the embeddings depend on
-        guard_outputs(manifest, ws.manifest_path, stage, made, out, run.force, [ws.models])
-        out.mkdir(parents=True, exist_ok=True)
+        guard_outputs(manifest, ws.manifest_path, stage, made, out, run.force, [ws.models],
+                      "keep them and extract beside them with --name")
         samples = [s for s in manifest.samples if s.status(PREPARE) == DONE]
         if not samples:
             raise DataError(f"{ws.manifest_path}: no sample has finished `prepare`")
@@ -97,6 +103,7 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
             log.warning("%d of %d samples are not prepared yet (prepare was interrupted?): they are left out; re-run "
                         "`prepare` and then `extract` to add them", pending, len(manifest))
         pca = str(fit_pixel_pca(manifest, ws, name, config.pixel_size, config.pca).resolve()) if config.pca else None
+        out.mkdir(parents=True, exist_ok=True)  # only now: a refused PCA leaves no empty features folder behind
         # workers (Dask ones included) resolve no path of their own: every file they read is named absolutely here
         weights = config.weights if config.weights in (None, VGGFACE, RANDOM) else str(Path(config.weights).resolve())
         cache = str(Path(config.cache_dir).resolve()) if config.cache_dir else None

@@ -13,14 +13,14 @@ from pipeline.training.feed import MODES, RunInputs
 from pipeline.execution.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, Manifest
 from pipeline.models import registry
-from pipeline.execution.settings import check_options, differences, option, plain
+from pipeline.execution.settings import SettingsChanged, check_options, differences, option, plain
 from pipeline.training.fit import FitConfig
 from pipeline.verbs.common import refuse_or_clear
 from pipeline.workspace import COMPOSITE, PREPARE, TRAIN_BEST, Workspace, features_name, features_stage
 
 log = get_logger(__name__)
 # recorded in spec.json while training, derived from what was asked (compared through what they derive from)
-DERIVED_OPTIONS = ("memory_estimate_bytes", "lr", "replicas", "global_batch", "dtype_policy", "recipe")
+DERIVED_OPTIONS = ("memory_estimate_bytes", "lr", "replicas", "global_batch", "dtype_policy", "recipe", "extended")
 RELEASED_TIMESTEPS = 20
 
 
@@ -155,7 +155,8 @@ def train(ws: Workspace, config: TrainConfig) -> TrainResult:
     spec.config = plain(config)
     out = ws.run(spec.name)
     out.mkdir(parents=True, exist_ok=True)
-    with work_lock(out, f"train {spec.name}"):  # one process per run folder; other runs may train beside it
+    # one process per run folder; other runs may train beside it
+    with work_lock(out, f"train {spec.name}", "train another run beside it with --name"):
         check_run_folder(out, spec, config.force)
         return train_run(ws, config, manifest, spec, out)
 
@@ -169,8 +170,32 @@ def check_run_folder(out: Path, spec: RunSpec, force: bool) -> None:
         shutil.rmtree(out)
         out.mkdir(parents=True)
 
-    refuse_or_clear(f"{out} holds a run trained", differences(_comparable(RunSpec.load(out)), _comparable(spec)), force,
-                    "choose another --name", clear)
+    recorded = RunSpec.load(out)
+    if "extended" in recorded.options:
+        spec.options["extended"] = recorded.options["extended"]  # the run's record of its extensions is kept
+    changed = differences(_comparable(recorded), _comparable(spec))
+    old, new = recorded.options.get("epochs"), spec.options.get("epochs")
+    if not force and changed == [f"options.epochs: {old!r} -> {new!r}"] and isinstance(old, int) and new > old:
+        extend_run(out, spec, old, new)
+        return
+    refuse_or_clear(f"{out} holds a run", changed, force, "keep it and train another with --name", clear)
+
+
+def extend_run(out: Path, spec: RunSpec, old: int, new: int) -> None:
+    """``--epochs`` raised on a run, and nothing else: train on from its last epoch as a resume would, recording it."""
+    from pipeline.training.checkpoints import ResumableBackup
+    from pipeline.training.fit import COMPLETE
+
+    backup = ResumableBackup(out / "backup")
+    last = backup.last_epoch()
+    if (out / COMPLETE).exists() and last is None:
+        raise SettingsChanged(f"{out} finished {old} epochs without keeping its last backup (trained by an older "
+                              f"mpview), so it cannot train on to {new}: pass --force to retrain it, or use --name")
+    backup.reopen()
+    (out / COMPLETE).unlink(missing_ok=True)
+    spec.options["extended"] = [*spec.options.get("extended", []), {"from_epochs": old, "to_epochs": new}]
+    log.info("%s: --epochs %d -> %d: training on from epoch %s, as a resume would", out, old, new,
+             last or "its last backup")
 
 
 def _comparable(spec: RunSpec) -> dict:

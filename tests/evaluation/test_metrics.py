@@ -51,9 +51,11 @@ def test_headline_numbers_match_hand_computation(metrics: dict) -> None:
     assert metrics["n_classes"] == 3
     assert metrics["classes"] == CLASSES
     assert metrics["accuracy"] == pytest.approx(4 / 6)
-    # k=5 is capped at the 3 classes, where every sample is a hit
-    assert metrics["top_k"] == pytest.approx({"top1": 4 / 6, "top2": 5 / 6, "top3": 1.0})
-    assert list(metrics["top_k"]) == ["top1", "top2", "top3"]
+    # k=5 is at or above the 3 classes, where every sample is a hit: dropped, with a warning
+    assert metrics["top_k"] == pytest.approx({"top1": 4 / 6, "top2": 5 / 6})
+    assert list(metrics["top_k"]) == ["top1", "top2"]
+    assert any("top-5 not reported: with 3 classes" in w for w in metrics["warnings"])
+    assert any(w.startswith("small test split: 6 clips for 3 classes, as few as 2") for w in metrics["warnings"])
 
 
 def test_confusion_per_class_and_per_speaker_match_hand_computation(metrics: dict) -> None:
@@ -132,7 +134,7 @@ def test_write_report_files_and_markdown_numbers(tmp_path: Path, metrics: dict) 
     assert report["metrics"] == metrics and report["run_info"] == RUN_INFO and report["history"] == HISTORY
     assert report["random_weights"] is False and report["warning"] is None
     md = paths["markdown"].read_text(encoding="utf-8")
-    for text in ("66.67%", "(4 / 6 correct)", "| top-2 | 83.33% |", "| top-3 | 100.00% |", "0.6556", "| b | 100.00% | 2 | 2 |", "| s10 | 33.33% | 1 | 3 |", "| s2 | 100.00% | 3 | 3 |"):
+    for text in ("66.67%", "(4 / 6 correct)", "| top-2 | 83.33% |", "> **Warning: small test split", "0.6556", "| b | 100.00% | 2 | 2 |", "| s10 | 33.33% | 1 | 3 |", "| s2 | 100.00% | 3 | 3 |"):
         assert text in md
     assert "| true \\ predicted | a | b | c |" in md and "| c | 1 | 0 | 1 |" in md
     assert "| versions.keras | 3.3 |" in md and "| perspectives | v1, v3 |" in md
@@ -198,3 +200,19 @@ def test_plots_write_valid_pngs(tmp_path: Path) -> None:
     _assert_png(plot_comparison([_report("a_b", 0.5, "vggface2")], tmp_path / "one.png"))
     with pytest.raises(ValueError):
         plot_confusion_matrix([[1, 0], [0, 1]], ["x", "y", "z"], tmp_path / "bad.png")
+
+
+def test_two_clip_two_class_test_warns_and_drops_trivial_top_k(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 2-class, 2-clip test split where the model predicts one class: small split, no top-2, collapsed model,
+    each in the log and the report."""
+    metrics = evaluate_predictions(np.array([0, 1]), np.array([[0.9, 0.1], [0.8, 0.2]]), ["x", "y"], k=(1, 2, 5))
+    assert list(metrics["top_k"]) == ["top1"]
+    small, top, collapsed = metrics["warnings"]
+    assert "small test split: 2 clips for 2 classes" in small and "top-2, 5 not reported" in top
+    assert "predicts 'x' for 2 of 2 clips" in collapsed
+    with caplog.at_level("WARNING"):
+        paths = write_report(tmp_path, "tiny", metrics, RUN_INFO)
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert all(f"> **Warning: {w}.**" in md for w in metrics["warnings"]) and "top-2 |" not in md
+    assert load_report(paths["json"])["metrics"]["warnings"] == metrics["warnings"]
+    assert sum("tiny: " in r.getMessage() for r in caplog.records if r.levelname == "WARNING") == 3

@@ -249,3 +249,13 @@ def test_reused_converter_follows_a_size_and_format_change_mid_stream(tmp_path: 
     path.write_bytes(h264_segment(moving_square(6), "yuv420p") + h264_segment(moving_square(6, 64, 96), "yuv444p"))
     decoded = assert_same_pixels(path)
     assert [frame.shape for frame in decoded] == [(96, 128, 3)] * 6 + [(64, 96, 3)] * 6
+
+
+def test_an_image_named_as_a_video_is_refused_not_read_as_one_frame(tmp_path):
+    """A PNG saved under a .mpg name is a per-sample error naming the file, never a one-frame clip."""
+    cv2.imwrite(str(tmp_path / "still.png"), np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "still.mpg").write_bytes((tmp_path / "still.png").read_bytes())
+    for reader in (probe, read_frames):
+        with pytest.raises(VideoError, match=r"still.mpg.*not a video: a PNG image") as failure:
+            reader(tmp_path / "still.mpg")
+        assert failure.value.code == "not-a-video"

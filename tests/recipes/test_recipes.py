@@ -253,6 +253,26 @@ def test_generic_folders_assigned_speaker_disjoint(tmp_path):
     assert [s.split for s in m] == [s.split for s in prepare_generic(tmp_path, speaker_pattern=r"(?P<speaker>spk\d+)_", seed=5)]
 
 
+def test_generic_split_without_speakers_says_it_is_by_clip_and_how_to_fix_it(tmp_path, caplog):
+    """No speaker known: the split is by clip, with a warning that names the recipe's way to give speakers."""
+    for spk in range(4):
+        for word in ("yes", "no"):
+            touch(tmp_path, f"cam1/{word}/spk{spk}_{word}.mp4")
+    with caplog.at_level("INFO"):
+        prepare_generic(tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("by clip, not by speaker" in w and "test clips may share speakers" in w and "speaker_pattern" in w for w in warnings)
+    assert "by clip)" in caplog.text and "by speaker)" not in caplog.text
+    (tmp_path / "list.csv").write_text("id,label,path\na,yes,cam1/yes/spk0_yes.mp4\nb,no,cam1/no/spk0_no.mp4\n")
+    caplog.clear()
+    prepare_generic(tmp_path, listing="list.csv", fractions=(0.5, 0.0, 0.5))
+    assert "speaker column" in caplog.text and "by clip, not by speaker" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        prepare_generic(tmp_path, speaker_pattern=r"(?P<speaker>spk\d+)_")
+    assert "by speaker)" in caplog.text and "not by speaker" not in caplog.text
+
+
 def test_generic_csv_wide_and_long(tmp_path):
     touch(tmp_path, "clips/a_front.mp4", "clips/a_side.mp4", "clips/b_front.mp4", "clips/b_side.mp4", "clips/c_front.mp4")
     (tmp_path / "clips/frames").mkdir()
@@ -284,6 +304,29 @@ def test_generic_jsonl_and_mixed_splits(tmp_path):
     m = prepare_generic(tmp_path, listing="list.jsonl")
     assert [s.id for s in m] == ["x"] and m.perspectives == ["v1"]
     assert reasons(m) == {"y": "no split given while other samples have one"}
+
+
+def test_generic_listing_validated_columns_labels_and_encoding(tmp_path):
+    """A listing without an id or label column is refused naming both; an empty label is a per-row problem; bytes
+    that are not UTF-8 are refused naming the file, line and column (never a decoding traceback)."""
+    touch(tmp_path, "x.mp4", "y.mp4")
+    (tmp_path / "nolabel.csv").write_text("id,path\nx,x.mp4\n")
+    with pytest.raises(RecipeError, match=r"nolabel.csv:1: listing has no 'label' column \(its header: id, path\)"):
+        prepare_generic(tmp_path, listing="nolabel.csv")
+    (tmp_path / "bare.csv").write_text("path\nx.mp4\n")
+    with pytest.raises(RecipeError, match="no 'id' or 'label' column"):
+        prepare_generic(tmp_path, listing="bare.csv")
+    (tmp_path / "empty.csv").write_text("id,label,split,path\nx,a,train,x.mp4\ny, ,train,y.mp4\n")
+    m = prepare_generic(tmp_path, listing="empty.csv")
+    assert [s.id for s in m] == ["x"] and reasons(m) == {"y": "row without a label"} and m.classes == ["a"]
+    (tmp_path / "list.jsonl").write_text('{"id": "x", "label": "a", "split": "train", "path": "x.mp4"}\n{"id": "y", "path": "y.mp4"}\n')
+    assert reasons(prepare_generic(tmp_path, listing="list.jsonl")) == {"y": "row without a label"}
+    (tmp_path / "latin.csv").write_bytes("id,label,path\nx,a,x.mp4\ny,caf\u00e9,y.mp4\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match=r"latin.csv:3: not UTF-8 text \(byte 0xe9 at column 6\)"):
+        prepare_generic(tmp_path, listing="latin.csv")
+    (tmp_path / "latin.jsonl").write_bytes(b'{"id": "\xff"}\n')
+    with pytest.raises(RecipeError, match=r"latin.jsonl:1: not UTF-8"):
+        prepare_generic(tmp_path, listing="latin.jsonl")
 
 
 def test_recipe_refuses_empty_root(tmp_path):

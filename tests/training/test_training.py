@@ -63,7 +63,7 @@ def _dropout_model():
 
 
 def _history_rows(path):
-    return [line.split(",")[1:] for line in path.joinpath("history.csv").read_text().splitlines()[1:]]
+    return [row[1:] for row in _epochs(path)]
 
 
 def test_resumed_fit_equals_the_uninterrupted_one(tmp_path):
@@ -97,7 +97,7 @@ def test_damaged_backup_is_discarded_and_the_previous_one_used(tmp_path, caplog)
                       callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_run.append(e))])
     assert "damaged training backup" in caplog.text
     assert epochs_run[0] == 3 and len(history["loss"]) == 6  # resumed after epoch 3, the last good backup
-    assert not (tmp_path / "backup").exists()
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["epoch-00006.weights.h5", "state.json"]  # the last only
 
 
 def test_checkpoint_is_never_half_written(tmp_path, monkeypatch):
@@ -169,3 +169,34 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     whole, killed = (load_checkpoint(tmp_path / d / "best.keras") for d in ("whole", "killed"))
     for a, b in zip(whole.get_weights(), killed.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_full_disk_at_a_backup_then_resume_writes_each_epoch_once(tmp_path, monkeypatch):
+    """The history row of an epoch whose backup could not be saved is logged, then redone on resume: never twice."""
+    import errno
+    import os
+
+    from pipeline.training import checkpoints
+
+    x, y = _data()
+    config = FitConfig(epochs=5, batch_size=8, patience=10, seed=2, tensorboard=False, verbose=0)
+    fit(_dropout_model(), (x, y), (x, y), tmp_path / "whole", config, {"run": "t"})
+    original = checkpoints.save_atomically
+
+    def save(save, path, model=None):
+        if path.name == "epoch-00003.weights.h5":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        original(save, path, model)
+
+    monkeypatch.setattr(checkpoints, "save_atomically", save)
+    with pytest.raises(OSError, match="No space left") as failure:
+        fit(_dropout_model(), (x, y), (x, y), tmp_path / "full", config, {"run": "t"})
+    assert failure.value.filename.endswith("epoch-00003.weights.h5")
+    assert [row[0] for row in _epochs(tmp_path / "full")] == ["0", "1", "2"]  # epoch 2's row is there, its backup not
+    monkeypatch.undo()
+    fit(_dropout_model(), (x, y), (x, y), tmp_path / "full", config, {"run": "t"})
+    assert _epochs(tmp_path / "full") == _epochs(tmp_path / "whole") and len(_epochs(tmp_path / "whole")) == 5
+
+
+def _epochs(path):
+    return [line.split(",") for line in path.joinpath("history.csv").read_text().splitlines()[1:]]
