@@ -33,7 +33,6 @@ class HelpFormatter(argparse.HelpFormatter):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         return f"{text} (default: {shown})"
-MODEL_STAGES = ("extract", "train", "evaluate", "demo")  # the stages that start a Keras backend
 TERMINATED = 128 + signal.SIGTERM
 
 
@@ -76,10 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, set up logging, run the chosen stage; return its exit status."""
     args = build_parser().parse_args(argv)
     configure(-1 if args.quiet else 1 if args.verbose else 0)
-    if args.command in MODEL_STAGES and not args.verbose:
-        from pipeline.execution.device import start_tensorflow_quietly
-
-        start_tensorflow_quietly()
     from pipeline.errors import BUG_HINT, MpviewError
 
     stage = importlib.import_module(f"stages.{args.command}")
