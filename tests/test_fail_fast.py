@@ -78,3 +78,16 @@ def test_help_is_fast(stage: str) -> None:
     done, cpu, backends = run_cli(stage, "--help")
     assert done.returncode == 0 and "--work" in done.stdout, done.stderr
     assert cpu <= CPU_SECONDS, f"{stage} --help: {cpu:.2f} s of CPU"
+
+
+def test_the_backend_starts_after_the_checks_and_quietly(tmp_path: Path) -> None:
+    """Checks passed, the backend starts (here for a run with no checkpoint) and prints no CUDA driver errors."""
+    from pipeline.execution.device import gpu_present
+
+    if gpu_present():
+        pytest.skip("this machine has a GPU: its start-up messages are meant to show")
+    work = prepared_work(tmp_path / "work", True)
+    done, _, backends = run_cli("evaluate", "--work", str(work), "--models", "mplstm-v1-pixels")
+    assert done.returncode == 1 and "mplstm-v1-pixels: not scored:" in done.stderr and "no checkpoint" in done.stderr, done.stderr
+    assert "tensorflow" in backends
+    assert "cuInit" not in done.stderr and "CUDA" not in done.stderr and "cuda" not in done.stderr, done.stderr
