@@ -26,10 +26,14 @@ FULL_PER_CLASS = 40
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Size and place of the demo run."""
     parser.add_argument("--work", type=Path, default=Path("demo-work"), help="run folder (default ./demo-work)")
-    parser.add_argument("--jobs", type=positive_int, default=2, help="worker processes for prepare, and models trained at once (default 2)")
-    parser.add_argument("--per-class", type=positive_int, help=f"clips per class, 10 classes, 3 views (default: {PER_CLASS}; --full {FULL_PER_CLASS})")
-    parser.add_argument("--epochs", type=positive_int, default=50, help="most training epochs per model (early stopping may end sooner)")
-    parser.add_argument("--full", action="store_true", help=f"the larger run: {FULL_PER_CLASS} clips per class (about 15-25 minutes on 2 cores)")
+    parser.add_argument("--jobs", type=positive_int, default=2,
+                        help="worker processes for prepare, and models trained at once (default 2)")
+    parser.add_argument("--per-class", type=positive_int,
+                        help=f"clips per class, 10 classes, 3 views (default: {PER_CLASS}; --full {FULL_PER_CLASS})")
+    parser.add_argument("--epochs", type=positive_int, default=50,
+                        help="most training epochs per model (early stopping may end sooner)")
+    parser.add_argument("--full", action="store_true",
+                        help=f"the larger run: {FULL_PER_CLASS} clips per class (about 15-25 minutes on 2 cores)")
     parser.add_argument("--quick", action="store_true", help="a tiny run for tests: few clips and epochs")
     parser.add_argument("--composite", action="store_true", help="composite pretraining on moving digits instead (work folder WORK-composite)")
     parser.add_argument("--seeds", type=int, default=3, help="--composite: seeds, each a labelled subset, a pretraining and two classifiers")
@@ -45,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
     check(prepare(ws, PrepareConfig(dataset="synthetic", options=(f"n_per_class={per_class}",), execution=ExecutionConfig(jobs=args.jobs))))
     check(extract(ws, ExtractConfig(backbone="pixels", pixel_size=32, pca=64)))
     sizes = {"units": 64, "batch_size": 32}
-    runs = [("mvlstm", {"units": 192, "mv_output": "tanh"}, None), ("mplstm", {}, None), ("late_fusion", {"combine": "features"}, None),
-            ("early_fusion", {}, None)] + [("single", {}, (view,)) for view in ws.load_manifest().perspectives]
-    configs = [TrainConfig(model=model, features="pixels", perspectives=views, epochs=epochs, options={**sizes, **options})
+    runs = [("mvlstm", {"units": 192, "mv_output": "tanh"}, None), ("mplstm", {}, None),
+            ("late_fusion", {"combine": "features"}, None), ("early_fusion", {}, None)]
+    runs += [("single", {}, (view,)) for view in ws.load_manifest().perspectives]
+    configs = [TrainConfig(model=model, features="pixels", perspectives=views, epochs=epochs,
+                           options={**sizes, **options})
                for model, options, views in runs]  # the slowest first, so that two workers end together
     train_all(ws, configs, args.jobs)
     result = evaluate(ws, EvaluateConfig())
@@ -57,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def demo_size(args: argparse.Namespace) -> tuple[int, int]:
-    """Clips per class and most epochs: ``--quick``'s tiny run, ``--per-class`` as given, else the default or ``--full``."""
+    """Clips per class and most epochs: ``--quick``'s tiny run, ``--per-class`` as given, else the default or
+    ``--full``'s."""
     if args.quick:
         return 4, 3
     return args.per_class or (FULL_PER_CLASS if args.full else PER_CLASS), args.epochs

@@ -32,12 +32,14 @@ def run_cli(*args: str) -> tuple[subprocess.CompletedProcess, float, list[str]]:
                           timeout=300, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("BACKENDS ")), "BACKENDS null")  # null: exited early
+    # null: the child exited before printing (argparse's --help)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BACKENDS ")), "BACKENDS null")
     return done, cpu, json.loads(line.split(" ", 1)[1])
 
 
 def prepared_work(root: Path, extracted: bool) -> Path:
-    """A work folder whose manifest has three prepared samples, one per split (and a ``pixels`` features run when ``extracted``)."""
+    """A work folder whose manifest has three prepared samples, one per split (and a ``pixels`` features run when
+    ``extracted``)."""
     samples = [Sample(f"s{k}", {"v1": Source(f"videos/s{k}.mp4")}, label="ab"[k % 2], split=split, speaker=f"spk{k}",
                       stages={"prepare": {"status": "done", "shard": "roi/roi-00000.h5"}})
                for k, split in enumerate(("train", "val", "test"))]
@@ -49,12 +51,16 @@ def prepared_work(root: Path, extracted: bool) -> Path:
     return root
 
 
+NO_MANIFEST = "no manifest in {work}: run `prepare` first (or pass the right --work)"
+# mistake: (manifest written, features extracted, stage and arguments, the start of today's one-line error)
 MISTAKES = {
-    "train before prepare": (False, None, ["train"], "no manifest in {work}: run `prepare` first (or pass the right --work)"),
-    "extract before prepare": (False, None, ["extract"], "no manifest in {work}: run `prepare` first (or pass the right --work)"),
-    "train before extract": (True, False, ["train"], "no features extracted yet: run `extract` first (or pick a pixel model)"),
+    "train before prepare": (False, None, ["train"], NO_MANIFEST),
+    "extract before prepare": (False, None, ["extract"], NO_MANIFEST),
+    "train before extract": (True, False, ["train"],
+                             "no features extracted yet: run `extract` first (or pick a pixel model)"),
     "evaluate before train": (True, True, ["evaluate"], "no trained runs under {work}/models: run `train` first"),
-    "unknown --features": (True, True, ["train", "--features", "vgg"], "no features named 'vgg' in the manifest; extracted: ['pixels']"),
+    "unknown --features": (True, True, ["train", "--features", "vgg"],
+                           "no features named 'vgg' in the manifest; extracted: ['pixels']"),
     "an option the model does not use": (True, True, ["train", "--model", "mplstm", "--filters", "8"],
                                          "--model mplstm does not use --filters; its options are "),
 }
@@ -68,7 +74,8 @@ def test_a_mistake_prints_its_one_line_error_without_starting_a_backend(mistake:
     done, cpu, backends = run_cli(args[0], "--work", str(work), *args[1:])
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and errors[0].split("ERROR mpview: ", 1)[1].startswith(message.format(work=work)), done.stderr
+    assert len(errors) == 1, done.stderr
+    assert errors[0].split("ERROR mpview: ", 1)[1].startswith(message.format(work=work)), done.stderr
     assert backends == [], f"{mistake}: imported {backends} before refusing"
     assert cpu <= CPU_SECONDS, f"{mistake}: {cpu:.2f} s of CPU before the error"
 
@@ -89,6 +96,7 @@ def test_the_backend_starts_after_the_checks_and_quietly(tmp_path: Path) -> None
         pytest.skip("this machine has a GPU: its start-up messages are meant to show")
     work = prepared_work(tmp_path / "work", True)
     done, _, backends = run_cli("evaluate", "--work", str(work), "--models", "mplstm-v1-pixels")
-    assert done.returncode == 1 and "mplstm-v1-pixels: not scored:" in done.stderr and "no checkpoint" in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    assert "mplstm-v1-pixels: not scored:" in done.stderr and "no checkpoint" in done.stderr, done.stderr
     assert "tensorflow" in backends
     assert "cuInit" not in done.stderr and "CUDA" not in done.stderr and "cuda" not in done.stderr, done.stderr
