@@ -184,16 +184,6 @@ def build_model(
     return keras.Model(inputs, outputs, name=layout.name)
 
 
-def recurrent_jit() -> bool | str:
-    """XLA for the recurrent networks on TensorFlow's CPU too (Keras's "auto" leaves it off there; an MP-LSTM train
-    step then runs about 3x faster, ``bench/train.py --jit on|off``); "auto" under a distribution strategy."""
-    if keras.backend.backend() != "tensorflow":
-        return "auto"
-    import tensorflow as tf
-
-    return "auto" if tf.distribute.has_strategy() else True
-
-
 def compile_model(model: keras.Model, learning_rate: float = 1e-3, jit_compile: bool | str = "auto") -> keras.Model:
     """Compile as released: RMSprop, categorical cross-entropy, accuracy. Returns the model."""
     model.compile(

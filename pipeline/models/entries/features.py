@@ -27,7 +27,7 @@ def network(name: str, own: OwnOptions) -> Callable[..., Any]:
 
         o = spec.options
         model = networks.build_model(name, [s[-1] for s in shapes], len(spec.classes), timesteps=spec.timesteps, units=o["units"], dropout=o["dropout"], **own(o))
-        return networks.compile_model(model, o["lr"], jit_compile=networks.recurrent_jit())
+        return networks.compile_model(model, o["lr"])
 
     return build
 
