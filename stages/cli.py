@@ -68,7 +68,6 @@ def suggest_flags(unknown: Sequence[str], known: Sequence[str]) -> str:
     return " (did you mean " + ", ".join(f"{close} for {flag}" for flag, close in found) + "?)"
 
 
-MODEL_STAGES = ("extract", "train", "evaluate", "demo")  # the stages that start a Keras backend
 TERMINATED = 128 + signal.SIGTERM
 
 
@@ -112,10 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, set up logging, run the chosen stage; return its exit status."""
     args = build_parser().parse_args(argv)
     configure(-1 if args.quiet else 1 if args.verbose else 0)
-    if args.command in MODEL_STAGES and not args.verbose:
-        from pipeline.execution.device import start_tensorflow_quietly
-
-        start_tensorflow_quietly()
     from pipeline.errors import BUG_HINT, MpviewError
 
     stage = importlib.import_module(f"stages.{args.command}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.execution.logs import get_logger
+from pipeline.execution.logs import configure, get_logger
 from pipeline.execution.runner import RunSummary
 from pipeline.media.roi import RoiConfig
 from pipeline.verbs import (EvaluateConfig, ExecutionConfig, ExtractConfig, PrepareConfig, TrainConfig, evaluate, extract,
@@ -20,14 +20,22 @@ from pipeline.workspace import Workspace
 from stages.common import positive_int
 
 log = get_logger(__name__)
+PER_CLASS = 24  # 240 clips (144 train, 48 val, 48 test)
+FULL_PER_CLASS = 40
+PATIENCE = 15  # train's default 10 stops MV-LSTM at chance on these few clips (it improves slowly at first)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Size and place of the demo run."""
     parser.add_argument("--work", type=Path, default=Path("demo-work"), help="run folder (default ./demo-work)")
-    parser.add_argument("--jobs", type=positive_int, default=2, help="worker processes for prepare (default 2)")
-    parser.add_argument("--per-class", type=positive_int, default=40, help="clips per class (10 classes, 3 views)")
-    parser.add_argument("--epochs", type=positive_int, default=50, help="training epochs per model")
+    parser.add_argument("--jobs", type=positive_int, default=2,
+                        help="worker processes for prepare, and models trained at once (default 2)")
+    parser.add_argument("--per-class", type=positive_int,
+                        help=f"clips per class, 10 classes, 3 views (default: {PER_CLASS}; --full {FULL_PER_CLASS})")
+    parser.add_argument("--epochs", type=positive_int, default=50,
+                        help="most training epochs per model (early stopping may end sooner)")
+    parser.add_argument("--full", action="store_true",
+                        help=f"the larger run, the previous default: {FULL_PER_CLASS} clips per class")
     parser.add_argument("--quick", action="store_true", help="a tiny run for tests: few clips and epochs")
     parser.add_argument("--composite", action="store_true", help="composite pretraining on moving digits instead (work folder WORK-composite)")
     parser.add_argument("--seeds", type=int, default=3, help="--composite: seeds, each a labelled subset, a pretraining and two classifiers")
@@ -39,20 +47,50 @@ def run(args: argparse.Namespace) -> int:
     if args.composite:
         return run_composite(args)
     ws = Workspace(args.work)
-    per_class, epochs = (4, 3) if args.quick else (args.per_class, args.epochs)
-    check(prepare(ws, PrepareConfig(dataset="synthetic", options={"n_per_class": per_class}, execution=ExecutionConfig(jobs=args.jobs))))
+    per_class, epochs = demo_size(args)
+    check(prepare(ws, PrepareConfig(dataset="synthetic", options={"n_per_class": per_class},
+                                    execution=ExecutionConfig(jobs=args.jobs))))
     check(extract(ws, ExtractConfig(backbone="pixels", pixel_size=32, pca=64)))
-    fitting = {"features": "pixels", "timesteps": 30, "epochs": epochs, "patience": 15}
     sizes = {"units": 64, "batch_size": 32}
-    runs = [("mplstm", {}), ("early_fusion", {}), ("late_fusion", {"combine": "features"}), ("mvlstm", {"units": 192, "mv_output": "tanh"})]
-    for model, options in runs:
-        train(ws, TrainConfig(model=model, options={**sizes, **options}, **fitting))
-    for view in ws.load_manifest().perspectives:
-        train(ws, TrainConfig(model="single", perspectives=(view,), options=sizes, **fitting))
+    runs = [("mvlstm", {"units": 192, "mv_output": "tanh"}, None), ("mplstm", {}, None),
+            ("late_fusion", {"combine": "features"}, None), ("early_fusion", {}, None)]
+    runs += [("single", {}, (view,)) for view in ws.load_manifest().perspectives]
+    configs = [TrainConfig(model=model, features="pixels", perspectives=views, epochs=epochs, patience=PATIENCE,
+                           options={**sizes, **options})
+               for model, options, views in runs]  # the slowest first, so that two workers end together
+    train_all(ws, configs, args.jobs)
     result = evaluate(ws, EvaluateConfig())
     print(result.table)
     log.info("demo finished: reports in %s", result.out)
     return 1 if result.unscored else 0
+
+
+def demo_size(args: argparse.Namespace) -> tuple[int, int]:
+    """Clips per class and most epochs: ``--quick``'s tiny run, ``--per-class`` as given, else the default or
+    ``--full``'s."""
+    if args.quick:
+        return 4, 3
+    return args.per_class or (FULL_PER_CLASS if args.full else PER_CLASS), args.epochs
+
+
+def train_all(ws: Workspace, configs: list[TrainConfig], jobs: int) -> None:
+    """Train every config, ``jobs`` at a time in worker processes (each run has its own folder and lock)."""
+    if jobs == 1:
+        for config in configs:
+            train(ws, config)
+        return
+    from joblib import Parallel, delayed
+
+    level = get_logger().getEffectiveLevel()
+    Parallel(n_jobs=min(jobs, len(configs)))(delayed(_train_in_worker)(ws, config, level) for config in configs)
+
+
+def _train_in_worker(ws: Workspace, config: TrainConfig, level: int) -> None:
+    """``train`` in a worker process, logging as the demo's own process does."""
+    import logging
+
+    configure(-1 if level > logging.INFO else 1 if level <= logging.DEBUG else 0)
+    train(ws, config)
 
 
 def check(summary: RunSummary) -> None:

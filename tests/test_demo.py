@@ -15,8 +15,21 @@ COMPOSITE_ONLY = ("pretrain", "pretrain_epochs", "future", "conditional")
 @pytest.fixture(scope="module")
 def demo_work(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo") / "work"
-    assert cli.main(["demo", "--quiet", "--quick", "--work", str(work), "--jobs", "1"]) == 0
+    # models trained two at a time, in worker processes
+    assert cli.main(["demo", "--quiet", "--quick", "--work", str(work), "--jobs", "2"]) == 0
     return work
+
+
+def test_demo_sizes_default_full_and_quick():
+    """The default demo is the 5-minute one; --full is the larger run; --per-class wins over both."""
+    from stages.demo import FULL_PER_CLASS, PER_CLASS, demo_size
+
+    parser = cli.build_parser()
+    runs = ((), ("--full",), ("--quick",), ("--full", "--per-class", "7"))
+    sizes = {flags: demo_size(parser.parse_args(["demo", *flags])) for flags in runs}
+    assert sizes == {(): (PER_CLASS, 50), ("--full",): (FULL_PER_CLASS, 50), ("--quick",): (4, 3),
+                     ("--full", "--per-class", "7"): (7, 50)}
+    assert PER_CLASS < FULL_PER_CLASS == 40
 
 
 @pytest.mark.slow
@@ -27,6 +40,11 @@ def test_quick_demo_runs_every_stage_and_compares_every_model(demo_work):
     rows = json.loads((demo_work / "reports" / "comparison.json").read_text())["rows"]
     models = sorted(row["model"] for row in rows)
     assert models == ["early_fusion", "late_fusion", "mplstm", "mvlstm", "single", "single", "single"]
+    singles = sorted(row["name"] for row in rows if row["model"] == "single")
+    assert singles == [f"single-{v}-pixels" for v in ("v1", "v2", "v3")]
+    # every run trained to its end in a worker process and recorded its history
+    for name in (row["name"] for row in rows):
+        assert len(json.loads((demo_work / "models" / name / "history.json").read_text())["loss"]) == 3
     assert all(0.0 <= row["accuracy"] <= 1.0 and row["n_samples"] == rows[0]["n_samples"] for row in rows)
     for name in ("comparison.md", "comparison.png", "mplstm-v1+v2+v3-pixels_confusion.png"):
         assert (demo_work / "reports" / name).stat().st_size > 0

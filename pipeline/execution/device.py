@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import glob
 import importlib.util
+import logging
 import os
 import shutil
 import sys
 from typing import Any, Iterator
+
+from pipeline.execution.logs import get_logger
 
 
 def describe() -> dict[str, Any]:
@@ -62,9 +65,12 @@ def start_tensorflow_quietly() -> None:
     """On a machine without a GPU, import TensorFlow and probe its devices with stderr silenced.
 
     TensorFlow's C++ start-up logs CUDA driver errors ("failed call to cuInit") before any Python logging setting
-    applies; they mean nothing on a CPU machine. With a GPU, or another backend, nothing is done, so real problems show.
+    applies; they mean nothing on a CPU machine. With a GPU, another backend or debug logging (``--verbose``), nothing
+    is done, so real problems show. The verbs call it where they start the backend, after checking their inputs.
     """
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or gpu_present() or "tensorflow" in sys.modules:
+        return
+    if get_logger().isEnabledFor(logging.DEBUG):
         return
     if importlib.util.find_spec("tensorflow") is None:
         return

@@ -94,15 +94,19 @@ def evaluate(ws: Workspace, config: EvaluateConfig) -> EvaluateResult:
 
     One unusable checkpoint does not stop the others being scored: it is logged and listed in ``unscored``.
     """
-    from pipeline.evaluation.report import comparison_table, load_report, write_comparison, write_report
-    from pipeline.training.fit import read_history
-
     if config.split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {config.split!r}")
     manifest = ws.load_manifest()
+    run_dirs = ws.run_dirs(list(config.models) if config.models else None)
+    from pipeline.evaluation.report import comparison_table, load_report, write_comparison, write_report
+    from pipeline.execution.device import start_tensorflow_quietly
+
+    start_tensorflow_quietly()  # inputs checked: now the backend may start
+    from pipeline.training.fit import read_history
+
     out = Path(config.out) if config.out else ws.reports
     reports, unscored = [], []
-    for run_dir in ws.run_dirs(list(config.models) if config.models else None):
+    for run_dir in run_dirs:
         try:
             metrics, info = evaluate_run(run_dir, manifest, ws, config)
         except (MpviewError, OSError) as exc:

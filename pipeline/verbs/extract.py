@@ -77,6 +77,7 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
     """Embed every prepared sample's ROI clips; resumable, sharded, one backbone load per worker."""
     from pipeline.backbones.resolve import RANDOM, VGGFACE
     from pipeline.execution.cluster import backend_for
+    from pipeline.execution.device import start_tensorflow_quietly
     from pipeline.execution.extract_job import BackboneSpec, ExtractJob, load_backbone
     from pipeline.storage.readers import FORMAT_SUFFIX, require_format
     from pipeline.execution.runner import run_stage
@@ -108,6 +109,7 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
         weights = config.weights if config.weights in (None, VGGFACE, RANDOM) else str(Path(config.weights).resolve())
         cache = str(Path(config.cache_dir).resolve()) if config.cache_dir else None
         spec = BackboneSpec(config.backbone, weights, cache, config.batch_size, config.pixel_size, pca)
+        start_tensorflow_quietly()
         checked = load_backbone(spec)  # refuse missing or mismatched weights before planning anything (cached in-process)
         job = ExtractJob(str(ws.root.resolve()), spec, tuple(manifest.perspectives), tuple(manifest.classes), config.dtype,
                          strict=run.strict, weights_label=checked.weights_label)

@@ -208,9 +208,11 @@ def _comparable(spec: RunSpec) -> dict:
 
 def train_run(ws: Workspace, config: TrainConfig, manifest: Manifest, spec: RunSpec, out: Path) -> TrainResult:
     """Read the inputs (in memory or streamed), fit, and report the best epoch."""
+    from pipeline.execution.device import describe, start_tensorflow_quietly
+
+    start_tensorflow_quietly()
     import keras
 
-    from pipeline.execution.device import describe
     from pipeline.training.distribute import data_parallel, set_precision
 
     future = spec.options.get("future") or 0
