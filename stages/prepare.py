@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roi.add_argument("--smooth", type=non_negative_int, default=RoiConfig.smooth_window, help="landmark smoothing window in frames (0: off)")
     roi.add_argument("--max-missing", type=float, default=RoiConfig.max_missing_fraction, help="fail a clip when the face is missing in more than this fraction of frames")
     roi.add_argument("--audio", action="store_true", help="also store 80-bin log-mel audio aligned to the video frames")
+    roi.add_argument("--compression", choices=("gzip", "lzf", "none"), default=PrepareConfig.compression,
+                     help=f"ROI shard compression, checksummed either way (default {PrepareConfig.compression})")
     roi.add_argument("--contact-sheet", type=non_negative_int, default=12, metavar="N", help="samples shown in the contact-sheet PNG (0: none)")
     add_execution_arguments(parser, shard_size=SHARD_SIZE)
 
@@ -56,7 +58,7 @@ def config_from(args: argparse.Namespace) -> PrepareConfig:
         gray=args.gray, fixed_box=tuple(args.fixed_box) if args.fixed_box else None, align=not args.no_align,
         face_policy=args.face_policy, detect_every=args.detect_every, landmark_every=args.landmark_every,
         detect_scale=args.detect_scale, smooth=args.smooth, max_missing=args.max_missing, audio=args.audio,
-        contact_sheet=args.contact_sheet, execution=execution_from(args),
+        contact_sheet=args.contact_sheet, compression=args.compression, execution=execution_from(args),
     )
 
 def run(args: argparse.Namespace) -> int:

@@ -69,3 +69,24 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path: Path, 
     with pytest.raises(ValueError, match="broadcast"):
         cli.main(["prepare", "-q", "--work", str(tmp_path / "w"), "--dataset", "synthetic"])
     assert any(BUG_HINT in r.getMessage() for r in caplog.records)
+
+
+def test_shard_compression_is_recorded_and_a_change_is_refused(tmp_path: Path) -> None:
+    """--compression reaches the ROI and feature shards' attributes; a re-run asking for another is refused."""
+    from pipeline.storage.shards import ShardReader
+
+    work = str(tmp_path / "w")
+    synthetic = ["--dataset", "synthetic", "--option", "n_per_class=2", "--option", "n_classes=2", "--option", "frames=6"]
+    assert cli.main(["prepare", "-q", "--work", work, *synthetic, "--compression", "lzf", "--contact-sheet", "0"]) == 0
+    assert cli.main(["extract", "-q", "--work", work, "--backbone", "pixels", "--compression", "none"]) == 0
+    for folder, expected in (("roi", "lzf"), ("features/pixels", "none")):
+        shards = sorted((tmp_path / "w" / folder).glob("*.h5"))
+        assert shards
+        for shard in shards:
+            with ShardReader(shard) as reader:
+                assert reader.attrs["compression"] == expected
+                assert reader.attrs.get("preprocess", "none") == "none"
+    assert cli.main(["prepare", "-q", "--work", work, "--compression", "gzip"]) == 2
+    assert cli.main(["extract", "-q", "--work", work, "--backbone", "pixels"]) == 2  # the default (gzip) is not 'none'
+    assert cli.main(["extract", "-q", "--work", work, "--backbone", "pixels", "--compression", "none"]) == 0
+    assert cli.main(["extract", "-q", "--work", work, "--backbone", "pixels", "--preprocess", "released"]) == 2

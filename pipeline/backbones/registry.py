@@ -121,7 +121,6 @@ def _keras_backbone(name: str, weights: str | None, cache_dir: Path | str | None
     from pipeline.backbones.weights import load_keras2_weights
 
     spec = KERAS_SPECS[name]
-    mode = resolve_mode(preprocess, spec.arch)
     path = resolve_weights(spec.arch, spec.include_top, weights, cache_dir, downloader)
     model = vggface.build(spec.arch, spec.include_top, spec.pooling)
     if path is None:
@@ -133,7 +132,16 @@ def _keras_backbone(name: str, weights: str | None, cache_dir: Path | str | None
         log.info("backbone %s: weights %s (%s)", name, path, label)
     if spec.output_layer:
         model = keras.Model(model.input, model.get_layer(spec.output_layer).output, name=f"{model.name}_{spec.output_layer}")
-    return KerasBackbone(name, model, mode, label, batch_size)
+    return KerasBackbone(name, model, preprocess, label, batch_size)
+
+
+def preprocessing_for(name: str, preprocess: str = AUTO) -> str:
+    """The concrete preprocessing backbone ``name`` applies ('none' for dlib and pixels); ConfigError for a bad mode."""
+    if name in KERAS_SPECS:
+        return resolve_mode(preprocess, KERAS_SPECS[name].arch)
+    if preprocess != AUTO:
+        raise ConfigError(f"--preprocess {preprocess} applies to the VGGFace backbones only ({', '.join(KERAS_SPECS)})")
+    return "none"
 
 
 def build_backbone(name: str, weights: str | None = VGGFACE, *, cache_dir: Path | str | None = None,
@@ -144,10 +152,9 @@ def build_backbone(name: str, weights: str | None = VGGFACE, *, cache_dir: Path 
     For ``dlib`` a path replaces the bundled descriptor model; ``pixels`` takes no weights but an optional
     PCA ``.npz`` (``pca``). ``preprocess`` picks a VGGFace backbone's preprocessing (``pipeline.backbones.preprocess``).
     """
+    mode = preprocessing_for(name, preprocess) if name in BACKBONES else AUTO
     if name in KERAS_SPECS:
-        return _keras_backbone(name, weights, cache_dir, batch_size, downloader, preprocess)
-    if preprocess != AUTO:
-        raise ConfigError(f"--preprocess {preprocess} applies to the VGGFace backbones only ({', '.join(KERAS_SPECS)})")
+        return _keras_backbone(name, weights, cache_dir, batch_size, downloader, mode)
     if name == "dlib":
         from pipeline.backbones.dlib_descriptor import DlibDescriptor
 

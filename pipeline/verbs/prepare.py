@@ -50,6 +50,7 @@ class PrepareConfig:
     max_missing: float = RoiConfig.max_missing_fraction
     audio: bool = False  # also store 80-bin log-mel audio aligned to the frames
     contact_sheet: int = 12  # samples in the contact-sheet PNG (0: none)
+    compression: str = "gzip"  # ROI shard compression: gzip, lzf or none (all checksummed)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
 
@@ -154,14 +155,14 @@ def prepare(ws: Workspace, config: PrepareConfig) -> RunSummary:
         manifest = open_manifest(ws, config)
         roi = roi_config(config, manifest)
         run = config.execution
-        guard_outputs(manifest, ws.manifest_path, PREPARE, {"roi": roi.to_dict(), "audio": config.audio}, ws.roi, run.force,
-                      [ws.features_root, ws.models])
+        made = {"roi": roi.to_dict(), "audio": config.audio, "compression": config.compression}
+        guard_outputs(manifest, ws.manifest_path, PREPARE, made, ws.roi, run.force, [ws.features_root, ws.models])
         # decoding ahead on a second thread pays only while a core is idle: not when local workers fill them
         job = PrepareJob(manifest.root, tuple(manifest.perspectives), roi, audio=config.audio, strict=run.strict,
-                         decode_ahead=decode_ahead_for(run.dask_local or run.jobs))
+                         decode_ahead=decode_ahead_for(run.dask_local or run.jobs), compression=config.compression)
         size = run.shard_size_for(len(manifest), SHARD_SIZE)
         with backend_for(run.jobs, run.scheduler, run.dask_local) as backend:
-            settings = {"roi": roi.to_dict(), "audio": config.audio, "shard_size": size, "jobs": run.jobs,
+            settings = {**made, "shard_size": size, "jobs": run.jobs,
                         "backend": backend or "local", "asked": plain(config)}
             summary = run_stage(manifest, ws.manifest_path, PREPARE, list(manifest.samples), ws.roi, "roi", job, shard_size=size,
                                 jobs=run.jobs, backend=backend, redo_failed=run.retry_failed, stall_timeout=run.dask_stall_timeout,
