@@ -20,7 +20,7 @@ figures are best compared as ratios to the first compression. ``rss_growth`` and
 ``stream_*`` figures are the first compression's (list the default first).
 
     python bench/stream.py [--n 6000] [--epochs 2] [--work DIR]        # 4N = 24000 clips, 2.85 GB of float16
-    python bench/stream.py --n 600 --compressions gzip,lzf,none        # a small run, the three compressions
+    python bench/stream.py --n 600 --compressions none,gzip,lzf        # a small run, the three compressions
 
 Prints a table; the last line is one JSON object.
 """
@@ -46,14 +46,14 @@ import numpy as np  # noqa: E402
 
 from pipeline.manifest import Manifest, Sample, Source  # noqa: E402
 from pipeline.storage.readers import read_samples  # noqa: E402
-from pipeline.storage.shards import COMPRESSIONS, ShardWriter, shard_name  # noqa: E402
+from pipeline.storage.shards import COMPRESSIONS, DEFAULT_COMPRESSION, ShardWriter, shard_name  # noqa: E402
 
 STAGE = "extract:lrw"
 CLASSES = 500
 SHARD_SIZE = 500
 
 
-def build(work: Path, clips: int, frames: int, dim: int, compression: str) -> int:
+def build(work: Path, clips: int, frames: int, dim: int, compression: str = DEFAULT_COMPRESSION) -> int:
     """Write ``clips`` float16 feature clips into HDF5 shards under ``work`` (kept when already there); bytes on disk.
 
     The features are non-negative and smooth in time, like a ReLU network's pooled embeddings (not white noise,
@@ -158,7 +158,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=60)
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the N runs (samples/s is the last one's); the 4N run does one")
     parser.add_argument("--work", type=Path, help="folder for the shards (kept for re-runs; default: a temporary folder)")
-    parser.add_argument("--compressions", default="gzip,lzf,none", help="shard compressions to compare, comma-separated; "
+    parser.add_argument("--compressions", default="none,gzip,lzf", help="shard compressions to compare, comma-separated; "
                         "the first gives the top-level figures")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the streamed runs; the fastest counts")
     parser.add_argument("--child", choices=("stream", "memory"), help=argparse.SUPPRESS)

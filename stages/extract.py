@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--format", choices=sorted(FORMAT_SUFFIX), default="hdf5", help="shard format (default hdf5)")
     output.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored embedding precision")
     output.add_argument("--compression", choices=("gzip", "lzf", "none"), help="HDF5 shard compression, checksummed "
-                        "either way (default gzip); TFRecords are uncompressed")
+                        "either way (default none: fastest to read); TFRecords are uncompressed")
     output.add_argument("--name", help="features name, used by `train --features` (default: the backbone name)")
     add_execution_arguments(parser, shard_size=SHARD_SIZE)
 

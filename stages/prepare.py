@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roi.add_argument("--max-missing", type=float, default=RoiConfig.max_missing_fraction, help="fail a clip when the face is missing in more than this fraction of frames")
     roi.add_argument("--audio", action="store_true", help="also store 80-bin log-mel audio aligned to the video frames")
     roi.add_argument("--compression", choices=("gzip", "lzf", "none"), default=PrepareConfig.compression,
-                     help=f"ROI shard compression, checksummed either way (default {PrepareConfig.compression})")
+                     help=f"ROI shard compression, checksummed either way (default {PrepareConfig.compression}: fastest to read)")
     roi.add_argument("--contact-sheet", type=non_negative_int, default=12, metavar="N", help="samples shown in the contact-sheet PNG (0: none)")
     add_execution_arguments(parser, shard_size=SHARD_SIZE)
 

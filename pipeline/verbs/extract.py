@@ -32,7 +32,7 @@ class ExtractConfig:
     pca: int = 0  # pixels backbone: PCA components fitted on the training split (0: none)
     format: str = "hdf5"  # hdf5 or tfrecord
     dtype: str = "float16"
-    compression: str | None = None  # HDF5 feature shards: gzip, lzf or none (None: the default); TFRecords: none only
+    compression: str | None = None  # HDF5 feature shards: gzip, lzf or none (None: the default, none); TFRecords: none
     preprocess: str = "auto"  # VGGFace backbones: v1, v2 (keras-vggface), released (MP-LSTM's code), auto: the backbone's
     name: str | None = None  # features name (default: the backbone's)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)

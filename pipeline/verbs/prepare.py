@@ -14,6 +14,7 @@ from pipeline.manifest import Manifest
 from pipeline.media.roi import RoiConfig
 from pipeline.execution.runner import RunSummary
 from pipeline.execution.settings import SettingsChanged, plain
+from pipeline.storage.shards import DEFAULT_COMPRESSION
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import PREPARE, Workspace
 
@@ -50,7 +51,7 @@ class PrepareConfig:
     max_missing: float = RoiConfig.max_missing_fraction
     audio: bool = False  # also store 80-bin log-mel audio aligned to the frames
     contact_sheet: int = 12  # samples in the contact-sheet PNG (0: none)
-    compression: str = "gzip"  # ROI shard compression: gzip, lzf or none (all checksummed)
+    compression: str = DEFAULT_COMPRESSION  # ROI shard compression: gzip, lzf or none (all checksummed)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
 
@@ -149,13 +150,14 @@ def prepare(ws: Workspace, config: PrepareConfig) -> RunSummary:
     from pipeline.media.roi_preview import write_roi_contact_sheet
     from pipeline.execution.runner import run_stage
     from pipeline.execution.worklock import work_lock
+    from pipeline.storage.readers import compression_for
 
     ws.create()
     with work_lock(ws.root, PREPARE):  # the manifest may not exist yet: this run makes it
         manifest = open_manifest(ws, config)
         roi = roi_config(config, manifest)
         run = config.execution
-        made = {"roi": roi.to_dict(), "audio": config.audio, "compression": config.compression}
+        made = {"roi": roi.to_dict(), "audio": config.audio, "compression": compression_for("hdf5", config.compression)}
         guard_outputs(manifest, ws.manifest_path, PREPARE, made, ws.roi, run.force, [ws.features_root, ws.models])
         # decoding ahead on a second thread pays only while a core is idle: not when local workers fill them
         job = PrepareJob(manifest.root, tuple(manifest.perspectives), roi, audio=config.audio, strict=run.strict,
