@@ -5,13 +5,16 @@ left is too short, each recorded with its error instead of stopping the others:
 
 * ``matmul``: the card's measured bfloat16 matmul peak (TFLOP/s), best of square sizes;
 * ``extract``: VGGFace ResNet50, SENet50 and VGG16 (random weights: speed does not depend on them)
-  forward passes at batch 256 from host float32 input, as ``extract`` runs them, in float32 and in
-  bfloat16 compute (``mixed_bfloat16``): images/s, FLOPs per image counted from the layers, and the
-  share of the measured bf16 matmul peak reached;
+  forward passes at batch 256 from host float32 input, in float32 and in bfloat16 compute
+  (``mixed_bfloat16``): images/s, FLOPs per image counted from the layers, and the share of the
+  measured bf16 matmul peak reached; and from uint8 96x96 crops as ``extract`` runs them, the resize
+  to 224 and the means in the graph on the device (``uint8_img_per_s``);
+* ``feed``: the CPU side of ``extract`` on one core: ROI clips read from an HDF5 shard and cut into
+  uint8 batches (``feed_img_per_s_per_core``, images per CPU-second), for each shard compression;
 * ``train``: MP-LSTM train steps/s against ``keras.layers.LSTM`` and the released per-gate loop
   (``bench/train.py``, its default sizes);
-* ``stream``: MP-LSTM training samples/s on LRW-shaped features streamed from HDF5 shards, and the
-  same split in memory (``bench/stream.py``'s measurement, a smaller set).
+* ``stream``: MP-LSTM training samples/s on LRW-shaped features streamed from HDF5 shards, for each
+  shard compression, against the same split in memory (``bench/stream.py``'s measurement, a smaller set).
 
 ``--dry-run`` runs every section with tiny sizes (and without XLA for the convnets) so that a CPU test
 proves the script works before a GPU is at hand. Run it as ``bench/device.sh``; the last line printed is
@@ -41,6 +44,8 @@ sys.path.insert(0, str(BENCH.parent))
 import numpy as np  # noqa: E402
 
 BACKBONES = ("resnet50", "senet50", "vgg16")
+COMPRESSIONS = ("none", "gzip", "lzf")  # the default first
+ROI = 96  # side of the stored mouth crops
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
@@ -94,7 +99,8 @@ def extract_throughput(names: list[str], batch: int, reps: int, jit: bool, peak_
         for label, policy in POLICIES.items():
             keras.config.set_dtype_policy(policy)
             try:
-                model = build_backbone(name, "random", batch_size=batch).model
+                backbone = build_backbone(name, "random", batch_size=batch)
+                model = backbone.model
                 if not jit:
                     model.compile(jit_compile=False)
                 size = int(model.inputs[0].shape[1])
@@ -109,6 +115,17 @@ def extract_throughput(names: list[str], batch: int, reps: int, jit: bool, peak_
                 entry = {"img_per_s": round(ips, 1), "gflops_per_img": round(flops / 1e9, 2), "tflops": round(ips * flops / 1e12, 3)}
                 if peak_tflops:
                     entry["share_of_bf16_peak"] = round(ips * flops / 1e12 / peak_tflops, 3)
+                crops = np.random.default_rng(1).integers(0, 256, (batch, ROI, ROI, 3), dtype=np.uint8)
+                fed = backbone.feed_model(crops.shape[1:])
+                if not jit:
+                    fed.compile(jit_compile=False)
+                np.asarray(fed.predict_on_batch(crops))  # compile
+                start = time.perf_counter()
+                for _ in range(reps):
+                    out = fed.predict_on_batch(crops)
+                np.asarray(out)
+                entry["uint8_img_per_s"] = round(batch * reps / (time.perf_counter() - start), 1)
+                entry["uint8_vs_float_input"] = round(entry["uint8_img_per_s"] / entry["img_per_s"], 3)
                 results[f"{name}_{label}"] = entry
             finally:
                 keras.config.set_dtype_policy("float32")
@@ -128,21 +145,59 @@ def train_steps(argv: list[str]) -> dict[str, Any]:
     }
 
 
+def feed_rate(samples: int, frames: int, batch: int) -> dict[str, Any]:
+    """Images per CPU-second one core feeds ``extract``: uint8 ROI clips read from a shard, cut into model batches."""
+    import cv2
+
+    from pipeline.backbones.registry import build_backbone
+    from pipeline.storage.readers import read_sample
+    from pipeline.storage.shards import ShardWriter
+
+    backbone = build_backbone("resnet50", "random", batch_size=batch)
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 256, (frames, ROI, ROI, 3), dtype=np.uint8) for _ in range(samples)]
+    results: dict[str, Any] = {}
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="device-feed-") as tmp:
+            for compression in COMPRESSIONS:
+                path = Path(tmp) / f"roi-{compression}.h5"
+                with ShardWriter(path, "roi", compression=compression) as writer:
+                    for index, clip in enumerate(clips):
+                        writer.add(f"s{index}", {"v1": clip})
+                cpu = time.process_time()
+                for index in range(samples):
+                    for _ in backbone.model_inputs(read_sample(path, f"s{index}", ["v1"]).arrays["v1"]):
+                        pass
+                results[compression] = {"feed_img_per_s_per_core": round(samples * frames / (time.process_time() - cpu), 1),
+                                        "shard_mb": round(path.stat().st_size / 1e6, 2)}
+    finally:
+        cv2.setNumThreads(threads)
+    return {"roi": f"{ROI}x{ROI}x3 uint8 noise (incompressible: the worst case for reading)", "frames": samples * frames,
+            "compressions": results}
+
+
 def stream_training(clips: int, frames: int, dim: int, units: int, epochs: int) -> dict[str, Any]:
-    """bench/stream.py's measurement on ``clips`` clips: streamed and in-memory training samples/s."""
+    """bench/stream.py's measurement on ``clips`` clips, for each shard compression, against training in memory."""
     stream = _bench_module("stream")
+    runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="device-stream-") as tmp:
-        work = Path(tmp)
-        stream.build(work, clips, frames, dim)
-        manifest = stream.manifest_for(work, clips, clips)
-        runs = {}
-        for mode in ("stream", "memory"):
-            args = argparse.Namespace(manifest=str(manifest), work=str(work), child=mode, frames=frames, units=units, batch=60, epochs=epochs)
-            runs[mode] = stream.child(args)
+        for compression in COMPRESSIONS:
+            work = Path(tmp) / compression
+            stream.build(work, clips, frames, dim, compression)
+            manifest = stream.manifest_for(work, clips, clips)
+            for mode in ("stream", "memory") if compression == COMPRESSIONS[0] else ("stream",):
+                args = argparse.Namespace(manifest=str(manifest), work=str(work), child=mode, frames=frames, units=units, batch=60, epochs=epochs)
+                runs[mode if mode == "memory" else f"stream_{compression}"] = stream.child(args)
+    memory = runs["memory"]["samples_per_s"]
+    first = runs[f"stream_{COMPRESSIONS[0]}"]["samples_per_s"]
     return {
-        "stream_samples_per_s": runs["stream"]["samples_per_s"],
-        "memory_samples_per_s": runs["memory"]["samples_per_s"],
-        "stream_vs_memory": round(runs["stream"]["samples_per_s"] / runs["memory"]["samples_per_s"], 3),
+        "stream_samples_per_s": first,
+        "memory_samples_per_s": memory,
+        "stream_vs_memory": round(first / memory, 3),
+        "compressions": {c: {"stream_samples_per_s": runs[f"stream_{c}"]["samples_per_s"],
+                             "stream_vs_memory": round(runs[f"stream_{c}"]["samples_per_s"] / memory, 3)} for c in COMPRESSIONS},
         "clips": clips,
         "runs": runs,
     }
@@ -200,7 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     section("extract", 5 if dry else 200, lambda: extract_throughput(args.backbones.split(","), 2 if dry else 256, 1 if dry else 10, jit=not dry, peak_tflops=peak))
     train_argv = ["--batch", "4", "--timesteps", "3", "--dim", "8", "--units", "8", "--warmup", "1", "--steps", "1"] if dry else ["--warmup", "3", "--steps", "20"]
     section("train", 5 if dry else 90, lambda: train_steps(train_argv))
-    section("stream", 5 if dry else 90, lambda: stream_training(*((130, 5, 16, 8, 1) if dry else (6000, 29, 2048, 256, 2))))
+    section("feed", 5 if dry else 30, lambda: feed_rate(*((2, 8, 4) if dry else (24, 30, 256))))
+    section("stream", 5 if dry else 120, lambda: stream_training(*((130, 5, 16, 8, 1) if dry else (2000, 29, 2048, 256, 2))))
     result["total_s"] = round(time.perf_counter() - started, 1)
     if args.out:
         args.out.write_text(json.dumps(result))

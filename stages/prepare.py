@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      default=RoiConfig.max_missing_fraction,
                      help="fail a clip when the face is missing in more than this fraction of frames")
     roi.add_argument("--audio", action="store_true", help="also store 80-bin log-mel audio aligned to the video frames")
+    roi.add_argument("--compression", choices=("gzip", "lzf", "none"), default=PrepareConfig.compression,
+                     help=f"ROI shard compression, checksummed either way (default {PrepareConfig.compression}: fastest to read)")
     roi.add_argument("--contact-sheet", type=field_type(PrepareConfig, "contact_sheet"), default=12,
                      metavar="N", help="samples shown in the contact-sheet PNG (0: none)")
     add_execution_arguments(parser, shard_size=SHARD_SIZE)
@@ -79,7 +81,7 @@ def config_from(args: argparse.Namespace) -> PrepareConfig:
             fixed_box=tuple(args.fixed_box) if args.fixed_box else None, align=not args.no_align,
             face_policy=args.face_policy, detect_every=args.detect_every, landmark_every=args.landmark_every,
             detect_scale=args.detect_scale, smooth_window=args.smooth, max_missing_fraction=args.max_missing),
-        audio=args.audio, contact_sheet=args.contact_sheet, execution=execution_from(args),
+        audio=args.audio, contact_sheet=args.contact_sheet, compression=args.compression, execution=execution_from(args),
     )
 
 def run(args: argparse.Namespace) -> int:

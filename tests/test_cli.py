@@ -129,3 +129,24 @@ def test_python_api_module_reexports_the_verbs() -> None:
                  "EvaluateConfig", "ExecutionConfig"):
         assert getattr(mpview, name) is getattr(pipeline.verbs, name), name
     assert set(mpview.__all__) <= set(dir(mpview))
+
+
+def test_shard_compression_is_recorded_and_a_change_is_refused(tmp_path: Path) -> None:
+    """--compression reaches the ROI and feature shards' attributes; a re-run asking for another is refused."""
+    from pipeline.storage.shards import ShardReader
+
+    work = str(tmp_path / "w")
+    synthetic = ["--dataset", "synthetic", "--option", "n_per_class=2", "--option", "n_classes=2", "--option", "frames=6"]
+    assert cli.main(["prepare", "-q", "--work", work, *synthetic, "--compression", "lzf", "--contact-sheet", "0"]) == 0
+    assert cli.main(["extract", "-q", "--work", work, "--backbone", "pixels", "--compression", "none"]) == 0
+    for folder, expected in (("roi", "lzf"), ("features/pixels", "none")):
+        shards = sorted((tmp_path / "w" / folder).glob("*.h5"))
+        assert shards
+        for shard in shards:
+            with ShardReader(shard) as reader:
+                assert reader.attrs["compression"] == expected
+                assert reader.attrs.get("preprocess", "none") == "none"
+    assert cli.main(["prepare", "-q", "--work", work, "--compression", "gzip"]) == 2
+    assert cli.main(["extract", "-q", "--work", work, "--backbone", "pixels", "--compression", "lzf"]) == 2
+    assert cli.main(["extract", "-q", "--work", work, "--backbone", "pixels"]) == 0  # the default is none
+    assert cli.main(["extract", "-q", "--work", work, "--backbone", "pixels", "--preprocess", "released"]) == 2

@@ -31,5 +31,9 @@ def test_device_script_dry_run_reports_every_section(tmp_path):
     assert result["extract"]["resnet50_float32"]["gflops_per_img"] == pytest.approx(7.7, abs=0.2)  # VGGFace2 ResNet50 at 224x224
     assert all(e["img_per_s"] > 0 and 0 < e["share_of_bf16_peak"] for e in result["extract"].values())
     assert set(result["train"]["steps_per_s"]) == {"mplstm", "keras_lstm", "released_loop"}
-    assert result["stream"]["stream_samples_per_s"] > 0 and result["stream"]["runs"]["stream"]["mode"] == "stream"
+    assert all(e["uint8_img_per_s"] > 0 for e in result["extract"].values())
+    assert set(result["feed"]["compressions"]) == {"gzip", "lzf", "none"}
+    assert all(f["feed_img_per_s_per_core"] > 0 for f in result["feed"]["compressions"].values())
+    assert set(result["stream"]["compressions"]) == {"gzip", "lzf", "none"}
+    assert result["stream"]["stream_samples_per_s"] > 0 and result["stream"]["runs"]["stream_none"]["mode"] == "stream"
     assert result["stream"]["runs"]["memory"]["mode"] == "memory"

@@ -471,7 +471,7 @@ def test_corrupted_roi_shards_fail_per_sample_naming_the_shard(tmp_path: Path, t
     raw = bytearray(flipped.read_bytes())
     with ShardReader(flipped) as reader:
         offset = reader._file[group_name("s05")]["v1"].id.get_chunk_info(0).byte_offset
-    raw[offset + 10] ^= 0x5A  # a bit flip inside s05's compressed frames: fletcher32 catches it
+    raw[offset + 10] ^= 0x5A  # a bit flip inside s05's stored frames: fletcher32 catches it
     flipped.write_bytes(bytes(raw))
     tally["bad_inputs_tried"] += 2
     assert extract(work, "--shard-size", "4") == 1  # failures are recorded, the run goes on

@@ -22,7 +22,7 @@ log = get_logger(__name__)
 DEFAULT_SIZE = 32
 
 
-def _frames(batch: np.ndarray) -> np.ndarray:
+def as_frames(batch: np.ndarray) -> np.ndarray:
     """Validate ``[N,H,W]`` or ``[N,H,W,1|3]`` uint8 frames; return them as ``[N,H,W,C]``."""
     batch = np.asarray(batch)
     if batch.dtype != np.uint8:
@@ -36,13 +36,13 @@ def _frames(batch: np.ndarray) -> np.ndarray:
 
 def as_rgb(batch: np.ndarray) -> np.ndarray:
     """``[N,H,W]`` gray or ``[N,H,W,1|3]`` uint8 frames as ``[N,H,W,3]`` uint8 (RGB)."""
-    batch = _frames(batch)
+    batch = as_frames(batch)
     return np.repeat(batch, 3, axis=-1) if batch.shape[-1] == 1 else batch
 
 
 def as_gray(batch: np.ndarray) -> np.ndarray:
     """``[N,H,W]`` gray or ``[N,H,W,1|3]`` RGB uint8 frames as ``[N,H,W]`` uint8 gray (ITU-R 601 luma)."""
-    batch = _frames(batch)
+    batch = as_frames(batch)
     if batch.shape[-1] == 1 or not len(batch):
         return batch[..., 0]
     return np.stack([cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) for frame in batch])

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.backbones.pixels import DEFAULT_SIZE, PcaProjection, PixelBackbone, as_rgb, resize
+from pipeline.backbones.preprocess import AUTO, resolve_mode
+from pipeline.backbones.pixels import DEFAULT_SIZE, PcaProjection, PixelBackbone, as_frames
 from pipeline.backbones.resolve import RANDOM, VGGFACE, Downloader, checked_sha256, resolve_weights, urllib_download
 from pipeline.execution.logs import get_logger
 
@@ -59,49 +60,60 @@ def _bucket(n: int, batch_size: int) -> int:
 
 
 class KerasBackbone:
-    """A VGGFace model cut at its embedding layer, run in fixed-size batches through its compiled predict function."""
+    """A VGGFace model cut at its embedding layer, behind its in-graph preprocessing, run in fixed-size batches.
 
-    def __init__(self, name: str, model: keras.Model, preprocess_version: int, weights_label: str, batch_size: int = 32) -> None:
+    The CPU only hands over the stored uint8 frames (cut into padded chunks); resizing to 224, the channel order
+    and the means are the model's first layer (:class:`pipeline.backbones.vggface.Preprocess`), so they run
+    batched on the device. The ``released`` mode resizes on the CPU with OpenCV, as the released code did.
+    """
+
+    def __init__(self, name: str, model: keras.Model, preprocess: str, weights_label: str, batch_size: int = 32) -> None:
         self.name, self.model, self.weights_label = name, model, weights_label
-        self.preprocess_version, self.batch_size = preprocess_version, batch_size
+        self.preprocess, self.batch_size = preprocess, batch_size
         self.dim = int(model.output.shape[-1])
         self.input_size = int(model.inputs[0].shape[1])
+        self._feeds: dict[tuple[int, ...], keras.Model] = {}
+
+    def feed_model(self, frame_shape: tuple[int, ...]) -> keras.Model:
+        """The model taking uint8 frames of ``frame_shape`` (H, W, C) straight from the shards (built once per shape)."""
+        model = self._feeds.get(frame_shape)
+        if model is None:
+            from pipeline.backbones.vggface import with_preprocessing
+
+            model = self._feeds[frame_shape] = with_preprocessing(self.model, self.preprocess, frame_shape)
+        return model
 
     def model_inputs(self, batch: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """``[N,H,W(,C)]`` uint8 RGB/gray frames -> per chunk of ``batch_size``, ``(frames in it, float32 model input)``.
+        """``[N,H,W(,C)]`` uint8 RGB/gray frames -> per chunk of ``batch_size``, ``(frames in it, uint8 model input)``.
 
-        Frames are resized to 224 and preprocessed as ``vggface.preprocess_input`` does, fused into one pass
-        (uint8 -> float32, RGB -> BGR, minus the means) written straight into a reused input buffer (consume
-        each before asking for the next); only a last, partial chunk is padded, with preprocessed black frames.
+        Whole chunks are views of the frames; only a last, partial chunk is copied into a buffer padded with
+        black frames (bucketed to a power of two, so few shapes are compiled).
         """
-        from pipeline.backbones.vggface import BGR_MEANS
+        from pipeline.backbones.preprocess import MODES, area_resize
 
-        frames = resize(as_rgb(batch), self.input_size)
-        means = np.asarray(BGR_MEANS[self.preprocess_version], np.float32)
-        buffers: dict[int, np.ndarray] = {}
+        frames = as_frames(batch)
+        if MODES[self.preprocess].cpu_area_resize:
+            frames = area_resize(frames, self.input_size)
         for start in range(0, len(frames), self.batch_size):
             chunk = frames[start:start + self.batch_size]
-            size = _bucket(len(chunk), self.batch_size)
-            inputs = buffers.get(size)
-            if inputs is None:
-                inputs = buffers[size] = np.empty((size,) + chunk.shape[1:], np.float32)
-            np.subtract(chunk[..., ::-1], means, out=inputs[:len(chunk)], dtype=np.float32)
-            inputs[len(chunk):] = -means
-            yield len(chunk), inputs
+            count, size = len(chunk), _bucket(len(chunk), self.batch_size)
+            if size > count:
+                chunk = np.concatenate([chunk, np.zeros((size - count,) + chunk.shape[1:], np.uint8)])
+            yield count, chunk
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """``[N,H,W(,C)]`` uint8 RGB/gray frames -> ``[N, dim]`` float32: ``model_inputs`` through the model's forward pass."""
+        """``[N,H,W(,C)]`` uint8 RGB/gray frames -> ``[N, dim]`` float32: ``model_inputs`` through ``feed_model``."""
         out = np.empty((len(batch), self.dim), np.float32)
         start = 0
         for count, inputs in self.model_inputs(batch):
-            result = self.model.predict_on_batch(inputs)
+            result = self.feed_model(inputs.shape[1:]).predict_on_batch(inputs)
             out[start:start + count] = np.asarray(result, np.float32).reshape(len(inputs), -1)[:count]
             start += count
         return out
 
 
 def _keras_backbone(name: str, weights: str | None, cache_dir: Path | str | None, batch_size: int,
-                    downloader: Downloader) -> KerasBackbone:
+                    downloader: Downloader, preprocess: str) -> KerasBackbone:
     """Build a VGGFace backbone and load (or, for 'random', skip) its weights."""
     import keras
 
@@ -120,19 +132,29 @@ def _keras_backbone(name: str, weights: str | None, cache_dir: Path | str | None
         log.info("backbone %s: weights %s (%s)", name, path, label)
     if spec.output_layer:
         model = keras.Model(model.input, model.get_layer(spec.output_layer).output, name=f"{model.name}_{spec.output_layer}")
-    return KerasBackbone(name, model, vggface.PREPROCESS_VERSION[spec.arch], label, batch_size)
+    return KerasBackbone(name, model, preprocess, label, batch_size)
+
+
+def preprocessing_for(name: str, preprocess: str = AUTO) -> str:
+    """The concrete preprocessing backbone ``name`` applies ('none' for dlib and pixels); ConfigError for a bad mode."""
+    if name in KERAS_SPECS:
+        return resolve_mode(preprocess, KERAS_SPECS[name].arch)
+    if preprocess != AUTO:
+        raise ConfigError(f"--preprocess {preprocess} applies to the VGGFace backbones only ({', '.join(KERAS_SPECS)})")
+    return "none"
 
 
 def build_backbone(name: str, weights: str | None = VGGFACE, *, cache_dir: Path | str | None = None,
                    batch_size: int = 32, pixel_size: int = DEFAULT_SIZE, pca: Path | str | None = None,
-                   downloader: Downloader = urllib_download) -> Backbone:
+                   downloader: Downloader = urllib_download, preprocess: str = AUTO) -> Backbone:
     """The backbone ``name`` (one of :data:`BACKBONES`); ``weights`` is 'vggface', 'random' or a file path.
 
     For ``dlib`` a path replaces the bundled descriptor model; ``pixels`` takes no weights but an optional
-    PCA ``.npz`` (``pca``).
+    PCA ``.npz`` (``pca``). ``preprocess`` picks a VGGFace backbone's preprocessing (``pipeline.backbones.preprocess``).
     """
+    mode = preprocessing_for(name, preprocess) if name in BACKBONES else AUTO
     if name in KERAS_SPECS:
-        return _keras_backbone(name, weights, cache_dir, batch_size, downloader)
+        return _keras_backbone(name, weights, cache_dir, batch_size, downloader, mode)
     if name == "dlib":
         from pipeline.backbones.dlib_descriptor import DlibDescriptor
 

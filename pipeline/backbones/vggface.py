@@ -15,12 +15,11 @@ import keras
 import numpy as np
 from keras import layers
 
+from pipeline.backbones.preprocess import BGR_MEANS, INPUT_SIZE, MODES, LinearTaps, resize_plan, subtract_means
+
 ARCHITECTURES = ("vgg16", "resnet50", "senet50")
-INPUT_SIZE = 224
 CLASSES = {"vgg16": 2622, "resnet50": 8631, "senet50": 8631}
 PREPROCESS_VERSION = {"vgg16": 1, "resnet50": 2, "senet50": 2}
-# keras-vggface utils.preprocess_input: channel means subtracted after the RGB -> BGR flip, in B, G, R order.
-BGR_MEANS = {1: (93.5940, 104.7624, 129.1863), 2: (91.4953, 103.8827, 131.0912)}
 SEP_ORIGINAL, SEP_KERAS = "/", "__"
 
 
@@ -38,8 +37,70 @@ def preprocess_input(images: np.ndarray, version: int) -> np.ndarray:
     """keras-vggface ``preprocess_input`` (channels last): RGB -> BGR, subtract the version's BGR means; float32."""
     if version not in BGR_MEANS:
         raise ValueError(f"preprocess version must be 1 (vgg16) or 2 (resnet50/senet50), got {version!r}")
-    out = np.asarray(images, dtype=np.float32)[..., ::-1]
-    return out - np.asarray(BGR_MEANS[version], dtype=np.float32)
+    return subtract_means(images, f"v{version}")
+
+
+def _linear_resize(frames, rows: LinearTaps, cols: LinearTaps):
+    """``cv2.resize(..., INTER_LINEAR)`` of uint8 ``[N,H,W,C]`` frames in OpenCV's integer steps (int32 ``[N,S,S,C]``):
+    a horizontal pass with 11-bit weights, then the vertical one as its SIMD code does it (``>> 4``, multiply-high
+    by the 11-bit weight, add, round off two bits)."""
+    ops = keras.ops
+    x = ops.cast(frames, "int32")
+    wx = [ops.convert_to_tensor(cols.weights[:, k].reshape(1, 1, -1, 1)) for k in (0, 1)]
+    wide = ops.take(x, cols.first, axis=2) * wx[0] + ops.take(x, cols.second, axis=2) * wx[1]
+    wy = [ops.convert_to_tensor(rows.weights[:, k].reshape(1, -1, 1, 1)) for k in (0, 1)]
+    top = ops.floor_divide(ops.floor_divide(ops.take(wide, rows.first, axis=1), 16) * wy[0], 65536)
+    bottom = ops.floor_divide(ops.floor_divide(ops.take(wide, rows.second, axis=1), 16) * wy[1], 65536)
+    return ops.clip(ops.floor_divide(top + bottom + 2, 4), 0, 255)
+
+
+class Preprocess(layers.Layer):
+    """uint8 ``[N,H,W,1|3]`` frames -> float32 ``[N,224,224,3]`` backbone input, in the graph (``pipeline.backbones.preprocess``)."""
+
+    def __init__(self, mode: str, size: int = INPUT_SIZE, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if mode not in MODES:
+            raise ValueError(f"unknown preprocessing {mode!r}; choose one of {', '.join(MODES)}")
+        self.mode, self.size = mode, size
+        self._plan: tuple[str, tuple] | None = None
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        height, width, channels = input_shape[1:]
+        if height is None or width is None or channels not in (1, 3):
+            raise ValueError(f"Preprocess needs a fixed frame shape [H, W, 1|3], got {tuple(input_shape[1:])}")
+        if MODES[self.mode].cpu_area_resize and (height, width) != (self.size, self.size):
+            raise ValueError(f"mode {self.mode!r} takes frames already resized to {self.size} (OpenCV, on the CPU)")
+        self._plan = resize_plan(height, width, self.size)
+
+    def call(self, frames):
+        ops = keras.ops
+        mode = MODES[self.mode]
+        if self._plan is None:
+            x = ops.cast(frames, "float32")
+        elif self._plan[0] == "linear":
+            x = ops.cast(_linear_resize(frames, *self._plan[1]), "float32")
+        else:
+            rows, cols = (ops.convert_to_tensor(m) for m in self._plan[1])
+            x = ops.einsum("oh,nhwc->nowc", rows, ops.cast(frames, "float32"))
+            x = ops.floor(ops.einsum("pw,nowc->nopc", cols, x) + 0.5)  # OpenCV rounds its area means to uint8
+        if x.shape[-1] == 1:
+            x = ops.repeat(x, 3, axis=-1)
+        if mode.flip:
+            x = ops.flip(x, axis=-1)
+        return x - ops.convert_to_tensor(np.asarray(mode.means, np.float32))
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (input_shape[0], self.size, self.size, 3)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mode": self.mode, "size": self.size}
+
+
+def with_preprocessing(model: keras.Model, mode: str, frame_shape: tuple[int, int, int]) -> keras.Model:
+    """``model`` behind a :class:`Preprocess` layer: takes uint8 frames of ``frame_shape`` (H, W, C) as they are stored."""
+    inputs = keras.Input(frame_shape, dtype="uint8", name="frames")
+    return keras.Model(inputs, model(Preprocess(mode, int(model.inputs[0].shape[1]), name="preprocess")(inputs)),
+                       name=f"{model.name}_from_uint8")
 
 
 class _Namer:

@@ -34,6 +34,7 @@ class BackboneSpec:
     batch_size: int = 32
     pixel_size: int = 32
     pca: str | None = None
+    preprocess: str = "auto"  # VGGFace backbones: v1, v2, released, or auto (the architecture's own)
 
 
 @functools.lru_cache(maxsize=2)
@@ -41,7 +42,8 @@ def load_backbone(spec: BackboneSpec):
     """Build (once per process) the backbone a spec names."""
     from pipeline.backbones.registry import build_backbone
 
-    kwargs: dict[str, Any] = {"cache_dir": spec.cache_dir, "batch_size": spec.batch_size, "pixel_size": spec.pixel_size, "pca": spec.pca}
+    kwargs: dict[str, Any] = {"cache_dir": spec.cache_dir, "batch_size": spec.batch_size, "pixel_size": spec.pixel_size, "pca": spec.pca,
+                              "preprocess": spec.preprocess}
     if spec.weights is not None:
         kwargs["weights"] = spec.weights
     return build_backbone(spec.name, **kwargs)
@@ -59,7 +61,7 @@ class ExtractJob:
     frames_per_batch: int = 256
     strict: bool = False
     weights_label: str | None = None  # what the client loaded ("sha256:..."): every worker must load the same
-
+    compression: str | None = None  # feature shard compression (None: the format's default)
 
     @functools.cached_property
     def _class_index(self) -> dict[str, int]:
@@ -70,8 +72,9 @@ class ExtractJob:
         if self.weights_label is not None and model.weights_label != self.weights_label:
             raise RunError(f"{task.path}: this worker loaded weights {model.weights_label}, not the {self.weights_label} "
                            f"the command checked ({self.backbone.weights or 'the cache'}): give every worker the same file")
-        attrs = {"stage": "extract", "backbone": model.name, "dim": model.dim, "weights": model.weights_label, "dtype": self.dtype, "perspectives": list(self.perspectives)}
-        return write_shard(task, EMBEDDING_KIND, attrs, self._outcomes(task, model), self.strict)
+        attrs = {"stage": "extract", "backbone": model.name, "dim": model.dim, "weights": model.weights_label, "dtype": self.dtype,
+                 "perspectives": list(self.perspectives), "preprocess": getattr(model, "preprocess", "none")}
+        return write_shard(task, EMBEDDING_KIND, attrs, self._outcomes(task, model), self.strict, self.compression)
 
     def _outcomes(self, task: ShardTask, model) -> Iterator[tuple[str, Any]]:
         """Stream every perspective's frames of consecutive samples through the backbone in whole batches.

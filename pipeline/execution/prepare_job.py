@@ -43,10 +43,11 @@ class PrepareJob:
     audio: bool = False
     strict: bool = False
     decode_ahead: int = DECODE_AHEAD  # see ``decode_ahead_for``
+    compression: str | None = None  # ROI shard compression (None: the default)
 
     def __call__(self, task: ShardTask) -> dict[str, dict[str, Any]]:
         attrs = {"stage": PREPARE, "roi": self.roi.to_dict(), "perspectives": list(self.perspectives)}
-        return write_shard(task, ROI_KIND, attrs, self._outcomes(task), self.strict)
+        return write_shard(task, ROI_KIND, attrs, self._outcomes(task), self.strict, self.compression)
 
     def _outcomes(self, task: ShardTask) -> Iterator[tuple[str, Any]]:
         for data in task.samples:

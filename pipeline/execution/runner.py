@@ -142,15 +142,17 @@ def write_shard(
     attrs: dict[str, Any],
     results: Iterable[tuple[str, Any]],
     strict: bool = False,
+    compression: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write one shard from ``(sample_id, outcome)`` pairs and return per-sample records.
 
     An outcome is a ``SampleError`` (recorded as a failure) or a dict with ``arrays`` and optionally
     ``attrs``, ``extras`` and ``record`` (fields copied into the manifest's stage record).
     Under ``strict`` the first failure discards the shard and raises ``StrictFailure``. A write that
-    fails (full disk, ...) discards the temporary file and raises ``RunError`` naming the shard.
+    fails (full disk, ...) discards the temporary file and raises ``RunError`` naming the shard. ``compression``:
+    see ``open_writer``.
     """
-    writer = _writing(task, open_writer, task.path, kind, attrs)
+    writer = _writing(task, open_writer, task.path, kind, attrs, compression)
     try:
         for sample_id, outcome in results:
             if isinstance(outcome, SampleError):

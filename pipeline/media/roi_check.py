@@ -19,13 +19,15 @@ def jitter(centres: np.ndarray) -> float:
 
 
 def crop_agreement(ours: RoiResult, reference: RoiResult) -> dict[str, np.ndarray | float]:
-    """Centre offsets (frame pixels, per frame), mean scale and rotation errors, and both crops' jitter."""
+    """Centre offsets per frame in frame pixels and in ROI pixels (times the reference crop's zoom, so that a crop is
+    judged by what it holds whatever the video's resolution), mean scale and rotation errors, both crops' jitter."""
     offsets = np.linalg.norm(ours.crop_centers() - reference.crop_centers(), axis=1)
     scale, angle = _scale_and_angle(ours.crop_matrices)
     ref_scale, ref_angle = _scale_and_angle(reference.crop_matrices)
     turn = np.angle(np.exp(1j * (angle - ref_angle)))
     return {
         "offsets": offsets,
+        "roi_offsets": offsets * ref_scale,
         "scale_error": float(np.abs(scale / ref_scale - 1).mean()),
         "rotation_error_deg": float(np.degrees(np.abs(turn)).mean()),
         "jitter_px": jitter(ours.crop_centers()),

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
-from pipeline.storage.shards import ShardError, ShardSample
+from pipeline.errors import ConfigError
+from pipeline.storage.shards import COMPRESSIONS, DEFAULT_COMPRESSION, ShardError, ShardSample
 
 
 class ShardReading(Protocol):
@@ -90,14 +91,31 @@ def require_format(name: str) -> None:
     _class(FORMATS[FORMAT_SUFFIX[name]], "writer", f"--format {name}")
 
 
+def compression_for(fmt: str, compression: str | None) -> str:
+    """The compression shards of format ``fmt`` get: HDF5 gzip, lzf or none (None: the default); TFRecords: none only."""
+    if fmt != "hdf5":
+        if compression not in (None, "none"):
+            raise ConfigError(f"--compression {compression}: {fmt} shards are written uncompressed; use --format hdf5")
+        return "none"
+    if compression is None:
+        return DEFAULT_COMPRESSION
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    return compression
+
+
 def open_reader(path: Path | str, kind: str | None = None) -> ShardReading:
     """A reader for a committed shard of any registered format; ``kind`` checks what it holds."""
     return _class(format_of(path), "reader", path)(path, kind)
 
 
-def open_writer(path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None) -> Any:
-    """A shard writer (``add``, ``add_failure``, ``commit``, ``discard``, context manager) for ``path``'s format."""
-    return _class(format_of(path), "writer", path)(path, kind, attrs)
+def open_writer(path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None, compression: str | None = None) -> Any:
+    """A shard writer (``add``, ``add_failure``, ``commit``, ``discard``, context manager) for ``path``'s format.
+
+    ``compression`` (HDF5 shards: gzip, lzf or none) None means the format's default.
+    """
+    writer = _class(format_of(path), "writer", path)
+    return writer(path, kind, attrs) if compression is None else writer(path, kind, attrs, compression=compression)
 
 
 def read_sample(path: Path | str, sample_id: str, perspectives: Sequence[str], extras: bool = False) -> ShardSample:
@@ -112,4 +130,4 @@ def read_samples(path: Path | str, ids: Sequence[str], perspectives: Sequence[st
         yield from reader.read_many(ids, perspectives, extras)
 
 
-__all__ = ["FORMATS", "FORMAT_SUFFIX", "ShardFormat", "ShardReading", "format_of", "open_reader", "open_writer", "read_sample", "read_samples", "require_format", "shard_format"]
+__all__ = ["FORMATS", "FORMAT_SUFFIX", "ShardFormat", "ShardReading", "compression_for", "format_of", "open_reader", "open_writer", "read_sample", "read_samples", "require_format", "shard_format"]

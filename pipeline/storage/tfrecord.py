@@ -75,9 +75,11 @@ class TFRecordShardWriter(BaseShardWriter):
     normally commits and an exception discards the file.
     """
 
-    def __init__(self, path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None, compression: str = "none") -> None:
         super().__init__(path, kind)
-        self.attrs = dict(attrs or {})
+        if compression != "none":
+            raise ValueError(f"{path}: TFRecord shards are written uncompressed, not {compression!r}")
+        self.attrs = {**(attrs or {}), "compression": "none"}
         self._writer = tf.io.TFRecordWriter(str(self._tmp))
         self._dims: dict[str, int] = {}
         self._offsets: dict[str, int] = {}

@@ -32,6 +32,8 @@ class ExtractConfig:
     pca: int = option(0, "pixels backbone: PCA components fitted on the training split (0: none)", least=0)
     format: str = "hdf5"  # hdf5 or tfrecord
     dtype: str = option("float16", "stored embedding precision", choices=("float16", "float32"))
+    compression: str | None = None  # HDF5 feature shards: gzip, lzf or none (None: the default, none); TFRecords: none
+    preprocess: str = "auto"  # VGGFace backbones: v1, v2 (keras-vggface), released (MP-LSTM's code), auto: the backbone's
     name: str | None = None  # features name (default: the backbone's)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
@@ -79,7 +81,8 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
     from pipeline.execution.cluster import backend_for
     from pipeline.execution.device import start_tensorflow_quietly
     from pipeline.execution.extract_job import BackboneSpec, ExtractJob, load_backbone
-    from pipeline.storage.readers import FORMAT_SUFFIX, require_format
+    from pipeline.backbones.registry import preprocessing_for
+    from pipeline.storage.readers import FORMAT_SUFFIX, compression_for, require_format
     from pipeline.execution.runner import run_stage
 
     require_format(config.format)
@@ -88,12 +91,15 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
     if config.pca < 0 or config.pca > config.pixel_size ** 2:
         raise ConfigError(f"--pca {config.pca}: the pixels backbone has {config.pixel_size ** 2} values per frame "
                           f"(--pixel-size {config.pixel_size}), so at most that many components (and at least 1)")
+    compression = compression_for(config.format, config.compression)
+    preprocess = preprocessing_for(config.backbone, config.preprocess)
     with ws.lock("extract"):
         manifest = ws.load_manifest()
         name, run = config.features, config.execution
         stage, out = features_stage(name), ws.features(name)
         made = {"backbone": config.backbone, "weights": config.weights or VGGFACE, "format": config.format, "dtype": config.dtype,
-                "pca": config.pca, "pixel_size": config.pixel_size}  # what the embeddings depend on
+                "pca": config.pca, "pixel_size": config.pixel_size, "compression": compression,
+                "preprocess": preprocess}  # what the embeddings depend on
         guard_outputs(manifest, ws.manifest_path, stage, made, out, run.force, [ws.models],
                       "keep them and extract beside them with --name")
         samples = [s for s in manifest.samples if s.status(PREPARE) == DONE]
@@ -108,11 +114,11 @@ def extract(ws: Workspace, config: ExtractConfig) -> RunSummary:
         # workers (Dask ones included) resolve no path of their own: every file they read is named absolutely here
         weights = config.weights if config.weights in (None, VGGFACE, RANDOM) else str(Path(config.weights).resolve())
         cache = str(Path(config.cache_dir).resolve()) if config.cache_dir else None
-        spec = BackboneSpec(config.backbone, weights, cache, config.batch_size, config.pixel_size, pca)
+        spec = BackboneSpec(config.backbone, weights, cache, config.batch_size, config.pixel_size, pca, config.preprocess)
         start_tensorflow_quietly()
         checked = load_backbone(spec)  # refuse missing or mismatched weights before planning anything (cached in-process)
         job = ExtractJob(str(ws.root.resolve()), spec, tuple(manifest.perspectives), tuple(manifest.classes), config.dtype,
-                         strict=run.strict, weights_label=checked.weights_label)
+                         strict=run.strict, weights_label=checked.weights_label, compression=compression)
         with backend_for(run.jobs, run.scheduler, run.dask_local) as backend:
             settings = {**made, "batch_size": config.batch_size, "backend": backend or "local", "asked": plain(config)}
             summary = run_stage(manifest, ws.manifest_path, stage, samples, out, "emb", job,

@@ -16,6 +16,7 @@ from pipeline.manifest import Manifest
 from pipeline.media.roi import DEFAULT_SIZE, RoiConfig
 from pipeline.execution.runner import RunSummary
 from pipeline.execution.settings import SettingsChanged, check_options, option, plain
+from pipeline.storage.shards import DEFAULT_COMPRESSION
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import PREPARE, Workspace
 
@@ -39,6 +40,7 @@ class PrepareConfig:
     roi: RoiConfig = field(default_factory=lambda: RoiConfig(roi=None))  # roi=None: the recipe's ROI mode and box
     audio: bool = False  # also store 80-bin log-mel audio aligned to the frames
     contact_sheet: int = option(12, "samples in the contact-sheet PNG (0: none)", least=0)
+    compression: str = DEFAULT_COMPRESSION  # ROI shard compression: gzip, lzf or none (all checksummed)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
     def __post_init__(self) -> None:
@@ -154,20 +156,21 @@ def prepare(ws: Workspace, config: PrepareConfig) -> RunSummary:
     from pipeline.media.roi_preview import write_roi_contact_sheet
     from pipeline.execution.runner import run_stage
     from pipeline.execution.worklock import work_lock
+    from pipeline.storage.readers import compression_for
 
     ws.create()
     with work_lock(ws.root, PREPARE):  # the manifest may not exist yet: this run makes it
         manifest = open_manifest(ws, config)
         roi = roi_config(config, manifest)
         run = config.execution
-        guard_outputs(manifest, ws.manifest_path, PREPARE, {"roi": roi.to_dict(), "audio": config.audio}, ws.roi, run.force,
-                      [ws.features_root, ws.models])
+        made = {"roi": roi.to_dict(), "audio": config.audio, "compression": compression_for("hdf5", config.compression)}
+        guard_outputs(manifest, ws.manifest_path, PREPARE, made, ws.roi, run.force, [ws.features_root, ws.models])
         # decoding ahead on a second thread pays only while a core is idle: not when local workers fill them
         job = PrepareJob(manifest.root, tuple(manifest.perspectives), roi, audio=config.audio, strict=run.strict,
-                         decode_ahead=decode_ahead_for(run.dask_local or run.jobs))
+                         decode_ahead=decode_ahead_for(run.dask_local or run.jobs), compression=config.compression)
         size = run.shard_size_for(len(manifest), SHARD_SIZE)
         with backend_for(run.jobs, run.scheduler, run.dask_local) as backend:
-            settings = {"roi": roi.to_dict(), "audio": config.audio, "shard_size": size, "jobs": run.jobs,
+            settings = {**made, "shard_size": size, "jobs": run.jobs,
                         "backend": backend or "local", "asked": plain(config)}
             summary = run_stage(manifest, ws.manifest_path, PREPARE, list(manifest.samples), ws.roi, "roi", job, shard_size=size,
                                 jobs=run.jobs, backend=backend, redo_failed=run.retry_failed, stall_timeout=run.dask_stall_timeout,

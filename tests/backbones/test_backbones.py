@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import h5py
+import keras
 import numpy as np
 import pytest
 
@@ -114,6 +115,24 @@ def test_preprocess_constants_and_channel_order() -> None:
                                rtol=1e-6)
     with pytest.raises(ValueError):
         vggface.preprocess_input(rgb, 3)
+
+
+@pytest.mark.parametrize("shape", [(96, 96, 3), (112, 112, 3), (60, 100, 3), (96, 96, 1), (150, 300, 3),
+                                   (448, 448, 3), (240, 250, 3), (256, 256, 3)])
+def test_in_graph_resize_is_opencvs(shape: tuple[int, int, int]) -> None:
+    """Enlarging (INTER_LINEAR) and whole-factor shrinking match cv2 bit for bit; other shrinks up to rounding ties."""
+    frames = np.random.default_rng(shape[0]).integers(0, 256, (2, *shape), dtype=np.uint8)
+    layer = vggface.Preprocess("v2")
+    got = keras.ops.convert_to_numpy(layer(frames))
+    expected = vggface.preprocess_input(np.stack([
+        np.repeat(cv2.resize(f, (224, 224), interpolation=cv2.INTER_AREA if min(shape[:2]) > 224 else cv2.INTER_LINEAR)
+                  .reshape(224, 224, -1), 3 // shape[2], axis=-1) for f in frames]), 2)
+    off = np.abs(got - expected)
+    if shape in ((240, 250, 3), (256, 256, 3)):  # INTER_AREA at a fractional factor: ties may round the other way
+        assert off.max() <= 1.0 + 1e-4 and (off > 0.5).mean() < 0.03
+    else:
+        np.testing.assert_array_equal(got, expected)
+    assert vggface.Preprocess("v2")(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 224, 224, 3)
 
 
 # --- weight resolution ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline.errors import ConfigError
 from pipeline.storage.atomic import file_sha256
 from pipeline.backbones import build_backbone
 from pipeline.backbones import vggface
@@ -170,11 +171,77 @@ def test_registry_loads_the_file_and_embeds_in_batches(resnet_source: tuple[kera
     assert out.shape == (5, 2048) and out.dtype == np.float32
     expected = source(vggface.preprocess_input(resize(frames, 224), 2), training=False)
     np.testing.assert_allclose(out, keras.ops.convert_to_numpy(expected).reshape(5, 2048), rtol=1e-4, atol=1e-4)
+    assert [len(chunk) for _, chunk in backbone.model_inputs(frames)] == [4, 1]
+    assert all(chunk.dtype == np.uint8 for _, chunk in backbone.model_inputs(frames))  # the CPU hands over uint8 only
 
 
 def test_vgg16_backbone_embeds_fc7(vgg_file: Path) -> None:
     backbone = build_backbone("vgg16", weights="random", batch_size=2)
-    assert backbone.dim == 4096 and backbone.model.layers[-1].name == "fc7" and backbone.preprocess_version == 1
+    assert backbone.dim == 4096 and backbone.model.layers[-1].name == "fc7" and backbone.preprocess == "v1"
     assert backbone.embed(np.zeros((1, 64, 64), np.uint8)).shape == (1, 4096)
     with pytest.raises(WeightFileError, match="layer 'fc6' of model 'vggface_vgg16_fc7' is absent from the file"):
         load_keras2_weights(backbone.model, vgg_file)  # a no-top file cannot serve the fc7 embedding
+
+
+# --- preprocessing in the graph, against the CPU path, on real crops ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_crops(grid_dir: Path) -> dict[tuple[str, int, int], np.ndarray]:
+    """uint8 RGB ROI crops of a GRID clip as prepare stores them: mouth 96 and face 112 (enlarged), face 256 (shrunk)."""
+    from pipeline.media.roi import RoiConfig, crop_clip
+    from pipeline.media.video import read_frames
+
+    frames = read_frames(grid_dir / "lbax4n.mpg")
+    return {(roi, h, w): crop_clip(frames, RoiConfig(roi=roi, size=(h, w)), "lbax4n").clip[::20]
+            for roi, h, w in (("mouth", 96, 96), ("face", 112, 112), ("face", 256, 256), ("mouth", 60, 100))}
+
+
+def relative_l2(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Per-frame ``|got - expected| / |expected|``."""
+    return np.linalg.norm(got - expected, axis=1) / np.linalg.norm(expected, axis=1)
+
+
+@pytest.mark.parametrize("name, mode", [("resnet50", "v2"), ("vgg16-pool5", "v1")])
+def test_in_graph_preprocessing_matches_the_cpu_path(name: str, mode: str, real_crops: dict,
+                                                     resnet_source: tuple[keras.Model, Path], vgg_file: Path) -> None:
+    from pipeline.backbones.preprocess import cpu_inputs
+
+    backbone = build_backbone(name, weights=str(resnet_source[1] if name == "resnet50" else vgg_file), batch_size=4)
+    assert backbone.preprocess == mode
+    for shape, crops in real_crops.items():
+        expected = np.asarray(backbone.model.predict_on_batch(cpu_inputs(crops, mode)), np.float32)
+        error = relative_l2(backbone.embed(crops), expected.reshape(len(crops), -1))
+        assert error.max() < 1e-3, (shape, error)
+    gray = real_crops["mouth", 96, 96][..., 0]
+    expected = np.asarray(backbone.model.predict_on_batch(cpu_inputs(gray, mode)), np.float32).reshape(len(gray), -1)
+    assert relative_l2(backbone.embed(gray), expected).max() < 1e-3
+
+
+def test_released_mode_is_bit_exact_with_the_released_code(real_crops: dict) -> None:
+    """A transcription of arsm/MPLSTM Library/CNNfeature_extractor.py per frame: OpenCV's BGR frame, INTER_AREA to 224,
+    img_to_array, keras.applications.vgg16.preprocess_input; our layer, fed the stored RGB crop, gives the same floats."""
+    import cv2
+
+    from pipeline.backbones.preprocess import area_resize
+
+    for shape, crops in real_crops.items():
+        released = []
+        for rgb in crops:
+            image = np.ascontiguousarray(rgb[..., ::-1])  # what cv2.VideoCapture.read() hands the released code
+            img = cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA)
+            released.append(keras.applications.vgg16.preprocess_input(np.expand_dims(img.astype("float32"), 0))[0])
+        ours = keras.ops.convert_to_numpy(vggface.Preprocess("released")(area_resize(crops)))
+        np.testing.assert_array_equal(ours, np.stack(released), err_msg=str(shape))
+
+
+def test_released_mode_embeds_through_the_registry(resnet_source: tuple[keras.Model, Path], real_crops: dict) -> None:
+    from pipeline.backbones.preprocess import cpu_inputs
+
+    backbone = build_backbone("resnet50", weights=str(resnet_source[1]), batch_size=4, preprocess="released")
+    crops = real_crops["mouth", 96, 96]
+    expected = np.asarray(backbone.model.predict_on_batch(cpu_inputs(crops, "released")), np.float32)
+    np.testing.assert_allclose(backbone.embed(crops), expected.reshape(len(crops), -1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="unknown preprocessing 'caffe'"):
+        build_backbone("resnet50", weights="random", preprocess="caffe")
+    with pytest.raises(ConfigError, match="VGGFace backbones only"):
+        build_backbone("pixels", preprocess="released")

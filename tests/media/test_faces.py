@@ -116,9 +116,13 @@ def test_crops_agree_with_full_resolution_detection(grid_frames: dict) -> None:
     for name, frames in grid_frames.items():
         for factor in (1.0, 0.8):
             clip = frames if factor == 1.0 else zoomed(frames, factor)
-            check = crop_agreement(crop_clip(clip, RoiConfig()), crop_clip_naive(clip, RoiConfig()))
-            offsets = check["offsets"]
+            naive = crop_clip_naive(clip, RoiConfig())
+            check = crop_agreement(crop_clip(clip, RoiConfig()), naive)
+            offsets, roi = check["offsets"], check["roi_offsets"]  # frame pixels, and ROI pixels (times the crop's zoom)
             assert offsets.mean() <= 1.0 and offsets.max() <= 2.5, (name, factor, offsets.mean(), offsets.max())
+            assert roi.mean() <= 1.0 and roi.max() <= 3.0, (name, factor, roi.mean(), roi.max())
+            zoom = np.sqrt(np.abs(np.linalg.det(naive.crop_matrices[:, :, :2])))
+            np.testing.assert_allclose(roi, offsets * zoom, rtol=1e-5)
             assert check["scale_error"] <= 0.02 and check["rotation_error_deg"] <= 1.0, (name, factor, check)
             assert check["jitter_px"] <= check["reference_jitter_px"], (name, factor, check)
 

@@ -91,3 +91,25 @@ def test_failed_commit_leaves_nothing(tmp_path, monkeypatch):
         with ShardWriter(tmp_path / "s.h5", "roi") as writer:
             writer.add("a", {"v1": np.zeros((2, 2), np.uint8)})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
+def test_each_compression_round_trips_records_itself_and_keeps_checksums(tmp_path, compression):
+    path = tmp_path / "s.h5"
+    clip = np.random.default_rng(1).integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
+    with ShardWriter(path, "roi", compression=compression) as writer:
+        writer.add("a", {"v1": clip})
+    with ShardReader(path, "roi") as reader:
+        assert reader.attrs["compression"] == compression
+        dataset = reader._file[group_name("a")]["v1"]
+        assert dataset.compression == (None if compression == "none" else compression) and dataset.fletcher32
+        np.testing.assert_array_equal(reader.read("a").arrays["v1"], clip)
+        offset = dataset.id.get_chunk_info(0).byte_offset
+    raw = bytearray(path.read_bytes())
+    raw[offset + 4] ^= 0xFF
+    path.write_bytes(raw)
+    with ShardReader(path) as reader, pytest.raises(ShardError, match="sample 'a' is corrupted"):
+        reader.verify()
+    with pytest.raises(ValueError, match="compression must be one of gzip, lzf, none"):
+        ShardWriter(tmp_path / "t.h5", "roi", compression="zstd")
+    assert not (tmp_path / "t.h5").exists()
