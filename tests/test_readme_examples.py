@@ -1,56 +1,54 @@
-"""Every command of the README's stage sections, run in order as written, on small trees shaped like the releases.
+"""Every stage command of the README and the docs pages, run as written, on small trees shaped like the releases.
 
-Dataset and weight paths of the README (``/data/OuluVS2``, ``/data/mplstm``, ``/models/...``) are mapped to trees
-built from the real GRID clips and to a weight file in the official layout; nothing else of a command is changed.
+The commands are read by ``doc_commands`` (the bash blocks of README.md and docs/*.md) and run stage by stage:
+every ``prepare`` first, then ``extract``, ``train`` and ``evaluate``, in the pages' order within a stage. Dataset
+and weight paths of the docs (``/data/OuluVS2``, ``/data/mplstm``, ``/models/...``) are mapped to trees built from the
+real GRID clips and to a weight file in the official layout; nothing else of a command is changed.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
 from pathlib import Path
 
 import pytest
 
 import cli
+from doc_commands import STAGES, pages, page_commands, stage_commands
 from trees import mplstm_tree, ouluvs2_cropped_tree
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SECTIONS = ("prepare", "extract", "train", "evaluate")
-# Needs the released VGG16 file with its 2622-class top (550 MB as float32): too large to generate in a test.
-NOT_RUN = {"--backbone vgg16 --format tfrecord": "VGG16 with top: a 550 MB weight file"}
+NOT_RUN = {
+    # needs the released VGG16 file with its 2622-class top (550 MB as float32): too large to generate in a test
+    "--backbone vgg16 --format tfrecord": "VGG16 with top: a 550 MB weight file",
+    "tcp://HOST:8786": "an address of a running Dask scheduler (the cluster tests run real ones)",
+}
+LRW = ("runs/lrw", "/data/lrw")  # run by tests/recipes/test_lrw_readme.py on an LRW-shaped tree
 
 
-def readme_commands(text: str) -> list[tuple[str, str]]:
-    """(section, command) for each ``python cli.py`` line of the bash blocks under ``### <stage>``, in order."""
-    commands = []
-    for section in SECTIONS:
-        body = re.search(rf"^### {section}\n(.*?)(?=^### |^## )", text, re.S | re.M)
-        assert body, f"README has no '### {section}' section"
-        for block in re.findall(r"```bash\n(.*?)```", body.group(1), re.S):
-            for line in block.splitlines():
-                line = line.split("  #")[0].strip()
-                if line.startswith("python cli.py"):
-                    commands.append((section, line))
-    return commands
+def test_docs_list_commands_for_every_stage() -> None:
+    """The parser finds the examples (so the end-to-end test below cannot pass by finding none), the README's too."""
+    found = stage_commands()
+    assert {argv[0] for _, argv in found} == set(STAGES)
+    assert sum(argv[0] in ("prepare", "train") for _, argv in found) >= 8
+    readme = page_commands(pages()[0].read_text())
+    assert {line.split()[1] for line in readme} == set(STAGES), readme
+    assert any(page.name == "models.md" for page in pages())
 
 
-def test_readme_lists_commands_for_every_stage() -> None:
-    """The parser finds the README's examples (so the end-to-end test below cannot pass by finding none)."""
-    found = readme_commands(README.read_text())
-    assert {section for section, _ in found} == set(SECTIONS)
-    assert sum(section in ("prepare", "train") for section, _ in found) >= 8
+def test_page_commands_reads_only_stage_lines_of_bash_blocks() -> None:
+    text = ("```bash\nmpview train --work w  # a comment\npip install -e .\nmpview --version\n"
+            "python cli.py evaluate --work w\n```\n```python\nmpview prepare --work w\n```\n")
+    assert page_commands(text) == ["mpview train --work w", "python cli.py evaluate --work w"]
 
 
 @pytest.mark.slow
-def test_readme_commands_run_in_order(tmp_path: Path, grid_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each README command exits 0 (or is listed in NOT_RUN with the reason), in the README's order."""
+def test_docs_commands_run_in_order(tmp_path: Path, grid_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each stage command exits 0 (or is listed in NOT_RUN with the reason), stage by stage."""
     from pipeline.backbones import vggface
     from pipeline.backbones.weights import write_keras2_weight_file
 
     data = tmp_path / "data"
     # speakers 1, 2 train in both protocols, 4 validation in 28-12-12 (train in the other), 6 test in both;
-    # 3 x 2 x 20 training frames leave room for the README's 100 PCA components
+    # 3 x 2 x 20 training frames leave room for the docs' 100 PCA components
     speakers = (1, 2, 4, 6)
     oulu = ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=20, speakers=speakers, utterances=(31, 34))
     ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=20, speakers=speakers, utterances=(1, 4), subset="digit")
@@ -60,18 +58,17 @@ def test_readme_commands_run_in_order(tmp_path: Path, grid_dir: Path, monkeypatc
         "/models/rcmalli_vggface_tf_notop_resnet50.h5": write_keras2_weight_file(
             vggface.resnet50(include_top=False), tmp_path / "models" / "rcmalli_vggface_tf_notop_resnet50.h5"),
     }
-    monkeypatch.chdir(tmp_path)  # the README's runs/... folders are relative
+    monkeypatch.chdir(tmp_path)  # the docs' runs/... folders are relative
     monkeypatch.setenv("MPVIEW_OFFLINE", "1")
     ran, skipped = [], []
-    for section, command in readme_commands(README.read_text()):
-        if "runs/lrw" in command or "/data/lrw" in command:
-            skipped.append((command, "LRW tree: covered by the LRW test"))
-            continue
+    for page, argv in stage_commands():
+        command = " ".join(argv)
         reason = next((why for key, why in NOT_RUN.items() if key in command), None)
+        if any(place in argv for place in LRW):
+            reason = "LRW tree: covered by the LRW test"
         if reason:
             skipped.append((command, reason))
             continue
-        argv = [str(places.get(arg, arg)) for arg in shlex.split(command)[2:]]
-        assert cli.main(argv) == 0, f"README {section} example failed: {command}"
+        assert cli.main([str(places.get(arg, arg)) for arg in argv]) == 0, f"{page} example failed: {command}"
         ran.append(command)
-    assert len(ran) >= 15, (ran, skipped)
+    assert len(ran) >= 16, (ran, skipped)

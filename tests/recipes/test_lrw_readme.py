@@ -1,31 +1,25 @@
-"""The README's LRW commands, as written, on an LRW-shaped tree of real talking-face video (small sizes appended)."""
+"""The docs' LRW commands, as written, on an LRW-shaped tree of real talking-face video (small sizes appended)."""
 
 from __future__ import annotations
 
 import json
 import re
-import shlex
 
 import pytest
 
 import cli
-from conftest import REPO
+from doc_commands import stage_commands
 from trees import lrw_tree
 
-SMALL = {  # sizes appended to the README's lines so that the test runs in about a minute
+SMALL = {  # sizes appended to the docs' lines so that the test runs in about a minute
     "convlstm": ["--crop", "32", "--filters", "4,4,4", "--epochs", "1"],
     "mvm": ["--crop", "32", "--front", "small", "--back", "tcn", "--units", "16", "--slots", "8", "--epochs", "1"],
 }
 
 
 def readme_lrw_commands() -> list[list[str]]:
-    """Every ``python cli.py ...`` line of the README that works on ``runs/lrw`` (not the cluster's ``/shared/runs/lrw``), as argv."""
-    lines = []
-    for line in (REPO / "README.md").read_text().splitlines():
-        code = line.split("#", 1)[0].strip()
-        if code.startswith("python cli.py ") and " runs/lrw " in f" {code} ":
-            lines.append(shlex.split(code)[2:])
-    return lines
+    """Every stage command of the README and docs pages that works on ``runs/lrw`` (not a cluster's), as argv."""
+    return [argv for _, argv in stage_commands() if "runs/lrw" in argv]
 
 
 @pytest.mark.slow
