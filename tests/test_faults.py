@@ -908,11 +908,13 @@ def test_sigterm_message_says_what_each_stage_keeps(command: str, kept: str, mon
                                                     caplog: pytest.LogCaptureFixture) -> None:
     import importlib
 
+    from stages import cli as stage_cli
+
     def terminated(args: Any) -> int:
-        raise cli.Terminated()
+        raise stage_cli.Terminated()
 
     monkeypatch.setattr(importlib.import_module(f"stages.{command}"), "run", terminated)
-    assert cli.main([command, "-q", "--work", "w"]) == cli.TERMINATED
+    assert stage_cli.main([command, "-q", "--work", "w"]) == stage_cli.TERMINATED
     [message] = error_lines(caplog)
     assert kept in message and (command == "prepare" or "shards" not in message)
 
