@@ -27,8 +27,23 @@ from pipeline.verbs import (
 )
 from pipeline.workspace import Workspace
 
-__all__ = ["__version__", "Workspace", "ExecutionConfig", "RoiConfig", "PrepareConfig", "prepare", "ExtractConfig",
-           "extract", "TrainConfig", "TrainResult", "train", "EvaluateConfig", "EvaluateResult", "evaluate", "main"]
+__all__ = [
+    "__version__",
+    "Workspace",
+    "ExecutionConfig",
+    "RoiConfig",
+    "PrepareConfig",
+    "prepare",
+    "ExtractConfig",
+    "extract",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "EvaluateConfig",
+    "EvaluateResult",
+    "evaluate",
+    "main",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

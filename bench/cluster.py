@@ -34,7 +34,15 @@ def make_dataset(clips: list[Path], root: Path, samples: int) -> Path:
         clip = clips[k % len(clips)]
         name = f"c{k:03d}_{clip.stem}{clip.suffix}"
         shutil.copy(clip, root / "v1" / name)
-        rows.append({"id": f"c{k:03d}", "label": clip.stem, "speaker": f"s{k % 3}", "split": ("train", "val", "test")[k % 3], "path:v1": f"v1/{name}"})
+        rows.append(
+            {
+                "id": f"c{k:03d}",
+                "label": clip.stem,
+                "speaker": f"s{k % 3}",
+                "split": ("train", "val", "test")[k % 3],
+                "path:v1": f"v1/{name}",
+            }
+        )
     listing = root / "listing.csv"
     with open(listing, "w", newline="") as fh:
         writer = csv.DictWriter(fh, ["id", "label", "speaker", "split", "path:v1"])
@@ -45,8 +53,26 @@ def make_dataset(clips: list[Path], root: Path, samples: int) -> Path:
 
 def run_prepare(root: Path, listing: Path, work: Path, workers: int, shard_size: int) -> tuple[float, float, dict]:
     """One fresh ``prepare`` on a local cluster of ``workers``; (stage seconds, command seconds, run summary)."""
-    command = [sys.executable, str(REPO / "cli.py"), "prepare", "--quiet", "--work", str(work), "--dataset", "generic", "--root", str(root),
-               "--option", f"listing={listing}", "--shard-size", str(shard_size), "--dask-local", str(workers), "--contact-sheet", "0"]
+    command = [
+        sys.executable,
+        str(REPO / "cli.py"),
+        "prepare",
+        "--quiet",
+        "--work",
+        str(work),
+        "--dataset",
+        "generic",
+        "--root",
+        str(root),
+        "--option",
+        f"listing={listing}",
+        "--shard-size",
+        str(shard_size),
+        "--dask-local",
+        str(workers),
+        "--contact-sheet",
+        "0",
+    ]
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - started
@@ -76,15 +102,19 @@ def main(argv: list[str] | None = None) -> dict:
         best: dict[int, tuple[float, float]] = {}
         for repeat in range(args.repeats):
             for workers in (1, 2):
-                stage, wall, _ = run_prepare(base / "data", listing, base / f"work-{workers}w-{repeat}", workers, args.shard_size)
+                stage, wall, _ = run_prepare(
+                    base / "data", listing, base / f"work-{workers}w-{repeat}", workers, args.shard_size
+                )
                 old = best.get(workers, (float("inf"), float("inf")))
                 best[workers] = (min(old[0], stage), min(old[1], wall))
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"prepare on {args.samples} clips ({len(clips)} distinct, shard size {args.shard_size}), local Dask cluster, {cores} cores, "
-          f"best of {args.repeats}; load average at start: {load:.1f}")
+    print(
+        f"prepare on {args.samples} clips ({len(clips)} distinct, shard size {args.shard_size}), local Dask cluster, {cores} cores, "
+        f"best of {args.repeats}; load average at start: {load:.1f}"
+    )
     print(f"{'workers':>8} {'stage s':>9} {'clips/s':>8} {'command s':>10}")
     for workers, (stage, wall) in sorted(best.items()):
         print(f"{workers:>8} {stage:>9.2f} {args.samples / stage:>8.2f} {wall:>10.2f}")

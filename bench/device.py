@@ -72,7 +72,9 @@ def matmul_peak(sizes: list[int], reps: int) -> dict[str, Any]:
         for _ in range(reps):
             out = product(a, b)
         out.block_until_ready()
-        measured[str(n)] = float(f"{2 * n**3 * reps / (time.perf_counter() - start) / 1e12:.4g}")  # 4 significant digits: a slow CPU is not 0
+        measured[str(n)] = float(
+            f"{2 * n**3 * reps / (time.perf_counter() - start) / 1e12:.4g}"
+        )  # 4 significant digits: a slow CPU is not 0
     return {"bf16_tflops": max(measured.values()), "by_size": measured}
 
 
@@ -112,7 +114,11 @@ def extract_throughput(names: list[str], batch: int, reps: int, jit: bool, peak_
                 np.asarray(out)
                 ips = batch * reps / (time.perf_counter() - start)
                 flops = model_flops(model)
-                entry = {"img_per_s": round(ips, 1), "gflops_per_img": round(flops / 1e9, 2), "tflops": round(ips * flops / 1e12, 3)}
+                entry = {
+                    "img_per_s": round(ips, 1),
+                    "gflops_per_img": round(flops / 1e9, 2),
+                    "tflops": round(ips * flops / 1e12, 3),
+                }
                 if peak_tflops:
                     entry["share_of_bf16_peak"] = round(ips * flops / 1e12 / peak_tflops, 3)
                 crops = np.random.default_rng(1).integers(0, 256, (batch, ROI, ROI, 3), dtype=np.uint8)
@@ -170,12 +176,17 @@ def feed_rate(samples: int, frames: int, batch: int) -> dict[str, Any]:
                 for index in range(samples):
                     for _ in backbone.model_inputs(read_sample(path, f"s{index}", ["v1"]).arrays["v1"]):
                         pass
-                results[compression] = {"feed_img_per_s_per_core": round(samples * frames / (time.process_time() - cpu), 1),
-                                        "shard_mb": round(path.stat().st_size / 1e6, 2)}
+                results[compression] = {
+                    "feed_img_per_s_per_core": round(samples * frames / (time.process_time() - cpu), 1),
+                    "shard_mb": round(path.stat().st_size / 1e6, 2),
+                }
     finally:
         cv2.setNumThreads(threads)
-    return {"roi": f"{ROI}x{ROI}x3 uint8 noise (incompressible: the worst case for reading)", "frames": samples * frames,
-            "compressions": results}
+    return {
+        "roi": f"{ROI}x{ROI}x3 uint8 noise (incompressible: the worst case for reading)",
+        "frames": samples * frames,
+        "compressions": results,
+    }
 
 
 def stream_training(clips: int, frames: int, dim: int, units: int, epochs: int) -> dict[str, Any]:
@@ -188,7 +199,15 @@ def stream_training(clips: int, frames: int, dim: int, units: int, epochs: int) 
             stream.build(work, clips, frames, dim, compression)
             manifest = stream.manifest_for(work, clips, clips)
             for mode in ("stream", "memory") if compression == COMPRESSIONS[0] else ("stream",):
-                args = argparse.Namespace(manifest=str(manifest), work=str(work), child=mode, frames=frames, units=units, batch=60, epochs=epochs)
+                args = argparse.Namespace(
+                    manifest=str(manifest),
+                    work=str(work),
+                    child=mode,
+                    frames=frames,
+                    units=units,
+                    batch=60,
+                    epochs=epochs,
+                )
                 runs[mode if mode == "memory" else f"stream_{compression}"] = stream.child(args)
     memory = runs["memory"]["samples_per_s"]
     first = runs[f"stream_{COMPRESSIONS[0]}"]["samples_per_s"]
@@ -196,8 +215,13 @@ def stream_training(clips: int, frames: int, dim: int, units: int, epochs: int) 
         "stream_samples_per_s": first,
         "memory_samples_per_s": memory,
         "stream_vs_memory": round(first / memory, 3),
-        "compressions": {c: {"stream_samples_per_s": runs[f"stream_{c}"]["samples_per_s"],
-                             "stream_vs_memory": round(runs[f"stream_{c}"]["samples_per_s"] / memory, 3)} for c in COMPRESSIONS},
+        "compressions": {
+            c: {
+                "stream_samples_per_s": runs[f"stream_{c}"]["samples_per_s"],
+                "stream_vs_memory": round(runs[f"stream_{c}"]["samples_per_s"] / memory, 3),
+            }
+            for c in COMPRESSIONS
+        },
         "clips": clips,
         "runs": runs,
     }
@@ -209,22 +233,37 @@ def device_info() -> dict[str, Any]:
 
     from pipeline.execution.provenance import package_versions
 
-    info: dict[str, Any] = {"backend": keras.backend.backend(), "keras": keras.__version__, "versions": package_versions(), "cpu_cores": len(os.sched_getaffinity(0))}
+    info: dict[str, Any] = {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "versions": package_versions(),
+        "cpu_cores": len(os.sched_getaffinity(0)),
+    }
     if info["backend"] == "jax":
         import jax
 
         device = jax.devices()[0]
-        info.update(platform=device.platform, device=device.device_kind, devices=len(jax.devices()), jax=jax.__version__)
+        info.update(
+            platform=device.platform, device=device.device_kind, devices=len(jax.devices()), jax=jax.__version__
+        )
     return info
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, no XLA for the convnets: proves the script on a CPU")
-    parser.add_argument("--budget", type=float, default=450.0, help="seconds for all sections; one that would not fit is skipped")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="tiny sizes, no XLA for the convnets: proves the script on a CPU"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=450.0, help="seconds for all sections; one that would not fit is skipped"
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here after every section")
-    parser.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated VGGFace backbones to time (default: all three)")
+    parser.add_argument(
+        "--backbones",
+        default=",".join(BACKBONES),
+        help="comma-separated VGGFace backbones to time (default: all three)",
+    )
     return parser.parse_args(argv)
 
 
@@ -252,11 +291,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     section("matmul", 5 if dry else 30, lambda: matmul_peak([64] if dry else [4096, 8192, 16384], 2 if dry else 20))
     peak = result.get("matmul", {}).get("bf16_tflops")
-    section("extract", 5 if dry else 200, lambda: extract_throughput(args.backbones.split(","), 2 if dry else 256, 1 if dry else 10, jit=not dry, peak_tflops=peak))
-    train_argv = ["--batch", "4", "--timesteps", "3", "--dim", "8", "--units", "8", "--warmup", "1", "--steps", "1"] if dry else ["--warmup", "3", "--steps", "20"]
+    section(
+        "extract",
+        5 if dry else 200,
+        lambda: extract_throughput(
+            args.backbones.split(","), 2 if dry else 256, 1 if dry else 10, jit=not dry, peak_tflops=peak
+        ),
+    )
+    train_argv = (
+        ["--batch", "4", "--timesteps", "3", "--dim", "8", "--units", "8", "--warmup", "1", "--steps", "1"]
+        if dry
+        else ["--warmup", "3", "--steps", "20"]
+    )
     section("train", 5 if dry else 90, lambda: train_steps(train_argv))
     section("feed", 5 if dry else 30, lambda: feed_rate(*((2, 8, 4) if dry else (24, 30, 256))))
-    section("stream", 5 if dry else 120, lambda: stream_training(*((130, 5, 16, 8, 1) if dry else (2000, 29, 2048, 256, 2))))
+    section(
+        "stream", 5 if dry else 120, lambda: stream_training(*((130, 5, 16, 8, 1) if dry else (2000, 29, 2048, 256, 2)))
+    )
     result["total_s"] = round(time.perf_counter() - started, 1)
     if args.out:
         args.out.write_text(json.dumps(result))

@@ -54,8 +54,8 @@ from pipeline.backbones.registry import KERAS_SPECS  # noqa: E402
 from pipeline.execution.device import describe  # noqa: E402
 from pipeline.execution.extract_job import BackboneSpec, ExtractJob, load_backbone  # noqa: E402
 from pipeline.execution.prepare_job import ROI_KIND  # noqa: E402
-from pipeline.storage.readers import read_sample  # noqa: E402
 from pipeline.execution.runner import ShardTask  # noqa: E402
+from pipeline.storage.readers import read_sample  # noqa: E402
 from pipeline.storage.shards import ShardReader, ShardWriter  # noqa: E402
 
 DEFAULT_CLIPS = REPO.parent / "shared" / "data" / "grid"
@@ -80,14 +80,16 @@ def roi_clips(folder: Path, count: int, frames: int, seed: int = 0) -> tuple[lis
                 print(f"(skipping {path.name}: {exc})", file=sys.stderr)
     if not sources:
         rng = np.random.default_rng(seed)
-        return [rng.integers(0, 256, (frames, ROI_SIZE, ROI_SIZE, 3), dtype=np.uint8) for _ in range(count)], "synthetic noise"
+        return [
+            rng.integers(0, 256, (frames, ROI_SIZE, ROI_SIZE, 3), dtype=np.uint8) for _ in range(count)
+        ], "synthetic noise"
     clips = []
     for index in range(count):  # different clips and offsets, so no two (sample, perspective) pairs are identical
         source = sources[index % len(sources)]
         if len(source) < frames:
             source = np.concatenate([source] * -(-frames // len(source)))
         start = (index // len(sources) * 7) % (len(source) - frames + 1)
-        clips.append(np.ascontiguousarray(source[start:start + frames]))
+        clips.append(np.ascontiguousarray(source[start : start + frames]))
     return clips, f"GRID mouth crops from {len(sources)} video(s) in {folder}"
 
 
@@ -101,9 +103,16 @@ def write_roi_shard(work: Path, clips: list[np.ndarray], samples: int, views: tu
             sample_id = f"bench/s{index:03d}"
             arrays = {view: clips[index * len(views) + j] for j, view in enumerate(views)}
             writer.add(sample_id, arrays, {"label": f"w{index % 4}", "split": "train", "speaker": "s1"})
-            records.append({"id": sample_id, "label": f"w{index % 4}", "split": "train", "speaker": "s1",
-                            "sources": {view: {"path": f"{sample_id}.mpg", "kind": "video"} for view in views},
-                            "stages": {"prepare": {"status": "done", "shard": location}}})
+            records.append(
+                {
+                    "id": sample_id,
+                    "label": f"w{index % 4}",
+                    "split": "train",
+                    "speaker": "s1",
+                    "sources": {view: {"path": f"{sample_id}.mpg", "kind": "video"} for view in views},
+                    "stages": {"prepare": {"status": "done", "shard": location}},
+                }
+            )
     return records
 
 
@@ -151,19 +160,30 @@ def split(total: int, parts: int) -> list[int]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", choices=sorted(KERAS_SPECS), default="resnet50")
-    parser.add_argument("--preprocess", choices=("auto", "v1", "v2", "released"), default="auto",
-                        help="input preprocessing (as `extract --preprocess`)")
-    parser.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (as `extract --batch-size`)")
+    parser.add_argument(
+        "--preprocess",
+        choices=("auto", "v1", "v2", "released"),
+        default="auto",
+        help="input preprocessing (as `extract --preprocess`)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="frames per forward pass (as `extract --batch-size`)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the fastest counts")
     parser.add_argument("--samples", type=int, default=4, help="samples in each round's shard task")
     parser.add_argument("--perspectives", type=int, default=2, help="perspectives per sample")
     parser.add_argument("--frames", type=int, default=30, help="frames per clip")
-    parser.add_argument("--per-frame-count", type=int, default=21, help="frames for the one-at-a-time loop (all rounds)")
+    parser.add_argument(
+        "--per-frame-count", type=int, default=21, help="frames for the one-at-a-time loop (all rounds)"
+    )
     parser.add_argument("--model-batches", type=int, default=6, help="batches for the model-only figure (all rounds)")
     parser.add_argument("--clips", type=Path, default=DEFAULT_CLIPS, help="folder of talking-face videos (GRID)")
     args = parser.parse_args(argv)
     rounds = args.rounds
-    if min(rounds, args.samples, args.perspectives, args.frames, args.batch_size) < 1 or min(args.per_frame_count, args.model_batches) < rounds:
+    if (
+        min(rounds, args.samples, args.perspectives, args.frames, args.batch_size) < 1
+        or min(args.per_frame_count, args.model_batches) < rounds
+    ):
         parser.error("counts must be positive, and --per-frame-count and --model-batches at least --rounds")
 
     views = tuple(f"v{j + 1}" for j in range(args.perspectives))
@@ -180,8 +200,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         samples = write_roi_shard(work, clips, rounds * args.samples, views)
         (work / "features").mkdir()
         job = ExtractJob(str(work), spec, views, tuple(f"w{i}" for i in range(4)))
-        tasks = [ShardTask(r, str(work / "features" / f"emb-{r:05d}-of-{rounds:05d}.h5"),
-                           tuple(samples[r * args.samples:(r + 1) * args.samples])) for r in range(rounds)]
+        tasks = [
+            ShardTask(
+                r,
+                str(work / "features" / f"emb-{r:05d}-of-{rounds:05d}.h5"),
+                tuple(samples[r * args.samples : (r + 1) * args.samples]),
+            )
+            for r in range(rounds)
+        ]
 
         # warm-up (untimed): one small task through the whole path, every padded batch shape, the per-frame path
         started = time.perf_counter()
@@ -192,9 +218,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model.predict_on_batch(np.zeros((bucket, size, size, 3), np.float32))
             for _, inputs in backbone.model_inputs(np.zeros((bucket,) + clips[0].shape[1:], np.uint8)):
                 backbone.feed_model(inputs.shape[1:]).predict_on_batch(inputs)
-        frames = clips[0][:args.per_frame_count]
+        frames = clips[0][: args.per_frame_count]
         if len(frames) < args.per_frame_count:
-            frames = np.concatenate([frames] * -(-args.per_frame_count // len(frames)))[:args.per_frame_count]
+            frames = np.concatenate([frames] * -(-args.per_frame_count // len(frames)))[: args.per_frame_count]
         for frame in frames[:2]:
             model.predict(cpu_inputs(frame[None], mode), verbose=0)
         warm_s = time.perf_counter() - started
@@ -206,7 +232,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 out.append(np.asarray(model.predict(cpu_inputs(frame[None], mode), verbose=0)).reshape(-1))
             return out
 
-        batch = cpu_inputs(np.random.default_rng(1).integers(0, 256, (args.batch_size, size, size, 3), dtype=np.uint8), mode)
+        batch = cpu_inputs(
+            np.random.default_rng(1).integers(0, 256, (args.batch_size, size, size, 3), dtype=np.uint8), mode
+        )
 
         def feed(task: ShardTask) -> None:
             """The input side alone on one core: read each sample's ROI clips, cut them into uint8 batches; no model."""
@@ -234,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         task_frames = args.samples * args.perspectives * args.frames
         frame_slices = np.cumsum([0] + split(len(frames), rounds))
         for r, batches in enumerate(split(args.model_batches, rounds)):
-            chunk = frames[frame_slices[r]:frame_slices[r + 1]]
+            chunk = frames[frame_slices[r] : frame_slices[r + 1]]
             reference += slow.time(len(chunk), per_frame, chunk)
             ceiling.time(batches * args.batch_size, model_only, batches)
             records.update(ours.time(task_frames, job, tasks[r]))
@@ -250,16 +278,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         assert shapes == {(args.frames, backbone.dim)}, shapes
         with ShardReader(tasks[0].path, "embedding") as reader:
             stored = reader.read(samples[0]["id"], [views[0]]).arrays[views[0]]
-        expected = np.stack(reference)[:min(len(reference), args.frames)]
-        got = stored[:len(expected)].astype(np.float32)
+        expected = np.stack(reference)[: min(len(reference), args.frames)]
+        got = stored[: len(expected)].astype(np.float32)
         error = float(np.abs(got - expected).max() / max(1e-12, float(np.abs(expected).max())))
         assert error < 1e-2, f"pipeline embeddings differ from the per-frame loop's (relative error {error:.3g})"
         # in-graph preprocessing against the CPU path, in float32 (the stored float16 adds its own rounding)
         reference_all = np.stack(reference)
-        embedded = backbone.embed(frames[:len(reference_all)])
-        rel_l2 = np.linalg.norm(embedded - reference_all, axis=1) / np.maximum(1e-12, np.linalg.norm(reference_all, axis=1))
+        embedded = backbone.embed(frames[: len(reference_all)])
+        rel_l2 = np.linalg.norm(embedded - reference_all, axis=1) / np.maximum(
+            1e-12, np.linalg.norm(reference_all, axis=1)
+        )
         embed_rel_l2_max = float(rel_l2.max())
-        assert embed_rel_l2_max < 1e-3, f"in-graph preprocessing differs from the CPU path's (relative L2 {embed_rel_l2_max:.3g})"
+        assert embed_rel_l2_max < 1e-3, (
+            f"in-graph preprocessing differs from the CPU path's (relative L2 {embed_rel_l2_max:.3g})"
+        )
         output_bytes = Path(tasks[0].path).stat().st_size
 
     summary = {
@@ -291,30 +323,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "roi_source": "grid" if source.startswith("GRID") else "synthetic",
         "weights": WEIGHTS_LABEL,
     }
-    print(f"backbone {args.backbone} ({backbone.dim}-d), weights: RANDOM - figures are for TIMING ONLY (speed does not depend on weight values)")
-    print(f"device {info['device']} {info['devices']}, backend {info['backend']} (Keras {info['keras']}), "
-          f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
-    print(f"ROI clips: {source}; per round one shard task of {args.samples} samples x {len(views)} perspectives x "
-          f"{args.frames} frames of {ROI_SIZE}x{ROI_SIZE}x3 uint8 = {task_frames} frames; batch {args.batch_size}; {rounds} interleaved rounds")
-    print(f"untimed: model build {build_s:.1f}s, warm-up {warm_s:.1f}s; embedding shard {output_bytes / 1024:.0f} KiB per task; "
-          f"pipeline vs per-frame embeddings: max relative difference {error:.1e} (stored float16), "
-          f"relative L2 per frame {embed_rel_l2_max:.1e} in float32 (goal < 1e-3); preprocessing {mode} in the graph")
-    print(f"{'method':<52}{'frames':>7}{'seconds':>9}{'img/s best':>11}{'vs model':>9}{'img/s all':>10}{'vs model':>9}{'img/CPU-s':>10}{'vs model':>9}")
-    rows = (("one frame at a time (model.predict(x[None]))", slow),
-            ("model only (predict_on_batch, preprocessed input)", ceiling),
-            ("extract pipeline (read+resize+embed+write shard)", ours))
+    print(
+        f"backbone {args.backbone} ({backbone.dim}-d), weights: RANDOM - figures are for TIMING ONLY (speed does not depend on weight values)"
+    )
+    print(
+        f"device {info['device']} {info['devices']}, backend {info['backend']} (Keras {info['keras']}), "
+        f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}"
+    )
+    print(
+        f"ROI clips: {source}; per round one shard task of {args.samples} samples x {len(views)} perspectives x "
+        f"{args.frames} frames of {ROI_SIZE}x{ROI_SIZE}x3 uint8 = {task_frames} frames; batch {args.batch_size}; {rounds} interleaved rounds"
+    )
+    print(
+        f"untimed: model build {build_s:.1f}s, warm-up {warm_s:.1f}s; embedding shard {output_bytes / 1024:.0f} KiB per task; "
+        f"pipeline vs per-frame embeddings: max relative difference {error:.1e} (stored float16), "
+        f"relative L2 per frame {embed_rel_l2_max:.1e} in float32 (goal < 1e-3); preprocessing {mode} in the graph"
+    )
+    print(
+        f"{'method':<52}{'frames':>7}{'seconds':>9}{'img/s best':>11}{'vs model':>9}{'img/s all':>10}{'vs model':>9}{'img/CPU-s':>10}{'vs model':>9}"
+    )
+    rows = (
+        ("one frame at a time (model.predict(x[None]))", slow),
+        ("model only (predict_on_batch, preprocessed input)", ceiling),
+        ("extract pipeline (read+resize+embed+write shard)", ours),
+    )
     rows += (("input side alone, one core (read+batch uint8)", inputs),)
     for label, timer in rows:
-        print(f"{label:<52}{timer.items:>7}{timer.wall:>9.1f}{timer.best:>11.2f}{timer.best / ceiling.best:>9.3f}"
-              f"{timer.pooled:>10.2f}{timer.pooled / ceiling.pooled:>9.3f}{timer.cpu:>10.2f}{timer.cpu / ceiling.cpu:>9.3f}")
-    print(f"speedup vs one frame at a time: {summary['speedup']}x (target >= 2.5); "
-          f"pipeline / model only: {summary['ratio_vs_model_only']} (target >= 0.8)  [fastest round of each]")
-    print(f"input side alone: {summary['feed_img_per_s_per_core']} images per CPU-second on one core (goal >= 4000); "
-          f"the model's own forward pass takes {summary['model_only_ips']} images/s on this device")
-    print(f"1-minute load average {load_before:.1f} before, {load_after:.1f} after the timed rounds, on {os.cpu_count()} cores")
+        print(
+            f"{label:<52}{timer.items:>7}{timer.wall:>9.1f}{timer.best:>11.2f}{timer.best / ceiling.best:>9.3f}"
+            f"{timer.pooled:>10.2f}{timer.pooled / ceiling.pooled:>9.3f}{timer.cpu:>10.2f}{timer.cpu / ceiling.cpu:>9.3f}"
+        )
+    print(
+        f"speedup vs one frame at a time: {summary['speedup']}x (target >= 2.5); "
+        f"pipeline / model only: {summary['ratio_vs_model_only']} (target >= 0.8)  [fastest round of each]"
+    )
+    print(
+        f"input side alone: {summary['feed_img_per_s_per_core']} images per CPU-second on one core (goal >= 4000); "
+        f"the model's own forward pass takes {summary['model_only_ips']} images/s on this device"
+    )
+    print(
+        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after the timed rounds, on {os.cpu_count()} cores"
+    )
     if ours.best > ceiling.best or load_before > (os.cpu_count() or 1):
-        print("note: the cores are shared with other processes, so wall-clock figures carry scheduling noise (a pipeline "
-              "cannot beat its own forward pass); images per process-CPU-second ('img/CPU-s') is the steadier comparison")
+        print(
+            "note: the cores are shared with other processes, so wall-clock figures carry scheduling noise (a pipeline "
+            "cannot beat its own forward pass); images per process-CPU-second ('img/CPU-s') is the steadier comparison"
+        )
     print(json.dumps(summary))
     return summary
 

@@ -58,8 +58,16 @@ def child(path: Path, whole: bool) -> None:
     frontal_detector(), shape_predictor()
     baseline = _peak_mib()
     result = crop_clip(read_frames(path), RoiConfig(), str(path)) if whole else crop_video(path, RoiConfig())
-    print(json.dumps({"baseline_mib": round(baseline, 1), "peak_mib": round(_peak_mib(), 1),
-                      "frames": len(result.clip), "found": float(result.found.mean())}))
+    print(
+        json.dumps(
+            {
+                "baseline_mib": round(baseline, 1),
+                "peak_mib": round(_peak_mib(), 1),
+                "frames": len(result.clip),
+                "found": float(result.found.mean()),
+            }
+        )
+    )
 
 
 def measure(path: Path, whole: bool) -> dict:
@@ -85,13 +93,18 @@ def main(argv: list[str] | None = None) -> dict:
         for seconds in args.seconds:
             path = make_clip(args.clip, seconds, Path(folder) / f"clip_{seconds:g}s.mp4")
             streamed, whole = measure(path, whole=False), measure(path, whole=True)
-            summary[f"{seconds:g}s_1080p"] = {"frames": streamed["frames"], "baseline_mib": streamed["baseline_mib"],
-                                              "streamed_peak_mib": streamed["peak_mib"],
-                                              "decoded_whole_peak_mib": whole["peak_mib"]}
+            summary[f"{seconds:g}s_1080p"] = {
+                "frames": streamed["frames"],
+                "baseline_mib": streamed["baseline_mib"],
+                "streamed_peak_mib": streamed["peak_mib"],
+                "decoded_whole_peak_mib": whole["peak_mib"],
+            }
     print(f"{'clip':<14}{'frames':>8}{'baseline MiB':>14}{'streamed MiB':>14}{'whole-clip MiB':>16}")
     for name, row in summary.items():
-        print(f"{name:<14}{row['frames']:>8}{row['baseline_mib']:>14.0f}{row['streamed_peak_mib']:>14.0f}"
-              f"{row['decoded_whole_peak_mib']:>16.0f}")
+        print(
+            f"{name:<14}{row['frames']:>8}{row['baseline_mib']:>14.0f}{row['streamed_peak_mib']:>14.0f}"
+            f"{row['decoded_whole_peak_mib']:>16.0f}"
+        )
     print(json.dumps(summary))
     return summary
 

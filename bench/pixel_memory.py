@@ -26,9 +26,9 @@ def one(model_name: str, crop: int, batch: int, timesteps: int, steps: int) -> d
     import keras
     import numpy as np
 
+    from pipeline.models.registry import model_options
     from pipeline.training.experiment import RunSpec, build_model
     from pipeline.training.memory import counted_elements, estimate_bytes
-    from pipeline.models.registry import model_options
 
     options = {**vars(model_options(model_name, {})), "lr": 1e-3}
     spec = RunSpec("bench", model_name, "prepare", ["v1"], timesteps, [str(i) for i in range(10)], options=options)
@@ -38,7 +38,13 @@ def one(model_name: str, crop: int, batch: int, timesteps: int, steps: int) -> d
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
     if model_name == "mvm":
         built = build_model(spec, [shape], (timesteps, 4, 80))
-        model, data = built.train, ({"video": x, "audio": rng.normal(size=(batch, timesteps, 4, 80)).astype(np.float32)}, {"visual": y, "audio": y})
+        model, data = (
+            built.train,
+            (
+                {"video": x, "audio": rng.normal(size=(batch, timesteps, 4, 80)).astype(np.float32)},
+                {"visual": y, "audio": y},
+            ),
+        )
     else:
         model, data = build_model(spec, [shape]), (x, y)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -49,9 +55,17 @@ def one(model_name: str, crop: int, batch: int, timesteps: int, steps: int) -> d
     seconds = (time.perf_counter() - start) / steps
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     keras.backend.clear_session()
-    return {"model": model_name, "crop": crop, "batch": batch, "timesteps": timesteps, "peak_gib": round(peak / 2**30, 2),
-            "step_gib": round((peak - before) / 2**30, 2), "estimate_gib": round(estimate_bytes(model, batch) / 2**30, 2),
-            "counted_elements_per_clip": counted_elements(model), "seconds_per_clip": round(seconds / batch, 3)}
+    return {
+        "model": model_name,
+        "crop": crop,
+        "batch": batch,
+        "timesteps": timesteps,
+        "peak_gib": round(peak / 2**30, 2),
+        "step_gib": round((peak - before) / 2**30, 2),
+        "estimate_gib": round(estimate_bytes(model, batch) / 2**30, 2),
+        "counted_elements_per_clip": counted_elements(model),
+        "seconds_per_clip": round(seconds / batch, 3),
+    }
 
 
 def main() -> None:
@@ -68,14 +82,36 @@ def main() -> None:
         return
     rows = []
     for batch in args.batch:
-        cmd = [sys.executable, __file__, "--one", "--model", args.model, "--crop", str(args.crop), "--batch", str(batch), "--timesteps", str(args.timesteps), "--steps", str(args.steps)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            "--model",
+            args.model,
+            "--crop",
+            str(args.crop),
+            "--batch",
+            str(batch),
+            "--timesteps",
+            str(args.timesteps),
+            "--steps",
+            str(args.steps),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
         print(out, flush=True)
     if len(rows) > 1:
         slope = (rows[-1]["peak_gib"] - rows[0]["peak_gib"]) / (rows[-1]["batch"] - rows[0]["batch"])
         est = (rows[-1]["estimate_gib"] - rows[0]["estimate_gib"]) / (rows[-1]["batch"] - rows[0]["batch"])
-        print(json.dumps({"measured_gib_per_clip": round(slope, 3), "estimated_gib_per_clip": round(est, 3), "ratio": round(slope / est, 2) if est else None}))
+        print(
+            json.dumps(
+                {
+                    "measured_gib_per_clip": round(slope, 3),
+                    "estimated_gib_per_clip": round(est, 3),
+                    "ratio": round(slope / est, 2) if est else None,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def upscaled_1080p(paths: list[Path], folder: Path, frames: int) -> list[Path]:
         left = (HD[1] - scaled[0]) // 2
         canvas = np.zeros((len(clip), HD[0], HD[1], 3), np.uint8)
         for i, frame in enumerate(clip):
-            canvas[i, :, left:left + scaled[0]] = cv2.resize(frame, scaled, interpolation=cv2.INTER_CUBIC)
+            canvas[i, :, left : left + scaled[0]] = cv2.resize(frame, scaled, interpolation=cv2.INTER_CUBIC)
         out.append(write_video(folder / f"{path.stem}-1080p.mp4", canvas, 25))
     return out
 
@@ -152,21 +152,32 @@ def measure_set(paths: list[Path], config: RoiConfig, repeats: int, decode_ahead
 def report(name: str, figures: dict[str, Any]) -> None:
     """Print one clip set's throughput and accuracy tables."""
     fps, cpu_fps, total = figures, figures["cpu_fps"], figures["frames"]
-    print(f"== {name}: {len(figures['per_clip'])} clips, {total} frames; 68-point fits on {figures['fits']} frames "
-          f"({figures['fits'] / total:.0%}), the detector found the face {figures['detections']} times")
+    print(
+        f"== {name}: {len(figures['per_clip'])} clips, {total} frames; 68-point fits on {figures['fits']} frames "
+        f"({figures['fits'] / total:.0%}), the detector found the face {figures['detections']} times"
+    )
     print(f"{'method':<38}{'frames/s':>10}{'vs decode':>11}{'frames/CPU-s':>14}{'vs decode':>11}")
-    for label, key in (("decode only (PyAV -> RGB)", "decode"), ("tracked mouth ROI (crop_video)", "roi"),
-                       ("per-frame detection, full size", "naive")):
-        print(f"{label:<38}{fps[key + '_fps']:>10.1f}{fps[key + '_fps'] / fps['decode_fps']:>11.3f}"
-              f"{cpu_fps[key]:>14.1f}{cpu_fps[key] / cpu_fps['decode']:>11.3f}")
+    for label, key in (
+        ("decode only (PyAV -> RGB)", "decode"),
+        ("tracked mouth ROI (crop_video)", "roi"),
+        ("per-frame detection, full size", "naive"),
+    ):
+        print(
+            f"{label:<38}{fps[key + '_fps']:>10.1f}{fps[key + '_fps'] / fps['decode_fps']:>11.3f}"
+            f"{cpu_fps[key]:>14.1f}{cpu_fps[key] / cpu_fps['decode']:>11.3f}"
+        )
     print("against per-frame full-size detection and fitting (centre offsets in frame and in ROI pixels):")
-    print(f"{'clip':<20}{'mean px':>9}{'max px':>9}{'mean roi':>9}{'max roi':>9}{'scale':>9}{'rot deg':>9}"
-          f"{'jitter':>9}{'ref jit':>9}")
+    print(
+        f"{'clip':<20}{'mean px':>9}{'max px':>9}{'mean roi':>9}{'max roi':>9}{'scale':>9}{'rot deg':>9}"
+        f"{'jitter':>9}{'ref jit':>9}"
+    )
     for clip, row in [*figures["per_clip"].items(), ("all", figures)]:
-        print(f"{clip:<20}{row['mean_center_offset_px']:>9.3f}{row['max_center_offset_px']:>9.3f}"
-              f"{row['mean_center_offset_roi_px']:>9.3f}{row['max_center_offset_roi_px']:>9.3f}"
-              f"{row['scale_error']:>9.4f}{row['rotation_error_deg']:>9.3f}{row['jitter_px']:>9.3f}"
-              f"{row['reference_jitter_px']:>9.3f}")
+        print(
+            f"{clip:<20}{row['mean_center_offset_px']:>9.3f}{row['max_center_offset_px']:>9.3f}"
+            f"{row['mean_center_offset_roi_px']:>9.3f}{row['max_center_offset_roi_px']:>9.3f}"
+            f"{row['scale_error']:>9.4f}{row['rotation_error_deg']:>9.3f}{row['jitter_px']:>9.3f}"
+            f"{row['reference_jitter_px']:>9.3f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -175,10 +186,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("clips", nargs="?", type=Path, default=DEFAULT_CLIPS, help="folder of talking-face videos")
     parser.add_argument("--repeats", type=int, default=7, help="rounds; the fastest per clip and method counts")
     parser.add_argument("--cv-threads", type=int, default=1, help="OpenCV threads (1: every method on one core)")
-    parser.add_argument("--decode-ahead", type=int, default=DECODE_AHEAD, help="roi: frames decoded ahead on a second thread "
-                                                                    "(0: inline, as prepare does with a worker per CPU)")
-    parser.add_argument("--hd-frames", type=int, default=75, help="frames of each clip in the 1080p set (0: no 1080p set)")
-    parser.add_argument("--hd-repeats", type=int, default=0, help="rounds for the 1080p set (default: --repeats, at most 3)")
+    parser.add_argument(
+        "--decode-ahead",
+        type=int,
+        default=DECODE_AHEAD,
+        help="roi: frames decoded ahead on a second thread (0: inline, as prepare does with a worker per CPU)",
+    )
+    parser.add_argument(
+        "--hd-frames", type=int, default=75, help="frames of each clip in the 1080p set (0: no 1080p set)"
+    )
+    parser.add_argument(
+        "--hd-repeats", type=int, default=0, help="rounds for the 1080p set (default: --repeats, at most 3)"
+    )
     args = parser.parse_args(argv)
     paths = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
     if not paths:
@@ -193,15 +212,19 @@ def main(argv: list[str] | None = None) -> dict:
             hd = upscaled_1080p(paths, Path(tmp), args.hd_frames)
             sets["1080p"] = measure_set(hd, config, args.hd_repeats or min(3, args.repeats), args.decode_ahead)
     load_after = os.getloadavg()[0]
-    print(f"fastest of {args.repeats} interleaved runs per clip and method, mouth ROI {config.size[1]}x{config.size[0]}, "
-          f"OpenCV threads {args.cv_threads}, decode ahead {args.decode_ahead}; 1-minute load {load_before:.1f} before, "
-          f"{load_after:.1f} after, on {os.cpu_count()} cores")
+    print(
+        f"fastest of {args.repeats} interleaved runs per clip and method, mouth ROI {config.size[1]}x{config.size[0]}, "
+        f"OpenCV threads {args.cv_threads}, decode ahead {args.decode_ahead}; 1-minute load {load_before:.1f} before, "
+        f"{load_after:.1f} after, on {os.cpu_count()} cores"
+    )
     for name, figures in sets.items():
         report(name, figures)
     targets = {"mean_center_offset_roi_px": 1.0, "max_center_offset_roi_px": 3.0}
     for name, figures in sets.items():
-        verdict = ", ".join(f"{key} {figures[key]} ({'ok' if figures[key] <= limit else 'over'} <= {limit})"
-                            for key, limit in targets.items())
+        verdict = ", ".join(
+            f"{key} {figures[key]} ({'ok' if figures[key] <= limit else 'over'} <= {limit})"
+            for key, limit in targets.items()
+        )
         print(f"{name}: {verdict}; ratio_vs_decode {figures['ratio_vs_decode']}")
     summary = {
         **{k: v for k, v in sets["native"].items() if k not in ("cpu_fps", "fits", "detections", "frames")},

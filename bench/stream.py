@@ -80,7 +80,12 @@ def manifest_for(work: Path, clips: int, used: int) -> Path:
     shards = -(-clips // SHARD_SIZE)
     samples = []
     for i in range(clips):
-        sample = Sample(id=f"c{i:06d}", sources={"v1": Source(f"c{i:06d}.mp4")}, label=f"w{i % CLASSES}", split="train" if i < used else None)
+        sample = Sample(
+            id=f"c{i:06d}",
+            sources={"v1": Source(f"c{i:06d}.mp4")},
+            label=f"w{i % CLASSES}",
+            split="train" if i < used else None,
+        )
         sample.stages[STAGE] = {"status": "done", "shard": f"features/lrw/{shard_name('emb', i // SHARD_SIZE, shards)}"}
         samples.append(sample)
     manifest = Manifest("lrw-shaped", str(work), ["v1"], samples, classes=[f"w{k}" for k in range(CLASSES)])
@@ -98,12 +103,23 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.training.fit import FitConfig, fit, one_hot
 
     manifest = Manifest.load(Path(args.manifest))
-    spec = RunSpec("bench", "mplstm", STAGE, ["v1"], args.frames, list(manifest.classes), options={"units": args.units, "dropout": 0.2, "lr": 1e-3})
+    spec = RunSpec(
+        "bench",
+        "mplstm",
+        STAGE,
+        ["v1"],
+        args.frames,
+        list(manifest.classes),
+        options={"units": args.units, "dropout": 0.2, "lr": 1e-3},
+    )
     inputs = RunInputs(manifest, spec, Path(args.work), ("train",), args.child)
     keras.utils.set_random_seed(0)
     model = build_model(spec, inputs.model_shapes())
     ends: list[float] = []
-    timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: ends.append(time.perf_counter()), on_epoch_end=lambda e, logs: ends.append(time.perf_counter()))
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: ends.append(time.perf_counter()),
+        on_epoch_end=lambda e, logs: ends.append(time.perf_counter()),
+    )
     start = time.perf_counter()
     if inputs.mode == "memory":  # what `train` does in memory: the split as arrays
         data = load_inputs(manifest, spec, "train", Path(args.work))
@@ -112,7 +128,15 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         train = inputs.training("train", args.batch, seed=0)
     loaded = time.perf_counter() - start
     out = Path(tempfile.mkdtemp(prefix=f"stream-{args.child}-", dir=args.work))
-    fit(model, train, None, out, FitConfig(epochs=args.epochs, batch_size=args.batch, tensorboard=False, verbose=0), {}, callbacks=[timer])
+    fit(
+        model,
+        train,
+        None,
+        out,
+        FitConfig(epochs=args.epochs, batch_size=args.batch, tensorboard=False, verbose=0),
+        {},
+        callbacks=[timer],
+    )
     last = ends[-1] - ends[-2]
     return {
         "mode": inputs.mode,
@@ -140,8 +164,24 @@ def read_speed(manifest: Path, work: Path) -> dict[str, float]:
 
 def measure(args: argparse.Namespace, mode: str, manifest: Path, epochs: int) -> dict[str, Any]:
     """Run ``child`` in a fresh process (on the shards next to ``manifest``) and return its JSON line."""
-    command = [sys.executable, __file__, "--child", mode, "--manifest", str(manifest), "--work", str(manifest.parent), "--epochs", str(epochs),
-               "--frames", str(args.frames), "--units", str(args.units), "--batch", str(args.batch)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--manifest",
+        str(manifest),
+        "--work",
+        str(manifest.parent),
+        "--epochs",
+        str(epochs),
+        "--frames",
+        str(args.frames),
+        "--units",
+        str(args.units),
+        "--batch",
+        str(args.batch),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} run failed:\n{done.stderr[-3000:]}")
@@ -156,11 +196,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--units", type=int, default=256)
     parser.add_argument("--batch", type=int, default=60)
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of the N runs (samples/s is the last one's); the 4N run does one")
-    parser.add_argument("--work", type=Path, help="folder for the shards (kept for re-runs; default: a temporary folder)")
-    parser.add_argument("--compressions", default="none,gzip,lzf", help="shard compressions to compare, comma-separated; "
-                        "the first gives the top-level figures")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the streamed runs; the fastest counts")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs of the N runs (samples/s is the last one's); the 4N run does one"
+    )
+    parser.add_argument(
+        "--work", type=Path, help="folder for the shards (kept for re-runs; default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--compressions",
+        default="none,gzip,lzf",
+        help="shard compressions to compare, comma-separated; the first gives the top-level figures",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="interleaved rounds of the streamed runs; the fastest counts"
+    )
     parser.add_argument("--child", choices=("stream", "memory"), help=argparse.SUPPRESS)
     parser.add_argument("--manifest", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -199,7 +248,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "gb_on_disk_4n": round(on_disk[c] / 1e9, 3),
             "size_vs_none": round(on_disk[c] / on_disk["none"], 3) if "none" in on_disk else None,
             **read,
-            "read_vs_first": round(read["read_clips_per_s"] / max(reads[first], key=lambda r: r["read_clips_per_s"])["read_clips_per_s"], 3),
+            "read_vs_first": round(
+                read["read_clips_per_s"] / max(reads[first], key=lambda r: r["read_clips_per_s"])["read_clips_per_s"], 3
+            ),
             "stream_samples_per_s": best[c]["samples_per_s"],
             "stream_vs_memory": round(best[c]["samples_per_s"] / memory_n["samples_per_s"], 3),
             "stream_vs_first": round(best[c]["samples_per_s"] / best[first]["samples_per_s"], 3),
@@ -221,20 +272,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "build_s": round(built, 1),
         "load_avg_1min": [round(load_before, 2), round(load_after, 2)],
         "runs": {"stream_n": stream_n, "memory_n": memory_n, "stream_4n": stream_4n},
-        "config": {"frames": args.frames, "dim": args.dim, "units": args.units, "batch": args.batch, "epochs": args.epochs,
-                   "rounds": args.rounds, "cores": len(os.sched_getaffinity(0))},
+        "config": {
+            "frames": args.frames,
+            "dim": args.dim,
+            "units": args.units,
+            "batch": args.batch,
+            "epochs": args.epochs,
+            "rounds": args.rounds,
+            "cores": len(os.sched_getaffinity(0)),
+        },
     }
     print(f"{'run':<12}{'clips':>8}{'samples/s':>12}{'peak RSS MB':>14}")
     for name, run in result["runs"].items():
         print(f"{name:<12}{run['clips']:>8}{run['samples_per_s']:>12}{run['peak_rss_mb']:>14}")
-    print(f"{'compression':<12}{'GB (4N)':>9}{'vs none':>8}{'read clips/s':>13}{'read MB/s':>10}{'stream/s':>10}"
-          f"{'vs memory':>10}{'vs ' + first:>10}")
+    print(
+        f"{'compression':<12}{'GB (4N)':>9}{'vs none':>8}{'read clips/s':>13}{'read MB/s':>10}{'stream/s':>10}"
+        f"{'vs memory':>10}{'vs ' + first:>10}"
+    )
     for c, row in table.items():
-        print(f"{c:<12}{row['gb_on_disk_4n']:>9}{row['size_vs_none'] or '':>8}{row['read_clips_per_s']:>13}"
-              f"{row['read_mb_per_s']:>10}{row['stream_samples_per_s']:>10}{row['stream_vs_memory']:>10}{row['stream_vs_first']:>10}")
-    print(f"rss_growth {result['rss_growth']} (goal <= 1.15); stream_vs_memory {result['stream_vs_memory']} (goal >= 0.95) "
-          f"with {first}; 1-minute load {load_before:.1f} before, {load_after:.1f} after on "
-          f"{result['config']['cores']} cores (shared machine: compare the compressions as ratios)")
+        print(
+            f"{c:<12}{row['gb_on_disk_4n']:>9}{row['size_vs_none'] or '':>8}{row['read_clips_per_s']:>13}"
+            f"{row['read_mb_per_s']:>10}{row['stream_samples_per_s']:>10}{row['stream_vs_memory']:>10}{row['stream_vs_first']:>10}"
+        )
+    print(
+        f"rss_growth {result['rss_growth']} (goal <= 1.15); stream_vs_memory {result['stream_vs_memory']} (goal >= 0.95) "
+        f"with {first}; 1-minute load {load_before:.1f} before, {load_after:.1f} after on "
+        f"{result['config']['cores']} cores (shared machine: compare the compressions as ratios)"
+    )
     print(json.dumps(result))
     return result
 

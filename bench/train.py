@@ -29,8 +29,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from pipeline.models.mplstm import MPLSTM, keras2_hard_sigmoid  # noqa: E402
 from pipeline.execution.provenance import package_versions  # noqa: E402
+from pipeline.models.mplstm import MPLSTM, keras2_hard_sigmoid  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Gradients do not exist for variables .*recurrent_c")  # U_c, as released
 
@@ -226,8 +226,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{'model':<16}{'step ms':>10}{'vs mplstm':>12}")
     for name, ms in step_ms.items():
         print(f"{name:<16}{ms:>10.1f}{ms / step_ms['mplstm']:>11.2f}x")
-    print(f"ratio MPLSTM / keras LSTM: {result['ratio_vs_keras_lstm']} (target <= 1.3); "
-          f"speed-up over released loop: {result['speedup_vs_released_loop']}x (target >= 3)")
+    print(
+        f"ratio MPLSTM / keras LSTM: {result['ratio_vs_keras_lstm']} (target <= 1.3); "
+        f"speed-up over released loop: {result['speedup_vs_released_loop']}x (target >= 3)"
+    )
     print(json.dumps(result))
     return result
 

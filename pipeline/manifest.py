@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pipeline.storage.atomic import write_text_atomic
 from pipeline.errors import MpviewError
+from pipeline.storage.atomic import write_text_atomic
 
 SCHEMA = "mpview-manifest"
 SCHEMA_VERSION = 1
@@ -66,7 +66,9 @@ class Sample:
     label: str | None = None
     split: str | None = None
     speaker: str | None = None
-    media: dict[str, dict[str, Any]] = field(default_factory=dict)  # per perspective: frames, fps, width, height, sha256
+    media: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # per perspective: frames, fps, width, height, sha256
     meta: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -126,7 +128,9 @@ class Manifest:
     classes: list[str] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
-    problems: list[dict[str, Any]] = field(default_factory=list)  # samples a recipe could not build (e.g. a missing perspective)
+    problems: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # samples a recipe could not build (e.g. a missing perspective)
 
     # -- access -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Sample]:
@@ -150,12 +154,21 @@ class Manifest:
         source = sample.sources[perspective]
         return resolve_inside(self.root, frame if frame is not None else source.path, what=f"sample {sample.id!r}")
 
-    def add_run(self, stage: str, config: dict[str, Any], summary: dict[str, Any], started: float, finished: float) -> None:
+    def add_run(
+        self, stage: str, config: dict[str, Any], summary: dict[str, Any], started: float, finished: float
+    ) -> None:
         """Append what a stage did to the header's run log."""
         from pipeline.execution.provenance import environment
 
         self.runs.append(
-            {"stage": stage, "config": config, "summary": summary, "started": started, "finished": finished, "environment": environment()}
+            {
+                "stage": stage,
+                "config": config,
+                "summary": summary,
+                "started": started,
+                "finished": finished,
+                "environment": environment(),
+            }
         )
 
     def set_classes_from_labels(self) -> None:
@@ -206,7 +219,9 @@ class Manifest:
         if header.get("schema") != SCHEMA:
             raise ManifestError(f"{path}:1: not an {SCHEMA} header (schema={header.get('schema')!r})")
         if header.get("version") != SCHEMA_VERSION:
-            raise ManifestError(f"{path}:1: schema version {header.get('version')!r} not supported (expected {SCHEMA_VERSION})")
+            raise ManifestError(
+                f"{path}:1: schema version {header.get('version')!r} not supported (expected {SCHEMA_VERSION})"
+            )
         for key in ("dataset", "root", "perspectives"):
             if key not in header:
                 raise ManifestError(f"{path}:1: header lacks {key!r}")
@@ -233,7 +248,9 @@ class Manifest:
                 raise ManifestError(f"{path}:{number}: duplicate sample id {sample.id!r}")
             unknown = set(sample.sources) - set(manifest.perspectives)
             if unknown:
-                raise ManifestError(f"{path}:{number}: perspectives {sorted(unknown)} not in header {manifest.perspectives}")
+                raise ManifestError(
+                    f"{path}:{number}: perspectives {sorted(unknown)} not in header {manifest.perspectives}"
+                )
             seen.add(sample.id)
             manifest.samples.append(sample)
         return manifest

@@ -49,7 +49,7 @@ def features_stage(name: str) -> str:
 
 def features_name(stage: str) -> str | None:
     """The features name of an ``extract:NAME`` key; None for ``prepare`` (ROI pixels)."""
-    return stage[len(EXTRACT_PREFIX):] if stage.startswith(EXTRACT_PREFIX) else None
+    return stage[len(EXTRACT_PREFIX) :] if stage.startswith(EXTRACT_PREFIX) else None
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,9 @@ class StageParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def parse_known_args(self, args: Sequence[str] | None = None,
-                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         """Parse like ``ArgumentParser``, but exit with this parser's usage on any argument left over."""
         namespace, extras = super().parse_known_args(args, namespace)
         if extras:
@@ -57,8 +58,11 @@ class StageParser(argparse.ArgumentParser):
 def suggest_flags(unknown: Sequence[str], known: Sequence[str]) -> str:
     """`` (did you mean --epochs?)`` for the flags among ``unknown`` that resemble one of ``known``, else ``""``."""
     names = {flag.lstrip("-"): flag for flag in known}  # compared without the dashes, which every flag shares
-    flags = [arg.split("=", 1)[0] for arg in unknown
-             if arg.startswith("-") and not arg.lstrip("-").replace(".", "").isdigit()]  # not a negative number
+    flags = [
+        arg.split("=", 1)[0]
+        for arg in unknown
+        if arg.startswith("-") and not arg.lstrip("-").replace(".", "").isdigit()
+    ]  # not a negative number
     guesses = {flag: difflib.get_close_matches(flag.lstrip("-"), list(names), n=1, cutoff=0.7) for flag in flags}
     found = [(flag, names[close[0]]) for flag, close in guesses.items() if close]
     if not found:
@@ -124,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         get_logger().error("interrupted; re-run the same command to resume")
         return 130
-    except (MpviewError, OSError) as exc:  # the user's data, options or environment: one line (traceback with --verbose)
+    except (
+        MpviewError,
+        OSError,
+    ) as exc:  # the user's data, options or environment: one line (traceback with --verbose)
         if args.verbose:
             raise
         get_logger().error("%s", _one_line(exc))

@@ -14,8 +14,17 @@ from pathlib import Path
 from pipeline.execution.logs import configure, get_logger
 from pipeline.execution.runner import RunSummary
 from pipeline.media.roi import RoiConfig
-from pipeline.verbs import (EvaluateConfig, ExecutionConfig, ExtractConfig, PrepareConfig, TrainConfig, evaluate, extract,
-                            prepare, train)
+from pipeline.verbs import (
+    EvaluateConfig,
+    ExecutionConfig,
+    ExtractConfig,
+    PrepareConfig,
+    TrainConfig,
+    evaluate,
+    extract,
+    prepare,
+    train,
+)
 from pipeline.workspace import Workspace
 from stages.common import positive_int
 
@@ -28,18 +37,41 @@ PATIENCE = 15  # train's default 10 stops MV-LSTM at chance on these few clips (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Size and place of the demo run."""
     parser.add_argument("--work", type=Path, default=Path("demo-work"), help="run folder (default ./demo-work)")
-    parser.add_argument("--jobs", type=positive_int, default=2,
-                        help="worker processes for prepare, and models trained at once (default 2)")
-    parser.add_argument("--per-class", type=positive_int,
-                        help=f"clips per class, 10 classes, 3 views (default: {PER_CLASS}; --full {FULL_PER_CLASS})")
-    parser.add_argument("--epochs", type=positive_int, default=50,
-                        help="most training epochs per model (early stopping may end sooner)")
-    parser.add_argument("--full", action="store_true",
-                        help=f"the larger run, the previous default: {FULL_PER_CLASS} clips per class")
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=2,
+        help="worker processes for prepare, and models trained at once (default 2)",
+    )
+    parser.add_argument(
+        "--per-class",
+        type=positive_int,
+        help=f"clips per class, 10 classes, 3 views (default: {PER_CLASS}; --full {FULL_PER_CLASS})",
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=50, help="most training epochs per model (early stopping may end sooner)"
+    )
+    parser.add_argument(
+        "--full", action="store_true", help=f"the larger run, the previous default: {FULL_PER_CLASS} clips per class"
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny run for tests: few clips and epochs")
-    parser.add_argument("--composite", action="store_true", help="composite pretraining on moving digits instead (work folder WORK-composite)")
-    parser.add_argument("--seeds", type=int, default=3, help="--composite: seeds, each a labelled subset, a pretraining and two classifiers")
-    parser.add_argument("--labelled-fraction", type=float, default=0.05, help="--composite: share of the training clips whose labels the classifiers see")
+    parser.add_argument(
+        "--composite",
+        action="store_true",
+        help="composite pretraining on moving digits instead (work folder WORK-composite)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="--composite: seeds, each a labelled subset, a pretraining and two classifiers",
+    )
+    parser.add_argument(
+        "--labelled-fraction",
+        type=float,
+        default=0.05,
+        help="--composite: share of the training clips whose labels the classifiers see",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,16 +80,34 @@ def run(args: argparse.Namespace) -> int:
         return run_composite(args)
     ws = Workspace(args.work)
     per_class, epochs = demo_size(args)
-    check(prepare(ws, PrepareConfig(dataset="synthetic", options={"n_per_class": per_class},
-                                    execution=ExecutionConfig(jobs=args.jobs))))
+    check(
+        prepare(
+            ws,
+            PrepareConfig(
+                dataset="synthetic", options={"n_per_class": per_class}, execution=ExecutionConfig(jobs=args.jobs)
+            ),
+        )
+    )
     check(extract(ws, ExtractConfig(backbone="pixels", pixel_size=32, pca=64)))
     sizes = {"units": 64, "batch_size": 32}
-    runs = [("mvlstm", {"units": 192, "mv_output": "tanh"}, None), ("mplstm", {}, None),
-            ("late_fusion", {"combine": "features"}, None), ("early_fusion", {}, None)]
+    runs = [
+        ("mvlstm", {"units": 192, "mv_output": "tanh"}, None),
+        ("mplstm", {}, None),
+        ("late_fusion", {"combine": "features"}, None),
+        ("early_fusion", {}, None),
+    ]
     runs += [("single", {}, (view,)) for view in ws.load_manifest().perspectives]
-    configs = [TrainConfig(model=model, features="pixels", perspectives=views, epochs=epochs, patience=PATIENCE,
-                           options={**sizes, **options})
-               for model, options, views in runs]  # the slowest first, so that two workers end together
+    configs = [
+        TrainConfig(
+            model=model,
+            features="pixels",
+            perspectives=views,
+            epochs=epochs,
+            patience=PATIENCE,
+            options={**sizes, **options},
+        )
+        for model, options, views in runs
+    ]  # the slowest first, so that two workers end together
     train_all(ws, configs, args.jobs)
     result = evaluate(ws, EvaluateConfig())
     print(result.table)
@@ -106,9 +156,18 @@ def run_composite(args: argparse.Namespace) -> int:
 
     ws = Workspace(f"{args.work}-composite")
     clips, epochs, pre_epochs, seeds = (40, 2, 1, [0]) if args.quick else (600, 30, 15, list(range(args.seeds)))
-    check(prepare(ws, PrepareConfig(dataset="moving-digits", options={"n": clips, "digits": 1},
-                                    roi=RoiConfig(roi=None, fixed_box=(0, 0, 64, 64), grayscale=True),
-                                    contact_sheet=6, execution=ExecutionConfig(jobs=args.jobs))))
+    check(
+        prepare(
+            ws,
+            PrepareConfig(
+                dataset="moving-digits",
+                options={"n": clips, "digits": 1},
+                roi=RoiConfig(roi=None, fixed_box=(0, 0, 64, 64), grayscale=True),
+                contact_sheet=6,
+                execution=ExecutionConfig(jobs=args.jobs),
+            ),
+        )
+    )
     check(extract(ws, ExtractConfig(backbone="pixels", pixel_size=64, dtype="float32")))
     names = []
     for seed in seeds:
@@ -117,10 +176,24 @@ def run_composite(args: argparse.Namespace) -> int:
             options = {"units": 128, "batch_size": 32, "labelled_fraction": args.labelled_fraction, "pretrain": init}
             if init == "composite":
                 options.update(future=10, pretrain_epochs=pre_epochs)
-            train(ws, TrainConfig(model="single", features="pixels", perspectives=("v1",), timesteps=10, epochs=epochs, seed=seed,
-                                  name=name, options=options))
+            train(
+                ws,
+                TrainConfig(
+                    model="single",
+                    features="pixels",
+                    perspectives=("v1",),
+                    timesteps=10,
+                    epochs=epochs,
+                    seed=seed,
+                    name=name,
+                    options=options,
+                ),
+            )
             names.append(name)
     result = evaluate(ws, EvaluateConfig(models=tuple(names)))
     print(seed_summary(result.out, names, group=lambda name: name.split("-")[1]))
-    log.info("composite demo finished: reconstructions and predictions in %s", ws.pretrain(ws.run(names[0])) / "predictions.png")
+    log.info(
+        "composite demo finished: reconstructions and predictions in %s",
+        ws.pretrain(ws.run(names[0])) / "predictions.png",
+    )
     return 1 if result.unscored else 0

@@ -16,26 +16,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Model, inputs, pretraining and fitting options."""
     add_work_argument(parser)
     what = parser.add_argument_group("model and inputs")
-    what.add_argument("--model", choices=registry.names(), default="mplstm", help="MP-LSTM (default), a baseline, or a pixel model")
-    what.add_argument("--features", help="features name from `extract` (default: the latest); convlstm and mvm read ROI clips")
-    what.add_argument("--perspectives", help="comma-separated perspectives to use (default: all); `single` uses exactly one")
+    what.add_argument(
+        "--model", choices=registry.names(), default="mplstm", help="MP-LSTM (default), a baseline, or a pixel model"
+    )
+    what.add_argument(
+        "--features", help="features name from `extract` (default: the latest); convlstm and mvm read ROI clips"
+    )
+    what.add_argument(
+        "--perspectives", help="comma-separated perspectives to use (default: all); `single` uses exactly one"
+    )
     what.add_argument("--name", help="run name (default: derived from model, perspectives and features)")
-    what.add_argument("--timesteps", type=positive_int, help="frames per sequence: longer ones truncated (logged), shorter zero-padded and masked "
-                      "(default: the clip length the manifest records, 29 for LRW; 20, the released MP-LSTM's, when unknown)")
+    what.add_argument(
+        "--timesteps",
+        type=positive_int,
+        help="frames per sequence: longer ones truncated (logged), shorter zero-padded and masked "
+        "(default: the clip length the manifest records, 29 for LRW; 20, the released MP-LSTM's, when unknown)",
+    )
     add_model_options(parser)
     fit = parser.add_argument_group("fitting")
-    fit.add_argument("--epochs", type=positive_int, default=50, help="most epochs to train (early stopping may end sooner)")
+    fit.add_argument(
+        "--epochs", type=positive_int, default=50, help="most epochs to train (early stopping may end sooner)"
+    )
     fit.add_argument("--lr", type=float, default=1e-3, help="learning rate (RMSprop; Adam for mvm)")
-    fit.add_argument("--patience", type=non_negative_int, default=10, help="early stopping patience (epochs without a better val accuracy)")
-    fit.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling, dropout and a carved validation set")
-    fit.add_argument("--val-fraction", type=float, default=0.15, help="when the dataset defines no validation split: the share "
-                     "of training speakers (seeded, stratified, speaker-disjoint) held out to pick the best checkpoint")
-    fit.add_argument("--force", action="store_true", help="when WORK/models/NAME holds a run trained with other settings: "
-                     "delete it and train anew")
-    fit.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs (WORK/models/NAME/tensorboard)")
-    fit.add_argument("--input", choices=MODES, default="auto", help="read the splits into memory, or stream batches from the shards (auto: memory when they fit in a quarter of RAM)")
+    fit.add_argument(
+        "--patience",
+        type=non_negative_int,
+        default=10,
+        help="early stopping patience (epochs without a better val accuracy)",
+    )
+    fit.add_argument(
+        "--seed", type=int, default=0, help="seed for weights, shuffling, dropout and a carved validation set"
+    )
+    fit.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.15,
+        help="when the dataset defines no validation split: the share "
+        "of training speakers (seeded, stratified, speaker-disjoint) held out to pick the best checkpoint",
+    )
+    fit.add_argument(
+        "--force",
+        action="store_true",
+        help="when WORK/models/NAME holds a run trained with other settings: delete it and train anew",
+    )
+    fit.add_argument(
+        "--no-tensorboard", action="store_true", help="do not write TensorBoard logs (WORK/models/NAME/tensorboard)"
+    )
+    fit.add_argument(
+        "--input",
+        choices=MODES,
+        default="auto",
+        help="read the splits into memory, or stream batches from the shards (auto: memory when they fit in a quarter of RAM)",
+    )
     scale = parser.add_argument_group("devices")
-    scale.add_argument("--distribute", action="store_true", help="data-parallel over all local devices; --batch-size is then per device and the learning rate scales with the replicas")
+    scale.add_argument(
+        "--distribute",
+        action="store_true",
+        help="data-parallel over all local devices; --batch-size is then per device and the learning rate scales with the replicas",
+    )
     scale.add_argument("--mixed-precision", action="store_true", help="float16 compute with float32 variables (GPUs)")
 
 
@@ -66,18 +104,35 @@ def add_model_flag(group: argparse._ArgumentGroup, option: registry.ModelFlag) -
         return
     meta = option.field.metadata
     extra = {"nargs": "?", "const": meta["const"]} if "const" in meta else {}
-    group.add_argument(registry.flag(option.name), type=value_type(option.name, option.kind, meta), choices=meta.get("choices"),
-                       help=option.help(), **extra)
+    group.add_argument(
+        registry.flag(option.name),
+        type=value_type(option.name, option.kind, meta),
+        choices=meta.get("choices"),
+        help=option.help(),
+        **extra,
+    )
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
     """The command line as the verb's config (model options only where given, so each model keeps its defaults)."""
     return TrainConfig(
-        model=args.model, features=args.features, name=args.name, timesteps=args.timesteps,
+        model=args.model,
+        features=args.features,
+        name=args.name,
+        timesteps=args.timesteps,
         perspectives=tuple(p.strip() for p in args.perspectives.split(",")) if args.perspectives else None,
-        options={f.name: getattr(args, f.name) for f in registry.model_flags() if getattr(args, f.name, None) is not None},
-        epochs=args.epochs, lr=args.lr, patience=args.patience, seed=args.seed, val_fraction=args.val_fraction,
-        force=args.force, tensorboard=not args.no_tensorboard, input=args.input, distribute=args.distribute,
+        options={
+            f.name: getattr(args, f.name) for f in registry.model_flags() if getattr(args, f.name, None) is not None
+        },
+        epochs=args.epochs,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        force=args.force,
+        tensorboard=not args.no_tensorboard,
+        input=args.input,
+        distribute=args.distribute,
         mixed_precision=args.mixed_precision,
     )
 

@@ -14,8 +14,17 @@ REPO = Path(__file__).resolve().parents[1]
 GRID_DIR = REPO.parent / "shared" / "data" / "grid"
 # the longest files, longest first: started first, they end before the short ones the other worker takes meanwhile
 # (pytest-xdist --dist loadfile hands out files in collection order)
-LONGEST_FIRST = ("test_readme_examples.py", "test_demo.py", "test_faults.py", "test_training.py", "test_fronts.py",
-                 "test_release_trees.py", "test_no_tensorflow.py", "test_device_script.py", "test_python_api.py")
+LONGEST_FIRST = (
+    "test_readme_examples.py",
+    "test_demo.py",
+    "test_faults.py",
+    "test_training.py",
+    "test_fronts.py",
+    "test_release_trees.py",
+    "test_no_tensorflow.py",
+    "test_device_script.py",
+    "test_python_api.py",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -52,7 +61,7 @@ def set_display_rotation(path: Path, degrees: int) -> Path:
     start = box + 8 + (20 if version == 0 else 32) + 16  # after version/flags, times, track id, duration, layer...
     radians = -math.radians(degrees)
     cos, sin = round(math.cos(radians) * 65536), round(math.sin(radians) * 65536)
-    data[start:start + 36] = struct.pack(">9i", cos, sin, 0, -sin, cos, 0, 0, 0, 1 << 30)
+    data[start : start + 36] = struct.pack(">9i", cos, sin, 0, -sin, cos, 0, 0, 0, 1 << 30)
     path.write_bytes(bytes(data))
     return path
 

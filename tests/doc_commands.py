@@ -28,7 +28,7 @@ def page_commands(text: str) -> list[str]:
         for line in block.splitlines():
             line = line.split("  #")[0].strip()
             prefix = next((p for p in PREFIXES if line.startswith(p)), None)
-            if prefix and line[len(prefix):].split(" ", 1)[0] in STAGES:
+            if prefix and line[len(prefix) :].split(" ", 1)[0] in STAGES:
                 commands.append(line)
     return commands
 
@@ -42,6 +42,6 @@ def stage_commands() -> list[tuple[str, list[str]]]:
     for page in pages():
         for line in page_commands(page.read_text()):
             prefix = next(p for p in PREFIXES if line.startswith(p))
-            found.setdefault(tuple(shlex.split(line[len(prefix):])), page.name)
+            found.setdefault(tuple(shlex.split(line[len(prefix) :])), page.name)
     ordered = sorted(found.items(), key=lambda item: STAGES.index(item[0][0]))
     return [(page, list(argv)) for argv, page in ordered]

@@ -32,7 +32,9 @@ def test_every_option_has_help_and_shows_its_default(stage: str) -> None:
 
 def test_help_text_shows_defaults() -> None:
     """`train --help` prints the released defaults a user would otherwise have to look up."""
-    out = subprocess.run([sys.executable, "cli.py", "train", "--help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "cli.py", "train", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     flat = " ".join(out.split())
     assert "step (per device with --distribute) (default: 60)" in flat and "sooner) (default: 50)" in flat
 
@@ -45,14 +47,21 @@ def test_quiet_start_on_a_machine_without_gpu(tmp_path: Path) -> None:
         pytest.skip("this machine has a GPU: its start-up messages are meant to show")
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    run = subprocess.run([sys.executable, "cli.py", "train", "--work", str(tmp_path / "w")], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "cli.py", "train", "--work", str(tmp_path / "w")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and "manifest" in run.stderr  # the stage's own one-line error still shows
     assert "cuInit" not in run.stderr and "CUDA" not in run.stderr and "cuda" not in run.stderr, run.stderr
 
 
-def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """An ``MpviewError`` (here a ConfigError from the verb) exits 2 with its message; any other exception is a bug:
     it propagates with its traceback after a line saying so, never dressed as the user's mistake."""
     import stages.prepare
@@ -125,8 +134,17 @@ def test_python_api_module_reexports_the_verbs() -> None:
     from pipeline.workspace import Workspace
 
     assert mpview.Workspace is Workspace
-    for name in ("prepare", "extract", "train", "evaluate", "PrepareConfig", "ExtractConfig", "TrainConfig",
-                 "EvaluateConfig", "ExecutionConfig"):
+    for name in (
+        "prepare",
+        "extract",
+        "train",
+        "evaluate",
+        "PrepareConfig",
+        "ExtractConfig",
+        "TrainConfig",
+        "EvaluateConfig",
+        "ExecutionConfig",
+    ):
         assert getattr(mpview, name) is getattr(pipeline.verbs, name), name
     assert set(mpview.__all__) <= set(dir(mpview))
 
@@ -136,7 +154,16 @@ def test_shard_compression_is_recorded_and_a_change_is_refused(tmp_path: Path) -
     from pipeline.storage.shards import ShardReader
 
     work = str(tmp_path / "w")
-    synthetic = ["--dataset", "synthetic", "--option", "n_per_class=2", "--option", "n_classes=2", "--option", "frames=6"]
+    synthetic = [
+        "--dataset",
+        "synthetic",
+        "--option",
+        "n_per_class=2",
+        "--option",
+        "n_classes=2",
+        "--option",
+        "frames=6",
+    ]
     assert cli.main(["prepare", "-q", "--work", work, *synthetic, "--compression", "lzf", "--contact-sheet", "0"]) == 0
     assert cli.main(["extract", "-q", "--work", work, "--backbone", "pixels", "--compression", "none"]) == 0
     for folder, expected in (("roi", "lzf"), ("features/pixels", "none")):

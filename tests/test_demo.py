@@ -27,8 +27,12 @@ def test_demo_sizes_default_full_and_quick():
     parser = cli.build_parser()
     runs = ((), ("--full",), ("--quick",), ("--full", "--per-class", "7"))
     sizes = {flags: demo_size(parser.parse_args(["demo", *flags])) for flags in runs}
-    assert sizes == {(): (PER_CLASS, 50), ("--full",): (FULL_PER_CLASS, 50), ("--quick",): (4, 3),
-                     ("--full", "--per-class", "7"): (7, 50)}
+    assert sizes == {
+        (): (PER_CLASS, 50),
+        ("--full",): (FULL_PER_CLASS, 50),
+        ("--quick",): (4, 3),
+        ("--full", "--per-class", "7"): (7, 50),
+    }
     assert PER_CLASS < FULL_PER_CLASS == 40
 
 
@@ -56,27 +60,138 @@ def test_quick_demo_runs_every_stage_and_compares_every_model(demo_work):
 @pytest.mark.slow
 def test_tfrecord_features_train_and_evaluate_like_hdf5(demo_work):
     work = str(demo_work)
-    assert cli.main(["extract", "--quiet", "--work", work, "--backbone", "pixels", "--pixel-size", "16", "--format", "tfrecord", "--name", "px16"]) == 0
+    assert (
+        cli.main(
+            [
+                "extract",
+                "--quiet",
+                "--work",
+                work,
+                "--backbone",
+                "pixels",
+                "--pixel-size",
+                "16",
+                "--format",
+                "tfrecord",
+                "--name",
+                "px16",
+            ]
+        )
+        == 0
+    )
     shards = sorted((demo_work / "features" / "px16").glob("emb-*.tfrecord"))
     assert shards and all(p.with_name(p.name + ".json").exists() for p in shards)
-    assert cli.main(["train", "--quiet", "--work", work, "--features", "px16", "--timesteps", "30", "--units", "8", "--epochs", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--quiet",
+                "--work",
+                work,
+                "--features",
+                "px16",
+                "--timesteps",
+                "30",
+                "--units",
+                "8",
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert cli.main(["evaluate", "--quiet", "--work", work, "--models", "mplstm-v1+v2+v3-px16"]) == 0
     report = json.loads((demo_work / "reports" / "mplstm-v1+v2+v3-px16.json").read_text())
     assert report["run_info"]["inputs"] == "extract:px16" and report["metrics"]["n_samples"] > 0
     # re-running a finished training changes nothing
     before = (demo_work / "models" / "mplstm-v1+v2+v3-px16" / "best.keras").read_bytes()
-    assert cli.main(["train", "--quiet", "--work", work, "--features", "px16", "--timesteps", "30", "--units", "8", "--epochs", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--quiet",
+                "--work",
+                work,
+                "--features",
+                "px16",
+                "--timesteps",
+                "30",
+                "--units",
+                "8",
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (demo_work / "models" / "mplstm-v1+v2+v3-px16" / "best.keras").read_bytes() == before
 
 
 @pytest.mark.slow
 def test_random_weights_are_stamped_into_every_output(tmp_path):
     work = str(tmp_path / "digits")
-    assert cli.main(["prepare", "--quiet", "--work", work, "--dataset", "moving-digits", "--option", "n=20", "--option", "frames=6", "--fixed-box", "0", "0", "64", "64"]) == 0
-    assert cli.main(["extract", "--quiet", "--work", work, "--backbone", "vgg16-pool5", "--weights", "random", "--batch-size", "8"]) == 0
+    assert (
+        cli.main(
+            [
+                "prepare",
+                "--quiet",
+                "--work",
+                work,
+                "--dataset",
+                "moving-digits",
+                "--option",
+                "n=20",
+                "--option",
+                "frames=6",
+                "--fixed-box",
+                "0",
+                "0",
+                "64",
+                "64",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "extract",
+                "--quiet",
+                "--work",
+                work,
+                "--backbone",
+                "vgg16-pool5",
+                "--weights",
+                "random",
+                "--batch-size",
+                "8",
+            ]
+        )
+        == 0
+    )
     manifest = Manifest.load(tmp_path / "digits" / "manifest.jsonl")
     assert {s.stages["extract:vgg16-pool5"]["weights"] for s in manifest} == {"random (smoke test only)"}
-    assert cli.main(["train", "--quiet", "--work", work, "--timesteps", "6", "--units", "8", "--epochs", "1", "--model", "single", "--perspectives", "v1"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--quiet",
+                "--work",
+                work,
+                "--timesteps",
+                "6",
+                "--units",
+                "8",
+                "--epochs",
+                "1",
+                "--model",
+                "single",
+                "--perspectives",
+                "v1",
+            ]
+        )
+        == 0
+    )
     assert cli.main(["evaluate", "--quiet", "--work", work]) == 0
     report = (tmp_path / "digits" / "reports" / "single-v1-vgg16-pool5.md").read_text()
     assert "random" in report and "smoke test only" in report
@@ -92,9 +207,14 @@ def test_composite_demo_pretrains_and_plots(tmp_path):
     rows = json.loads((tmp_path / "digits-composite" / "reports" / "comparison.json").read_text())["rows"]
     assert sorted(r["name"] for r in rows) == ["single-composite-v1-pixels", "single-scratch-v1-pixels"]
     # like for like: the scratch classifier is the fine-tuned one's network with random initial weights
-    specs = [json.loads((tmp_path / "digits-composite" / "models" / n / "spec.json").read_text()) for n in ("single-composite-v1-pixels", "single-scratch-v1-pixels")]
+    specs = [
+        json.loads((tmp_path / "digits-composite" / "models" / n / "spec.json").read_text())
+        for n in ("single-composite-v1-pixels", "single-scratch-v1-pixels")
+    ]
     assert [s["options"]["pretrain"] for s in specs] == ["composite", "scratch"]
-    assert {k: v for k, v in specs[0]["options"].items() if k not in COMPOSITE_ONLY} == {k: v for k, v in specs[1]["options"].items() if k not in COMPOSITE_ONLY}
+    assert {k: v for k, v in specs[0]["options"].items() if k not in COMPOSITE_ONLY} == {
+        k: v for k, v in specs[1]["options"].items() if k not in COMPOSITE_ONLY
+    }
     assert specs[1]["options"]["pretrain_epochs"] is None  # unused by a scratch run, so recorded as such
     summary = (tmp_path / "digits-composite" / "reports" / "seed_summary.md").read_text()
     assert "| composite | 1 |" in summary and "| scratch | 1 |" in summary

@@ -20,16 +20,25 @@ from pipeline.manifest import Manifest, Sample, Source
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_SECONDS = 2.0
-CHILD = ("import json, sys, cli; rc = cli.main(sys.argv[1:]); "
-         "print('BACKENDS', json.dumps([m for m in ('tensorflow', 'keras') if m in sys.modules])); sys.exit(rc)")
+CHILD = (
+    "import json, sys, cli; rc = cli.main(sys.argv[1:]); "
+    "print('BACKENDS', json.dumps([m for m in ('tensorflow', 'keras') if m in sys.modules])); sys.exit(rc)"
+)
 
 
 def run_cli(*args: str) -> tuple[subprocess.CompletedProcess, float, list[str]]:
     """``cli.py ARGS`` in a fresh interpreter: the finished process, its CPU seconds, the backends it imported."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "tensorflow"}
-    done = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     # null: the child exited before printing (argparse's --help)
@@ -40,9 +49,17 @@ def run_cli(*args: str) -> tuple[subprocess.CompletedProcess, float, list[str]]:
 def prepared_work(root: Path, extracted: bool) -> Path:
     """A work folder whose manifest has three prepared samples, one per split (and a ``pixels`` features run when
     ``extracted``)."""
-    samples = [Sample(f"s{k}", {"v1": Source(f"videos/s{k}.mp4")}, label="ab"[k % 2], split=split, speaker=f"spk{k}",
-                      stages={"prepare": {"status": "done", "shard": "roi/roi-00000.h5"}})
-               for k, split in enumerate(("train", "val", "test"))]
+    samples = [
+        Sample(
+            f"s{k}",
+            {"v1": Source(f"videos/s{k}.mp4")},
+            label="ab"[k % 2],
+            split=split,
+            speaker=f"spk{k}",
+            stages={"prepare": {"status": "done", "shard": "roi/roi-00000.h5"}},
+        )
+        for k, split in enumerate(("train", "val", "test"))
+    ]
     manifest = Manifest(dataset="synthetic", root=str(root), perspectives=["v1"], samples=samples, classes=["a", "b"])
     if extracted:
         manifest.add_run("extract:pixels", {"backbone": "pixels"}, {"done": 3}, 0.0, 1.0)
@@ -56,13 +73,25 @@ NO_MANIFEST = "no manifest in {work}: run `prepare` first (or pass the right --w
 MISTAKES = {
     "train before prepare": (False, None, ["train"], NO_MANIFEST),
     "extract before prepare": (False, None, ["extract"], NO_MANIFEST),
-    "train before extract": (True, False, ["train"],
-                             "no features extracted yet: run `extract` first (or pick a pixel model)"),
+    "train before extract": (
+        True,
+        False,
+        ["train"],
+        "no features extracted yet: run `extract` first (or pick a pixel model)",
+    ),
     "evaluate before train": (True, True, ["evaluate"], "no trained runs under {work}/models: run `train` first"),
-    "unknown --features": (True, True, ["train", "--features", "vgg"],
-                           "no features named 'vgg' in the manifest; extracted: ['pixels']"),
-    "an option the model does not use": (True, True, ["train", "--model", "mplstm", "--filters", "8"],
-                                         "--model mplstm does not use --filters; its options are "),
+    "unknown --features": (
+        True,
+        True,
+        ["train", "--features", "vgg"],
+        "no features named 'vgg' in the manifest; extracted: ['pixels']",
+    ),
+    "an option the model does not use": (
+        True,
+        True,
+        ["train", "--model", "mplstm", "--filters", "8"],
+        "--model mplstm does not use --filters; its options are ",
+    ),
 }
 
 

@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 
 import cli
-from pipeline.storage.atomic import file_sha256
-from pipeline.manifest import Manifest, Sample, Source
 from pipeline.execution.runner import RunError, ShardTask, run_stage, write_shard
+from pipeline.manifest import Manifest, Sample, Source
+from pipeline.storage.atomic import file_sha256
 from pipeline.storage.readers import open_reader, read_samples
 from pipeline.storage.shards import ShardError, ShardReader, ShardWriter, group_name
 
@@ -37,11 +37,22 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 # -- shared pieces ---------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tally() -> dict[str, Any]:
     """What the suite did to the pipeline, filled in by each case and reported by the last test."""
-    return {"runs_killed": 0, "resumed": 0, "samples_lost": 0, "bad_inputs_tried": 0, "mismatched_outputs_reused": 0,
-            "checkpoints_lost": 0, "history_rows_duplicated": 0, "tracebacks": 0, "tried": 0, "cases": []}
+    return {
+        "runs_killed": 0,
+        "resumed": 0,
+        "samples_lost": 0,
+        "bad_inputs_tried": 0,
+        "mismatched_outputs_reused": 0,
+        "checkpoints_lost": 0,
+        "history_rows_duplicated": 0,
+        "tracebacks": 0,
+        "tried": 0,
+        "cases": [],
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +82,10 @@ class ToyJob:
                     Path(self.marker).write_text(str(os.getpid()))
                     os._exit(3)  # killed with the first sample already in the temporary shard
                 frames = frames_for(sample["id"])
-                yield sample["id"], {"arrays": {"v1": frames}, "attrs": {"label": sample["label"]}, "record": {"frames": len(frames)}}
+                yield (
+                    sample["id"],
+                    {"arrays": {"v1": frames}, "attrs": {"label": sample["label"]}, "record": {"frames": len(frames)}},
+                )
 
         return write_shard(task, "roi", {"stage": "toy"}, outcomes())
 
@@ -80,8 +94,10 @@ def toy_work(work: Path, n: int = 8, ids: list[str] | None = None) -> Manifest:
     """A run folder with a one-perspective toy manifest."""
     work.mkdir(parents=True)
     ids = ids or [f"s{i:02d}" for i in range(n)]
-    samples = [Sample(id=i, sources={"v1": Source(f"v1/{k}.mp4")}, label="ab"[k % 2], split=("train", "val", "test")[k % 3])
-               for k, i in enumerate(ids)]
+    samples = [
+        Sample(id=i, sources={"v1": Source(f"v1/{k}.mp4")}, label="ab"[k % 2], split=("train", "val", "test")[k % 3])
+        for k, i in enumerate(ids)
+    ]
     manifest = Manifest("toy", str(work / "data"), ["v1"], samples, classes=["a", "b"])
     manifest.save(work / "manifest.jsonl")
     return manifest
@@ -90,7 +106,17 @@ def toy_work(work: Path, n: int = 8, ids: list[str] | None = None) -> Manifest:
 def run_toy(work: Path, job: Any, stage: str = "toy", shard_size: int = 2, **kw: Any):
     """Run (or resume) ``job`` over the run folder's manifest as ``stage``."""
     manifest = Manifest.load(work / "manifest.jsonl")
-    return run_stage(manifest, work / "manifest.jsonl", stage, list(manifest.samples), work / "out", "toy", job, shard_size=shard_size, **kw)
+    return run_stage(
+        manifest,
+        work / "manifest.jsonl",
+        stage,
+        list(manifest.samples),
+        work / "out",
+        "toy",
+        job,
+        shard_size=shard_size,
+        **kw,
+    )
 
 
 def clean_run(tmp_path: Path, n: int = 8, shard_size: int = 2) -> dict[str, bytes]:
@@ -150,6 +176,7 @@ def error_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 # -- killed workers and runs -----------------------------------------------------------------
 
+
 def test_loky_worker_killed_mid_task_fails_cleanly_and_resumes(tmp_path: Path, tally: dict[str, Any]) -> None:
     clean = clean_run(tmp_path)
     work = tmp_path / "killed"
@@ -194,7 +221,7 @@ def test_dask_worker_killed_mid_task_loses_nothing(tmp_path: Path, tally: dict[s
     tally["cases"].append("dask-worker-killed")
 
 
-RUN_SCRIPT = '''
+RUN_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
@@ -224,7 +251,7 @@ def job(task):
 
 summary = run_stage(manifest, path, "toy", list(manifest.samples), work / "out", "toy", job, shard_size=3, save_every=0.0)
 print(json.dumps(summary.to_dict()))
-'''
+"""
 
 
 @pytest.mark.slow
@@ -232,6 +259,7 @@ def test_run_killed_at_random_points_resumes_to_identical_shards(tmp_path: Path,
     n, delay = 15, 0.08
     script = tmp_path / "toy_run.py"
     script.write_text(RUN_SCRIPT.format(repo=str(REPO), n=n))
+
     def command(work: Path, beat: Path) -> list[str]:
         return [sys.executable, str(script), str(work), str(delay), str(beat)]
 
@@ -243,7 +271,11 @@ def test_run_killed_at_random_points_resumes_to_identical_shards(tmp_path: Path,
         beats_before = beat.read_text().count("\n") if beat.exists() else 0
         proc = subprocess.Popen(command(work, beat), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline and (not beat.exists() or beat.read_text().count("\n") == beats_before):
+        while (
+            proc.poll() is None
+            and time.monotonic() < deadline
+            and (not beat.exists() or beat.read_text().count("\n") == beats_before)
+        ):
             time.sleep(0.01)  # wait until this attempt is working on its first shard
         time.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is not None:
@@ -268,8 +300,11 @@ def test_run_killed_at_random_points_resumes_to_identical_shards(tmp_path: Path,
 
 # -- full disk -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("where", ["add", "close", "everywhere"])
-def test_full_disk_fails_cleanly_and_resumes(tmp_path: Path, tally: dict[str, Any], monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+def test_full_disk_fails_cleanly_and_resumes(
+    tmp_path: Path, tally: dict[str, Any], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
     clean = clean_run(tmp_path, shard_size=3)
     work = tmp_path / "full"
     toy_work(work)
@@ -355,7 +390,16 @@ def assert_one_line_failure(result: subprocess.CompletedProcess, tally: dict[str
 def test_full_disk_at_any_point_of_prepare_is_one_line_and_resumes(tmp_path: Path, tally: dict[str, Any]) -> None:
     """A tmpfs too small for the synthetic data, the manifest, the shards or the contact sheet: one line naming the
     file and the cause each time (never a crash of HDF5), and the same command with space finishes byte-identical."""
-    options = ["--dataset", "synthetic", "--option", "n_per_class=3", "--option", "n_classes=2", "--option", "frames=20"]
+    options = [
+        "--dataset",
+        "synthetic",
+        "--option",
+        "n_per_class=3",
+        "--option",
+        "n_classes=2",
+        "--option",
+        "frames=20",
+    ]
     assert cli_run("prepare", "-q", "--work", str(tmp_path / "clean"), *options).returncode == 0
     clean = shard_bytes(tmp_path / "clean" / "roi")
     total = sum(p.stat().st_size for p in (tmp_path / "clean").rglob("*") if p.is_file())
@@ -376,7 +420,9 @@ def test_full_disk_at_any_point_of_prepare_is_one_line_and_resumes(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_full_disk_during_train_names_the_file_and_resume_logs_each_epoch_once(tmp_path: Path, tally: dict[str, Any]) -> None:
+def test_full_disk_during_train_names_the_file_and_resume_logs_each_epoch_once(
+    tmp_path: Path, tally: dict[str, Any]
+) -> None:
     """Training on a disk that fills up after a few epochs: one line naming the file; with room again, the same
     command resumes and history.csv holds each epoch once, as history.json does."""
     work = tmp_path / "roomy"
@@ -406,7 +452,16 @@ def prepared_work(tmp_path: Path, n: int = 8, ids: list[str] | None = None) -> P
     work = tmp_path / "work"
     toy_work(work, n, ids)
     manifest = Manifest.load(work / "manifest.jsonl")
-    run_stage(manifest, work / "manifest.jsonl", "prepare", list(manifest.samples), work / "roi", "roi", ToyJob(), shard_size=2)
+    run_stage(
+        manifest,
+        work / "manifest.jsonl",
+        "prepare",
+        list(manifest.samples),
+        work / "roi",
+        "roi",
+        ToyJob(),
+        shard_size=2,
+    )
     return work
 
 
@@ -414,8 +469,9 @@ def extract(work: Path, *extra: str) -> int:
     return cli.main(["extract", "--quiet", "--work", str(work), "--backbone", "pixels", "--pixel-size", "8", *extra])
 
 
-def test_full_disk_during_extract_is_a_one_line_cli_error(tmp_path: Path, tally: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_full_disk_during_extract_is_a_one_line_cli_error(
+    tmp_path: Path, tally: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     work = prepared_work(tmp_path)
     original_add = ShardWriter.add
 
@@ -438,8 +494,9 @@ def test_full_disk_during_extract_is_a_one_line_cli_error(tmp_path: Path, tally:
     tally["cases"].append("full-disk-cli")
 
 
-def test_impossible_extract_options_are_refused_before_any_folder(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture,
-                                                                  capsys: pytest.CaptureFixture) -> None:
+def test_impossible_extract_options_are_refused_before_any_folder(
+    tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
     """`--pca` beyond the pixels per frame or the training frames is one line naming the option, leaving no empty
     features folder; `--pca 0` is refused by the parser; `--jobs` beyond the CPUs is lowered with a warning."""
     work = prepared_work(tmp_path)
@@ -463,6 +520,7 @@ def test_impossible_extract_options_are_refused_before_any_folder(tmp_path: Path
 
 # -- corrupted shards and manifests ----------------------------------------------------------
 
+
 def test_corrupted_roi_shards_fail_per_sample_naming_the_shard(tmp_path: Path, tally: dict[str, Any]) -> None:
     work = prepared_work(tmp_path)
     roi = work / "roi"
@@ -479,12 +537,18 @@ def test_corrupted_roi_shards_fail_per_sample_naming_the_shard(tmp_path: Path, t
     for sample_id in ("s02", "s03"):
         assert records[sample_id]["status"] == "failed" and records[sample_id]["reason"] == "bad-roi-shard"
         assert truncated.name in records[sample_id]["error"]
-    assert records["s05"]["reason"] == "bad-roi-shard" and flipped.name in records["s05"]["error"] and "corrupted" in records["s05"]["error"]
+    assert (
+        records["s05"]["reason"] == "bad-roi-shard"
+        and flipped.name in records["s05"]["error"]
+        and "corrupted" in records["s05"]["error"]
+    )
     assert [i for i, r in records.items() if r["status"] == "done"] == ["s00", "s01", "s04", "s06", "s07"]
     # recovery: prepare again (the truncated shard is moved aside and redone; the damaged one is deleted first), retry
     flipped.unlink()
     manifest = Manifest.load(work / "manifest.jsonl")
-    again = run_stage(manifest, work / "manifest.jsonl", "prepare", list(manifest.samples), roi, "roi", ToyJob(), shard_size=2)
+    again = run_stage(
+        manifest, work / "manifest.jsonl", "prepare", list(manifest.samples), roi, "roi", ToyJob(), shard_size=2
+    )
     assert again.written_shards == 2 and (roi / (truncated.name + ".corrupt")).exists()
     assert extract(work, "--shard-size", "4", "--retry-failed") == 0
     tally["resumed"] += 1
@@ -496,7 +560,12 @@ def test_metadata_bit_flips_never_hang_and_always_name_the_shard(tmp_path: Path,
     path = tmp_path / "shard.h5"
     with ShardWriter(path, "roi", {"stage": "prepare", "roi": {"size": [16, 16]}}) as writer:
         for sample_id in ("a", "b/ü .."):
-            writer.add(sample_id, {"v1": frames_for(sample_id)}, {"label": "a", "sha256": {"v1": "0" * 64}}, {"audit/v1/landmarks": np.zeros((4, 68, 2), np.float32)})
+            writer.add(
+                sample_id,
+                {"v1": frames_for(sample_id)},
+                {"label": "a", "sha256": {"v1": "0" * 64}},
+                {"audit/v1/landmarks": np.zeros((4, 68, 2), np.float32)},
+            )
     raw = path.read_bytes()
     outcomes = {"read": 0, "error": 0}
     for offset in range(0, min(len(raw), 6000), 11):  # the header, attributes, group and chunk indexes
@@ -516,7 +585,9 @@ def test_metadata_bit_flips_never_hang_and_always_name_the_shard(tmp_path: Path,
     tally["cases"].append("metadata-bit-flips")
 
 
-def test_half_written_manifest_is_a_one_line_error(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_half_written_manifest_is_a_one_line_error(
+    tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     work = prepared_work(tmp_path, n=4)
     path = work / "manifest.jsonl"
     text = path.read_text()
@@ -546,10 +617,24 @@ def test_odd_ids_round_trip_through_both_stages(tmp_path: Path, tally: dict[str,
     for sample in manifest:
         roi = next(read_samples(work / sample.stages["prepare"]["shard"], [sample.id], ["v1"]))
         assert roi.attrs["id"] == sample.id and np.array_equal(roi.arrays["v1"], frames_for(sample.id))
-        assert next(read_samples(work / sample.stages["extract:pixels"]["shard"], [sample.id], ["v1"])).arrays["v1"].shape[1] == 64
+        assert (
+            next(read_samples(work / sample.stages["extract:pixels"]["shard"], [sample.id], ["v1"]))
+            .arrays["v1"]
+            .shape[1]
+            == 64
+        )
     # a manifest that never heard of the shards is rebuilt from them, ids intact
     fresh = toy_work(tmp_path / "fresh", ids=ODD_IDS)
-    summary = run_stage(fresh, tmp_path / "fresh" / "manifest.jsonl", "prepare", list(fresh.samples), work / "roi", "roi", ToyJob(), shard_size=2)
+    summary = run_stage(
+        fresh,
+        tmp_path / "fresh" / "manifest.jsonl",
+        "prepare",
+        list(fresh.samples),
+        work / "roi",
+        "roi",
+        ToyJob(),
+        shard_size=2,
+    )
     assert summary.written_shards == 0 and summary.done == len(ODD_IDS)
     tally["bad_inputs_tried"] += len(ODD_IDS)
     tally["samples_lost"] += lost(work, "extract:pixels", ODD_IDS)
@@ -567,14 +652,30 @@ def test_odd_file_names_on_real_video(tmp_path: Path, tally: dict[str, Any], gri
     rows = []
     for k, (sample_id, name) in enumerate(names.items()):
         write_video(folder / name, frames if k != 1 else frames[:, :, ::-1], 25)
-        rows.append({"id": sample_id, "label": "ab"[k % 2], "split": ("train", "val", "test")[k], "path:v1": f"cam ü/{name}"})
+        rows.append(
+            {"id": sample_id, "label": "ab"[k % 2], "split": ("train", "val", "test")[k], "path:v1": f"cam ü/{name}"}
+        )
     with open(root / "list ü.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, ["id", "label", "split", "path:v1"])
         writer.writeheader()
         writer.writerows(rows)
     work = tmp_path / "work ü"
-    args = ["prepare", "--quiet", "--work", str(work), "--dataset", "generic", "--root", str(root), "--option", f"listing={root / 'list ü.csv'}",
-            "--shard-size", "2", "--contact-sheet", "0"]
+    args = [
+        "prepare",
+        "--quiet",
+        "--work",
+        str(work),
+        "--dataset",
+        "generic",
+        "--root",
+        str(root),
+        "--option",
+        f"listing={root / 'list ü.csv'}",
+        "--shard-size",
+        "2",
+        "--contact-sheet",
+        "0",
+    ]
     assert cli.main(args) == 0
     assert extract(work) == 0
     manifest = Manifest.load(work / "manifest.jsonl")
@@ -589,7 +690,9 @@ def test_odd_file_names_on_real_video(tmp_path: Path, tally: dict[str, Any], gri
     tally["cases"].append("odd-file-names")
 
 
-def test_sources_outside_the_root_fail_and_are_never_read(tmp_path: Path, tally: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sources_outside_the_root_fail_and_are_never_read(
+    tmp_path: Path, tally: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pipeline.execution.prepare_job as prepare_job
 
     root, secret = tmp_path / "data", tmp_path / "secret"
@@ -614,7 +717,11 @@ def test_sources_outside_the_root_fail_and_are_never_read(tmp_path: Path, tally:
     Manifest("hostile", str(root), ["v1"], samples).save(work / "manifest.jsonl")
     opened: list[str] = []
     for name in ("iter_frames", "probe", "frame_rate", "file_sha256", "read_image_sequence", "_hash_many"):
-        monkeypatch.setattr(prepare_job, name, lambda *args, _name=name, **kw: opened.append(f"{_name}{args}") or pytest.fail(f"read {args}"))
+        monkeypatch.setattr(
+            prepare_job,
+            name,
+            lambda *args, _name=name, **kw: opened.append(f"{_name}{args}") or pytest.fail(f"read {args}"),
+        )
     assert cli.main(["prepare", "--quiet", "--work", str(work), "--allow-failures", "--contact-sheet", "0"]) == 0
     assert opened == []
     records = {s.id: s.stages["prepare"] for s in Manifest.load(work / "manifest.jsonl")}
@@ -623,14 +730,19 @@ def test_sources_outside_the_root_fail_and_are_never_read(tmp_path: Path, tally:
         assert "outside the dataset root" in records[sample_id]["error"]
     assert records["control"]["reason"] == "missing-file"
     tally["bad_inputs_tried"] += len(hostile)
-    tally["samples_lost"] += lost(work, "prepare", list(records), {**{i: "outside-root" for i in hostile}, "control": "missing-file"})
+    tally["samples_lost"] += lost(
+        work, "prepare", list(records), {**{i: "outside-root" for i in hostile}, "control": "missing-file"}
+    )
     tally["cases"].append("outside-root")
 
 
 # -- wrong weights ---------------------------------------------------------------------------
 
+
 @pytest.mark.slow
-def test_weights_of_another_architecture_are_refused(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_weights_of_another_architecture_are_refused(
+    tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     from pipeline.backbones import vggface
     from pipeline.backbones.weights import write_keras2_weight_file
 
@@ -680,7 +792,9 @@ def test_sigterm_stops_workers_and_leaves_no_temporary_files(tmp_path: Path, tal
     tally["cases"].append("sigterm")
 
 
-def test_second_process_on_a_work_folder_is_refused(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_second_process_on_a_work_folder_is_refused(
+    tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     """While one process holds the work folder, another stops at once naming its pid and deletes nothing of it;
     a lock left by a killed process is no obstacle."""
 
@@ -688,10 +802,19 @@ def test_second_process_on_a_work_folder_is_refused(tmp_path: Path, tally: dict[
     stray = work / "features" / "pixels" / ".emb-00000-of-00004.h5.tmp-live"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"in progress")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from pipeline.execution.worklock import work_lock\n"
-        f"with work_lock(Path({str(work)!r}), 'extract'):\n    print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True, cwd=Path(cli.__file__).parent)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from pipeline.execution.worklock import work_lock\n"
+                f"with work_lock(Path({str(work)!r}), 'extract'):\n    print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(cli.__file__).parent,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         caplog.clear()
@@ -729,7 +852,9 @@ def test_two_concurrent_prepares_end_with_one_complete_output(tmp_path: Path, ta
     tally["cases"].append("concurrent-prepare")
 
 
-def test_work_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_work_folder_that_is_a_file_or_read_only_is_one_line(
+    tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     """`--work` naming a file, or a folder the user cannot write, ends in one line naming the path."""
 
     a_file = tmp_path / "not-a-folder"
@@ -749,7 +874,9 @@ def test_work_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path, tal
     tally["cases"].append("work-not-a-folder")
 
 
-def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_changed_roi_options_are_refused_never_mixed(
+    tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     """A re-run of prepare (finished or killed half way) with other ROI options stops naming each option, old and
     new; --force redoes every sample, and is refused while features made from the old clips exist."""
 
@@ -766,7 +893,11 @@ def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict
     caplog.clear()
     assert cli.main(["prepare", "-q", "--work", str(work), "--size", "64", "64", "--gray"]) == 2
     message = error_lines(caplog)[-1]
-    assert "roi.size: [96, 96] -> [64, 64]" in message and "roi.grayscale: False -> True" in message and "--force" in message
+    assert (
+        "roi.size: [96, 96] -> [64, 64]" in message
+        and "roi.grayscale: False -> True" in message
+        and "--force" in message
+    )
     assert "use another --work" in message  # prepare's outputs are the work folder's: another folder is the way out
     assert shard_bytes(work / "roi") == before
     tally["mismatched_outputs_reused"] += 0 if shard_bytes(work / "roi") == before else 1
@@ -784,7 +915,12 @@ def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict
     caplog.clear()
     assert cli.main(["extract", "-q", "--work", str(work), "--backbone", "pixels", "--pixel-size", "16"]) == 2
     message = error_lines(caplog)[-1]
-    assert "pixel_size: 8 -> 16" in message and "--force" in message and "with --name" in message and "--work" not in message
+    assert (
+        "pixel_size: 8 -> 16" in message
+        and "--force" in message
+        and "with --name" in message
+        and "--work" not in message
+    )
     caplog.clear()
     assert cli.main(["prepare", "-q", "--work", str(work), "--option", "n_per_class=7"]) == 2
     assert "--option" in error_lines(caplog)[-1]
@@ -793,7 +929,9 @@ def test_changed_roi_options_are_refused_never_mixed(tmp_path: Path, tally: dict
     tally["cases"].append("changed-options")
 
 
-def test_evaluate_scores_every_checkpoint_it_can(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_evaluate_scores_every_checkpoint_it_can(
+    tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     """A truncated checkpoint and a run without one are named with the reason; the other run is still scored."""
     work = tmp_path / "work"
     assert cli.main(["prepare", "-q", "--work", str(work), *SYNTHETIC]) == 0
@@ -803,7 +941,21 @@ def test_evaluate_scores_every_checkpoint_it_can(tmp_path: Path, tally: dict[str
     broken = next((work / "models").glob("early_fusion-*")) / "best.keras"
     broken.write_bytes(broken.read_bytes()[:100])
     caplog.clear()
-    assert cli.main(["evaluate", "-q", "--work", str(work), "--models", "mplstm-v1+v2+v3-pixels", broken.parent.name, "nothing-here"]) == 1
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "-q",
+                "--work",
+                str(work),
+                "--models",
+                "mplstm-v1+v2+v3-pixels",
+                broken.parent.name,
+                "nothing-here",
+            ]
+        )
+        == 1
+    )
     errors = "\n".join(error_lines(caplog))
     assert f"{broken}: unreadable checkpoint (100 bytes, a truncated or damaged Keras archive)" in errors
     assert "nothing-here" in errors and "2 of 3 run(s)" in errors and "File not found" not in errors
@@ -815,8 +967,9 @@ def test_evaluate_scores_every_checkpoint_it_can(tmp_path: Path, tally: dict[str
 
 
 @pytest.mark.slow
-def test_more_epochs_on_a_finished_run_train_on_as_a_resume_would(tmp_path: Path, tally: dict[str, Any],
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_more_epochs_on_a_finished_run_train_on_as_a_resume_would(
+    tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     """`train --epochs 3` on a run that finished 2 continues at epoch 2 and records it; its history equals a run
     trained 3 epochs at once; fewer epochs, or more with another change, are still refused."""
     work = tmp_path / "work"
@@ -861,7 +1014,9 @@ def test_checkpoint_problems_in_our_own_words(tmp_path: Path, tally: dict[str, A
     tally["cases"].append("checkpoint-problems")
 
 
-def test_changed_training_options_never_overwrite_a_run(tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_changed_training_options_never_overwrite_a_run(
+    tmp_path: Path, tally: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     """Re-running a trained run with other options stops naming them; spec.json and the checkpoint stay as trained;
     --force trains anew; a second process on the same run folder is refused."""
     from pipeline.execution.worklock import work_lock
@@ -877,7 +1032,11 @@ def test_changed_training_options_never_overwrite_a_run(tmp_path: Path, tally: d
     assert cli.main([*train[:-2], "--epochs", "2", "--dropout", "0.5", "--released", "--name", run.name]) == 2
     message = error_lines(caplog)[-1]
     assert "options.dropout: 0.2 -> 0.5" in message and "options.epochs: 1 -> 2" in message and "--force" in message
-    assert f"{run} holds a run made with other settings" in message and "with --name" in message and "--work" not in message
+    assert (
+        f"{run} holds a run made with other settings" in message
+        and "with --name" in message
+        and "--work" not in message
+    )
     assert (run / "spec.json").read_text() == spec and (run / "best.keras").read_bytes() == checkpoint
     tally["mismatched_outputs_reused"] += 0 if (run / "spec.json").read_text() == spec else 1
     caplog.clear()
@@ -895,17 +1054,37 @@ def test_changed_training_options_never_overwrite_a_run(tmp_path: Path, tally: d
 
 def test_prepare_output_to_a_pipe_says_the_summary_once(tmp_path: Path, tally: dict[str, Any]) -> None:
     """Logged to a file or a pipe, prepare prints its summary line once and no progress-bar residue."""
-    result = cli_run("prepare", "--work", str(tmp_path / "work"), "--dataset", "synthetic", "--option", "n_per_class=2",
-                     "--option", "n_classes=2", "--option", "frames=10", "--contact-sheet", "0")
+    result = cli_run(
+        "prepare",
+        "--work",
+        str(tmp_path / "work"),
+        "--dataset",
+        "synthetic",
+        "--option",
+        "n_per_class=2",
+        "--option",
+        "n_classes=2",
+        "--option",
+        "frames=10",
+        "--contact-sheet",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("prepare: 4 done, 0 failed of 4 samples") == 1 and "100%|" not in result.stderr
     tally["cases"].append("summary-once")
 
 
-@pytest.mark.parametrize("command, kept", [("train", "finished epochs are kept"), ("prepare", "finished shards are kept"),
-                                           ("evaluate", "terminated (SIGTERM); re-run")])
-def test_sigterm_message_says_what_each_stage_keeps(command: str, kept: str, monkeypatch: pytest.MonkeyPatch,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "command, kept",
+    [
+        ("train", "finished epochs are kept"),
+        ("prepare", "finished shards are kept"),
+        ("evaluate", "terminated (SIGTERM); re-run"),
+    ],
+)
+def test_sigterm_message_says_what_each_stage_keeps(
+    command: str, kept: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import importlib
 
     from stages import cli as stage_cli
@@ -921,14 +1100,17 @@ def test_sigterm_message_says_what_each_stage_keeps(command: str, kept: str, mon
 
 # -- the tally -------------------------------------------------------------------------------
 
+
 def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path_factory.mktemp("tally") / "fault_tally.json"
     path.write_text(json.dumps(tally, indent=1))
     with capsys.disabled():
         print(f"\nfault tally ({path}): {json.dumps({k: v for k, v in tally.items() if k != 'cases'})}")
-        print(f"fault suite: {tally['tried']} cases tried, {len(tally['cases'])} OK, {tally['samples_lost']} samples lost, "
-              f"{tally['mismatched_outputs_reused']} mixed outputs, {tally['history_rows_duplicated']} duplicated history rows, "
-              f"{tally['tracebacks']} tracebacks")
+        print(
+            f"fault suite: {tally['tried']} cases tried, {len(tally['cases'])} OK, {tally['samples_lost']} samples lost, "
+            f"{tally['mismatched_outputs_reused']} mixed outputs, {tally['history_rows_duplicated']} duplicated history rows, "
+            f"{tally['tracebacks']} tracebacks"
+        )
     assert tally["samples_lost"] == 0 and tally["mismatched_outputs_reused"] == 0 and tally["checkpoints_lost"] == 0
     assert tally["tracebacks"] == 0 and tally["history_rows_duplicated"] == 0
     assert json.loads(path.read_text()) == tally

@@ -31,8 +31,20 @@ from trees import ouluvs2_cropped_tree
 REPO = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ("setup.cfg", "pyproject.toml", "README.md", "mpview.py", "cli.py", "pipeline", "stages", "manifests")
 SPLIT_FILES = sorted(p.name for p in (REPO / "manifests").glob("*.json"))
-SYNTHETIC = ["--dataset", "synthetic", "--option", "n_per_class=2", "--option", "n_classes=2", "--option", "frames=8",
-             "--option", "n_speakers=3", "--option", "perspectives=2"]
+SYNTHETIC = [
+    "--dataset",
+    "synthetic",
+    "--option",
+    "n_per_class=2",
+    "--option",
+    "n_classes=2",
+    "--option",
+    "frames=8",
+    "--option",
+    "n_speakers=3",
+    "--option",
+    "perspectives=2",
+]
 
 
 def test_setup_cfg_lists_every_package() -> None:
@@ -54,8 +66,24 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             shutil.copy2(REPO / name, source / name)
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir",
-                    str(out), str(source)], check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (built,) = out.glob("mpview-*.whl")
     return built
 
@@ -64,8 +92,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder the wheel is installed into (``pip install --target``), console script under ``bin/``."""
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                    str(wheel)], check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return target
 
 
@@ -133,12 +166,26 @@ def test_installed_command_prepares_the_synthetic_data(installed: Path, elsewher
 
 
 @pytest.mark.slow
-def test_installed_command_splits_ouluvs2_by_the_shipped_speaker_lists(installed: Path, elsewhere: Path,
-                                                                      grid_dir: Path) -> None:
+def test_installed_command_splits_ouluvs2_by_the_shipped_speaker_lists(
+    installed: Path, elsewhere: Path, grid_dir: Path
+) -> None:
     """OuluVS2 prepared by the installed command: its speaker-independent split (test speakers 6 and 8) applies."""
     root = ouluvs2_cropped_tree(elsewhere / "OuluVS2", grid_dir, frames=8, utterances=(31,), views=(1,))
-    run = _run(installed, elsewhere, str(installed / "bin" / "mpview"), "prepare", "-q", "--work", "oulu", "--dataset",
-               "ouluvs2", "--root", str(root), "--views", "1")
+    run = _run(
+        installed,
+        elsewhere,
+        str(installed / "bin" / "mpview"),
+        "prepare",
+        "-q",
+        "--work",
+        "oulu",
+        "--dataset",
+        "ouluvs2",
+        "--root",
+        str(root),
+        "--views",
+        "1",
+    )
     assert run.returncode == 0, run.stderr
     manifest = Manifest.load(elsewhere / "oulu" / "manifest.jsonl")
     splits = {s.speaker: s.split for s in manifest.samples}

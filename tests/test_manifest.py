@@ -11,7 +11,13 @@ from pipeline.manifest import Manifest, ManifestError, Sample, Source, resolve_i
 
 def _manifest(root) -> Manifest:
     samples = [
-        Sample(id=f"s{i}", sources={"v1": Source(f"v1/{i}.mp4"), "v2": Source(f"v2/{i}.mp4")}, label=str(i % 2), split="train", speaker="a")
+        Sample(
+            id=f"s{i}",
+            sources={"v1": Source(f"v1/{i}.mp4"), "v2": Source(f"v2/{i}.mp4")},
+            label=str(i % 2),
+            split="train",
+            speaker="a",
+        )
         for i in range(3)
     ]
     return Manifest(dataset="toy", root=str(root), perspectives=["v1", "v2"], samples=samples, classes=["0", "1"])

@@ -17,8 +17,8 @@ import pytest
 
 import cli
 from pipeline.manifest import Manifest
-from pipeline.storage.shards import ShardReader
 from pipeline.media.video import read_frames, write_video
+from pipeline.storage.shards import ShardReader
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,12 +44,35 @@ def grid_root(tmp_path, grid_dir):
         shutil.copy(clip, root / "v1" / clip.name)
         frames = read_frames(clip)[:40]
         write_video(root / "v2" / f"{clip.stem}.mp4", frames[:, :, ::-1], 25)
-        rows.append({"id": clip.stem, "label": "ab"[i % 2], "speaker": "s1", "split": ["train", "val", "test"][i], "path:v1": f"v1/{clip.name}", "path:v2": f"v2/{clip.stem}.mp4"})
+        rows.append(
+            {
+                "id": clip.stem,
+                "label": "ab"[i % 2],
+                "speaker": "s1",
+                "split": ["train", "val", "test"][i],
+                "path:v1": f"v1/{clip.name}",
+                "path:v2": f"v2/{clip.stem}.mp4",
+            }
+        )
     return root, rows
 
 
 def _prepare(work: Path, root: Path, *extra: str) -> int:
-    return cli.main(["prepare", "--quiet", "--work", str(work), "--dataset", "generic", "--root", str(root), "--option", f"listing={root / 'listing.csv'}", *extra])
+    return cli.main(
+        [
+            "prepare",
+            "--quiet",
+            "--work",
+            str(work),
+            "--dataset",
+            "generic",
+            "--root",
+            str(root),
+            "--option",
+            f"listing={root / 'listing.csv'}",
+            *extra,
+        ]
+    )
 
 
 def test_grid_prepare_writes_audited_crops(tmp_path, grid_root):
@@ -84,8 +107,26 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(tmp_path, grid_root, caplog
     write_video(root / "v1" / "noface.mp4", noise, 25)
     bad = {"empty": "empty file", "text": "not a readable video", "cut": "truncated", "noface": "no face found"}
     for name in bad:
-        rows.append({"id": name, "label": "a", "speaker": "s2", "split": "train", "path:v1": f"v1/{name}.mp4", "path:v2": "v2/lbax4n.mp4"})
-    rows.append({"id": "halfmissing", "label": "a", "speaker": "s2", "split": "train", "path:v1": "v1/lbax4n.mpg", "path:v2": ""})
+        rows.append(
+            {
+                "id": name,
+                "label": "a",
+                "speaker": "s2",
+                "split": "train",
+                "path:v1": f"v1/{name}.mp4",
+                "path:v2": "v2/lbax4n.mp4",
+            }
+        )
+    rows.append(
+        {
+            "id": "halfmissing",
+            "label": "a",
+            "speaker": "s2",
+            "split": "train",
+            "path:v1": "v1/lbax4n.mpg",
+            "path:v2": "",
+        }
+    )
     _listing(root, rows)
     work = tmp_path / "work"
     assert _prepare(work, root, "--shard-size", "3") == 1  # failures -> non-zero exit
@@ -106,7 +147,17 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(tmp_path, grid_root, caplog
 def test_strict_stops_at_first_failure(tmp_path, grid_root):
     root, rows = grid_root
     (root / "v1" / "empty.mp4").write_bytes(b"")
-    rows.insert(0, {"id": "aaa-empty", "label": "a", "speaker": "s2", "split": "train", "path:v1": "v1/empty.mp4", "path:v2": "v2/lbax4n.mp4"})
+    rows.insert(
+        0,
+        {
+            "id": "aaa-empty",
+            "label": "a",
+            "speaker": "s2",
+            "split": "train",
+            "path:v1": "v1/empty.mp4",
+            "path:v2": "v2/lbax4n.mp4",
+        },
+    )
     _listing(root, rows)
     work = tmp_path / "work"
     assert _prepare(work, root, "--strict", "--shard-size", "1") == 2
@@ -121,7 +172,22 @@ def test_killed_run_resumes_to_identical_output(tmp_path, grid_root):
     clean = tmp_path / "clean"
     assert _prepare(clean, root, "--shard-size", "1") == 0
     killed = tmp_path / "killed"
-    cmd = [sys.executable, str(REPO / "cli.py"), "prepare", "--quiet", "--work", str(killed), "--dataset", "generic", "--root", str(root), "--option", f"listing={root / 'listing.csv'}", "--shard-size", "1"]
+    cmd = [
+        sys.executable,
+        str(REPO / "cli.py"),
+        "prepare",
+        "--quiet",
+        "--work",
+        str(killed),
+        "--dataset",
+        "generic",
+        "--root",
+        str(root),
+        "--option",
+        f"listing={root / 'listing.csv'}",
+        "--shard-size",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((killed / "roi").glob("roi-00000-*.h5")):
@@ -139,7 +205,9 @@ def test_killed_run_resumes_to_identical_output(tmp_path, grid_root):
     assert not list((killed / "roi").glob(".*tmp*"))
     statuses = [s.status("prepare") for s in Manifest.load(killed / "manifest.jsonl")]
     assert statuses == ["done"] * 3
-    assert json.loads((killed / "roi" / "plan.json").read_text()) == json.loads((clean / "roi" / "plan.json").read_text())
+    assert json.loads((killed / "roi" / "plan.json").read_text()) == json.loads(
+        (clean / "roi" / "plan.json").read_text()
+    )
 
 
 def test_an_unexpected_error_fails_only_its_sample(tmp_path, grid_root, monkeypatch):
@@ -176,9 +244,27 @@ def test_five_view_light_field_grids_prepare_with_defaults(tmp_path, grid_clip):
         folder.mkdir(parents=True)
         for r in range(5):
             for c in range(5):
-                cv2.imwrite(str(folder / f"r{r:02d}_c{c:02d}.png"), cv2.cvtColor(frames[10 * k + r * 5 + c], cv2.COLOR_RGB2BGR))
+                cv2.imwrite(
+                    str(folder / f"r{r:02d}_c{c:02d}.png"), cv2.cvtColor(frames[10 * k + r * 5 + c], cv2.COLOR_RGB2BGR)
+                )
     work = tmp_path / "work"
-    assert cli.main(["prepare", "--quiet", "--work", str(work), "--dataset", "lightfield-grid", "--root", str(root), "--contact-sheet", "0"]) == 0
+    assert (
+        cli.main(
+            [
+                "prepare",
+                "--quiet",
+                "--work",
+                str(work),
+                "--dataset",
+                "lightfield-grid",
+                "--root",
+                str(root),
+                "--contact-sheet",
+                "0",
+            ]
+        )
+        == 0
+    )
     manifest = Manifest.load(work / "manifest.jsonl")
     assert len(manifest.samples) == 3 and all(s.status("prepare") == "done" for s in manifest.samples)
     record = manifest.samples[0].stages["prepare"]
@@ -197,12 +283,14 @@ def test_decode_ahead_for_decodes_inline_once_workers_fill_the_cpus(monkeypatch)
 
 
 def test_prepare_job_crops_the_same_with_and_without_the_decode_thread(grid_clip):
-    from pipeline.manifest import Sample
     from pipeline.execution.prepare_job import PrepareJob
+    from pipeline.manifest import Sample
     from pipeline.media.roi import RoiConfig
 
     sample = Sample.from_dict({"id": grid_clip.stem, "sources": {"v1": grid_clip.name}})
-    threaded, inline = (PrepareJob(str(grid_clip.parent), ("v1",), RoiConfig(), decode_ahead=depth).process(sample) for depth in (4, 0))
+    threaded, inline = (
+        PrepareJob(str(grid_clip.parent), ("v1",), RoiConfig(), decode_ahead=depth).process(sample) for depth in (4, 0)
+    )
     assert np.array_equal(threaded["arrays"]["v1"], inline["arrays"]["v1"]) and threaded["arrays"]["v1"].shape[0] == 75
     assert threaded["extras"].keys() == inline["extras"].keys()
     for key, value in threaded["extras"].items():

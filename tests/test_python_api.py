@@ -41,10 +41,16 @@ def test_readme_python_api_block_runs_as_written(tmp_path: Path) -> None:
         "try:\n"
         "    extract(Workspace('api-work'), ExtractConfig(backbone='pixels', pixel_size=8))\n"
         "except MpviewError as exc:\n"
-        "    print('refused', exc.code, exc)\n", tmp_path)
+        "    print('refused', exc.code, exc)\n",
+        tmp_path,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.startswith("refused settings-changed") and "pixel_size: 16 -> 8" in again.stdout
     import json
 
     spec = json.loads((tmp_path / "api-work" / "models" / "mplstm-v1+v2+v3-pixels" / "spec.json").read_text())
-    assert spec["config"]["model"] == "mplstm" and spec["config"]["options"] == {"units": 16} and spec["config"]["epochs"] == 3
+    assert (
+        spec["config"]["model"] == "mplstm"
+        and spec["config"]["options"] == {"units": 16}
+        and spec["config"]["epochs"] == 3
+    )

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from doc_commands import STAGES, page_commands, pages, stage_commands
 
 import cli
-from doc_commands import STAGES, pages, page_commands, stage_commands
 from trees import mplstm_tree, ouluvs2_cropped_tree
 
 NOT_RUN = {
@@ -35,8 +35,10 @@ def test_docs_list_commands_for_every_stage() -> None:
 
 
 def test_page_commands_reads_only_stage_lines_of_bash_blocks() -> None:
-    text = ("```bash\nmpview train --work w  # a comment\npip install -e .\nmpview --version\n"
-            "python cli.py evaluate --work w\n```\n```python\nmpview prepare --work w\n```\n")
+    text = (
+        "```bash\nmpview train --work w  # a comment\npip install -e .\nmpview --version\n"
+        "python cli.py evaluate --work w\n```\n```python\nmpview prepare --work w\n```\n"
+    )
     assert page_commands(text) == ["mpview train --work w", "python cli.py evaluate --work w"]
 
 
@@ -54,9 +56,12 @@ def test_docs_commands_run_in_order(tmp_path: Path, grid_dir: Path, monkeypatch:
     ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=20, speakers=speakers, utterances=(1, 4), subset="digit")
     places = {
         "/data/OuluVS2": oulu,
-        "/data/mplstm": mplstm_tree(data / "mplstm", grid_dir, frames=8, per_split={"Train": 2, "Validation": 1, "Test": 1}),
+        "/data/mplstm": mplstm_tree(
+            data / "mplstm", grid_dir, frames=8, per_split={"Train": 2, "Validation": 1, "Test": 1}
+        ),
         "/models/rcmalli_vggface_tf_notop_resnet50.h5": write_keras2_weight_file(
-            vggface.resnet50(include_top=False), tmp_path / "models" / "rcmalli_vggface_tf_notop_resnet50.h5"),
+            vggface.resnet50(include_top=False), tmp_path / "models" / "rcmalli_vggface_tf_notop_resnet50.h5"
+        ),
     }
     monkeypatch.chdir(tmp_path)  # the docs' runs/... folders are relative
     monkeypatch.setenv("MPVIEW_OFFLINE", "1")

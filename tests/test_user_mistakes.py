@@ -12,8 +12,21 @@ import pytest
 import cli
 from pipeline.errors import BUG_HINT, MpviewError
 
-DIGITS = ["--dataset", "moving-digits", "--option", "n=20", "--option", "frames=6", "--option", "size=32",
-          "--fixed-box", "0", "0", "32", "32"]
+DIGITS = [
+    "--dataset",
+    "moving-digits",
+    "--option",
+    "n=20",
+    "--option",
+    "frames=6",
+    "--option",
+    "size=32",
+    "--fixed-box",
+    "0",
+    "0",
+    "32",
+    "32",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +48,17 @@ def reported(caplog: pytest.LogCaptureFixture, argv: list[str]) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["train", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
-    (["train", "--units", "0"], "--units must be >= 1, got 0"),
-    (["train", "--dropout", "1.5"], "--dropout must be < 1, got 1.5"),
-    (["train", "--model", "transformer"], "invalid choice: 'transformer'"),
-    (["prepare", "--detect-scale", "0"], "--detect-scale must be > 0, got 0.0"),
-    (["prepare", "--option", "subset"], "--option expects KEY=VALUE, got 'subset'"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["train", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
+        (["train", "--units", "0"], "--units must be >= 1, got 0"),
+        (["train", "--dropout", "1.5"], "--dropout must be < 1, got 1.5"),
+        (["train", "--model", "transformer"], "invalid choice: 'transformer'"),
+        (["prepare", "--detect-scale", "0"], "--detect-scale must be > 0, got 0.0"),
+        (["prepare", "--option", "subset"], "--option expects KEY=VALUE, got 'subset'"),
+    ],
+)
 def test_a_flag_out_of_range_is_the_parsers_one_line_usage_error(argv, says, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
@@ -58,16 +74,24 @@ def test_mistakes_on_a_work_folder_are_one_line_errors(work: Path, tmp_path: Pat
     assert "no features named 'nope'" in reported(caplog, ["train", *w, "--features", "nope"])
     assert "unknown perspective(s) ['v9']" in reported(caplog, ["train", *w, "--perspectives", "v9"])
     assert "--perspectives does not apply to --dataset moving-digits" in reported(
-        caplog, ["prepare", "-q", "--work", str(tmp_path / "other"), *DIGITS, "--perspectives", "1"])
+        caplog, ["prepare", "-q", "--work", str(tmp_path / "other"), *DIGITS, "--perspectives", "1"]
+    )
     assert "frame size 16 must exceed" in reported(
-        caplog, ["prepare", "-q", "--work", str(tmp_path / "small"), "--dataset", "moving-digits", "--option", "size=16"])
-    assert "needs --root" in reported(caplog, ["prepare", "-q", "--work", str(tmp_path / "oulu"), "--dataset", "ouluvs2"])
-    assert str(tmp_path / "absent") in reported(caplog, ["prepare", "-q", "--work", str(tmp_path / "o2"), "--dataset",
-                                                         "ouluvs2", "--root", str(tmp_path / "absent")])
+        caplog,
+        ["prepare", "-q", "--work", str(tmp_path / "small"), "--dataset", "moving-digits", "--option", "size=16"],
+    )
+    assert "needs --root" in reported(
+        caplog, ["prepare", "-q", "--work", str(tmp_path / "oulu"), "--dataset", "ouluvs2"]
+    )
+    assert str(tmp_path / "absent") in reported(
+        caplog,
+        ["prepare", "-q", "--work", str(tmp_path / "o2"), "--dataset", "ouluvs2", "--root", str(tmp_path / "absent")],
+    )
     assert "no trained runs" in reported(caplog, ["evaluate", *w])
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if the [dask] extra were not installed
-    assert "pip install 'mpview[dask]'" in reported(caplog, ["extract", *w, "--backbone", "pixels", "--pixel-size",
-                                                             "4", "--dask-local", "1"])
+    assert "pip install 'mpview[dask]'" in reported(
+        caplog, ["extract", *w, "--backbone", "pixels", "--pixel-size", "4", "--dask-local", "1"]
+    )
 
 
 def test_a_corrupt_run_spec_is_a_data_error_naming_the_file(work: Path, tmp_path: Path):

@@ -42,8 +42,15 @@ def _segment(frames: np.ndarray, start: int, length: int) -> np.ndarray:
     return frames[(start + np.arange(length)) % len(frames)]
 
 
-def ouluvs2_cropped_tree(root: Path, grid_dir: Path, frames: int = 24, speakers=OULU_SPEAKERS,
-                         utterances=OULU_UTTERANCES, views=(1, 2, 3, 4, 5), subset: str = "phrase") -> Path:
+def ouluvs2_cropped_tree(
+    root: Path,
+    grid_dir: Path,
+    frames: int = 24,
+    speakers=OULU_SPEAKERS,
+    utterances=OULU_UTTERANCES,
+    views=(1, 2, 3, 4, 5),
+    subset: str = "phrase",
+) -> Path:
     """``cropped_mouth_mp4_<subset>/<spk>/<view>/s<spk>_v<view>_u<utt>.mp4``: mouth-only clips, a size per view.
 
     The phrase decides which GRID clip's mouth is shown (so the label is learnable), the speaker where in the clip the
@@ -79,7 +86,9 @@ def mplstm_tree(root: Path, grid_dir: Path, frames: int = 20, per_split=None, ca
                     zoom = 1.0 + 0.1 * (camera - 1)
                     height, width = clip.shape[1:3]
                     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 0.0, zoom)
-                    view = np.stack([cv2.warpAffine(f, matrix, (width, height), borderMode=cv2.BORDER_REFLECT) for f in clip])
+                    view = np.stack(
+                        [cv2.warpAffine(f, matrix, (width, height), borderMode=cv2.BORDER_REFLECT) for f in clip]
+                    )
                     folder = root / split / f"CAM{camera}" / f"speaker{c_index + 1}"
                     folder.mkdir(parents=True, exist_ok=True)
                     write_video(folder / f"video{index:03d}.mp4", view, fps=25)
@@ -130,7 +139,9 @@ def lrw_tree(root: Path, grid_dir: Path, words=LRW_WORDS, per_split=None, frames
         for split, count in per_split.items():
             for n in range(count):
                 start = (5 * n + 3 * index) % max(1, len(faces) - frames)
-                clip = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in faces[start : start + frames]])
+                clip = np.stack(
+                    [cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in faces[start : start + frames]]
+                )
                 for t, mouth in enumerate(mouths[start : start + frames]):
                     clip[t, y0:y1, x0:x1] = cv2.resize(mouth, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
                 audio = sound[int(start / 25 * 16000) : int((start + frames) / 25 * 16000)]

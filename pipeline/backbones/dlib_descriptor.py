@@ -11,9 +11,9 @@ from pathlib import Path
 import dlib
 import numpy as np
 
-from pipeline.storage.atomic import file_sha256
 from pipeline.backbones.pixels import as_rgb
 from pipeline.media.faces import model_path
+from pipeline.storage.atomic import file_sha256
 
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.storage.atomic import atomic_path
 from pipeline.execution.logs import get_logger
+from pipeline.storage.atomic import atomic_path
 
 log = get_logger(__name__)
 
@@ -55,7 +55,9 @@ def resize(batch: np.ndarray, size: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if min(batch.shape[1:3]) > size else cv2.INTER_LINEAR
     out = np.empty((len(batch), size, size) + batch.shape[3:], batch.dtype)
     for i, frame in enumerate(batch):
-        out[i] = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=interpolation).reshape(out.shape[1:])
+        out[i] = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=interpolation).reshape(
+            out.shape[1:]
+        )
     return out
 
 
@@ -73,8 +75,11 @@ class PcaProjection:
         from sklearn.decomposition import PCA
 
         pca = PCA(n_components=n_components, random_state=seed).fit(np.asarray(features, np.float32))
-        return cls(pca.mean_.astype(np.float32), pca.components_.astype(np.float32),
-                   pca.explained_variance_ratio_.astype(np.float32))
+        return cls(
+            pca.mean_.astype(np.float32),
+            pca.components_.astype(np.float32),
+            pca.explained_variance_ratio_.astype(np.float32),
+        )
 
     @property
     def dim(self) -> int:
@@ -93,8 +98,9 @@ class PcaProjection:
         """Write the projection as ``.npz`` atomically."""
         path = Path(path)
         with atomic_path(path) as tmp, open(tmp, "wb") as out:
-            np.savez(out, mean=self.mean, components=self.components,
-                     explained_variance_ratio=self.explained_variance_ratio)
+            np.savez(
+                out, mean=self.mean, components=self.components, explained_variance_ratio=self.explained_variance_ratio
+            )
         return path
 
     @classmethod
@@ -130,8 +136,11 @@ class PixelBackbone:
     def fit_pca(self, train_frames: np.ndarray, n_components: int, seed: int = 0) -> PcaProjection:
         """Fit the PCA on training-split frames and use it from now on."""
         self.pca = PcaProjection.fit(self.flat(train_frames), n_components, seed)
-        log.info("pixel PCA: %d components keep %.1f%% of the variance", self.pca.dim,
-                 100 * float(self.pca.explained_variance_ratio.sum()))
+        log.info(
+            "pixel PCA: %d components keep %.1f%% of the variance",
+            self.pca.dim,
+            100 * float(self.pca.explained_variance_ratio.sum()),
+        )
         return self.pca
 
     def embed(self, batch: np.ndarray) -> np.ndarray:

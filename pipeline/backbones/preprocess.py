@@ -118,7 +118,9 @@ def area_resize(frames: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
         return frames
     out = np.empty((len(frames), size, size) + frames.shape[3:], np.uint8)
     for i, frame in enumerate(frames):
-        out[i] = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=cv2.INTER_AREA).reshape(out.shape[1:])
+        out[i] = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=cv2.INTER_AREA).reshape(
+            out.shape[1:]
+        )
     return out
 
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.errors import ConfigError
-from pipeline.backbones.preprocess import AUTO, resolve_mode
 from pipeline.backbones.pixels import DEFAULT_SIZE, PcaProjection, PixelBackbone, as_frames
+from pipeline.backbones.preprocess import AUTO, resolve_mode
 from pipeline.backbones.resolve import RANDOM, VGGFACE, Downloader, checked_sha256, resolve_weights, urllib_download
+from pipeline.errors import ConfigError
 from pipeline.execution.logs import get_logger
 
 if TYPE_CHECKING:
@@ -67,7 +67,9 @@ class KerasBackbone:
     batched on the device. The ``released`` mode resizes on the CPU with OpenCV, as the released code did.
     """
 
-    def __init__(self, name: str, model: keras.Model, preprocess: str, weights_label: str, batch_size: int = 32) -> None:
+    def __init__(
+        self, name: str, model: keras.Model, preprocess: str, weights_label: str, batch_size: int = 32
+    ) -> None:
         self.name, self.model, self.weights_label = name, model, weights_label
         self.preprocess, self.batch_size = preprocess, batch_size
         self.dim = int(model.output.shape[-1])
@@ -95,7 +97,7 @@ class KerasBackbone:
         if MODES[self.preprocess].cpu_area_resize:
             frames = area_resize(frames, self.input_size)
         for start in range(0, len(frames), self.batch_size):
-            chunk = frames[start:start + self.batch_size]
+            chunk = frames[start : start + self.batch_size]
             count, size = len(chunk), _bucket(len(chunk), self.batch_size)
             if size > count:
                 chunk = np.concatenate([chunk, np.zeros((size - count,) + chunk.shape[1:], np.uint8)])
@@ -107,13 +109,19 @@ class KerasBackbone:
         start = 0
         for count, inputs in self.model_inputs(batch):
             result = self.feed_model(inputs.shape[1:]).predict_on_batch(inputs)
-            out[start:start + count] = np.asarray(result, np.float32).reshape(len(inputs), -1)[:count]
+            out[start : start + count] = np.asarray(result, np.float32).reshape(len(inputs), -1)[:count]
             start += count
         return out
 
 
-def _keras_backbone(name: str, weights: str | None, cache_dir: Path | str | None, batch_size: int,
-                    downloader: Downloader, preprocess: str) -> KerasBackbone:
+def _keras_backbone(
+    name: str,
+    weights: str | None,
+    cache_dir: Path | str | None,
+    batch_size: int,
+    downloader: Downloader,
+    preprocess: str,
+) -> KerasBackbone:
     """Build a VGGFace backbone and load (or, for 'random', skip) its weights."""
     import keras
 
@@ -131,7 +139,9 @@ def _keras_backbone(name: str, weights: str | None, cache_dir: Path | str | None
         load_keras2_weights(model, path)
         log.info("backbone %s: weights %s (%s)", name, path, label)
     if spec.output_layer:
-        model = keras.Model(model.input, model.get_layer(spec.output_layer).output, name=f"{model.name}_{spec.output_layer}")
+        model = keras.Model(
+            model.input, model.get_layer(spec.output_layer).output, name=f"{model.name}_{spec.output_layer}"
+        )
     return KerasBackbone(name, model, preprocess, label, batch_size)
 
 
@@ -144,9 +154,17 @@ def preprocessing_for(name: str, preprocess: str = AUTO) -> str:
     return "none"
 
 
-def build_backbone(name: str, weights: str | None = VGGFACE, *, cache_dir: Path | str | None = None,
-                   batch_size: int = 32, pixel_size: int = DEFAULT_SIZE, pca: Path | str | None = None,
-                   downloader: Downloader = urllib_download, preprocess: str = AUTO) -> Backbone:
+def build_backbone(
+    name: str,
+    weights: str | None = VGGFACE,
+    *,
+    cache_dir: Path | str | None = None,
+    batch_size: int = 32,
+    pixel_size: int = DEFAULT_SIZE,
+    pca: Path | str | None = None,
+    downloader: Downloader = urllib_download,
+    preprocess: str = AUTO,
+) -> Backbone:
     """The backbone ``name`` (one of :data:`BACKBONES`); ``weights`` is 'vggface', 'random' or a file path.
 
     For ``dlib`` a path replaces the bundled descriptor model; ``pixels`` takes no weights but an optional

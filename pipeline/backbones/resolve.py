@@ -16,9 +16,9 @@ from typing import Callable
 
 import h5py
 
-from pipeline.storage.atomic import atomic_path, file_sha256, write_text_atomic
 from pipeline.backbones.errors import WeightsUnavailableError
 from pipeline.execution.logs import get_logger
+from pipeline.storage.atomic import atomic_path, file_sha256, write_text_atomic
 
 log = get_logger(__name__)
 
@@ -64,8 +64,10 @@ def _sidecar(path: Path) -> Path:
 
 def _how_to_supply(name: str, url: str, cache: Path) -> str:
     """The remedy shared by every 'weights unavailable' message."""
-    return (f"download {url} yourself and pass --weights PATH (or put {name} in {cache}); "
-            f"--weights random runs a smoke test only")
+    return (
+        f"download {url} yourself and pass --weights PATH (or put {name} in {cache}); "
+        f"--weights random runs a smoke test only"
+    )
 
 
 def _download(name: str, url: str, cache: Path, downloader: Downloader) -> Path:
@@ -78,30 +80,39 @@ def _download(name: str, url: str, cache: Path, downloader: Downloader) -> Path:
             if not h5py.is_hdf5(tmp):
                 raise WeightsUnavailableError(f"{url} did not deliver an HDF5 file")
     except (OSError, WeightsUnavailableError) as exc:
-        raise WeightsUnavailableError(f"could not download VGGFace weights {name}: {exc}; "
-                                      f"{_how_to_supply(name, url, cache)}") from exc
+        raise WeightsUnavailableError(
+            f"could not download VGGFace weights {name}: {exc}; {_how_to_supply(name, url, cache)}"
+        ) from exc
     write_text_atomic(_sidecar(final), f"{file_sha256(final)}  {name}\n")
     return final
 
 
-def resolve_weights(arch: str, include_top: bool, weights: str | None = VGGFACE, cache_dir: Path | str | None = None,
-                    downloader: Downloader = urllib_download) -> Path | None:
+def resolve_weights(
+    arch: str,
+    include_top: bool,
+    weights: str | None = VGGFACE,
+    cache_dir: Path | str | None = None,
+    downloader: Downloader = urllib_download,
+) -> Path | None:
     """The weight file for ``arch``: ``weights`` is a path, ``'random'`` (returns None) or ``'vggface'``/None (cache, then download)."""
     if weights == RANDOM:
         return None
     if weights not in (None, VGGFACE):
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise WeightsUnavailableError(f"weights file {path} does not exist "
-                                          f"(--weights takes a file path, '{VGGFACE}' or '{RANDOM}')")
+            raise WeightsUnavailableError(
+                f"weights file {path} does not exist (--weights takes a file path, '{VGGFACE}' or '{RANDOM}')"
+            )
         return path
     name, url = weight_file_name(arch, include_top), weight_url(arch, include_top)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if (cache / name).is_file():
         return cache / name
     if offline():
-        raise WeightsUnavailableError(f"VGGFace weights {name} are not in the cache {cache} and downloading is "
-                                      f"disabled ({OFFLINE_ENV}=1); {_how_to_supply(name, url, cache)}")
+        raise WeightsUnavailableError(
+            f"VGGFace weights {name} are not in the cache {cache} and downloading is "
+            f"disabled ({OFFLINE_ENV}=1); {_how_to_supply(name, url, cache)}"
+        )
     return _download(name, url, cache, downloader)
 
 
@@ -113,6 +124,8 @@ def checked_sha256(path: Path | str) -> str:
     if record.is_file():
         expected = record.read_text().split()[0]
         if expected != digest:
-            raise WeightsUnavailableError(f"{path} does not match the SHA-256 recorded when it was downloaded "
-                                          f"({expected} in {record}); delete both files and fetch it again")
+            raise WeightsUnavailableError(
+                f"{path} does not match the SHA-256 recorded when it was downloaded "
+                f"({expected} in {record}); delete both files and fetch it again"
+            )
     return digest

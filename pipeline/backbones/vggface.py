@@ -99,8 +99,11 @@ class Preprocess(layers.Layer):
 def with_preprocessing(model: keras.Model, mode: str, frame_shape: tuple[int, int, int]) -> keras.Model:
     """``model`` behind a :class:`Preprocess` layer: takes uint8 frames of ``frame_shape`` (H, W, C) as they are stored."""
     inputs = keras.Input(frame_shape, dtype="uint8", name="frames")
-    return keras.Model(inputs, model(Preprocess(mode, int(model.inputs[0].shape[1]), name="preprocess")(inputs)),
-                       name=f"{model.name}_from_uint8")
+    return keras.Model(
+        inputs,
+        model(Preprocess(mode, int(model.inputs[0].shape[1]), name="preprocess")(inputs)),
+        name=f"{model.name}_from_uint8",
+    )
 
 
 class _Namer:
@@ -149,8 +152,9 @@ def vgg16(include_top: bool = True, pooling: str | None = None, classes: int = C
     return keras.Model(inputs, _head(x, include_top, pooling, auto), name="vggface_vgg16")
 
 
-def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, name: str, eps: float, strides: int = 1,
-             padding: str = "valid") -> keras.KerasTensor:
+def _conv_bn(
+    x: keras.KerasTensor, filters: int, kernel: int, name: str, eps: float, strides: int = 1, padding: str = "valid"
+) -> keras.KerasTensor:
     """Bias-free convolution followed by its batch normalisation ``<name>/bn``."""
     x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False, name=keras_name(name))(x)
     return layers.BatchNormalization(axis=-1, epsilon=eps, name=keras_name(f"{name}/bn"))(x)
@@ -168,8 +172,16 @@ def _se(x: keras.KerasTensor, stage: int, block: int, auto: _Namer, compress: in
     return layers.Multiply(name=auto("multiply"))([x, se])
 
 
-def _bottleneck(x: keras.KerasTensor, filters: tuple[int, int, int], stage: int, block: int, auto: _Namer,
-                eps: float, se: bool, strides: int | None) -> keras.KerasTensor:
+def _bottleneck(
+    x: keras.KerasTensor,
+    filters: tuple[int, int, int],
+    stage: int,
+    block: int,
+    auto: _Namer,
+    eps: float,
+    se: bool,
+    strides: int | None,
+) -> keras.KerasTensor:
     """A ResNet bottleneck; ``strides`` set means a projection (conv) block, None an identity block."""
     f1, f2, f3 = filters
     base = f"conv{stage}_{block}"
@@ -185,8 +197,12 @@ def _bottleneck(x: keras.KerasTensor, filters: tuple[int, int, int], stage: int,
     return layers.Activation("relu", name=auto("activation"))(y)
 
 
-RESNET_STAGES = ((2, (64, 64, 256), 3, 1), (3, (128, 128, 512), 4, 2), (4, (256, 256, 1024), 6, 2),
-                 (5, (512, 512, 2048), 3, 2))
+RESNET_STAGES = (
+    (2, (64, 64, 256), 3, 1),
+    (3, (128, 128, 512), 4, 2),
+    (4, (256, 256, 1024), 6, 2),
+    (5, (512, 512, 2048), 3, 2),
+)
 
 
 def _resnet(name: str, se: bool, eps: float, include_top: bool, pooling: str | None, classes: int) -> keras.Model:

@@ -15,10 +15,10 @@ import h5py
 import keras
 import numpy as np
 
-from pipeline.storage.atomic import atomic_path
 from pipeline.backbones.errors import WeightFileError
 from pipeline.backbones.vggface import keras_name, original_name
 from pipeline.execution.logs import get_logger
+from pipeline.storage.atomic import atomic_path
 
 log = get_logger(__name__)
 
@@ -47,7 +47,9 @@ def _weights_root(handle: h5py.File, path: Path) -> h5py.Group:
         return handle
     if MODEL_WEIGHTS in handle and _string_list(handle[MODEL_WEIGHTS], "layer_names") is not None:
         return handle[MODEL_WEIGHTS]
-    raise WeightFileError(path, "not a Keras 2 weight file (no 'layer_names' attribute at the root or in 'model_weights')")
+    raise WeightFileError(
+        path, "not a Keras 2 weight file (no 'layer_names' attribute at the root or in 'model_weights')"
+    )
 
 
 def read_layout(path: Path | str) -> list[tuple[str, list[tuple[str, tuple[int, ...]]]]]:
@@ -55,8 +57,10 @@ def read_layout(path: Path | str) -> list[tuple[str, list[tuple[str, tuple[int, 
     path = Path(path)
     with h5py.File(path, "r") as handle:
         root = _weights_root(handle, path)
-        return [(name, [(w, tuple(ds.shape)) for w, ds in _datasets(root, name, path)])
-                for name in _string_list(root, "layer_names") or []]
+        return [
+            (name, [(w, tuple(ds.shape)) for w, ds in _datasets(root, name, path)])
+            for name in _string_list(root, "layer_names") or []
+        ]
 
 
 def _datasets(root: h5py.Group, layer: str, path: Path) -> list[tuple[str, h5py.Dataset]]:
@@ -85,17 +89,27 @@ def _match(path: Path, model: keras.Model, file_layers: dict[str, list[tuple[str
         if layer is None:
             raise WeightFileError(path, f"layer {name!r} in the file has no counterpart in model {model.name!r}")
         if len(stored) != len(layer.weights):
-            raise WeightFileError(path, f"layer {name!r}: the file has {len(stored)} weights, the model {len(layer.weights)}")
+            raise WeightFileError(
+                path, f"layer {name!r}: the file has {len(stored)} weights, the model {len(layer.weights)}"
+            )
         for (weight, dataset), variable in zip(stored, layer.weights):
             if _short(weight) != variable.name:
-                raise WeightFileError(path, f"layer {name!r}: file weight {weight!r} where the model has {variable.name!r}")
+                raise WeightFileError(
+                    path, f"layer {name!r}: file weight {weight!r} where the model has {variable.name!r}"
+                )
             if tuple(dataset.shape) != tuple(variable.shape):
-                raise WeightFileError(path, f"layer {name!r}: weight {weight!r} has shape {tuple(dataset.shape)} in the "
-                                            f"file, {tuple(variable.shape)} in the model")
+                raise WeightFileError(
+                    path,
+                    f"layer {name!r}: weight {weight!r} has shape {tuple(dataset.shape)} in the "
+                    f"file, {tuple(variable.shape)} in the model",
+                )
     missing = [name for name in model_layers if name not in file_layers]
     if missing:
-        raise WeightFileError(path, f"layer {missing[0]!r} of model {model.name!r} is absent from the file "
-                                    f"({len(missing)} layers with weights missing)")
+        raise WeightFileError(
+            path,
+            f"layer {missing[0]!r} of model {model.name!r} is absent from the file "
+            f"({len(missing)} layers with weights missing)",
+        )
 
 
 def load_keras2_weights(model: keras.Model, path: Path | str) -> None:
@@ -103,8 +117,9 @@ def load_keras2_weights(model: keras.Model, path: Path | str) -> None:
     path = Path(path)
     with h5py.File(path, "r") as handle:
         root = _weights_root(handle, path)
-        file_layers = {name: stored for name in _string_list(root, "layer_names") or []
-                       if (stored := _datasets(root, name, path))}
+        file_layers = {
+            name: stored for name in _string_list(root, "layer_names") or [] if (stored := _datasets(root, name, path))
+        }
         _match(path, model, file_layers)
         for name, stored in file_layers.items():
             model.get_layer(keras_name(name)).set_weights([dataset[()] for _, dataset in stored])
@@ -116,8 +131,9 @@ def _string_array(values: list[str]) -> np.ndarray:
     return np.array([v.encode("utf-8") for v in values]) if values else np.array([])
 
 
-def write_keras2_weight_file(model: keras.Model, path: Path | str, full_model: bool = False,
-                             keras_version: str = "2.1.5") -> Path:
+def write_keras2_weight_file(
+    model: keras.Model, path: Path | str, full_model: bool = False, keras_version: str = "2.1.5"
+) -> Path:
     """Write ``model``'s weights in the Keras 2 layout of the released files (under ``model_weights`` if ``full_model``)."""
     path = Path(path)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:

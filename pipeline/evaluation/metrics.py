@@ -54,7 +54,11 @@ def per_class_accuracy(cm: np.ndarray, classes: Sequence[str]) -> dict[str, dict
     support = cm.sum(axis=1)
     correct = np.diag(cm)
     return {
-        str(name): {"accuracy": _fraction(int(correct[i]), int(support[i])), "correct": int(correct[i]), "support": int(support[i])}
+        str(name): {
+            "accuracy": _fraction(int(correct[i]), int(support[i])),
+            "correct": int(correct[i]),
+            "support": int(support[i]),
+        }
         for i, name in enumerate(classes)
     }
 
@@ -70,7 +74,9 @@ def per_speaker_accuracy(correct: np.ndarray, speakers: Sequence[str]) -> dict[s
     return result
 
 
-def _validated(y_true: Any, probs: Any, classes: Sequence[str], speakers: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+def _validated(
+    y_true: Any, probs: Any, classes: Sequence[str], speakers: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels as int64 ``[N]`` and scores as float64 ``[N, C]``, or a ValueError naming what is wrong."""
     y = np.asarray(y_true)
     scores = np.asarray(probs, dtype=np.float64)
@@ -138,14 +144,19 @@ def score_warnings(cm: np.ndarray, ks: Sequence[int], top_k: Mapping[str, float]
     warnings = []
     support, n = cm.sum(axis=1), int(cm.sum())
     if len(classes) and support.min() < MIN_PER_CLASS:
-        warnings.append(f"small test split: {n} clips for {len(classes)} classes, as few as {int(support.min())} "
-                        f"for a class (under {MIN_PER_CLASS}); accuracies move in large steps and can be chance")
+        warnings.append(
+            f"small test split: {n} clips for {len(classes)} classes, as few as {int(support.min())} "
+            f"for a class (under {MIN_PER_CLASS}); accuracies move in large steps and can be chance"
+        )
     trivial = sorted({int(k) for k in ks} - {int(key[3:]) for key in top_k})
     if trivial:
-        warnings.append(f"top-{', '.join(map(str, trivial))} not reported: with {len(classes)} classes "
-                        "every clip would be a hit")
+        warnings.append(
+            f"top-{', '.join(map(str, trivial))} not reported: with {len(classes)} classes every clip would be a hit"
+        )
     predicted = cm.sum(axis=0)
     if len(classes) > 1 and n and predicted.max() >= MOST_CLIPS * n:
         top = classes[int(predicted.argmax())]
-        warnings.append(f"the model predicts {top!r} for {int(predicted.max())} of {n} clips: it has collapsed onto one class")
+        warnings.append(
+            f"the model predicts {top!r} for {int(predicted.max())} of {n} clips: it has collapsed onto one class"
+        )
     return warnings

@@ -10,8 +10,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.storage.atomic import atomic_path
 from pipeline.execution.logs import get_logger
+from pipeline.storage.atomic import atomic_path
 
 log = get_logger(__name__)
 
@@ -59,7 +59,9 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path | st
         raise ValueError("history holds no values to plot")
     terms = loss_terms(series)
     metrics = {k: v for k, v in series.items() if not k.endswith("loss")}
-    panels = [(name, curves) for name, curves in terms.items()] + ([("metrics", metrics)] if metrics or not terms else [])
+    panels = [(name, curves) for name, curves in terms.items()] + (
+        [("metrics", metrics)] if metrics or not terms else []
+    )
     fig = _new_figure(max(10, 3.6 * len(panels)), 4)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, curves) in zip(axes, panels):
@@ -74,7 +76,9 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path | st
     return _save(fig, path)
 
 
-def plot_confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Path | str, normalise: bool = True) -> Path:
+def plot_confusion_matrix(
+    cm: Sequence[Sequence[int]], classes: Sequence[str], path: Path | str, normalise: bool = True
+) -> Path:
     """Confusion matrix heat map (rows = true class); ``normalise`` divides each row by its support."""
     counts = np.asarray(cm, dtype=np.float64)
     n = len(classes)
@@ -96,7 +100,9 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], p
         threshold = values.max() / 2 if values.size else 0
         for (row, col), value in np.ndenumerate(values):
             text = f"{value:.2f}" if normalise else f"{int(value)}"
-            ax.text(col, row, text, ha="center", va="center", fontsize=8, color="white" if value > threshold else "black")
+            ax.text(
+                col, row, text, ha="center", va="center", fontsize=8, color="white" if value > threshold else "black"
+            )
     return _save(fig, path)
 
 
@@ -112,7 +118,10 @@ def plot_comparison(reports: Sequence[Mapping[str, Any]], path: Path | str) -> P
     height = 0.8 / len(columns)
     rows = np.arange(len(reports))
     for i, column in enumerate(columns):
-        values = [r["metrics"]["accuracy"] if column == "accuracy" else r["metrics"]["top_k"].get(column, np.nan) for r in reports]
+        values = [
+            r["metrics"]["accuracy"] if column == "accuracy" else r["metrics"]["top_k"].get(column, np.nan)
+            for r in reports
+        ]
         bars = ax.barh(rows + i * height, values, height=height, label=column.replace("top", "top-"))
         for bar, report in zip(bars, reports):
             if report.get("random_weights"):

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pipeline.errors import ConfigError
-from pipeline.storage.atomic import write_text_atomic
-from pipeline.execution.logs import get_logger
 from pipeline.evaluation.metrics import topk_key
 from pipeline.evaluation.plots import plot_comparison, plot_confusion_matrix, plot_training_curves
+from pipeline.execution.logs import get_logger
+from pipeline.storage.atomic import write_text_atomic
 
 log = get_logger(__name__)
 
@@ -31,7 +31,12 @@ def uses_random_weights(run_info: Any) -> bool:
     return False
 
 
-def build_report(name: str, metrics: Mapping[str, Any], run_info: Mapping[str, Any], history: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
+def build_report(
+    name: str,
+    metrics: Mapping[str, Any],
+    run_info: Mapping[str, Any],
+    history: Mapping[str, Sequence[float]] | None = None,
+) -> dict[str, Any]:
     """The report record written as JSON: name, random-weights flag and warning, metrics, run info, history."""
     random = uses_random_weights(run_info)
     return {
@@ -40,7 +45,9 @@ def build_report(name: str, metrics: Mapping[str, Any], run_info: Mapping[str, A
         "warning": RANDOM_WARNING if random else None,
         "metrics": dict(metrics),
         "run_info": dict(run_info),
-        "history": None if history is None else {key: [_finite_or_none(v) for v in values] for key, values in history.items()},
+        "history": None
+        if history is None
+        else {key: [_finite_or_none(v) for v in values] for key, values in history.items()},
     }
 
 
@@ -113,16 +120,36 @@ def summary_markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> st
     if report["random_weights"]:
         lines += [f"> **Warning: {RANDOM_WARNING}.** These numbers say nothing about the model.", ""]
     lines += [f"> **Warning: {warning}.**" for warning in metrics.get("warnings") or []]
-    lines += [*([""] if metrics.get("warnings") else []),
-              f"**Test accuracy: {_pct(metrics['accuracy'])}** ({correct} / {metrics['n_samples']} correct)", ""]
+    lines += [
+        *([""] if metrics.get("warnings") else []),
+        f"**Test accuracy: {_pct(metrics['accuracy'])}** ({correct} / {metrics['n_samples']} correct)",
+        "",
+    ]
     headline = [[_topk_label(key), _pct(value)] for key, value in metrics["top_k"].items()]
-    headline += [["macro F1", f"{metrics['macro_f1']:.4f}"], ["test samples", metrics["n_samples"]], ["classes", metrics["n_classes"]]]
+    headline += [
+        ["macro F1", f"{metrics['macro_f1']:.4f}"],
+        ["test samples", metrics["n_samples"]],
+        ["classes", metrics["n_classes"]],
+    ]
     lines += [*_table(["metric", "value"], headline), "", "## Per class", ""]
-    lines += _table(["class", "accuracy", "correct", "support"], [[name, _pct(v["accuracy"]), v["correct"], v["support"]] for name, v in metrics["per_class"].items()])
+    lines += _table(
+        ["class", "accuracy", "correct", "support"],
+        [[name, _pct(v["accuracy"]), v["correct"], v["support"]] for name, v in metrics["per_class"].items()],
+    )
     if metrics.get("per_speaker"):
         lines += ["", "## Per speaker", ""]
-        lines += _table(["speaker", "accuracy", "correct", "n"], [[name, _pct(v["accuracy"]), v["correct"], v["n"]] for name, v in metrics["per_speaker"].items()])
-    lines += ["", "## Confusion matrix", "", *_confusion_lines(metrics), "", f"![confusion matrix]({images['confusion']})"]
+        lines += _table(
+            ["speaker", "accuracy", "correct", "n"],
+            [[name, _pct(v["accuracy"]), v["correct"], v["n"]] for name, v in metrics["per_speaker"].items()],
+        )
+    lines += [
+        "",
+        "## Confusion matrix",
+        "",
+        *_confusion_lines(metrics),
+        "",
+        f"![confusion matrix]({images['confusion']})",
+    ]
     if "curves" in images:
         lines += ["", "## Training curves", "", f"![training curves]({images['curves']})"]
     lines += ["", "## Run", "", *_table(["field", "value"], _flatten(report["run_info"]))]
@@ -141,7 +168,11 @@ def write_report(
         raise ConfigError(f"report name must be a plain file name, got {name!r}")
     out_dir = Path(out_dir)
     report = build_report(name, metrics, run_info, history)
-    paths = {"confusion_png": plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"], out_dir / f"{name}_confusion.png")}
+    paths = {
+        "confusion_png": plot_confusion_matrix(
+            metrics["confusion_matrix"], metrics["classes"], out_dir / f"{name}_confusion.png"
+        )
+    }
     if history and any(len(values) for values in history.values()):
         paths["curves_png"] = plot_training_curves(history, out_dir / f"{name}_curves.png")
     images = {key.removesuffix("_png"): path.name for key, path in paths.items()}
@@ -210,14 +241,26 @@ def comparison_table(reports: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table comparing checkpoints on one test split, best accuracy first, warnings above it."""
     rows = comparison_rows(reports)
     ks = sorted({key for row in rows for key in row["top_k"] if key != topk_key(1)}, key=lambda key: int(key[3:]))
-    header = ["#", "report", "model", "perspectives", "weights", "test accuracy", *[_topk_label(k) for k in ks], "macro F1", "n test"]
+    header = [
+        "#",
+        "report",
+        "model",
+        "perspectives",
+        "weights",
+        "test accuracy",
+        *[_topk_label(k) for k in ks],
+        "macro F1",
+        "n test",
+    ]
     body = [
         [
             rank,
             row["name"],
             row["model"],
             row["perspectives"],
-            f"⚠ {row['weights'] or 'random'} (smoke test only)" if row["random_weights"] else _short_hashes(row["weights"]),
+            f"⚠ {row['weights'] or 'random'} (smoke test only)"
+            if row["random_weights"]
+            else _short_hashes(row["weights"]),
             _pct(row["accuracy"]),
             *[_pct(row["top_k"].get(k)) for k in ks],
             f"{row['macro_f1']:.4f}",
@@ -236,7 +279,11 @@ def write_comparison(out_dir: Path | str, reports: Sequence[Mapping[str, Any]]) 
     out_dir = Path(out_dir)
     ranked = _ranked(reports)
     rows = [row for row, _ in ranked]
-    paths = {"png": plot_comparison([dict(report, random_weights=row["random_weights"]) for row, report in ranked], out_dir / "comparison.png")}
+    paths = {
+        "png": plot_comparison(
+            [dict(report, random_weights=row["random_weights"]) for row, report in ranked], out_dir / "comparison.png"
+        )
+    }
     markdown = f"# Checkpoint comparison\n\n{comparison_table(reports)}\n![comparison](comparison.png)\n"
     paths["markdown"] = out_dir / "comparison.md"
     write_text_atomic(paths["markdown"], markdown)
@@ -260,9 +307,16 @@ def seed_summary(reports_dir: Path, names: Sequence[str], group: Any) -> str:
         values = [accuracy for _, accuracy, _ in runs]
         mean = sum(values) / len(values)
         spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-        summary[key] = {"runs": [{"name": n, "accuracy": a, "n_test": t} for n, a, t in runs], "mean": mean, "std": spread, "seeds": len(values)}
+        summary[key] = {
+            "runs": [{"name": n, "accuracy": a, "n_test": t} for n, a, t in runs],
+            "mean": mean,
+            "std": spread,
+            "seeds": len(values),
+        }
         rows.append([key, len(values), ", ".join(_pct(v) for v in values), _pct(mean), _pct(spread), runs[0][2]])
-    text = "\n".join(_table(["initialisation", "seeds", "test accuracy per seed", "mean", "std", "n test"], rows)) + "\n"
+    text = (
+        "\n".join(_table(["initialisation", "seeds", "test accuracy per seed", "mean", "std", "n test"], rows)) + "\n"
+    )
     write_text_atomic(reports_dir / "seed_summary.md", text)
     write_text_atomic(reports_dir / "seed_summary.json", json.dumps(summary, indent=2))
     return text

@@ -28,16 +28,24 @@ def backend_for(jobs: int = 1, scheduler: str | None = None, dask_local: int = 0
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise ConfigError("--scheduler/--dask-local need the Dask extra, which is not installed: "
-                          "pip install 'mpview[dask]'") from None
+        raise ConfigError(
+            "--scheduler/--dask-local need the Dask extra, which is not installed: pip install 'mpview[dask]'"
+        ) from None
     with _dask_chatter_hidden():
         if scheduler:
             with _connect(Client, scheduler) as client:
-                log.info("running on Dask scheduler %s (%d workers)", scheduler, len(client.scheduler_info()["workers"]))
+                log.info(
+                    "running on Dask scheduler %s (%d workers)", scheduler, len(client.scheduler_info()["workers"])
+                )
                 check_worker_versions(client)
                 yield "dask"
             return
-        with LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster):
+        with (
+            LocalCluster(
+                n_workers=dask_local, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as cluster,
+            Client(cluster),
+        ):
             log.info("started a local Dask cluster with %d workers at %s", dask_local, cluster.scheduler_address)
             yield "dask"
 
@@ -53,8 +61,10 @@ def _connect(client_class: type, address: str, timeout: float = 20.0):
     try:
         return client_class(address, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise ClusterError(f"cannot reach the Dask scheduler at {address} within {timeout:.0f} s "
-                           f"({type(exc).__name__}: {' '.join(str(exc).split()) or 'no answer'})") from None
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} within {timeout:.0f} s "
+            f"({type(exc).__name__}: {' '.join(str(exc).split()) or 'no answer'})"
+        ) from None
 
 
 def check_worker_versions(client) -> None:
@@ -65,9 +75,13 @@ def check_worker_versions(client) -> None:
     for worker, theirs in client.run(package_versions).items():
         different = sorted(name for name in set(mine) | set(theirs) if mine.get(name) != theirs.get(name))
         if different:
-            details = ", ".join(f"{name} {theirs.get(name, 'missing')} (here {mine.get(name, 'missing')})" for name in different)
-            raise ClusterError(f"Dask worker {worker} runs other package versions: {details}; install the same "
-                               "versions on every worker")
+            details = ", ".join(
+                f"{name} {theirs.get(name, 'missing')} (here {mine.get(name, 'missing')})" for name in different
+            )
+            raise ClusterError(
+                f"Dask worker {worker} runs other package versions: {details}; install the same "
+                "versions on every worker"
+            )
 
 
 @contextlib.contextmanager

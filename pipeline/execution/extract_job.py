@@ -17,8 +17,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from pipeline.execution.runner import RunError, SampleError, ShardTask, write_shard
-from pipeline.storage.shards import ShardError
 from pipeline.storage.readers import read_sample
+from pipeline.storage.shards import ShardError
 from pipeline.workspace import PREPARE, shard_path
 
 EMBEDDING_KIND = "embedding"
@@ -42,8 +42,13 @@ def load_backbone(spec: BackboneSpec):
     """Build (once per process) the backbone a spec names."""
     from pipeline.backbones.registry import build_backbone
 
-    kwargs: dict[str, Any] = {"cache_dir": spec.cache_dir, "batch_size": spec.batch_size, "pixel_size": spec.pixel_size, "pca": spec.pca,
-                              "preprocess": spec.preprocess}
+    kwargs: dict[str, Any] = {
+        "cache_dir": spec.cache_dir,
+        "batch_size": spec.batch_size,
+        "pixel_size": spec.pixel_size,
+        "pca": spec.pca,
+        "preprocess": spec.preprocess,
+    }
     if spec.weights is not None:
         kwargs["weights"] = spec.weights
     return build_backbone(spec.name, **kwargs)
@@ -70,10 +75,19 @@ class ExtractJob:
     def __call__(self, task: ShardTask) -> dict[str, dict[str, Any]]:
         model = load_backbone(self.backbone)
         if self.weights_label is not None and model.weights_label != self.weights_label:
-            raise RunError(f"{task.path}: this worker loaded weights {model.weights_label}, not the {self.weights_label} "
-                           f"the command checked ({self.backbone.weights or 'the cache'}): give every worker the same file")
-        attrs = {"stage": "extract", "backbone": model.name, "dim": model.dim, "weights": model.weights_label, "dtype": self.dtype,
-                 "perspectives": list(self.perspectives), "preprocess": getattr(model, "preprocess", "none")}
+            raise RunError(
+                f"{task.path}: this worker loaded weights {model.weights_label}, not the {self.weights_label} "
+                f"the command checked ({self.backbone.weights or 'the cache'}): give every worker the same file"
+            )
+        attrs = {
+            "stage": "extract",
+            "backbone": model.name,
+            "dim": model.dim,
+            "weights": model.weights_label,
+            "dtype": self.dtype,
+            "perspectives": list(self.perspectives),
+            "preprocess": getattr(model, "preprocess", "none"),
+        }
         return write_shard(task, EMBEDDING_KIND, attrs, self._outcomes(task, model), self.strict, self.compression)
 
     def _outcomes(self, task: ShardTask, model) -> Iterator[tuple[str, Any]]:
@@ -135,7 +149,7 @@ class ExtractJob:
         while buffer and used < count:
             entry, perspective, frames = buffer[0]
             take = min(len(frames), count - used)
-            entry.parts[perspective].append(features[used:used + take])
+            entry.parts[perspective].append(features[used : used + take])
             entry.remaining -= take
             used += take
             if take == len(frames):
@@ -153,10 +167,21 @@ class ExtractJob:
             if entry.error is not None:
                 yield sample["id"], entry.error
                 continue
-            arrays = {perspective: np.concatenate(parts) if parts else np.zeros((0, model.dim), self.dtype) for perspective, parts in entry.parts.items()}
+            arrays = {
+                perspective: np.concatenate(parts) if parts else np.zeros((0, model.dim), self.dtype)
+                for perspective, parts in entry.parts.items()
+            }
             label = sample.get("label")
-            attrs = {"label": label, "label_index": index.get(label, -1), "split": sample.get("split"), "speaker": sample.get("speaker")}
-            yield sample["id"], {"arrays": arrays, "attrs": attrs, "record": {"dim": model.dim, "weights": model.weights_label}}
+            attrs = {
+                "label": label,
+                "label_index": index.get(label, -1),
+                "split": sample.get("split"),
+                "speaker": sample.get("speaker"),
+            }
+            yield (
+                sample["id"],
+                {"arrays": arrays, "attrs": attrs, "record": {"dim": model.dim, "weights": model.weights_label}},
+            )
 
 
 @dataclasses.dataclass(eq=False)

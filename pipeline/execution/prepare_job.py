@@ -10,14 +10,14 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from pipeline.storage.atomic import file_sha256
 from pipeline.execution.logs import get_logger
+from pipeline.execution.runner import SampleError, ShardTask, write_shard
 from pipeline.manifest import ManifestError, Sample, resolve_inside
 from pipeline.media.roi import DECODE_AHEAD, NoFaceError, RoiConfig, RoiResult, crop_clip, crop_frames
-from pipeline.execution.runner import SampleError, ShardTask, write_shard
+from pipeline.media.video import VideoError, frame_rate, iter_frames, probe, read_image_sequence
+from pipeline.storage.atomic import file_sha256
 from pipeline.training.sequences import AUDIO_KEY
 from pipeline.workspace import PREPARE
-from pipeline.media.video import VideoError, frame_rate, iter_frames, probe, read_image_sequence
 
 log = get_logger(__name__)
 
@@ -76,7 +76,12 @@ class PrepareJob:
         if self.audio:
             with _unexpected_errors(Path(self.root) / sample.sources[self.perspectives[0]].path):
                 extras[AUDIO_KEY] = self._audio(sample, media)
-        attrs = {"label": sample.label, "split": sample.split, "speaker": sample.speaker, "sha256": {v: m["sha256"] for v, m in media.items()}}
+        attrs = {
+            "label": sample.label,
+            "split": sample.split,
+            "speaker": sample.speaker,
+            "sha256": {v: m["sha256"] for v, m in media.items()},
+        }
         return {"arrays": arrays, "extras": extras, "attrs": attrs, "record": {"media": media}}
 
     def _crop(self, sample: Sample, perspective: str) -> tuple[RoiResult, dict[str, Any], np.ndarray | None]:
@@ -94,17 +99,36 @@ class PrepareJob:
                     raise SampleError(f"{missing[0]}: image file is missing", "missing-file")
                 frames = read_image_sequence(paths)
                 result = crop_clip(frames, config, source=str(paths[0]))
-                info = {"frames": len(frames), "fps": None, "height": frames.shape[1], "width": frames.shape[2], "sha256": _hash_many(paths)}
+                info = {
+                    "frames": len(frames),
+                    "fps": None,
+                    "height": frames.shape[1],
+                    "width": frames.shape[2],
+                    "sha256": _hash_many(paths),
+                }
                 return result, info, None
             path = resolve_inside(self.root, source.path, what=f"sample {sample.id!r}")
             if not path.exists():
                 raise SampleError(f"{path}: video file is missing", "missing-file")
             times: list[float] = []
             size: dict[str, int] = {}
-            passes = [_sized(iter_frames(path, times), size)]  # the first pass notes frame times and size, a re-read not
-            result = crop_frames(lambda: passes.pop() if passes else iter_frames(path), config, source=str(path),
-                                 frame_count=lambda: probe(path)["frames"], decode_ahead=self.decode_ahead)
-            info = {"frames": len(result.clip), "fps": frame_rate(path), **size, "variable_frame_rate": _variable_rate(times), "sha256": file_sha256(path)}
+            passes = [
+                _sized(iter_frames(path, times), size)
+            ]  # the first pass notes frame times and size, a re-read not
+            result = crop_frames(
+                lambda: passes.pop() if passes else iter_frames(path),
+                config,
+                source=str(path),
+                frame_count=lambda: probe(path)["frames"],
+                decode_ahead=self.decode_ahead,
+            )
+            info = {
+                "frames": len(result.clip),
+                "fps": frame_rate(path),
+                **size,
+                "variable_frame_rate": _variable_rate(times),
+                "sha256": file_sha256(path),
+            }
             return result, info, np.asarray(times, np.float64)
         except ManifestError as exc:
             raise SampleError(str(exc), "outside-root") from None
@@ -113,7 +137,9 @@ class PrepareJob:
         except VideoError as exc:
             raise SampleError(str(exc), exc.code) from None
         except OSError as exc:
-            raise SampleError(f"{exc.filename or source.path}: cannot read ({exc.strerror or exc})", "unreadable") from None
+            raise SampleError(
+                f"{exc.filename or source.path}: cannot read ({exc.strerror or exc})", "unreadable"
+            ) from None
 
     def _audio(self, sample: Sample, media: dict[str, dict[str, Any]]) -> np.ndarray:
         from pipeline.media.audio import audio_for_clip
@@ -155,7 +181,9 @@ def _frame_mode_hint(exc: NoFaceError) -> str:
 def _variable_rate(times: list[float]) -> bool:
     """Whether frame intervals differ by more than 10% of their median (a variable-frame-rate recording)."""
     steps = np.diff(times)
-    return bool(len(steps) > 1 and np.median(steps) > 0 and np.abs(steps - np.median(steps)).max() > 0.1 * np.median(steps))
+    return bool(
+        len(steps) > 1 and np.median(steps) > 0 and np.abs(steps - np.median(steps)).max() > 0.1 * np.median(steps)
+    )
 
 
 def _hash_many(paths: list[Path]) -> str:

@@ -8,7 +8,19 @@ import platform
 import sys
 from typing import Any
 
-PACKAGES = ("numpy", "opencv-python-headless", "dlib-bin", "av", "h5py", "tensorflow", "tensorflow-cpu", "keras", "jax", "scikit-learn", "joblib")
+PACKAGES = (
+    "numpy",
+    "opencv-python-headless",
+    "dlib-bin",
+    "av",
+    "h5py",
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "jax",
+    "scikit-learn",
+    "joblib",
+)
 
 
 @functools.lru_cache(maxsize=1)

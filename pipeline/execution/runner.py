@@ -24,19 +24,21 @@ from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
-from pipeline.storage.atomic import TMP_MARK, remove_stale_temps, write_text_atomic
+from pipeline.errors import MpviewError
 from pipeline.execution.logs import get_logger, progress_disabled
 from pipeline.manifest import DONE, FAILED, Manifest, Sample, replace_stage
+from pipeline.storage.atomic import TMP_MARK, remove_stale_temps, write_text_atomic
 from pipeline.storage.readers import open_reader, open_writer
 from pipeline.storage.shards import ShardError, shard_name
-from pipeline.errors import MpviewError
 
 log = get_logger(__name__)
 DASK_STALL_TIMEOUT = 300.0  # seconds a Dask run waits with no worker before it gives up
 DASK_POLL = 2.0  # seconds between checks of a Dask cluster's workers while shards run
 MIN_SHARDS = 8  # a small run is cut into at least this many shards, so --jobs has work to share (the plan, and so
 # the output bytes, depend on the samples only, never on the number of workers)
-_sample_finished: Callable[[], None] | None = None  # set while run_stage runs shards in this process: per-sample progress
+_sample_finished: Callable[[], None] | None = (
+    None  # set while run_stage runs shards in this process: per-sample progress
+)
 
 
 class RunError(MpviewError, RuntimeError):
@@ -100,7 +102,9 @@ class RunSummary:
 
     def describe(self) -> str:
         """A human summary line plus up to ten failures with their reasons."""
-        lines = [f"{self.stage}: {self.done} done, {self.failed} failed of {self.total} samples ({self.written_shards} shards written, {self.skipped_shards} already complete) in {self.seconds:.1f}s"]
+        lines = [
+            f"{self.stage}: {self.done} done, {self.failed} failed of {self.total} samples ({self.written_shards} shards written, {self.skipped_shards} already complete) in {self.seconds:.1f}s"
+        ]
         if self.reasons:
             lines.append("  failures by reason: " + ", ".join(f"{r}: {n}" for r, n in self.reasons.most_common()))
         for failure in self.failures[:10]:
@@ -110,7 +114,9 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def plan_shards(samples: list[Sample], out_dir: Path, prefix: str, shard_size: int, suffix: str = ".h5") -> list[ShardTask]:
+def plan_shards(
+    samples: list[Sample], out_dir: Path, prefix: str, shard_size: int, suffix: str = ".h5"
+) -> list[ShardTask]:
     """Cut samples into shards of ``shard_size`` in manifest order; reuse the saved plan on a re-run."""
     if shard_size < 1:
         raise RunError(f"shard size must be >= 1, got {shard_size}")
@@ -122,16 +128,24 @@ def plan_shards(samples: list[Sample], out_dir: Path, prefix: str, shard_size: i
             plan = json.loads(plan_path.read_text())
             groups = [list(g) for g in plan["shards"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RunError(f"{plan_path}: unreadable shard plan ({exc}); delete the output folder to start over") from None
+            raise RunError(
+                f"{plan_path}: unreadable shard plan ({exc}); delete the output folder to start over"
+            ) from None
         if sorted(i for g in groups for i in g) != sorted(ids):
-            raise RunError(f"{plan_path}: existing shards were planned for a different set of samples; use a new output folder or delete this one")
+            raise RunError(
+                f"{plan_path}: existing shards were planned for a different set of samples; use a new output folder or delete this one"
+            )
     else:
         groups = [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
-        write_text_atomic(plan_path, json.dumps({"prefix": prefix, "shard_size": shard_size, "shards": groups}, indent=1))
+        write_text_atomic(
+            plan_path, json.dumps({"prefix": prefix, "shard_size": shard_size, "shards": groups}, indent=1)
+        )
     by_id = {s.id: s for s in samples}
     total = len(groups)
     return [
-        ShardTask(index, str(out_dir / shard_name(prefix, index, total, suffix)), tuple(by_id[i].to_dict() for i in group))
+        ShardTask(
+            index, str(out_dir / shard_name(prefix, index, total, suffix)), tuple(by_id[i].to_dict() for i in group)
+        )
         for index, group in enumerate(groups)
     ]
 
@@ -160,7 +174,15 @@ def write_shard(
                     raise StrictFailure(f"sample {sample_id!r} failed ({outcome.code}): {outcome}")
                 _writing(task, writer.add_failure, sample_id, str(outcome), {"reason": outcome.code})
             else:
-                _writing(task, writer.add, sample_id, outcome["arrays"], outcome.get("attrs"), outcome.get("extras"), outcome.get("record"))
+                _writing(
+                    task,
+                    writer.add,
+                    sample_id,
+                    outcome["arrays"],
+                    outcome.get("attrs"),
+                    outcome.get("extras"),
+                    outcome.get("record"),
+                )
             if _sample_finished is not None:
                 _sample_finished()
         _writing(task, writer.commit)
@@ -175,10 +197,14 @@ def _writing(task: ShardTask, action: Callable[..., Any], *args: Any) -> Any:
     try:
         return action(*args)
     except OSError as exc:
-        raise RunError(f"{task.path}: cannot write the shard ({exc}); completed shards are kept, fix the cause and re-run to resume") from None
+        raise RunError(
+            f"{task.path}: cannot write the shard ({exc}); completed shards are kept, fix the cause and re-run to resume"
+        ) from None
 
 
-def _reconcile(manifest: Manifest, stage: str, tasks: list[ShardTask], redo_failed: bool, root: Path) -> list[ShardTask]:
+def _reconcile(
+    manifest: Manifest, stage: str, tasks: list[ShardTask], redo_failed: bool, root: Path
+) -> list[ShardTask]:
     """Fill the manifest from shards already on disk; return the tasks still to run."""
     positions = _positions(manifest)
     todo = []
@@ -208,7 +234,14 @@ def _positions(manifest: Manifest) -> dict[str, int]:
     return {s.id: i for i, s in enumerate(manifest.samples)}
 
 
-def _record(manifest: Manifest, positions: dict[str, int], stage: str, task: ShardTask, records: dict[str, dict[str, Any]], root: Path) -> None:
+def _record(
+    manifest: Manifest,
+    positions: dict[str, int],
+    stage: str,
+    task: ShardTask,
+    records: dict[str, dict[str, Any]],
+    root: Path,
+) -> None:
     """Store one shard's per-sample outcomes, with the shard's location, under ``stage`` in the manifest."""
     location = Path(task.path).relative_to(root).as_posix() if Path(task.path).is_relative_to(root) else task.path
     for sample_id, record in records.items():
@@ -216,8 +249,13 @@ def _record(manifest: Manifest, positions: dict[str, int], stage: str, task: Sha
         manifest.samples[i] = replace_stage(manifest.samples[i], stage, {**record, "shard": location})
 
 
-def execute(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[str, Any]]], jobs: int = 1, backend: str | None = None,
-            stall_timeout: float = DASK_STALL_TIMEOUT) -> Iterator[tuple[ShardTask, dict[str, dict[str, Any]]]]:
+def execute(
+    tasks: list[ShardTask],
+    job: Callable[[ShardTask], dict[str, dict[str, Any]]],
+    jobs: int = 1,
+    backend: str | None = None,
+    stall_timeout: float = DASK_STALL_TIMEOUT,
+) -> Iterator[tuple[ShardTask, dict[str, dict[str, Any]]]]:
     """Run ``job`` on every task (in-process, on joblib workers, or on a Dask cluster); yield as they finish.
 
     A worker process that dies (killed, out of memory) ends the run with a ``RunError``; shards already
@@ -244,7 +282,9 @@ def execute(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[st
         raise
     except concurrent.futures.BrokenExecutor as exc:  # a local worker process died, rather than a job failing
         detail = " ".join(str(exc).split())  # loky's message spans several lines; keep the error on one
-        raise RunError(f"a worker process died ({type(exc).__name__}: {detail}); completed shards are kept, re-run the same command to resume") from exc
+        raise RunError(
+            f"a worker process died ({type(exc).__name__}: {detail}); completed shards are kept, re-run the same command to resume"
+        ) from exc
 
 
 def _capped_jobs(jobs: int, tasks: int, backend: str | None) -> int:
@@ -265,15 +305,18 @@ def _kill_local_workers() -> None:
     get_reusable_executor().shutdown(wait=True, kill_workers=True)
 
 
-def _execute_on_dask(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[str, Any]]],
-                     stall_timeout: float) -> Iterator[tuple[ShardTask, dict[str, dict[str, Any]]]]:
+def _execute_on_dask(
+    tasks: list[ShardTask], job: Callable[[ShardTask], dict[str, dict[str, Any]]], stall_timeout: float
+) -> Iterator[tuple[ShardTask, dict[str, dict[str, Any]]]]:
     """Submit every shard to the current Dask client and yield results as they come; never wait forever."""
     from distributed import get_client, wait
     from distributed.scheduler import KilledWorker
 
     client = get_client()
-    futures = {client.submit(_run_one, job, task, pure=False, key=f"shard-{task.index:05d}-{uuid.uuid4().hex[:8]}"): task
-               for task in tasks}
+    futures = {
+        client.submit(_run_one, job, task, pure=False, key=f"shard-{task.index:05d}-{uuid.uuid4().hex[:8]}"): task
+        for task in tasks
+    }
     remaining, idle_since = set(futures), None
     try:
         while remaining:
@@ -285,12 +328,16 @@ def _execute_on_dask(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str
             idle_since = None
             for future in done:
                 if future.status == "error" and isinstance(future.exception(), KilledWorker):
-                    raise RunError(f"{futures[future].path}: the Dask scheduler gave up on this shard after it "
-                                   f"killed {_allowed_failures()} workers; completed shards are kept, fix the cause "
-                                   f"(memory?) and re-run the same command to resume")
+                    raise RunError(
+                        f"{futures[future].path}: the Dask scheduler gave up on this shard after it "
+                        f"killed {_allowed_failures()} workers; completed shards are kept, fix the cause "
+                        f"(memory?) and re-run the same command to resume"
+                    )
                 if future.status == "cancelled":
-                    raise RunError(f"{futures[future].path}: the Dask cluster dropped this shard (scheduler restarted?); "
-                                   "completed shards are kept, re-run the same command to resume")
+                    raise RunError(
+                        f"{futures[future].path}: the Dask cluster dropped this shard (scheduler restarted?); "
+                        "completed shards are kept, re-run the same command to resume"
+                    )
                 yield future.result()
     except (OSError, asyncio.CancelledError, concurrent.futures.CancelledError) as exc:  # the scheduler went away
         raise _lost_scheduler(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
@@ -301,8 +348,10 @@ def _execute_on_dask(tasks: list[ShardTask], job: Callable[[ShardTask], dict[str
 
 def _lost_scheduler(reason: str) -> RunError:
     """The one line for a scheduler that died or became unreachable mid-run."""
-    return RunError(f"lost the Dask scheduler ({' '.join(reason.split())}); completed shards are kept, re-run the same "
-                    "command to resume")
+    return RunError(
+        f"lost the Dask scheduler ({' '.join(reason.split())}); completed shards are kept, re-run the same "
+        "command to resume"
+    )
 
 
 def _check_workers(client: Any, idle_since: float | None, stall_timeout: float) -> float | None:
@@ -316,8 +365,10 @@ def _check_workers(client: Any, idle_since: float | None, stall_timeout: float) 
         log.warning("the Dask cluster has no workers; waiting up to %.0f s for one", stall_timeout)
         return now
     if now - idle_since > stall_timeout:
-        raise RunError(f"no Dask worker for {stall_timeout:.0f} s, so no progress; start workers (dask worker ADDRESS) "
-                       "and re-run the same command to resume")
+        raise RunError(
+            f"no Dask worker for {stall_timeout:.0f} s, so no progress; start workers (dask worker ADDRESS) "
+            "and re-run the same command to resume"
+        )
     return idle_since
 
 
@@ -328,7 +379,9 @@ def _allowed_failures() -> int:
     return int(dask.config.get("distributed.scheduler.allowed-failures", 3))
 
 
-def _run_one(job: Callable[[ShardTask], dict[str, dict[str, Any]]], task: ShardTask) -> tuple[ShardTask, dict[str, dict[str, Any]]]:
+def _run_one(
+    job: Callable[[ShardTask], dict[str, dict[str, Any]]], task: ShardTask
+) -> tuple[ShardTask, dict[str, dict[str, Any]]]:
     return task, job(task)
 
 
@@ -370,8 +423,12 @@ def run_stage(
     interval = max(save_every, 20 * (last_save - clock))  # saving a large manifest stays under ~5% of the run
     positions = _positions(manifest)
     # a bar written to a file or a pipe repeats its last state on close, beside the summary line: only on a terminal
-    bar = tqdm(total=sum(len(t.samples) for t in todo), desc=stage, unit="sample",
-               disable=progress_disabled() or not sys.stderr.isatty())
+    bar = tqdm(
+        total=sum(len(t.samples) for t in todo),
+        desc=stage,
+        unit="sample",
+        disable=progress_disabled() or not sys.stderr.isatty(),
+    )
     shown = [0]  # samples of the running shard already counted by the per-sample hook (in-process runs)
 
     def count_sample() -> None:
@@ -410,7 +467,9 @@ def auto_shard_size(count: int, largest: int) -> int:
     """Samples per shard when none is asked for: ``largest``, or fewer so that a small run still makes MIN_SHARDS."""
     fitted = max(1, min(largest, -(-count // MIN_SHARDS)))
     if fitted < largest:
-        log.debug("%d samples: shards of %d samples (not %d), so that parallel workers share them", count, fitted, largest)
+        log.debug(
+            "%d samples: shards of %d samples (not %d), so that parallel workers share them", count, fitted, largest
+        )
     return fitted
 
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, field, fields, is_dataclass
 from pathlib import PurePath
 from typing import Any, Mapping
 
-from pipeline.manifest import Manifest
 from pipeline.errors import ConfigError
+from pipeline.manifest import Manifest
 
 
 class SettingsChanged(ConfigError):
@@ -57,17 +57,33 @@ def plain(value: Any) -> Any:
     return str(value) if isinstance(value, PurePath) else value
 
 
-def option(default: Any, help: str, *, choices: tuple | None = None, least: float | None = None,
-           most: float | None = None, above: float | None = None, below: float | None = None,
-           const: Any = None, flag: str | None = None) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    least: float | None = None,
+    most: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    const: Any = None,
+    flag: str | None = None,
+) -> Any:
     """An options dataclass field: its default, help text and the checks :func:`check_options` applies.
 
     ``least``/``most`` bound the value inclusively, ``above``/``below`` exclusively; ``const`` is the value a flag
     given without one takes (``--augment`` alone: ``lrw``); ``flag`` names the option in messages when the command
     line spells it otherwise than the field (``--smooth`` for ``smooth_window``).
     """
-    checks = {"choices": choices, "least": least, "most": most, "above": above, "below": below, "const": const,
-              "flag": flag}
+    checks = {
+        "choices": choices,
+        "least": least,
+        "most": most,
+        "above": above,
+        "below": below,
+        "const": const,
+        "flag": flag,
+    }
     return field(default=default, metadata={"help": help, **{k: v for k, v in checks.items() if v is not None}})
 
 
@@ -105,8 +121,12 @@ def check_value(name: str, kind: type, value: Any, meta: Any) -> Any:
         raise ConfigError(f"{spelled} must be {kinds.get(kind, kind.__name__)}, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"{spelled} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
-    bounds = [("least", lambda v, b: v >= b, ">="), ("most", lambda v, b: v <= b, "<="),
-              ("above", lambda v, b: v > b, ">"), ("below", lambda v, b: v < b, "<")]
+    bounds = [
+        ("least", lambda v, b: v >= b, ">="),
+        ("most", lambda v, b: v <= b, "<="),
+        ("above", lambda v, b: v > b, ">"),
+        ("below", lambda v, b: v < b, "<"),
+    ]
     for key, holds, sign in bounds:
         if key in meta and not holds(value, meta[key]):
             raise ConfigError(f"{spelled} must be {sign} {meta[key]:g}, got {value!r}")

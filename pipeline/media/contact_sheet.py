@@ -40,8 +40,9 @@ def _row(title: str, clip: np.ndarray, frames_per_clip: int, tile: int) -> np.nd
     return np.concatenate([header, strip], axis=0)
 
 
-def write_contact_sheet(path: Path | str, clips: Sequence[tuple[str, np.ndarray]], frames_per_clip: int = 6,
-                        tile: int = 96) -> Path:
+def write_contact_sheet(
+    path: Path | str, clips: Sequence[tuple[str, np.ndarray]], frames_per_clip: int = 6, tile: int = 96
+) -> Path:
     """Write a PNG grid, one row per ``(title, clip)`` (clip ``[T, h, w]`` or ``[T, h, w, 3]`` uint8), atomically."""
     if not clips:
         raise ValueError("no clips for the contact sheet")
@@ -50,7 +51,7 @@ def write_contact_sheet(path: Path | str, clips: Sequence[tuple[str, np.ndarray]
     padded = []
     for row in rows:
         pad = np.full((row.shape[0] + GAP, width, 3), BACKGROUND, np.uint8)
-        pad[:row.shape[0], :row.shape[1]] = row
+        pad[: row.shape[0], : row.shape[1]] = row
         padded.append(pad)
     ok, png = cv2.imencode(".png", np.concatenate(padded, axis=0))
     if not ok:

@@ -90,7 +90,7 @@ def landmarks(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     x0, y0, x1, y1 = (int(round(float(v))) for v in box)
     margin = (x1 - x0) // 2
     left, top = max(x0 - margin, 0), max(y0 - margin, 0)
-    part = np.ascontiguousarray(frame[top:y1 + margin, left:x1 + margin])
+    part = np.ascontiguousarray(frame[top : y1 + margin, left : x1 + margin])
     shape = shape_predictor()(part, dlib.rectangle(x0 - left, y0 - top, x1 - 1 - left, y1 - 1 - top))
     points = np.fromiter((c for p in shape.parts() for c in (p.x, p.y)), np.float32, 136).reshape(68, 2)
     return points + np.array([left, top], np.float32)
@@ -229,8 +229,9 @@ class _Record:
     frames without a face hold the last landmarks.
     """
 
-    def __init__(self, hold_after: int, max_missing_fraction: float, source: str,
-                 frame_count: Callable[[], int | None] | None) -> None:
+    def __init__(
+        self, hold_after: int, max_missing_fraction: float, source: str, frame_count: Callable[[], int | None] | None
+    ) -> None:
         self.hold_after, self.limit, self.source = hold_after, max_missing_fraction, source
         self.frame_count, self.total = frame_count, None
         self.count = self.settled = self.ready = self.missing_count = 0
@@ -244,8 +245,10 @@ class _Record:
             grown = 2 * self.count
             self.points = np.concatenate([self.points, np.full((grown - self.count, 68, 2), np.nan, np.float32)])
             self.det_boxes = np.concatenate([self.det_boxes, np.full((grown - self.count, 4), np.nan, np.float32)])
-            self.detected, self.fitted, self.missing = (np.concatenate([flags, np.zeros(grown - self.count, bool)])
-                                                        for flags in (self.detected, self.fitted, self.missing))
+            self.detected, self.fitted, self.missing = (
+                np.concatenate([flags, np.zeros(grown - self.count, bool)])
+                for flags in (self.detected, self.fitted, self.missing)
+            )
         self.count += 1
         return self.count - 1
 
@@ -257,7 +260,7 @@ class _Record:
             if not self.missing[start]:
                 self.ready += 1
                 continue
-            found = np.flatnonzero(~self.missing[start:self.settled])
+            found = np.flatnonzero(~self.missing[start : self.settled])
             if len(found):
                 self._fill_gap(start, start + int(found[0]))
             elif start > 0 and self.count - start > self.hold_after:
@@ -292,8 +295,9 @@ class _Record:
         if self.total is None and self.frame_count is not None:
             self.total = self.frame_count() or 0
         if self.total and self.missing_count > self.limit * self.total:
-            raise NoFaceError(self.source, self.missing_count, max(self.total, self.count), self.limit,
-                              checked=self.count)
+            raise NoFaceError(
+                self.source, self.missing_count, max(self.total, self.count), self.limit, checked=self.count
+            )
 
     def finish(self) -> FaceTrack:
         """The whole clip is in: fail on too many frames without a face, else fill in the last ones."""
@@ -304,8 +308,13 @@ class _Record:
         if self.ready < self.count:
             self._fill_gap(self.ready, self.count)
         count = self.count
-        return FaceTrack(self.points[:count], self.det_boxes[:count], self.detected[:count], self.fitted[:count],
-                         ~self.missing[:count])
+        return FaceTrack(
+            self.points[:count],
+            self.det_boxes[:count],
+            self.detected[:count],
+            self.fitted[:count],
+            ~self.missing[:count],
+        )
 
 
 class _Flow:
@@ -324,13 +333,22 @@ class _Flow:
     def _image(self, frame: np.ndarray) -> np.ndarray:
         """The region of a frame in gray at FLOW_SCALE, what the flow runs on."""
         x0, y0, x1, y1 = self.region
-        return cv2.resize(to_gray(frame[y0:y1, x0:x1]), None, fx=FLOW_SCALE, fy=FLOW_SCALE, interpolation=cv2.INTER_AREA)
+        return cv2.resize(
+            to_gray(frame[y0:y1, x0:x1]), None, fx=FLOW_SCALE, fy=FLOW_SCALE, interpolation=cv2.INTER_AREA
+        )
 
     def step(self, frame: np.ndarray) -> bool:
         """Follow the points into the next frame; False (and nothing recorded) when the flow loses them."""
         current = self._image(frame)
-        moved, status, error = cv2.calcOpticalFlowPyrLK(self.previous, current, self.tracked[-1], None,
-                                                        winSize=FLOW_WINDOW, maxLevel=FLOW_LEVELS, criteria=FLOW_CRITERIA)
+        moved, status, error = cv2.calcOpticalFlowPyrLK(
+            self.previous,
+            current,
+            self.tracked[-1],
+            None,
+            winSize=FLOW_WINDOW,
+            maxLevel=FLOW_LEVELS,
+            criteria=FLOW_CRITERIA,
+        )
         lost = not status.all() or float(np.sort(error, axis=None)[len(error) // 2]) > MAX_FLOW_ERROR  # 25: the median
         if lost or (moved < 0).any() or (moved > self.limit).any():
             return False
@@ -351,9 +369,17 @@ class FaceTracker:
     for the face to return (see ``_Record``).
     """
 
-    def __init__(self, landmark_every: int = LANDMARK_EVERY, detect_every: int = DETECT_EVERY, detect_scale: float = DETECT_SCALE, upsample: int = 0,
-                 policy: str = "largest", max_missing_fraction: float = 0.2, source: str = "<frames>",
-                 frame_count: Callable[[], int | None] | None = None) -> None:
+    def __init__(
+        self,
+        landmark_every: int = LANDMARK_EVERY,
+        detect_every: int = DETECT_EVERY,
+        detect_scale: float = DETECT_SCALE,
+        upsample: int = 0,
+        policy: str = "largest",
+        max_missing_fraction: float = 0.2,
+        source: str = "<frames>",
+        frame_count: Callable[[], int | None] | None = None,
+    ) -> None:
         self.source = source
         self.landmark_every, self.detect_every, self.detect_scale = landmark_every, detect_every, detect_scale
         self.upsample, self.policy = upsample, policy
@@ -375,7 +401,7 @@ class FaceTracker:
     @property
     def points(self) -> np.ndarray:
         """Landmarks ``[ready, 68, 2]`` of the frames that have final ones."""
-        return self.record.points[:self.record.ready]
+        return self.record.points[: self.record.ready]
 
     def push(self, frame: np.ndarray) -> None:
         """Take the next frame: follow the flow into it, and fit when a fit is due or the flow is lost."""
@@ -407,7 +433,9 @@ class FaceTracker:
             self._fill(self.previous, followed, index, fitted)
         if fitted:
             self.previous = index
-            self.flow = _Flow(frame, self.record.points[index][FLOW_IDS], self.next_box) if self.landmark_every > 1 else None
+            self.flow = (
+                _Flow(frame, self.record.points[index][FLOW_IDS], self.next_box) if self.landmark_every > 1 else None
+            )
         else:
             self.previous = self.flow = None
         self.record.settle(index + 1)
@@ -502,8 +530,11 @@ class FaceTracker:
         outside = ((points < box[:2] - BOX_SLACK * side) | (points > box[2:] + BOX_SLACK * side)).any(axis=1).mean()
         jump = float(np.hypot(*(pose.mouth - self.last.mouth)))
         ratio = pose.spread / self.last.spread
-        return bool(outside > MAX_OUTSIDE_FRACTION or jump > MAX_MOUTH_JUMP * side
-                    or not 1 / MAX_SCALE_CHANGE < ratio < MAX_SCALE_CHANGE)
+        return bool(
+            outside > MAX_OUTSIDE_FRACTION
+            or jump > MAX_MOUTH_JUMP * side
+            or not 1 / MAX_SCALE_CHANGE < ratio < MAX_SCALE_CHANGE
+        )
 
     def _expect(self, points: np.ndarray) -> None:
         """Where the flow says the face is now: the pose and the box for the next fit."""
@@ -536,25 +567,45 @@ class FaceTracker:
                     points[frames] = base
                     return
                 tracked = tracked + weight * drift
-        shift = tracked[:, :len(STABLE_IDS)].mean(axis=1) - base[:, STABLE_IDS].mean(axis=1)
+        shift = tracked[:, : len(STABLE_IDS)].mean(axis=1) - base[:, STABLE_IDS].mean(axis=1)
         filled = base + shift[:, None, :]
         filled[:, FLOW_IDS] = tracked
         points[frames] = filled
 
 
-def track_face(frames: np.ndarray, landmark_every: int = LANDMARK_EVERY, detect_every: int = DETECT_EVERY, detect_scale: float = DETECT_SCALE,
-               upsample: int = 0, policy: str = "largest", max_missing_fraction: float = 0.2,
-               source: str = "<frames>") -> FaceTrack:
+def track_face(
+    frames: np.ndarray,
+    landmark_every: int = LANDMARK_EVERY,
+    detect_every: int = DETECT_EVERY,
+    detect_scale: float = DETECT_SCALE,
+    upsample: int = 0,
+    policy: str = "largest",
+    max_missing_fraction: float = 0.2,
+    source: str = "<frames>",
+) -> FaceTrack:
     """Follow the face through ``[T, H, W, 3]`` (or gray) frames cheaply; NoFaceError if it is missing too often."""
-    tracker = FaceTracker(landmark_every, detect_every, detect_scale, upsample, policy, max_missing_fraction, source,
-                          frame_count=lambda: len(frames))
+    tracker = FaceTracker(
+        landmark_every,
+        detect_every,
+        detect_scale,
+        upsample,
+        policy,
+        max_missing_fraction,
+        source,
+        frame_count=lambda: len(frames),
+    )
     for frame in frames:
         tracker.push(frame)
     return tracker.finish()
 
 
-def fit_every_frame(frames: np.ndarray, upsample: int = 0, policy: str = "largest", max_missing_fraction: float = 0.2,
-                    source: str = "<frames>") -> FaceTrack:
+def fit_every_frame(
+    frames: np.ndarray,
+    upsample: int = 0,
+    policy: str = "largest",
+    max_missing_fraction: float = 0.2,
+    source: str = "<frames>",
+) -> FaceTrack:
     """The slow reference: full-size detection and the 68-point fit on every frame, nothing carried over."""
     record = _Record(len(frames), max_missing_fraction, source, frame_count=None)
     for frame in frames:

@@ -93,7 +93,9 @@ def style_face(face: Face, speaker: Speaker) -> Face:
     return Face(np.clip(img, 0, 255).astype(np.uint8), lm.copy())
 
 
-def viseme_track(pattern: str, frames: int, rng: np.random.Generator, amplitude: float = 1.0, speed: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def viseme_track(
+    pattern: str, frames: int, rng: np.random.Generator, amplitude: float = 1.0, speed: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame mouth opening (fraction of mouth width) and width factor for saying ``pattern`` once.
 
     Each viseme is a raised-cosine opening; onset, durations, gaps and amplitudes are jittered from ``rng``.
@@ -158,7 +160,13 @@ def open_mouth(face: Face, opening: float, width: float) -> np.ndarray:
     k = 1 - 1 / width
     g = np.exp(-((dx / (1.7 * half_outer)) ** 4)) * np.exp(-((u / (0.6 * half_outer)) ** 2))
     src_x = cx + dx * (1 - k * g)
-    patch = cv2.remap(face.image, src_x.astype(np.float32), src_y.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    patch = cv2.remap(
+        face.image,
+        src_x.astype(np.float32),
+        src_y.astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT101,
+    )
     inside = np.clip(np.minimum(v - gap_top, gap_bottom - v) + 0.5, 0, 1) * np.clip(gap_bottom - gap_top - 0.5, 0, 1)
     middle, half_gap = (gap_bottom + gap_top) / 2, np.maximum((gap_bottom - gap_top) / 2, 1e-3)
     depth = 0.55 + 0.45 * np.clip(np.abs(v - middle) / half_gap, 0, 1)
@@ -169,7 +177,9 @@ def open_mouth(face: Face, opening: float, width: float) -> np.ndarray:
     return out
 
 
-def yaw_homography(centre: np.ndarray, yaw_deg: float, zoom: float, out_centre: tuple[float, float], focal: float) -> np.ndarray:
+def yaw_homography(
+    centre: np.ndarray, yaw_deg: float, zoom: float, out_centre: tuple[float, float], focal: float
+) -> np.ndarray:
     """3x3 map from still-image pixels to a view: rotate the face plane by ``yaw_deg`` about the vertical through ``centre``, zoom, centre."""
     theta = np.deg2rad(yaw_deg)
     to_origin = np.array([[1, 0, -centre[0]], [0, 1, -centre[1]], [0, 0, 1]], np.float64)
@@ -194,7 +204,9 @@ def head_motion(frames: int, rng: np.random.Generator, amplitude: float = 1.5) -
     return smooth / peak * amplitude
 
 
-def corruption_plan(frames: int, views: int, rng: np.random.Generator, rate: float = 0.7, segment: tuple[int, int] = (6, 12)) -> np.ndarray:
+def corruption_plan(
+    frames: int, views: int, rng: np.random.Generator, rate: float = 0.7, segment: tuple[int, int] = (6, 12)
+) -> np.ndarray:
     """Corruption kind per view and frame (``[views, frames]``, 0 = clean) in random stretches.
 
     Each stretch of frames corrupts each view with probability ``rate``; with several views at least one
@@ -246,7 +258,9 @@ def corrupt_region(frame: np.ndarray, centre: np.ndarray, radius: float, kind: i
     frame[y0:y1, x0:x1] = np.clip(region * (1 - mask) + changed * mask, 0, 255).astype(np.uint8)
 
 
-def light_and_noise(frames: np.ndarray, gain: float, gradient: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+def light_and_noise(
+    frames: np.ndarray, gain: float, gradient: float, sigma: float, rng: np.random.Generator
+) -> np.ndarray:
     """Apply a global gain, a left-to-right lighting gradient and uniform luminance noise of std ``sigma`` to ``[T, H, W, 3]`` frames."""
     t, h, w = frames.shape[:3]
     lit = frames.astype(np.float32)
@@ -269,7 +283,16 @@ class ViewSetup:
     sigma: float
 
 
-def render_clip(face: Face, opening: np.ndarray, width: np.ndarray, views: list[ViewSetup], plan: np.ndarray, motion: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def render_clip(
+    face: Face,
+    opening: np.ndarray,
+    width: np.ndarray,
+    views: list[ViewSetup],
+    plan: np.ndarray,
+    motion: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Render every view of a clip: uint8 ``[views, frames, size, size, 3]``.
 
     ``opening`` (pixels) and ``width`` drive the mouth per frame, ``motion`` moves the head, ``plan``
@@ -285,9 +308,13 @@ def render_clip(face: Face, opening: np.ndarray, width: np.ndarray, views: list[
         still = open_mouth(face, float(opening[t]), float(width[t]))
         for j, view in enumerate(views):
             homography = yaw_homography(centre - motion[t], view.yaw, view.zoom, (size / 2, size / 2), focal)
-            frame = cv2.warpPerspective(still, homography, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+            frame = cv2.warpPerspective(
+                still, homography, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+            )
             if plan[j, t] != CLEAN:
-                corrupt_region(frame, apply_point(homography, mouth), 0.6 * face.mouth_width * view.zoom, int(plan[j, t]), rng)
+                corrupt_region(
+                    frame, apply_point(homography, mouth), 0.6 * face.mouth_width * view.zoom, int(plan[j, t]), rng
+                )
             out[j, t] = frame
     for j, view in enumerate(views):
         out[j] = light_and_noise(out[j], view.gain, view.gradient, view.sigma, rng)

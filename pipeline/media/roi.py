@@ -13,13 +13,33 @@ import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.media.faces import DETECT_EVERY, DETECT_SCALE, LANDMARK_EVERY, MOUTH_IDS, POLICIES, STABLE_IDS, FaceTracker, NoFaceError, fit_every_frame
 from pipeline.execution.logs import get_logger
 from pipeline.execution.settings import check_options, option
+from pipeline.media.faces import (
+    DETECT_EVERY,
+    DETECT_SCALE,
+    LANDMARK_EVERY,
+    MOUTH_IDS,
+    POLICIES,
+    STABLE_IDS,
+    FaceTracker,
+    NoFaceError,
+    fit_every_frame,
+)
 from pipeline.media.video import VideoError, iter_frames, probe, read_ahead
 
-__all__ = ["NoFaceError", "RoiConfig", "RoiResult", "crop_clip", "crop_clip_naive", "crop_frames", "crop_matrices",
-           "crop_video", "similarity_to_reference", "smooth_landmarks"]
+__all__ = [
+    "NoFaceError",
+    "RoiConfig",
+    "RoiResult",
+    "crop_clip",
+    "crop_clip_naive",
+    "crop_frames",
+    "crop_matrices",
+    "crop_video",
+    "similarity_to_reference",
+    "smooth_landmarks",
+]
 
 FrameSource = Callable[[], Iterable[np.ndarray]]  # gives a clip's frames from the first, each [H, W, 3] or [H, W] uint8
 
@@ -42,9 +62,14 @@ class RoiConfig:
     # "mouth" (landmarks 48-67), "face" (landmark hull with margin), "frame" (whole frame, no detection); None: not
     # chosen yet (``prepare`` takes the dataset recipe's choice, else mouth)
     roi: str | None = option("mouth", "region of interest", choices=tuple(DEFAULT_SIZE))
-    size: tuple[int, int] | None = None  # (height, width); None: 96x96 mouth/frame, 112x112 face, fixed box: its own size
-    resize: str = option("pad", "frame mode: pad keeps the aspect ratio (black borders), stretch fills the ROI size",
-                         choices=RESIZE_MODES)
+    size: tuple[int, int] | None = (
+        None  # (height, width); None: 96x96 mouth/frame, 112x112 face, fixed box: its own size
+    )
+    resize: str = option(
+        "pad",
+        "frame mode: pad keeps the aspect ratio (black borders), stretch fills the ROI size",
+        choices=RESIZE_MODES,
+    )
     perspective_sizes: tuple[tuple[str, int, int], ...] = ()  # (perspective, height, width) overriding ``size``
     grayscale: bool = False
     align: bool = True  # similarity-align the stable points to the 256x256 mean face before cropping
@@ -60,8 +85,9 @@ class RoiConfig:
     # temporal landmark smoothing window (frames), Gaussian weights; 0 or 1 turns it off
     smooth_window: int = option(12, "landmark smoothing window (frames)", least=0, flag="--smooth")
     # fail the clip when the face is missing from more frames than this
-    max_missing_fraction: float = option(0.2, "share of frames the face may be missing from", least=0.0, most=1.0,
-                                         flag="--max-missing")
+    max_missing_fraction: float = option(
+        0.2, "share of frames the face may be missing from", least=0.0, most=1.0, flag="--max-missing"
+    )
 
     def __post_init__(self) -> None:
         """Check values and fill in the default crop size (once the ROI mode is chosen)."""
@@ -70,7 +96,9 @@ class RoiConfig:
             raise ConfigError("roi 'frame' uses the whole frame: it cannot be combined with a fixed box")
         sizes = tuple((str(name), int(h), int(w)) for name, h, w in self.perspective_sizes)
         if any(min(h, w) < 1 for _, h, w in sizes) or len({name for name, _, _ in sizes}) != len(sizes):
-            raise ConfigError(f"perspective sizes must be positive and name each perspective once, got {self.perspective_sizes}")
+            raise ConfigError(
+                f"perspective sizes must be positive and name each perspective once, got {self.perspective_sizes}"
+            )
         object.__setattr__(self, "perspective_sizes", sizes)
         if self.fixed_box is not None:
             x0, y0, x1, y1 = self.fixed_box
@@ -147,8 +175,8 @@ def _smooth(points: np.ndarray, window: int, start: int, stop: int) -> np.ndarra
     for offset, weight in zip(offsets, weights):
         lo, hi = max(start, -offset), min(stop, len(points) - offset)
         if lo < hi:
-            total[lo - start:hi - start] += weight * points[lo + offset:hi + offset]
-            norm[lo - start:hi - start] += weight
+            total[lo - start : hi - start] += weight * points[lo + offset : hi + offset]
+            norm[lo - start : hi - start] += weight
     return (total / norm.reshape((-1,) + (1,) * (points.ndim - 1))).astype(np.float32)
 
 
@@ -160,10 +188,13 @@ def similarity_to_reference(points: np.ndarray) -> np.ndarray:
     src_c = src - src_mean[:, None]
     scale_rot = (np.conj(src_c) * (dst - dst_mean)).sum(axis=1) / (np.abs(src_c) ** 2).sum(axis=1)
     shift = dst_mean - scale_rot * src_mean
-    return np.stack([
-        np.stack([scale_rot.real, -scale_rot.imag, shift.real], axis=1),
-        np.stack([scale_rot.imag, scale_rot.real, shift.imag], axis=1),
-    ], axis=1)
+    return np.stack(
+        [
+            np.stack([scale_rot.real, -scale_rot.imag, shift.real], axis=1),
+            np.stack([scale_rot.imag, scale_rot.real, shift.imag], axis=1),
+        ],
+        axis=1,
+    )
 
 
 def _apply(matrices: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -171,8 +202,9 @@ def _apply(matrices: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.einsum("tij,tnj->tni", matrices[:, :, :2], points) + matrices[:, None, :, 2]
 
 
-def _scale_about(matrices: np.ndarray, centres: np.ndarray, scale: np.ndarray | float,
-                 size: tuple[int, int]) -> np.ndarray:
+def _scale_about(
+    matrices: np.ndarray, centres: np.ndarray, scale: np.ndarray | float, size: tuple[int, int]
+) -> np.ndarray:
     """Compose ``matrices`` with a zoom by ``scale`` that sends ``centres`` (already mapped) to the crop centre."""
     height, width = size
     out = matrices * np.reshape(scale, (-1, 1, 1))
@@ -255,12 +287,20 @@ class _TrackedCrop:
     again) when the face is found.
     """
 
-    def __init__(self, open_frames: FrameSource, config: RoiConfig, source: str,
-                 frame_count: Callable[[], int | None] | None) -> None:
+    def __init__(
+        self, open_frames: FrameSource, config: RoiConfig, source: str, frame_count: Callable[[], int | None] | None
+    ) -> None:
         self.open_frames, self.config, self.source = open_frames, config, source
-        self.tracker = FaceTracker(config.landmark_every, config.detect_every, config.detect_scale,
-                                   config.detect_upsample, config.face_policy, config.max_missing_fraction, source,
-                                   frame_count)
+        self.tracker = FaceTracker(
+            config.landmark_every,
+            config.detect_every,
+            config.detect_scale,
+            config.detect_upsample,
+            config.face_policy,
+            config.max_missing_fraction,
+            source,
+            frame_count,
+        )
         self.half = config.smooth_window // 2 if config.smooth_window > 1 else 0
         self.capacity = config.landmark_every + self.half + 1
         # Frames first, first + 1, ... not yet cropped, copied into slots that are reused: holding the decoder's own
@@ -290,10 +330,24 @@ class _TrackedCrop:
         track = self.tracker.finish()
         self._cut(len(track.landmarks))
         smooth = np.stack(self.smoothed)
-        log.debug("%s: %d frames, %d detections, %d landmark fits, at most %d frames held", self.source, len(smooth),
-                  track.detected.sum(), track.fitted.sum(), self.peak_held)
-        return RoiResult(np.stack(self.crops), np.stack(self.matrices), smooth, track.landmarks, track.det_boxes,
-                         track.detected, track.fitted, track.found)
+        log.debug(
+            "%s: %d frames, %d detections, %d landmark fits, at most %d frames held",
+            self.source,
+            len(smooth),
+            track.detected.sum(),
+            track.fitted.sum(),
+            self.peak_held,
+        )
+        return RoiResult(
+            np.stack(self.crops),
+            np.stack(self.matrices),
+            smooth,
+            track.landmarks,
+            track.det_boxes,
+            track.detected,
+            track.fitted,
+            track.found,
+        )
 
     def _cut(self, stop: int) -> None:
         """Smooth, align and crop every frame before ``stop`` not yet cropped."""
@@ -328,9 +382,16 @@ def _without_landmarks(crops: list[np.ndarray], matrix: np.ndarray) -> RoiResult
     """A crop made without detection (fixed box, whole frame): one matrix for every frame, no landmarks to audit."""
     count = len(crops)
     nan_points = np.full((count, 68, 2), np.nan, np.float32)
-    return RoiResult(np.stack(crops), np.tile(matrix, (count, 1, 1)), nan_points, nan_points.copy(),
-                     np.full((count, 4), np.nan, np.float32), np.zeros(count, bool), np.zeros(count, bool),
-                     np.ones(count, bool))
+    return RoiResult(
+        np.stack(crops),
+        np.tile(matrix, (count, 1, 1)),
+        nan_points,
+        nan_points.copy(),
+        np.full((count, 4), np.nan, np.float32),
+        np.zeros(count, bool),
+        np.zeros(count, bool),
+        np.ones(count, bool),
+    )
 
 
 def _crop_fixed_box(frames: Iterable[np.ndarray], config: RoiConfig, source: str) -> RoiResult:
@@ -341,14 +402,19 @@ def _crop_fixed_box(frames: Iterable[np.ndarray], config: RoiConfig, source: str
     for frame in frames:
         height, width = frame.shape[:2]
         if x1 > width or y1 > height:
-            raise VideoError(source, f"fixed box {config.fixed_box} does not fit in {width}x{height} frames; "
-                                     f"for clips that are already cropped use --roi frame")
+            raise VideoError(
+                source,
+                f"fixed box {config.fixed_box} does not fit in {width}x{height} frames; "
+                f"for clips that are already cropped use --roi frame",
+            )
         crop = frame[y0:y1, x0:x1]
         if (out_h, out_w) != (y1 - y0, x1 - x0):
             crop = cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA)
         crops.append(_to_output(crop.copy(), config))  # a copy: a view would keep the whole frame alive
     sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
-    return _without_landmarks(crops, np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5]], np.float32))
+    return _without_landmarks(
+        crops, np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5]], np.float32)
+    )
 
 
 def whole_frame_layout(height: int, width: int, size: tuple[int, int], resize: str) -> tuple[int, int, int, int]:
@@ -371,14 +437,21 @@ def _crop_whole_frame(frames: Iterable[np.ndarray], config: RoiConfig) -> RoiRes
             new_h, new_w, top, left = whole_frame_layout(height, width, config.size, config.resize)
             interpolation = cv2.INTER_AREA if new_h * new_w < height * width else cv2.INTER_LINEAR
         out = np.zeros((out_h, out_w) + frame.shape[2:], np.uint8)
-        out[top:top + new_h, left:left + new_w] = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
+        out[top : top + new_h, left : left + new_w] = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
         crops.append(_to_output(out, config))
     sx, sy = new_w / width, new_h / height
-    return _without_landmarks(crops, np.array([[sx, 0, 0.5 * sx - 0.5 + left], [0, sy, 0.5 * sy - 0.5 + top]], np.float32))
+    return _without_landmarks(
+        crops, np.array([[sx, 0, 0.5 * sx - 0.5 + left], [0, sy, 0.5 * sy - 0.5 + top]], np.float32)
+    )
 
 
-def crop_frames(open_frames: FrameSource, config: RoiConfig = RoiConfig(), source: str = "<frames>",
-                frame_count: Callable[[], int | None] | None = None, decode_ahead: int = DECODE_AHEAD) -> RoiResult:
+def crop_frames(
+    open_frames: FrameSource,
+    config: RoiConfig = RoiConfig(),
+    source: str = "<frames>",
+    frame_count: Callable[[], int | None] | None = None,
+    decode_ahead: int = DECODE_AHEAD,
+) -> RoiResult:
     """Crop the ROI from a stream of frames, holding only a bounded window of them; the one entry for every mode.
 
     ``open_frames()`` gives the frames from the first; it is called a second time only for a clip that starts
@@ -408,8 +481,13 @@ def crop_clip(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str =
 
 def crop_video(path: Path | str, config: RoiConfig = RoiConfig(), decode_ahead: int = DECODE_AHEAD) -> RoiResult:
     """Decode a video frame by frame and crop its ROI clip; errors name the file (``decode_ahead``: see ``crop_frames``)."""
-    return crop_frames(lambda: iter_frames(path), config, str(path), frame_count=lambda: probe(path)["frames"],
-                       decode_ahead=decode_ahead)
+    return crop_frames(
+        lambda: iter_frames(path),
+        config,
+        str(path),
+        frame_count=lambda: probe(path)["frames"],
+        decode_ahead=decode_ahead,
+    )
 
 
 def crop_clip_naive(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str = "<frames>") -> RoiResult:
@@ -418,5 +496,13 @@ def crop_clip_naive(frames: np.ndarray, config: RoiConfig = RoiConfig(), source:
     track = fit_every_frame(frames, config.detect_upsample, config.face_policy, config.max_missing_fraction, source)
     matrices = crop_matrices(track.landmarks, config)
     clip = np.stack([_warp(frame, matrix, config) for frame, matrix in zip(frames, matrices)])
-    return RoiResult(clip, matrices, track.landmarks.copy(), track.landmarks, track.det_boxes, track.detected,
-                     track.fitted, track.found)
+    return RoiResult(
+        clip,
+        matrices,
+        track.landmarks.copy(),
+        track.landmarks,
+        track.det_boxes,
+        track.detected,
+        track.fitted,
+        track.found,
+    )

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.media.contact_sheet import write_contact_sheet
 from pipeline.manifest import DONE, Manifest
+from pipeline.media.contact_sheet import write_contact_sheet
 from pipeline.storage.readers import read_sample
 from pipeline.workspace import PREPARE, shard_path
 
 
-def write_roi_contact_sheet(path: Path, manifest: Manifest, work: Path, n_samples: int = 12, seed: int = 0) -> Path | None:
+def write_roi_contact_sheet(
+    path: Path, manifest: Manifest, work: Path, n_samples: int = 12, seed: int = 0
+) -> Path | None:
     """One row per (sample, perspective) for up to ``n_samples`` prepared samples chosen with a seed."""
     done = [s for s in manifest.samples if s.status(PREPARE) == DONE]
     if not done:

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from pipeline.storage.atomic import atomic_path
 from pipeline.errors import MpviewError
 from pipeline.execution.logs import get_logger
+from pipeline.storage.atomic import atomic_path
 
 log = get_logger(__name__)
 
@@ -127,11 +127,15 @@ def iter_frames(path: Path | str, timestamps: list[float] | None = None) -> Iter
             except StopIteration:
                 break
             except av.FFmpegError as exc:
-                raise VideoError(path, f"truncated or corrupt: decoding failed after {count} frames ({exc})", "truncated") from exc
+                raise VideoError(
+                    path, f"truncated or corrupt: decoding failed after {count} frames ({exc})", "truncated"
+                ) from exc
             try:
                 image = converter.reformat(frame, format="rgb24", threads=1).to_ndarray()
             except (ValueError, NotImplementedError, av.FFmpegError) as exc:
-                raise VideoError(path, f"unsupported pixel format {frame.format.name!r} ({exc})", "pixel-format") from exc
+                raise VideoError(
+                    path, f"unsupported pixel format {frame.format.name!r} ({exc})", "pixel-format"
+                ) from exc
             if timestamps is not None:
                 timestamps.append(float(frame.time) if frame.time is not None else count / (_rate(stream) or 25.0))
             count += 1
@@ -139,7 +143,9 @@ def iter_frames(path: Path | str, timestamps: list[float] | None = None) -> Iter
     if count == 0:
         raise VideoError(path, "no frames decoded (zero-frame or unreadable video)", "zero-frames")
     if claimed and count < claimed:
-        raise VideoError(path, f"truncated: decoded {count} of the {claimed} frames the container declares", "truncated")
+        raise VideoError(
+            path, f"truncated: decoded {count} of the {claimed} frames the container declares", "truncated"
+        )
 
 
 def read_ahead(items: Iterable[Item], depth: int = 4) -> Iterator[Item]:
@@ -202,8 +208,11 @@ def read_image_sequence(paths: Sequence[Path | str]) -> np.ndarray:
         if image is None:
             raise VideoError(path, "not a readable image")
         if images and image.shape != images[0].shape:
-            raise VideoError(path, f"size {image.shape[1]}x{image.shape[0]} differs from the first image's "
-                                   f"{images[0].shape[1]}x{images[0].shape[0]}")
+            raise VideoError(
+                path,
+                f"size {image.shape[1]}x{image.shape[0]} differs from the first image's "
+                f"{images[0].shape[1]}x{images[0].shape[0]}",
+            )
         images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
     return np.stack(images)
 
@@ -213,8 +222,14 @@ def _video_codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-def write_video(path: Path | str, frames: np.ndarray, fps: float, crf: int = 18, preset: str = "medium",
-                times: Sequence[float] | None = None) -> Path:
+def write_video(
+    path: Path | str,
+    frames: np.ndarray,
+    fps: float,
+    crf: int = 18,
+    preset: str = "medium",
+    times: Sequence[float] | None = None,
+) -> Path:
     """Write ``[T, H, W, 3]`` RGB (or ``[T, H, W]`` gray) uint8 frames as an MP4 atomically; H and W must be even.
 
     Encoding runs on one thread with x264's macroblock tree off, so identical frames give identical bytes. ``times``
@@ -244,7 +259,9 @@ def write_video(path: Path | str, frames: np.ndarray, fps: float, crf: int = 18,
             if times is not None:
                 stream.codec_context.time_base = VFR_TIME_BASE
             for index, image in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p", threads=1)
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(
+                    format="yuv420p", threads=1
+                )
                 if times is not None:
                     frame.pts, frame.time_base = int(round(times[index] / VFR_TIME_BASE)), VFR_TIME_BASE
                 container.mux(stream.encode(frame))
@@ -271,4 +288,3 @@ def read_audio(path: Path | str, sample_rate: int = 16000) -> np.ndarray:
     if not chunks:
         raise VideoError(path, "audio stream has no samples", "no-audio")
     return np.concatenate([chunk.to_ndarray().reshape(-1) for chunk in chunks]).astype(np.float32, copy=False)
-

@@ -187,6 +187,7 @@ def composite_targets(
     seen: np.ndarray | Sequence[np.ndarray], future: np.ndarray | Sequence[np.ndarray] | None = None
 ) -> dict:
     """Training targets: the seen batch reversed in time, and the future batch (perspectives concatenated)."""
+
     def joined(x):
         """One array: perspectives concatenated on the feature axis."""
         return np.concatenate(list(x), axis=-1) if isinstance(x, (list, tuple)) else np.asarray(x)

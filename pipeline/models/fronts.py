@@ -58,7 +58,9 @@ def resnet18(shape: Sequence[int] = (224, 224, 3), name: str = "resnet18") -> ke
 
 def resnet18_video_front(video, name: str = "visual_front"):
     """Clip [T, H, W, C] -> 3D stem -> ResNet-18 stages per frame -> [T, 512] (Kim et al.'s visual front-end)."""
-    x = keras.layers.Conv3D(64, (5, 7, 7), strides=(1, 2, 2), padding="same", use_bias=False, name=f"{name}_stem3d")(video)
+    x = keras.layers.Conv3D(64, (5, 7, 7), strides=(1, 2, 2), padding="same", use_bias=False, name=f"{name}_stem3d")(
+        video
+    )
     x = keras.layers.PReLU(shared_axes=[1, 2, 3], name=f"{name}_stem_prelu")(_bn(x, f"{name}_stem_bn"))
     x = keras.layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), padding="same", name=f"{name}_stem_pool")(x)
     stages = resnet18_stages(x.shape[2:], f"{name}_resnet18")
@@ -77,7 +79,9 @@ def tcn_block(x, width: int, dilation: int, dropout: float, name: str, kernels: 
             tag = f"{name}_s{part}_k{k}"
             z = keras.layers.Conv1D(branch, k, dilation_rate=dilation, padding="same", name=tag)(y)
             outs.append(keras.layers.PReLU(shared_axes=[1], name=f"{tag}_prelu")(_bn(z, f"{tag}_bn")))
-        y = keras.layers.Dropout(dropout, name=f"{name}_s{part}_drop")(keras.layers.Concatenate(name=f"{name}_s{part}_cat")(outs))
+        y = keras.layers.Dropout(dropout, name=f"{name}_s{part}_drop")(
+            keras.layers.Concatenate(name=f"{name}_s{part}_cat")(outs)
+        )
     shortcut = x if x.shape[-1] == width else keras.layers.Conv1D(width, 1, name=f"{name}_down")(x)
     return keras.layers.PReLU(shared_axes=[1], name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([y, shortcut]))
 

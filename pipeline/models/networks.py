@@ -96,10 +96,14 @@ def build_model(
         for prefix, members in layout.branches
     ]
     if layout.combine == "scores":
-        scores = [classifier(f, n_classes, name=f"{prefix}_classifier") for f, (prefix, _) in zip(features, layout.branches)]
+        scores = [
+            classifier(f, n_classes, name=f"{prefix}_classifier") for f, (prefix, _) in zip(features, layout.branches)
+        ]
         outputs = scores[0] if len(scores) == 1 else keras.layers.Average(name=f"{layout.joint}_average")(scores)
     else:
-        joined = features[0] if len(features) == 1 else keras.layers.Concatenate(name=f"{layout.joint}_concat")(features)
+        joined = (
+            features[0] if len(features) == 1 else keras.layers.Concatenate(name=f"{layout.joint}_concat")(features)
+        )
         outputs = classifier(joined, n_classes)
     return keras.Model(inputs, outputs, name=layout.name)
 

@@ -132,8 +132,10 @@ def check_pretrain(name: str, choice: str | None) -> None:
     if not choice or choice in get(name).pretrain:
         return
     serving = [n for n, e in _builtins().items() if choice in e.pretrain]
-    raise ConfigError(f"--pretrain {choice} transfers into {', '.join(serving) or 'no registered model'} only; "
-                      f"--model {name} cannot use it")
+    raise ConfigError(
+        f"--pretrain {choice} transfers into {', '.join(serving) or 'no registered model'} only; "
+        f"--model {name} cannot use it"
+    )
 
 
 def serializables(*modules: str) -> Callable[[], dict[str, Any]]:
@@ -144,8 +146,11 @@ def serializables(*modules: str) -> Callable[[], dict[str, Any]]:
 
         for module in modules:
             importlib.import_module(module)
-        return {key: obj for key, obj in keras.saving.get_custom_objects().items()
-                if getattr(obj, "__module__", None) in modules}
+        return {
+            key: obj
+            for key, obj in keras.saving.get_custom_objects().items()
+            if getattr(obj, "__module__", None) in modules
+        }
 
     return gather
 
@@ -243,8 +248,9 @@ def model_flags() -> list[ModelFlag]:
             text = f.metadata.get("help") or f"{model} option {f.name}"
             entry = by_name.get(f.name)
             if entry is None:
-                by_name[f.name] = ModelFlag(f.name, types[f.name], f, [([model], text, default)],
-                                            _group_title(owner, holders[owner]))
+                by_name[f.name] = ModelFlag(
+                    f.name, types[f.name], f, [([model], text, default)], _group_title(owner, holders[owner])
+                )
                 continue
             same = next((h for h in entry.helps if h[1] == text and h[2] == default), None)
             if same:

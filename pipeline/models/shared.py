@@ -21,14 +21,23 @@ class RecurrentOptions:
     units: int = option(256, "recurrent units", least=1)
     dropout: float = option(0.2, "input dropout", least=0.0, below=1.0)
     batch_size: int = option(60, "samples per training step (per device with --distribute)", least=1)
-    pretrain: str | None = option(None, "composite: pretrain the encoder without labels, then fine-tune a classifier "
-                                  "from it; scratch: the very same classifier from random weights (the like-for-like "
-                                  "baseline)", choices=COMPOSITE_CHOICES)
+    pretrain: str | None = option(
+        None,
+        "composite: pretrain the encoder without labels, then fine-tune a classifier "
+        "from it; scratch: the very same classifier from random weights (the like-for-like "
+        "baseline)",
+        choices=COMPOSITE_CHOICES,
+    )
     pretrain_epochs: int = option(20, "epochs of composite pretraining before fine-tuning", least=1)
     future: int = option(10, "frames after the first --timesteps the predictor learns to forecast", least=0)
     conditional: bool = option(False, "composite pretraining: decoders see their previous output")
-    labelled_fraction: float = option(1.0, "share of the training clips whose labels the classifier sees (seeded, "
-                                      "stratified); pretraining sees every training clip", above=0.0, most=1.0)
+    labelled_fraction: float = option(
+        1.0,
+        "share of the training clips whose labels the classifier sees (seeded, "
+        "stratified); pretraining sees every training clip",
+        above=0.0,
+        most=1.0,
+    )
 
     @classmethod
     def resolve(cls, chosen: dict[str, Any]) -> "RecurrentOptions":
@@ -53,12 +62,18 @@ class PixelOptions:
     """The pixel models' batch, training augmentation and input side."""
 
     batch_size: int = option(8, "samples per training step, sized for a 24 GB machine", least=1)
-    augment: str | None = option(None, "training augmentation policy; `lrw` (given alone) is Kim et al.'s: the 136 px "
-                                 "box shifted by up to +-5 px inside the frame and resized to 112, flip, a 56x56 patch "
-                                 "and 3 frames erased, mixup Beta(0.4, 0.4); `crop`: a --crop crop shifted by +-5 px "
-                                 "without resizing or erasing", choices=POLICIES, const="lrw")
-    crop: int | None = option(None, "side of the frames the model sees (default: 112 for LRW's 136 px box, else the "
-                              "box side)", least=1)
+    augment: str | None = option(
+        None,
+        "training augmentation policy; `lrw` (given alone) is Kim et al.'s: the 136 px "
+        "box shifted by up to +-5 px inside the frame and resized to 112, flip, a 56x56 patch "
+        "and 3 frames erased, mixup Beta(0.4, 0.4); `crop`: a --crop crop shifted by +-5 px "
+        "without resizing or erasing",
+        choices=POLICIES,
+        const="lrw",
+    )
+    crop: int | None = option(
+        None, "side of the frames the model sees (default: 112 for LRW's 136 px box, else the box side)", least=1
+    )
 
     @classmethod
     def resolve(cls, chosen: dict[str, Any]) -> "PixelOptions":
@@ -74,6 +89,13 @@ def build_sequence_network(spec: Any, shapes: list[tuple[int, ...]], layout: Any
     from pipeline.models import networks
 
     o = spec.options
-    model = networks.build_model(layout, [s[-1] for s in shapes], len(spec.classes), timesteps=spec.timesteps,
-                                 units=o["units"], dropout=o["dropout"], **own)
+    model = networks.build_model(
+        layout,
+        [s[-1] for s in shapes],
+        len(spec.classes),
+        timesteps=spec.timesteps,
+        units=o["units"],
+        dropout=o["dropout"],
+        **own,
+    )
     return networks.compile_model(model, o["lr"])

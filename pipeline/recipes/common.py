@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from pipeline.errors import MpviewError
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, Sample, Source, natural_sorted
 from pipeline.recipes.splits import assign_splits
-from pipeline.errors import MpviewError
 
 log = get_logger(__name__)
 
@@ -72,14 +72,18 @@ def is_video(path: Path) -> bool:
 def image_files(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, in natural order."""
     names = natural_sorted(
-        p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     )
     return [folder / n for n in names]
 
 
 def sequence_entries(folder: Path) -> list[Path]:
     """Entries of ``folder`` that can be a sequence: video files and sub-folders (of images), in natural order."""
-    names = natural_sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_video(p)))
+    names = natural_sorted(
+        p.name for p in folder.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_video(p))
+    )
     return [folder / n for n in names]
 
 
@@ -117,7 +121,9 @@ def source_for(root_real: str, path: Path) -> Source:
         frames = image_files(path)
         if not frames:
             raise ValueError(f"no image files in folder {relative_path(root_real, path)}")
-        return Source(relative_path(root_real, path), kind="images", frames=[relative_path(root_real, f) for f in frames])
+        return Source(
+            relative_path(root_real, path), kind="images", frames=[relative_path(root_real, f) for f in frames]
+        )
     if not path.exists():
         raise ValueError(f"file not found: {path}")
     return Source(relative_path(root_real, path))
@@ -175,7 +181,11 @@ class SampleCollector:
                 return
         if perspective in draft.sources:
             self.problems.append(
-                problem(sample_id, f"duplicate source for perspective {perspective} (kept {draft.sources[perspective].path})", source.path)
+                problem(
+                    sample_id,
+                    f"duplicate source for perspective {perspective} (kept {draft.sources[perspective].path})",
+                    source.path,
+                )
             )
             return
         draft.sources[perspective] = source
@@ -243,7 +253,9 @@ def finish(
     summary = "; ".join(f"{n} x {r} (e.g. {_example(examples[r])})" for r, n in reasons.most_common())
     if not samples:
         hint = f" (expected {layout})" if layout else ""
-        raise RecipeError(f"{dataset}: no usable samples under {root}{hint}" + (f"; problems: {summary}" if summary else ""))
+        raise RecipeError(
+            f"{dataset}: no usable samples under {root}{hint}" + (f"; problems: {summary}" if summary else "")
+        )
     manifest = Manifest(
         dataset=dataset,
         root=str(root),

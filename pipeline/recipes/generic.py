@@ -75,9 +75,12 @@ def prepare_generic(
             if view in perspectives:
                 fields = {k: row.get(k) for k in ("label", "split", "speaker")}
                 collector.add(row["id"], view, base / path, **fields)
-    hint = ("give the listing a speaker column" if listing is not None else
-            "pass --option speaker_pattern=REGEX, a regular expression with a group (?P<speaker>...) found in clip "
-            "names")
+    hint = (
+        "give the listing a speaker column"
+        if listing is not None
+        else "pass --option speaker_pattern=REGEX, a regular expression with a group (?P<speaker>...) found in clip "
+        "names"
+    )
     samples = complete_splits(collector, fractions=fractions, seed=seed, by_speaker=True, speaker_hint=hint)
     info = {"layout": "folders" if listing is None else f"listing {Path(listing).as_posix()}"}
     return finish("generic", base, collector, info=info, samples=samples, layout=LAYOUT)
@@ -170,8 +173,10 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     columns = [str(name).strip() for name in reader.fieldnames or []]
     missing = [name for name in ("id", "label") if name not in columns]
     if missing:
-        raise RecipeError(f"{path}:1: listing has no {' or '.join(repr(m) for m in missing)} column (its header: "
-                          f"{', '.join(columns) or 'none'}); see the generic recipe's listing columns")
+        raise RecipeError(
+            f"{path}:1: listing has no {' or '.join(repr(m) for m in missing)} column (its header: "
+            f"{', '.join(columns) or 'none'}); see the generic recipe's listing columns"
+        )
     for row in reader:
         yield reader.line_num, row
 
@@ -192,5 +197,6 @@ def _read_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise RecipeError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}); "
-                          "save the listing as UTF-8") from None
+        raise RecipeError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}); save the listing as UTF-8"
+        ) from None

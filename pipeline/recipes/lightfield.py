@@ -38,7 +38,12 @@ from pipeline.recipes.common import (
 log = get_logger(__name__)
 
 SEQUENCES = ("hor", "ver")
-DIRECTIONS = {"hor": "hor", "horizontal": "hor", "ver": "ver", "vertical": "ver"}  # folder or option name -> perspective
+DIRECTIONS = {
+    "hor": "hor",
+    "horizontal": "hor",
+    "ver": "ver",
+    "vertical": "ver",
+}  # folder or option name -> perspective
 GRID_PATTERN = r"\D*(?P<row>\d+)\D+(?P<col>\d+)"  # matched against the whole file stem
 _DIRECTION_TOKEN = re.compile(r"(?:^|[_\-. ])(?:hor|ver|horizontal|vertical)(?=$|[_\-. ])", re.IGNORECASE)
 
@@ -67,7 +72,9 @@ def prepare_lightfield(root: StrPath, *, perspectives: Sequence[str] = SEQUENCES
             for subject in subfolders(direction):
                 for entry in sequence_entries(subject):
                     key = _DIRECTION_TOKEN.sub("", sequence_name(entry)) or sequence_name(entry)
-                    collector.add(safe_id(split, subject.name, key), perspective, entry, label=subject.name, split=split)
+                    collector.add(
+                        safe_id(split, subject.name, key), perspective, entry, label=subject.name, split=split
+                    )
     layout = "{Train,Validation,Test}/{Hor,Ver}/<subject>/<sequence>"
     return finish("lightfield", base, collector, info={"layout": "folders"}, layout=layout)
 
@@ -118,19 +125,29 @@ def prepare_lightfield_grid(
             continue
         missing = [rc for p in perspectives for rc in chosen[p] if rc not in grid]
         if missing:
-            collector.reject(sample_id, f"missing grid view(s) {', '.join(f'row {r} col {c}' for r, c in missing)}", rel)
+            collector.reject(
+                sample_id, f"missing grid view(s) {', '.join(f'row {r} col {c}' for r, c in missing)}", rel
+            )
             continue
         meta = {"row": chosen["row"], "column": chosen["column"], "grid": [len(rows), len(cols)]}
         for perspective in perspectives:
             frames = [relative_path(collector.root_real, grid[rc]) for rc in chosen[perspective]]
-            collector.add(sample_id, perspective, Source(rel, kind="images", frames=frames), label=label, split=split, meta=meta)
+            collector.add(
+                sample_id, perspective, Source(rel, kind="images", frames=frames), label=label, split=split, meta=meta
+            )
     samples = complete_splits(collector, fractions=fractions, seed=seed, by_speaker=False)
     info = {"layout": "grid", "row": row, "column": column, "n_views": n_views, "border": border, "pattern": pattern}
     return finish("lightfield", base, collector, info=info, samples=samples, layout="<capture>/<row>_<col>.png grids")
 
 
 def select_views(
-    rows: list[int], cols: list[int], *, row: int | None = None, column: int | None = None, n_views: int | None = None, border: int = 0
+    rows: list[int],
+    cols: list[int],
+    *,
+    row: int | None = None,
+    column: int | None = None,
+    n_views: int | None = None,
+    border: int = 0,
 ) -> dict[str, Any]:
     """Grid positions of the horizontal (``hor``) and vertical (``ver``) sequences, plus the ``row`` and ``column`` used.
 
@@ -143,7 +160,9 @@ def select_views(
     row = inner_rows[(len(inner_rows) - 1) // 2] if row is None else row
     column = inner_cols[(len(inner_cols) - 1) // 2] if column is None else column
     if row not in inner_rows or column not in inner_cols:
-        raise ValueError(f"row {row} / column {column} not among rows {inner_rows} / columns {inner_cols} (border {border})")
+        raise ValueError(
+            f"row {row} / column {column} not among rows {inner_rows} / columns {inner_cols} (border {border})"
+        )
     hor = [(row, c) for c in _centred(inner_cols, n_views)]
     ver = [(r, column) for r in _centred(inner_rows, n_views)]
     return {"hor": hor, "ver": ver, "row": row, "column": column}
@@ -162,7 +181,9 @@ def _centred(values: list[int], n: int | None) -> list[int]:
 def _find_grids(base: Path, regex: re.Pattern[str]) -> list[tuple[Path, dict[tuple[int, int], Path]]]:
     """Every folder under ``base`` holding images whose stems match ``regex``, with its (row, col) -> file map."""
     grids = []
-    folders = [p for p in base.rglob("*") if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(base).parts)]
+    folders = [
+        p for p in base.rglob("*") if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(base).parts)
+    ]
     for folder in [base, *sorted(folders)]:
         grid: dict[tuple[int, int], Path] = {}
         for path in folder.iterdir():
@@ -199,6 +220,7 @@ def _parse_sequences(sequences: Sequence[str]) -> list[str]:
     """Perspective names from ``("hor", "ver")`` or a subset, refusing anything else."""
     names = [DIRECTIONS.get(str(s).strip().lower()) for s in sequences]
     if not names or None in names:
-        raise RecipeError(f"perspectives (viewpoint sequences) must be a non-empty subset of {SEQUENCES}, "
-                          f"got {list(sequences)}")
+        raise RecipeError(
+            f"perspectives (viewpoint sequences) must be a non-empty subset of {SEQUENCES}, got {list(sequences)}"
+        )
     return [s for s in SEQUENCES if s in names]

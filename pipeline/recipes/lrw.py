@@ -16,7 +16,12 @@ from pipeline.recipes.common import RecipeError, SampleCollector, StrPath, datas
 
 FIXED_BOX = (59, 95, 195, 231)  # x0, y0, x1, y1 in the 256x256 frame: the authors' 136 px mouth box
 SHIFT_MARGIN = 5  # the box is stored with this margin so that training can shift it by up to +-5 px inside the frame
-STORED_BOX = (FIXED_BOX[0] - SHIFT_MARGIN, FIXED_BOX[1] - SHIFT_MARGIN, FIXED_BOX[2] + SHIFT_MARGIN, FIXED_BOX[3] + SHIFT_MARGIN)
+STORED_BOX = (
+    FIXED_BOX[0] - SHIFT_MARGIN,
+    FIXED_BOX[1] - SHIFT_MARGIN,
+    FIXED_BOX[2] + SHIFT_MARGIN,
+    FIXED_BOX[3] + SHIFT_MARGIN,
+)
 FRAMES = 29
 SPLIT_FOLDERS = ("train", "val", "test")
 
@@ -55,11 +60,23 @@ def prepare_lrw(
                 path = folder / video
                 sample_id = safe_id(split, path.stem)
                 if not name_pattern.fullmatch(path.stem):
-                    collector.reject(sample_id, f"unexpected file name (want {word}_<5 digits>.mp4)", path.relative_to(base).as_posix())
+                    collector.reject(
+                        sample_id,
+                        f"unexpected file name (want {word}_<5 digits>.mp4)",
+                        path.relative_to(base).as_posix(),
+                    )
                     continue
                 meta = {"fixed_box": list(FIXED_BOX), "frames": FRAMES}
                 if path.with_suffix(".txt").is_file():
                     meta["metadata"] = path.with_suffix(".txt").relative_to(base).as_posix()
                 collector.add(sample_id, "v1", path, label=word, split=split, meta=meta)
-    info = {"fixed_box": list(STORED_BOX), "mouth_box": list(FIXED_BOX), "shift_margin": SHIFT_MARGIN, "frames": FRAMES, "words": len(chosen)}
-    return finish("lrw", base, collector, classes=chosen, info=info, layout="<WORD>/{train,val,test}/<WORD>_<5 digits>.mp4")
+    info = {
+        "fixed_box": list(STORED_BOX),
+        "mouth_box": list(FIXED_BOX),
+        "shift_margin": SHIFT_MARGIN,
+        "frames": FRAMES,
+        "words": len(chosen),
+    }
+    return finish(
+        "lrw", base, collector, classes=chosen, info=info, layout="<WORD>/{train,val,test}/<WORD>_<5 digits>.mp4"
+    )

@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 from joblib import Parallel, delayed
 
-from pipeline.storage.atomic import file_sha256
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, Sample, Source
 from pipeline.recipes.common import RecipeError
-from pipeline.recipes.synthetic import FPS, reuse_outputs, write_clip
 from pipeline.recipes.splits import assign_splits
+from pipeline.recipes.synthetic import FPS, reuse_outputs, write_clip
+from pipeline.storage.atomic import file_sha256
 
 log = get_logger(__name__)
 
@@ -58,7 +58,9 @@ def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     return digits.images.astype(np.float32), digits.target.astype(np.int64)
 
 
-def bouncing_trajectories(n: int, frames: int, canvas: int, digits: int, rng: np.random.Generator, step: float = 0.1) -> np.ndarray:
+def bouncing_trajectories(
+    n: int, frames: int, canvas: int, digits: int, rng: np.random.Generator, step: float = 0.1
+) -> np.ndarray:
     """Top-left corners ``[n, digits, frames, 2]`` (x, y, float pixels in ``[0, canvas]``) of digits moving in straight lines
     with speed ``step * canvas`` per frame in a random direction, reflected at the edges."""
     position = rng.random((n, digits, 2)) * canvas
@@ -99,7 +101,9 @@ class MovingDigits:
     corners: np.ndarray  # float [n, digits, frames, 2], top-left (x, y)
 
 
-def generate(n: int, frames: int = 20, size: int = 64, digits: int = 2, seed: int = 0, digit_size: int = 28) -> MovingDigits:
+def generate(
+    n: int, frames: int = 20, size: int = 64, digits: int = 2, seed: int = 0, digit_size: int = 28
+) -> MovingDigits:
     """``n`` clips of ``digits`` bouncing digits, deterministic from ``seed``."""
     if size <= digit_size:
         raise RecipeError(f"moving-digits: frame size {size} must exceed the digit size {digit_size}")
@@ -111,7 +115,9 @@ def generate(n: int, frames: int = 20, size: int = 64, digits: int = 2, seed: in
     return MovingDigits(compose_max(glyphs, corners, size), classes[pick], glyphs, corners)
 
 
-def moving_digits(n: int, frames: int = 20, size: int = 64, digits: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def moving_digits(
+    n: int, frames: int = 20, size: int = 64, digits: int = 2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Moving-digit videos uint8 ``[n, frames, size, size]`` and their digit classes ``[n, digits]``."""
     batch = generate(n, frames, size, digits, seed)
     return batch.videos, batch.labels
@@ -121,10 +127,18 @@ def _write(path: Path, video: np.ndarray, reuse: bool) -> dict:
     """Write one gray clip as an RGB MP4 unless ``reuse`` and it exists; return its media record."""
     if not (reuse and path.is_file()):
         write_clip(path, np.repeat(video[..., None], 3, axis=-1))
-    return {"frames": len(video), "fps": float(FPS), "width": video.shape[2], "height": video.shape[1], "sha256": file_sha256(path)}
+    return {
+        "frames": len(video),
+        "fps": float(FPS),
+        "width": video.shape[2],
+        "height": video.shape[1],
+        "sha256": file_sha256(path),
+    }
 
 
-def prepare_moving_digits(out_dir: str | Path, n: int = 1000, frames: int = 20, size: int = 64, digits: int = 2, seed: int = 0, jobs: int = 1) -> Manifest:
+def prepare_moving_digits(
+    out_dir: str | Path, n: int = 1000, frames: int = 20, size: int = 64, digits: int = 2, seed: int = 0, jobs: int = 1
+) -> Manifest:
     """Write ``n`` moving-digit clips to ``out_dir/videos/v1/<id>.mp4`` and return their manifest (seeded 80/10/10 split).
 
     Re-running with the same parameters keeps the videos already written.
@@ -136,18 +150,42 @@ def prepare_moving_digits(out_dir: str | Path, n: int = 1000, frames: int = 20, 
     batch = generate(n, frames, size, digits, seed)
     ids = [f"md{i:06d}" for i in range(n)]
     paths = [f"videos/v1/{sample_id}.mp4" for sample_id in ids]
-    media = Parallel(n_jobs=jobs, batch_size=32)(delayed(_write)(out / p, v, reuse) for p, v in zip(paths, batch.videos))
+    media = Parallel(n_jobs=jobs, batch_size=32)(
+        delayed(_write)(out / p, v, reuse) for p, v in zip(paths, batch.videos)
+    )
     samples = [
         Sample(
             sample_id,
             {"v1": Source(path)},
             label=str(batch.labels[i, 0]),
             media={"v1": media[i]},
-            meta={"digits": [int(d) for d in batch.labels[i]], "corners": np.rint(batch.corners[i]).astype(int).tolist(), "seed": seed},
+            meta={
+                "digits": [int(d) for d in batch.labels[i]],
+                "corners": np.rint(batch.corners[i]).astype(int).tolist(),
+                "seed": seed,
+            },
         )
         for i, (sample_id, path) in enumerate(zip(ids, paths))
     ]
     samples = assign_splits(samples, fractions=(0.8, 0.1, 0.1), seed=seed, by_speaker=False)
-    info = {"generator": GENERATOR, "params": cfg, "digit_source": "sklearn.datasets.load_digits (8x8, upscaled)", "label": "class of the first digit"}
-    log.info("moving digits: %d clips in %s (%.1f s%s)", n, out, time.time() - started, ", reused existing files" if reuse else "")
-    return Manifest(dataset="moving_digits", root=str(out), perspectives=["v1"], samples=samples, classes=[str(d) for d in range(10)], info=info)
+    info = {
+        "generator": GENERATOR,
+        "params": cfg,
+        "digit_source": "sklearn.datasets.load_digits (8x8, upscaled)",
+        "label": "class of the first digit",
+    }
+    log.info(
+        "moving digits: %d clips in %s (%.1f s%s)",
+        n,
+        out,
+        time.time() - started,
+        ", reused existing files" if reuse else "",
+    )
+    return Manifest(
+        dataset="moving_digits",
+        root=str(out),
+        perspectives=["v1"],
+        samples=samples,
+        classes=[str(d) for d in range(10)],
+        info=info,
+    )

@@ -35,7 +35,9 @@ PHRASES = (
 DIGITS = tuple(f"digits-{i}" for i in range(1, 11))  # the ten digit sequences, in utterance order
 SUBSETS = {"digits": (range(1, 31), DIGITS), "phrases": (range(31, 61), PHRASES)}  # utterances and class names
 SPLIT_DEFINITIONS = {"speaker-independent": "ouluvs2_speaker_independent", "28-12-12": "ouluvs2_28_12_12"}
-FILE_PATTERN = re.compile(r"s(?P<speaker>\d+)_v(?P<view>\d+)_u(?P<utterance>\d+)\.(?:mp4|avi|mov|mkv|mpg)", re.IGNORECASE)
+FILE_PATTERN = re.compile(
+    r"s(?P<speaker>\d+)_v(?P<view>\d+)_u(?P<utterance>\d+)\.(?:mp4|avi|mov|mkv|mpg)", re.IGNORECASE
+)
 
 
 def utterance_label(utterance: int) -> int:
@@ -75,7 +77,11 @@ def prepare_ouluvs2(
         if excluded is not None:
             collector.reject(sample_id, f"speaker {speaker} excluded: {excluded}", path.relative_to(base).as_posix())
         elif sample_split is None:
-            collector.reject(sample_id, f"speaker {speaker} not in split definition {definition.name}", path.relative_to(base).as_posix())
+            collector.reject(
+                sample_id,
+                f"speaker {speaker} not in split definition {definition.name}",
+                path.relative_to(base).as_posix(),
+            )
         else:
             cropped.append(_in_cropped_release(path))
             collector.add(
@@ -97,7 +103,9 @@ def prepare_ouluvs2(
     }
     if cropped and all(cropped):
         info["roi"] = "frame"
-        info["roi_reason"] = "the cropped-mouth release holds mouth-only clips: whole frames are resized, no face detection"
+        info["roi_reason"] = (
+            "the cropped-mouth release holds mouth-only clips: whole frames are resized, no face detection"
+        )
         log.info("ouluvs2: cropped-mouth release found: ROIs are the whole frames (--roi frame), no face detection")
     layout = "files named s<speaker>_v<view>_u<utterance>.mp4, e.g. cropped_mouth_mp4_phrase/1/1/s1_v1_u31.mp4"
     return finish("ouluvs2", base, collector, classes=classes, info=info, layout=layout)

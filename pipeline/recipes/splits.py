@@ -105,7 +105,9 @@ def assign_splits(
     placed: dict[str, int] = {}
     for key in order:
         labels = Counter(s.label for s in groups[key])
-        best = max(active, key=lambda i: (sum(n * (fractions[i] * totals[l] - counts[i][l]) for l, n in labels.items()), -i))
+        best = max(
+            active, key=lambda i: (sum(n * (fractions[i] * totals[l] - counts[i][l]) for l, n in labels.items()), -i)
+        )
         counts[best].update(labels)
         placed[key] = best
     _fill_empty_splits(placed, groups, active)
@@ -115,11 +117,18 @@ def assign_splits(
     sizes = Counter(s.split for s in out)
     unknown = sum(1 for s in samples if s.speaker is None)
     if by_speaker and samples and unknown == len(samples):
-        log.warning("assigned splits by clip, not by speaker: no sample has a speaker, so test clips may share "
-                    "speakers with training%s", f" ({speaker_hint})" if speaker_hint else "")
+        log.warning(
+            "assigned splits by clip, not by speaker: no sample has a speaker, so test clips may share "
+            "speakers with training%s",
+            f" ({speaker_hint})" if speaker_hint else "",
+        )
     elif by_speaker and unknown:
-        log.warning("%d of %d samples have no speaker: each is split on its own and may share a speaker with training "
-                    "clips%s", unknown, len(samples), f" ({speaker_hint})" if speaker_hint else "")
+        log.warning(
+            "%d of %d samples have no speaker: each is split on its own and may share a speaker with training clips%s",
+            unknown,
+            len(samples),
+            f" ({speaker_hint})" if speaker_hint else "",
+        )
     how = "by speaker" if by_speaker and unknown < len(samples) else "by clip"
     log.info("assigned splits (seed %d, %s): %s", seed, how, dict(sizes))
     return out
@@ -129,7 +138,9 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
     """Validate train/val/test fractions (three, non-negative, summing to 1) and return them as a tuple."""
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != len(SPLITS) or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ConfigError(f"fractions must be three non-negative numbers summing to 1 (train, val, test), got {fractions}")
+        raise ConfigError(
+            f"fractions must be three non-negative numbers summing to 1 (train, val, test), got {fractions}"
+        )
     return fractions
 
 
@@ -142,7 +153,9 @@ def _fill_empty_splits(placed: dict[str, int], groups: dict[str, list[Sample]], 
         donor = max(active, key=lambda i: (members[i], -i))
         if members[donor] < 2:
             return
-        candidates = [k for k, i in placed.items() if i == donor]  # in visiting order, so ties resolve deterministically
+        candidates = [
+            k for k, i in placed.items() if i == donor
+        ]  # in visiting order, so ties resolve deterministically
         placed[min(candidates, key=lambda k: len(groups[k]))] = empty
 
 

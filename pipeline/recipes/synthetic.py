@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
-from pipeline.media import render_face as rf
-from pipeline.storage.atomic import file_sha256, write_text_atomic
-from pipeline.media.faces import choose_face, detect_faces, landmarks
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest, Sample, Source
+from pipeline.media import render_face as rf
+from pipeline.media.faces import choose_face, detect_faces, landmarks
+from pipeline.media.video import write_video
 from pipeline.recipes.common import RecipeError
 from pipeline.recipes.splits import assign_splits
-from pipeline.media.video import write_video
+from pipeline.storage.atomic import file_sha256, write_text_atomic
 
 log = get_logger(__name__)
 
@@ -72,7 +72,11 @@ def detectable_yaws(face: rf.Face, people: list[rf.Speaker], yaws: list[float], 
     for yaw in yaws:
         while not _all_detected(face, people, yaw, size):
             if yaw == 0:
-                log.warning("synthetic: dlib misses some frontal faces at %dx%d frames; use a larger size (160 or more)", size, size)
+                log.warning(
+                    "synthetic: dlib misses some frontal faces at %dx%d frames; use a larger size (160 or more)",
+                    size,
+                    size,
+                )
                 break
             step = min(5.0, abs(yaw))
             yaw = yaw - step if yaw > 0 else yaw + step
@@ -84,7 +88,9 @@ def _all_detected(face: rf.Face, people: list[rf.Speaker], yaw: float, size: int
     """Whether the face is detected at ``yaw`` for every speaker at the smallest zoom a clip may use."""
     rng = np.random.default_rng(0)
     plan = np.zeros((1, 2), np.int64)
-    widest = max(v[0] for v in rf.VISEMES.values()) * 1.2 * face.mouth_width  # 1.2: viseme_track's largest amplitude jitter
+    widest = (
+        max(v[0] for v in rf.VISEMES.values()) * 1.2 * face.mouth_width
+    )  # 1.2: viseme_track's largest amplitude jitter
     for person in people:
         opening = np.array([0.0, widest * person.amplitude])
         styled = rf.style_face(face, person)
@@ -100,12 +106,20 @@ def write_clip(path: Path, frames: np.ndarray) -> None:
     write_video(path, frames, FPS, preset="veryfast")
 
 
-def _sample_plan(pattern: str, seed: int, class_index: int, rep: int, person: rf.Speaker, yaws: list[float], frames: int, size: int) -> dict[str, Any]:
+def _sample_plan(
+    pattern: str, seed: int, class_index: int, rep: int, person: rf.Speaker, yaws: list[float], frames: int, size: int
+) -> dict[str, Any]:
     """Everything random about one clip except its pixel noise: mouth track, view looks, corruptions, head motion."""
     rng = np.random.default_rng([seed, 2, class_index, rep])
     opening, width = rf.viseme_track(pattern, frames, rng, person.amplitude, person.speed)
     views = [
-        rf.ViewSetup(yaw, base_zoom(size) * person.scale * rng.uniform(0.96, 1.04), rng.uniform(0.85, 1.15), rng.uniform(-0.15, 0.15), rng.uniform(2, 5))
+        rf.ViewSetup(
+            yaw,
+            base_zoom(size) * person.scale * rng.uniform(0.96, 1.04),
+            rng.uniform(0.85, 1.15),
+            rng.uniform(-0.15, 0.15),
+            rng.uniform(2, 5),
+        )
         for yaw in yaws
     ]
     plan = rf.corruption_plan(frames, len(yaws), rng)
@@ -113,23 +127,52 @@ def _sample_plan(pattern: str, seed: int, class_index: int, rep: int, person: rf
     return {"opening": opening, "width": width, "views": views, "plan": plan, "motion": motion, "rng": rng}
 
 
-def _make_sample(task: dict[str, Any], face: rf.Face, person: rf.Speaker, yaws: list[float], cfg: dict[str, Any], out_dir: str, reuse: bool) -> dict[str, Any]:
+def _make_sample(
+    task: dict[str, Any],
+    face: rf.Face,
+    person: rf.Speaker,
+    yaws: list[float],
+    cfg: dict[str, Any],
+    out_dir: str,
+    reuse: bool,
+) -> dict[str, Any]:
     """Render and write one clip's views (unless ``reuse`` and they exist); return its media info and metadata."""
-    plan = _sample_plan(task["pattern"], cfg["seed"], task["class_index"], task["rep"], person, yaws, cfg["frames"], cfg["size"])
+    plan = _sample_plan(
+        task["pattern"], cfg["seed"], task["class_index"], task["rep"], person, yaws, cfg["frames"], cfg["size"]
+    )
     paths = {view: Path(out_dir) / rel for view, rel in task["paths"].items()}
     if not (reuse and all(p.is_file() for p in paths.values())):
         clip = rf.render_clip(
-            rf.style_face(face, person), plan["opening"] * face.mouth_width, plan["width"], plan["views"], plan["plan"], plan["motion"], cfg["size"], plan["rng"]
+            rf.style_face(face, person),
+            plan["opening"] * face.mouth_width,
+            plan["width"],
+            plan["views"],
+            plan["plan"],
+            plan["motion"],
+            cfg["size"],
+            plan["rng"],
         )
         for j, path in enumerate(paths.values()):
             write_clip(path, clip[j])
-    media = {v: {"frames": cfg["frames"], "fps": float(FPS), "width": cfg["size"], "height": cfg["size"], "sha256": file_sha256(p)} for v, p in paths.items()}
+    media = {
+        v: {
+            "frames": cfg["frames"],
+            "fps": float(FPS),
+            "width": cfg["size"],
+            "height": cfg["size"],
+            "sha256": file_sha256(p),
+        }
+        for v, p in paths.items()
+    }
     meta = {
         "pattern": task["pattern"],
         "opening": [round(float(x), 4) for x in plan["opening"]],
         "width": [round(float(x), 4) for x in plan["width"]],
         "corrupted": {v: "".join(str(int(k)) for k in plan["plan"][j]) for j, v in enumerate(paths)},
-        "views": {v: {k: round(float(x), 4) for k, x in dataclasses.asdict(view).items()} for v, view in zip(paths, plan["views"])},
+        "views": {
+            v: {k: round(float(x), 4) for k, x in dataclasses.asdict(view).items()}
+            for v, view in zip(paths, plan["views"])
+        },
         "generator": GENERATOR,
         "seed": cfg["seed"],
     }
@@ -158,8 +201,17 @@ def prepare_synthetic(
     started = time.time()
     out = Path(out_dir).absolute()
     patterns = rf.class_patterns(n_classes)
-    cfg = {"generator": GENERATOR, "n_per_class": n_per_class, "n_classes": n_classes, "n_speakers": n_speakers,
-           "perspectives": perspectives, "frames": frames, "size": size, "fps": FPS, "seed": seed}
+    cfg = {
+        "generator": GENERATOR,
+        "n_per_class": n_per_class,
+        "n_classes": n_classes,
+        "n_speakers": n_speakers,
+        "perspectives": perspectives,
+        "frames": frames,
+        "size": size,
+        "fps": FPS,
+        "seed": seed,
+    }
     reuse = reuse_outputs(out / PARAMS_FILE, cfg)
 
     face = still_face()
@@ -168,7 +220,12 @@ def prepare_synthetic(
     yaws = detectable_yaws(face, people, view_yaws(perspectives), size)
     for name, nominal, used in zip(names, view_yaws(perspectives), yaws):
         if used != nominal:
-            log.warning("synthetic: view %s turned %.0f instead of %.0f degrees so that dlib still finds the face", name, used, nominal)
+            log.warning(
+                "synthetic: view %s turned %.0f instead of %.0f degrees so that dlib still finds the face",
+                name,
+                used,
+                nominal,
+            )
 
     tasks = []
     for class_index, pattern in enumerate(patterns):
@@ -176,15 +233,36 @@ def prepare_synthetic(
             speaker = (rep + class_index) % n_speakers  # rotates, so every speaker says every class about equally
             sample_id = f"spk{speaker + 1}-{pattern}-{rep:03d}"
             paths = {v: f"videos/{v}/{sample_id}.mp4" for v in names}
-            tasks.append({"id": sample_id, "pattern": pattern, "class_index": class_index, "rep": rep, "speaker": speaker, "paths": paths})
-    results = Parallel(n_jobs=jobs)(delayed(_make_sample)(t, face, people[t["speaker"]], yaws, cfg, str(out), reuse) for t in tasks)
+            tasks.append(
+                {
+                    "id": sample_id,
+                    "pattern": pattern,
+                    "class_index": class_index,
+                    "rep": rep,
+                    "speaker": speaker,
+                    "paths": paths,
+                }
+            )
+    results = Parallel(n_jobs=jobs)(
+        delayed(_make_sample)(t, face, people[t["speaker"]], yaws, cfg, str(out), reuse) for t in tasks
+    )
 
     samples = [
-        Sample(t["id"], {v: Source(p) for v, p in t["paths"].items()}, label=t["pattern"], speaker=f"spk{t['speaker'] + 1}", media=r["media"], meta=r["meta"])
+        Sample(
+            t["id"],
+            {v: Source(p) for v, p in t["paths"].items()},
+            label=t["pattern"],
+            speaker=f"spk{t['speaker'] + 1}",
+            media=r["media"],
+            meta=r["meta"],
+        )
         for t, r in zip(tasks, results)
     ]
     if n_speakers < 3:
-        log.warning("synthetic: %d speaker(s) cannot give speaker-disjoint train/val/test splits; splitting by sample", n_speakers)
+        log.warning(
+            "synthetic: %d speaker(s) cannot give speaker-disjoint train/val/test splits; splitting by sample",
+            n_speakers,
+        )
     samples = assign_splits(samples, fractions=(0.6, 0.2, 0.2), seed=seed, by_speaker=n_speakers >= 3)
     info = {
         "generator": GENERATOR,
@@ -195,8 +273,17 @@ def prepare_synthetic(
         "visemes": {k: {"opening": h, "width": w} for k, (h, w) in rf.VISEMES.items()},
         "corruption_codes": {"0": "clean", **{str(k): v for k, v in rf.CORRUPTIONS.items()}},
     }
-    log.info("synthetic: %d clips x %d views in %s (%.1f s%s)", len(samples), perspectives, out, time.time() - started, ", reused existing files" if reuse else "")
-    return Manifest(dataset="synthetic", root=str(out), perspectives=names, samples=samples, classes=patterns, info=info)
+    log.info(
+        "synthetic: %d clips x %d views in %s (%.1f s%s)",
+        len(samples),
+        perspectives,
+        out,
+        time.time() - started,
+        ", reused existing files" if reuse else "",
+    )
+    return Manifest(
+        dataset="synthetic", root=str(out), perspectives=names, samples=samples, classes=patterns, info=info
+    )
 
 
 def reuse_outputs(record: Path, cfg: dict[str, Any]) -> bool:

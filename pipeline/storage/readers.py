@@ -32,7 +32,9 @@ class ShardReading(Protocol):
 
     def read(self, sample_id: str, perspectives: Sequence[str] | None = None, extras: bool = False) -> ShardSample: ...
 
-    def read_many(self, ids: Sequence[str], perspectives: Sequence[str] | None = None, extras: bool = False) -> Iterator[ShardSample]: ...
+    def read_many(
+        self, ids: Sequence[str], perspectives: Sequence[str] | None = None, extras: bool = False
+    ) -> Iterator[ShardSample]: ...
 
     def verify(self) -> None: ...
 
@@ -57,7 +59,14 @@ class ShardFormat:
 
 FORMATS = {
     ".h5": ShardFormat("hdf5", ".h5", "pipeline.storage.shards", "ShardReader", "ShardWriter"),
-    ".tfrecord": ShardFormat("tfrecord", ".tfrecord", "pipeline.storage.tfrecord", "TFRecordShardReader", "TFRecordShardWriter", requires="tensorflow"),
+    ".tfrecord": ShardFormat(
+        "tfrecord",
+        ".tfrecord",
+        "pipeline.storage.tfrecord",
+        "TFRecordShardReader",
+        "TFRecordShardWriter",
+        requires="tensorflow",
+    ),
 }
 FORMAT_SUFFIX = {fmt.name: suffix for suffix, fmt in FORMATS.items()}
 
@@ -81,7 +90,9 @@ def _class(fmt: ShardFormat, attribute: str, what: Path | str) -> Any:
         module = importlib.import_module(fmt.module)
     except ModuleNotFoundError as exc:
         if fmt.requires and (exc.name or "").split(".")[0] == fmt.requires:
-            raise ShardError(f"{what}: {fmt.name} shards need {fmt.requires}, which is not installed (pip install {fmt.requires}); HDF5 shards (.h5, the default) do not") from None
+            raise ShardError(
+                f"{what}: {fmt.name} shards need {fmt.requires}, which is not installed (pip install {fmt.requires}); HDF5 shards (.h5, the default) do not"
+            ) from None
         raise
     return getattr(module, getattr(fmt, attribute))
 
@@ -109,7 +120,9 @@ def open_reader(path: Path | str, kind: str | None = None) -> ShardReading:
     return _class(format_of(path), "reader", path)(path, kind)
 
 
-def open_writer(path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None, compression: str | None = None) -> Any:
+def open_writer(
+    path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None, compression: str | None = None
+) -> Any:
     """A shard writer (``add``, ``add_failure``, ``commit``, ``discard``, context manager) for ``path``'s format.
 
     ``compression`` (HDF5 shards: gzip, lzf or none) None means the format's default.
@@ -124,10 +137,25 @@ def read_sample(path: Path | str, sample_id: str, perspectives: Sequence[str], e
         return reader.read(sample_id, perspectives, extras)
 
 
-def read_samples(path: Path | str, ids: Sequence[str], perspectives: Sequence[str], extras: bool = False) -> Iterator[ShardSample]:
+def read_samples(
+    path: Path | str, ids: Sequence[str], perspectives: Sequence[str], extras: bool = False
+) -> Iterator[ShardSample]:
     """The samples ``ids`` of one shard with the perspectives named, opening the shard once (any order)."""
     with open_reader(path) as reader:
         yield from reader.read_many(ids, perspectives, extras)
 
 
-__all__ = ["FORMATS", "FORMAT_SUFFIX", "ShardFormat", "ShardReading", "compression_for", "format_of", "open_reader", "open_writer", "read_sample", "read_samples", "require_format", "shard_format"]
+__all__ = [
+    "FORMATS",
+    "FORMAT_SUFFIX",
+    "ShardFormat",
+    "ShardReading",
+    "compression_for",
+    "format_of",
+    "open_reader",
+    "open_writer",
+    "read_sample",
+    "read_samples",
+    "require_format",
+    "shard_format",
+]

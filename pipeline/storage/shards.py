@@ -20,8 +20,8 @@ from urllib.parse import quote
 import h5py
 import numpy as np
 
-from pipeline.storage.atomic import temp_path_for
 from pipeline.errors import MpviewError
+from pipeline.storage.atomic import temp_path_for
 
 SHARD_FORMAT = "mpview-shard"
 SHARD_VERSION = 1
@@ -168,8 +168,13 @@ class ShardWriter(BaseShardWriter):
     Used as a context manager: leaving the block normally commits, an exception discards the file.
     """
 
-    def __init__(self, path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None,
-                 compression: str = DEFAULT_COMPRESSION) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        kind: str,
+        attrs: Mapping[str, Any] | None = None,
+        compression: str = DEFAULT_COMPRESSION,
+    ) -> None:
         super().__init__(path, kind)
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
@@ -207,8 +212,13 @@ class ShardWriter(BaseShardWriter):
             raise _write_error(exc) from None
         self._done(sample_id, record)
 
-    def _store(self, sample_id: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None,
-               extras: Mapping[str, np.ndarray] | None) -> None:
+    def _store(
+        self,
+        sample_id: str,
+        arrays: Mapping[str, np.ndarray],
+        attrs: Mapping[str, Any] | None,
+        extras: Mapping[str, np.ndarray] | None,
+    ) -> None:
         group = _group(self._file, group_name(sample_id))
         group.attrs["id"] = _attr_value(sample_id)
         for key, value in (attrs or {}).items():
@@ -346,7 +356,11 @@ class ShardReader:
                     if perspectives is None or key in perspectives:
                         arrays[key] = item[()]
                 elif extras:
-                    item.visititems(lambda sub, obj, base=key: extra.__setitem__(f"{base}/{sub}", obj[()]) if isinstance(obj, h5py.Dataset) else None)
+                    item.visititems(
+                        lambda sub, obj, base=key: (
+                            extra.__setitem__(f"{base}/{sub}", obj[()]) if isinstance(obj, h5py.Dataset) else None
+                        )
+                    )
             attrs = {k: _decode_attr(v) for k, v in group.attrs.items()}
         except DAMAGE as exc:
             raise ShardError(f"{self.path}: sample {sample_id!r} is corrupted ({exc})") from None
@@ -356,7 +370,9 @@ class ShardReader:
                 raise ShardError(f"{self.path}: sample {sample_id!r} has no perspective(s) {absent}")
         return ShardSample(sample_id, arrays, attrs, extra)
 
-    def read_many(self, ids: Sequence[str], perspectives: Sequence[str] | None = None, extras: bool = False) -> Iterator[ShardSample]:
+    def read_many(
+        self, ids: Sequence[str], perspectives: Sequence[str] | None = None, extras: bool = False
+    ) -> Iterator[ShardSample]:
         """The samples ``ids``, in that order (random access is cheap in HDF5)."""
         for sample_id in ids:
             yield self.read(sample_id, perspectives, extras)
@@ -397,4 +413,13 @@ def shard_name(prefix: str, index: int, total: int, suffix: str = ".h5") -> str:
     return f"{prefix}-{index:05d}-of-{total:05d}{suffix}"
 
 
-__all__ = ["COMPRESSIONS", "DEFAULT_COMPRESSION", "ShardError", "ShardReader", "ShardSample", "ShardWriter", "group_name", "shard_name"]
+__all__ = [
+    "COMPRESSIONS",
+    "DEFAULT_COMPRESSION",
+    "ShardError",
+    "ShardReader",
+    "ShardSample",
+    "ShardWriter",
+    "group_name",
+    "shard_name",
+]

@@ -64,7 +64,9 @@ def _put_layout(context: Any, key: str, shape: tuple[int, ...], dtype: np.dtype)
 def _exact(array: Any, what: str) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype.name not in EXACT_DTYPES:
-        raise ValueError(f"{what}: dtype {array.dtype} is not stored exactly in a TFRecord (use one of {sorted(EXACT_DTYPES)})")
+        raise ValueError(
+            f"{what}: dtype {array.dtype} is not stored exactly in a TFRecord (use one of {sorted(EXACT_DTYPES)})"
+        )
     return array
 
 
@@ -75,7 +77,9 @@ class TFRecordShardWriter(BaseShardWriter):
     normally commits and an exception discards the file.
     """
 
-    def __init__(self, path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None, compression: str = "none") -> None:
+    def __init__(
+        self, path: Path | str, kind: str, attrs: Mapping[str, Any] | None = None, compression: str = "none"
+    ) -> None:
         super().__init__(path, kind)
         if compression != "none":
             raise ValueError(f"{path}: TFRecord shards are written uncompressed, not {compression!r}")
@@ -112,7 +116,9 @@ class TFRecordShardWriter(BaseShardWriter):
             rows = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
             dim = self._dims.setdefault(name, rows.shape[1])
             if rows.shape[1] != dim:
-                raise DataError(f"{self.path}: sample {sample_id!r} perspective {name!r} has {rows.shape[1]} values per frame, earlier samples {dim}")
+                raise DataError(
+                    f"{self.path}: sample {sample_id!r} perspective {name!r} has {rows.shape[1]} values per frame, earlier samples {dim}"
+                )
             feature_list = example.feature_lists.feature_list[name].feature
             for row in rows.astype(np.float32):
                 feature_list.add().float_list.value[:] = row.tolist()
@@ -241,14 +247,20 @@ class TFRecordShardReader:
         example = _example(self._record_at(offset)[0], self.path)
         found = _sample_id(example)
         if found != sample_id:
-            raise ShardError(f"{self.path}: the record at byte {offset} holds {found!r}, its sidecar says {sample_id!r} (replaced or corrupted)")
+            raise ShardError(
+                f"{self.path}: the record at byte {offset} holds {found!r}, its sidecar says {sample_id!r} (replaced or corrupted)"
+            )
         return self._decode(example, sample_id, perspectives, extras)
 
-    def read_many(self, ids: Sequence[str], perspectives: Sequence[str] | None = None, extras: bool = False) -> Iterator[ShardSample]:
+    def read_many(
+        self, ids: Sequence[str], perspectives: Sequence[str] | None = None, extras: bool = False
+    ) -> Iterator[ShardSample]:
         """The samples ``ids`` in file order (one sequential pass over the shard)."""
         return self.samples(perspectives, ids, extras)
 
-    def samples(self, perspectives: Sequence[str] | None = None, ids: Iterable[str] | None = None, extras: bool = True) -> Iterator[ShardSample]:
+    def samples(
+        self, perspectives: Sequence[str] | None = None, ids: Iterable[str] | None = None, extras: bool = True
+    ) -> Iterator[ShardSample]:
         """Decode the samples in file order (all, or those in ``ids``), with all perspectives or those named."""
         wanted = None if ids is None else set(ids)
         try:
@@ -266,7 +278,9 @@ class TFRecordShardReader:
         except (DecodeError, IndexError) as exc:
             raise ShardError(f"{self.path}: record is not a SequenceExample of this pipeline ({exc})") from None
 
-    def _decode(self, example: tf.train.SequenceExample, sample_id: str, perspectives: Sequence[str] | None, extras: bool) -> ShardSample:
+    def _decode(
+        self, example: tf.train.SequenceExample, sample_id: str, perspectives: Sequence[str] | None, extras: bool
+    ) -> ShardSample:
         context = example.context.feature
         lists = example.feature_lists.feature_list
         names = sorted(lists) if perspectives is None else list(perspectives)
@@ -277,7 +291,13 @@ class TFRecordShardReader:
         for name in names:
             rows = np.asarray([f.float_list.value for f in lists[name].feature], np.float32)
             arrays[name] = _restore(rows, context, name, frames=True)
-        extra = {key.removeprefix("extra/"): _restore(np.asarray(context[key].float_list.value, np.float32), context, key, frames=False) for key in sorted(context) if extras and key.startswith("extra/")}
+        extra = {
+            key.removeprefix("extra/"): _restore(
+                np.asarray(context[key].float_list.value, np.float32), context, key, frames=False
+            )
+            for key in sorted(context)
+            if extras and key.startswith("extra/")
+        }
         attrs = {"id": sample_id, **json.loads(context["attrs"].bytes_list.value[0])}
         return ShardSample(sample_id, arrays, attrs, extra)
 
@@ -385,14 +405,22 @@ def tfrecord_dataset(
 
     def parse(serialized: tf.Tensor) -> tuple[tuple[tf.Tensor, ...], tf.Tensor, tf.Tensor]:
         context, sequences = tf.io.parse_single_sequence_example(serialized, context_spec, sequence_spec)
-        return tuple(_fit(sequences[p], timesteps, dims[p]) for p in perspectives), context["label_index"], context["split"]
+        return (
+            tuple(_fit(sequences[p], timesteps, dims[p]) for p in perspectives),
+            context["label_index"],
+            context["split"],
+        )
 
     def keep(inputs: tuple[tf.Tensor, ...], index: tf.Tensor, sample_split: tf.Tensor) -> tf.Tensor:
         wanted = index >= 0
         return wanted if split is None else tf.logical_and(wanted, tf.equal(sample_split, split))
 
-    def to_one_hot(inputs: tuple[tf.Tensor, ...], index: tf.Tensor, sample_split: tf.Tensor) -> tuple[tuple[tf.Tensor, ...], tf.Tensor]:
-        check = tf.debugging.assert_less(index, tf.constant(n_classes, tf.int64), message=f"label_index out of range for {n_classes} classes")
+    def to_one_hot(
+        inputs: tuple[tf.Tensor, ...], index: tf.Tensor, sample_split: tf.Tensor
+    ) -> tuple[tuple[tf.Tensor, ...], tf.Tensor]:
+        check = tf.debugging.assert_less(
+            index, tf.constant(n_classes, tf.int64), message=f"label_index out of range for {n_classes} classes"
+        )
         with tf.control_dependencies([check]):
             return inputs, tf.one_hot(index, n_classes, dtype=tf.float32)
 

@@ -18,7 +18,20 @@ import keras
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.training.augment import LRW_MEAN, LRW_SIZE, LRW_STD, MAX_SHIFT, MIXUP_ALPHA, POLICIES, centre_box, erase, hflip, mixup, resize, shift_crop
+from pipeline.training.augment import (
+    LRW_MEAN,
+    LRW_SIZE,
+    LRW_STD,
+    MAX_SHIFT,
+    MIXUP_ALPHA,
+    POLICIES,
+    centre_box,
+    erase,
+    hflip,
+    mixup,
+    resize,
+    shift_crop,
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,9 @@ def make_recipe(name: str, roi_side: int, size: int | None = None, max_shift: in
         side = size or box
         box = side
     if box < 1 or box > roi_side or side < 1:
-        raise ConfigError(f"--augment {name} --crop {size}: the ROI frames are {roi_side} px, too small for a {box} px box shifted by +-{max_shift}")
+        raise ConfigError(
+            f"--augment {name} --crop {size}: the ROI frames are {roi_side} px, too small for a {box} px box shifted by +-{max_shift}"
+        )
     return Recipe(name, box, side)
 
 
@@ -92,7 +107,9 @@ def _map(values: Any, fn: Any) -> Any:
     return fn(values)
 
 
-def augment_clips(clips: np.ndarray, flips: np.ndarray, rng: np.random.Generator, recipe: Recipe, max_shift: int = MAX_SHIFT) -> np.ndarray:
+def augment_clips(
+    clips: np.ndarray, flips: np.ndarray, rng: np.random.Generator, recipe: Recipe, max_shift: int = MAX_SHIFT
+) -> np.ndarray:
     """Clips ``[N, T, H, W, C]``: the recipe's box shifted per clip, resized, ``flips`` mirrored, normalised (erased: ``lrw``)."""
     box = centre_box(clips[0], recipe.box)
     out = _resized(np.stack([shift_crop(c, box, rng, max_shift) for c in clips]), recipe.size)
@@ -104,7 +121,9 @@ def augment_clips(clips: np.ndarray, flips: np.ndarray, rng: np.random.Generator
     return out
 
 
-def augment_batch(x: Any, y: Any, rng: np.random.Generator, recipe: Recipe, max_shift: int = MAX_SHIFT, alpha: float = MIXUP_ALPHA) -> tuple[Any, Any]:
+def augment_batch(
+    x: Any, y: Any, rng: np.random.Generator, recipe: Recipe, max_shift: int = MAX_SHIFT, alpha: float = MIXUP_ALPHA
+) -> tuple[Any, Any]:
     """The recipe on one batch: every clip array's box shifted, resized, half the clips mirrored, normalised (and
     erased, recipe ``lrw``), then every input and label array mixed with the same partners and weights."""
     n = len(next(iter(x.values())) if isinstance(x, dict) else x[0])
@@ -112,7 +131,9 @@ def augment_batch(x: Any, y: Any, rng: np.random.Generator, recipe: Recipe, max_
     x = _map(x, lambda array: augment_clips(array, flips, rng, recipe, max_shift) if is_clip(array) else array)
     partner_state = np.random.default_rng(rng.integers(1 << 32)).bit_generator.state
     mixed_x = _mix_all(x, partner_state, alpha)
-    return (tuple(mixed_x) if isinstance(mixed_x, list) else mixed_x), _mix_all(y, partner_state, alpha)  # tf.data wants tuples, not lists
+    return (tuple(mixed_x) if isinstance(mixed_x, list) else mixed_x), _mix_all(
+        y, partner_state, alpha
+    )  # tf.data wants tuples, not lists
 
 
 class EpochBatches(keras.utils.PyDataset):
@@ -125,7 +146,9 @@ class EpochBatches(keras.utils.PyDataset):
     ``prefetch`` batches ahead.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, workers: int = 1, prefetch: int = 10) -> None:
+    def __init__(
+        self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, workers: int = 1, prefetch: int = 10
+    ) -> None:
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=prefetch)
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.epoch = 0
@@ -145,7 +168,11 @@ class EpochBatches(keras.utils.PyDataset):
         """This epoch's sample order: a permutation seeded by (seed, epoch), or the stored order without ``shuffle``."""
         cached = self._order
         if cached is None or cached[0] != self.epoch:
-            rows = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
+            rows = (
+                np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+                if self.shuffle
+                else np.arange(self.n)
+            )
             cached = self._order = (self.epoch, rows)
         return cached[1]
 
@@ -180,7 +207,16 @@ class AugmentedClips(keras.utils.PyDataset):
     (``pipeline.training.stream``) draws per batch instead.
     """
 
-    def __init__(self, x: Any, y: Any, batch_size: int, crop: Recipe | int, seed: int = 0, max_shift: int = MAX_SHIFT, alpha: float = MIXUP_ALPHA) -> None:
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        batch_size: int,
+        crop: Recipe | int,
+        seed: int = 0,
+        max_shift: int = MAX_SHIFT,
+        alpha: float = MIXUP_ALPHA,
+    ) -> None:
         super().__init__()
         self.x, self.y, self.batch_size = x, y, batch_size
         self.recipe = Recipe("crop", crop, crop) if isinstance(crop, int) else crop
@@ -205,11 +241,19 @@ class AugmentedClips(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return augment_batch(_map(self.x, lambda v: v[rows]), _map(self.y, lambda v: v[rows]), self.rng, self.recipe, self.max_shift, self.alpha)
+        return augment_batch(
+            _map(self.x, lambda v: v[rows]),
+            _map(self.y, lambda v: v[rows]),
+            self.rng,
+            self.recipe,
+            self.max_shift,
+            self.alpha,
+        )
 
 
 def _mix_all(values: Any, state: dict, alpha: float) -> Any:
     """Mixup every array with the same partners and weights (a generator reset to ``state`` for each)."""
+
     def mix(array: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng()
         rng.bit_generator.state = state

@@ -20,8 +20,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from pipeline.storage.atomic import TMP_MARK, atomic_path, write_text_atomic
 from pipeline.execution.logs import get_logger
+from pipeline.storage.atomic import TMP_MARK, atomic_path, write_text_atomic
 
 log = get_logger(__name__)
 STATE = "state.json"
@@ -50,8 +50,11 @@ def _check_room(path: Path, model: Any) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (saving needs about {needed / 1e6:.1f} MB, "
-                      f"{free / 1e6:.1f} MB free)", str(path))
+        raise OSError(
+            errno.ENOSPC,
+            f"{os.strerror(errno.ENOSPC)} (saving needs about {needed / 1e6:.1f} MB, {free / 1e6:.1f} MB free)",
+            str(path),
+        )
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -130,8 +133,11 @@ class ResumableBackup(keras.callbacks.Callback):
         save_atomically(self.model.save_weights, self.folder / name, self.model)
         state = {"epoch": epoch + 1, "weights": name, "stop_training": bool(self.model.stop_training)}
         if self.early_stopping is not None:
-            state["early_stopping"] = {"wait": int(self.early_stopping.wait), "best": float(self.early_stopping.best),
-                                       "best_epoch": int(self.early_stopping.best_epoch)}
+            state["early_stopping"] = {
+                "wait": int(self.early_stopping.wait),
+                "best": float(self.early_stopping.best),
+                "best_epoch": int(self.early_stopping.best_epoch),
+            }
         write_text_atomic(self.folder / STATE, json.dumps(state))
         for old in self._backups()[KEEP:]:
             old.unlink(missing_ok=True)
@@ -196,7 +202,9 @@ class ResumableBackup(keras.callbacks.Callback):
         except Exception as exc:  # h5py, Keras and OS errors alike: any unloadable file is damaged
             aside = path.with_name(path.name + ".damaged")
             path.replace(aside)
-            log.warning("%s: damaged training backup (%s: %s), moved aside to %s", path, type(exc).__name__, exc, aside.name)
+            log.warning(
+                "%s: damaged training backup (%s: %s), moved aside to %s", path, type(exc).__name__, exc, aside.name
+            )
             return False
 
     def _resume_at(self, epoch: int, state: dict[str, Any] | None) -> None:
@@ -205,10 +213,11 @@ class ResumableBackup(keras.callbacks.Callback):
         if state is not None and state.get("stop_training"):  # it had stopped early: nothing is left to train
             self.model._initial_epoch = self.params.get("epochs", epoch)
         if state is None:
-            log.warning("%s: resuming after epoch %d from an older backup; early stopping counts afresh", self.folder, epoch)
+            log.warning(
+                "%s: resuming after epoch %d from an older backup; early stopping counts afresh", self.folder, epoch
+            )
         elif self.early_stopping is not None and "early_stopping" in state:
             saved = state["early_stopping"]
             self.early_stopping.wait, self.early_stopping.best = saved["wait"], saved["best"]
             self.early_stopping.best_epoch = saved["best_epoch"]
         log.info("resuming training after epoch %d (%s)", epoch, self.folder)
-

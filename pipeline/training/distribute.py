@@ -27,7 +27,9 @@ class Parallelism:
 
 
 @contextlib.contextmanager
-def data_parallel(enabled: bool, batch_per_replica: int, learning_rate: float, scale_lr: bool = True) -> Iterator[Parallelism]:
+def data_parallel(
+    enabled: bool, batch_per_replica: int, learning_rate: float, scale_lr: bool = True
+) -> Iterator[Parallelism]:
     """Build, compile and fit inside this context to train data-parallel over all local devices."""
     if not enabled:
         yield Parallelism(1, batch_per_replica, learning_rate)
@@ -38,7 +40,9 @@ def data_parallel(enabled: bool, batch_per_replica: int, learning_rate: float, s
     if backend == "tensorflow":
         import tensorflow as tf
 
-        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+            d.name for d in tf.config.list_logical_devices("CPU")
+        ]
         strategy = tf.distribute.MirroredStrategy(devices)
         replicas = strategy.num_replicas_in_sync
         scope = strategy.scope()
@@ -50,7 +54,13 @@ def data_parallel(enabled: bool, batch_per_replica: int, learning_rate: float, s
     else:
         raise ConfigError(f"--distribute supports the tensorflow and jax backends, not {backend}")
     plan = Parallelism(replicas, batch_per_replica * replicas, learning_rate * replicas if scale_lr else learning_rate)
-    log.info("data-parallel over %d replica(s) (%s): global batch %d, learning rate %g", replicas, backend, plan.global_batch, plan.learning_rate)
+    log.info(
+        "data-parallel over %d replica(s) (%s): global batch %d, learning rate %g",
+        replicas,
+        backend,
+        plan.global_batch,
+        plan.learning_rate,
+    )
     with scope:
         yield plan
 

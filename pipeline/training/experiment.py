@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import DataError
 from pipeline.manifest import Manifest
 from pipeline.models import registry
-from pipeline.errors import DataError
 from pipeline.workspace import PREPARE, SPEC
 
 
@@ -60,7 +60,15 @@ class RunSpec:
             raise DataError(f"{path}: unreadable run spec ({type(exc).__name__}: {exc}); retrain the run") from None
 
 
-def load_inputs(manifest: Manifest, spec: RunSpec, split: str, work: Path, audio: bool = False, extra_frames: int = 0, raw: bool = False):
+def load_inputs(
+    manifest: Manifest,
+    spec: RunSpec,
+    split: str,
+    work: Path,
+    audio: bool = False,
+    extra_frames: int = 0,
+    raw: bool = False,
+):
     """The ``SequenceSet`` of ``split`` for this run's stage and perspectives (``extra_frames`` more for pretraining).
 
     Runs trained with an augmentation see the centred, resized, normalised box unless ``raw`` (the augmenter's
@@ -68,7 +76,16 @@ def load_inputs(manifest: Manifest, spec: RunSpec, split: str, work: Path, audio
     """
     from pipeline.training.sequences import load_split
 
-    sequences = load_split(manifest, spec.input_stage, split, spec.perspectives, spec.timesteps + extra_frames, work, flatten=not spec.pixels, audio=audio)
+    sequences = load_split(
+        manifest,
+        spec.input_stage,
+        split,
+        spec.perspectives,
+        spec.timesteps + extra_frames,
+        work,
+        flatten=not spec.pixels,
+        audio=audio,
+    )
     if audio and sequences.audio is not None:
         from pipeline.media.audio import db_cmvn
 
@@ -118,8 +135,9 @@ def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite
     if composite is None:
         dims = [s[-1] for s in shapes]
         encoder = registry.get(spec.model).multi_perspective_encoder
-        composite = composite_model(spec.timesteps, 0, dims, o["units"], encoder, o.get("conditional", False),
-                                    bernoulli=False)
+        composite = composite_model(
+            spec.timesteps, 0, dims, o["units"], encoder, o.get("conditional", False), bernoulli=False
+        )
     return pretrained_classifier(composite, len(spec.classes), o["dropout"], o["lr"])
 
 

@@ -16,10 +16,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.training.experiment import RunSpec
 from pipeline.execution.logs import get_logger
 from pipeline.manifest import Manifest
 from pipeline.models import registry
+from pipeline.training.experiment import RunSpec
 from pipeline.training.sequences import SequenceSet, frame_shapes, index_split
 
 log = get_logger(__name__)
@@ -46,11 +46,15 @@ def flip(x: list[np.ndarray]) -> list[np.ndarray]:
 class RunInputs:
     """The inputs of one run's splits (``splits``), in memory or streamed (``mode``: auto, memory, stream)."""
 
-    def __init__(self, manifest: Manifest, spec: RunSpec, work: Path, splits: Sequence[str], mode: str = "auto", reason: str = "") -> None:
+    def __init__(
+        self, manifest: Manifest, spec: RunSpec, work: Path, splits: Sequence[str], mode: str = "auto", reason: str = ""
+    ) -> None:
         if mode not in MODES:
             raise ConfigError(f"input mode must be one of {MODES}, got {mode!r}")
         self.spec, self.flatten, self.audio = spec, not spec.pixels, spec.audio
-        self.indexes = {split: index_split(manifest, spec.input_stage, split, spec.perspectives, work) for split in splits}
+        self.indexes = {
+            split: index_split(manifest, spec.input_stage, split, spec.perspectives, work) for split in splits
+        }
         self.shapes = frame_shapes(self.indexes[splits[0]], self.flatten, self.audio)
         self.mode = self._choose(mode, reason)
 
@@ -68,7 +72,13 @@ class RunInputs:
             why = f"{'within' if mode == 'memory' else 'over'} the in-memory budget of {_gb(budget)} (a quarter of RAM)"
         else:
             why = reason or f"--input {mode}"
-        log.info("%s: %s as float32 arrays, %s: %s", splits, _gb(need), why, "reading them into memory" if mode == "memory" else "streaming batches from the shards")
+        log.info(
+            "%s: %s as float32 arrays, %s: %s",
+            splits,
+            _gb(need),
+            why,
+            "reading them into memory" if mode == "memory" else "streaming batches from the shards",
+        )
         return mode
 
     def count(self, split: str) -> int:
@@ -93,7 +103,10 @@ class RunInputs:
     def model_shapes(self) -> list[tuple[int, ...]]:
         """Per perspective, the input shape ``[T, ...]`` the model takes (the evaluation view of a recipe applied)."""
         recipe = self.recipe
-        return [(self.spec.timesteps, recipe.size, recipe.size, s[-1]) if recipe else (self.spec.timesteps, *s) for s in self.shapes[0]]
+        return [
+            (self.spec.timesteps, recipe.size, recipe.size, s[-1]) if recipe else (self.spec.timesteps, *s)
+            for s in self.shapes[0]
+        ]
 
     @property
     def audio_shape(self) -> tuple[int, ...] | None:
@@ -123,7 +136,17 @@ class RunInputs:
     def _stream(self, split: str, batch_size: int, assemble: Any, shuffle: bool, seed: int = 0) -> Any:
         from pipeline.training.stream import ShardBatches
 
-        return ShardBatches(self.indexes[split], self.spec.timesteps, batch_size, assemble, flatten=self.flatten, audio=self.audio, shuffle=shuffle, seed=seed, shapes=self.shapes)
+        return ShardBatches(
+            self.indexes[split],
+            self.spec.timesteps,
+            batch_size,
+            assemble,
+            flatten=self.flatten,
+            audio=self.audio,
+            shuffle=shuffle,
+            seed=seed,
+            shapes=self.shapes,
+        )
 
     def training(self, split: str, batch_size: int, seed: int) -> tuple[Any, None]:
         """``(batches, None)``: streamed training batches, augmented by the run's recipe when it has one."""
@@ -132,16 +155,23 @@ class RunInputs:
         recipe = self.recipe
 
         def assemble(data: SequenceSet, rng: np.random.Generator) -> tuple[Any, Any]:
-            return augment_batch(*self._arrays(data, fitting=True, centred=False), rng, recipe) if recipe else self._batch(data, fitting=True, centred=False)
+            return (
+                augment_batch(*self._arrays(data, fitting=True, centred=False), rng, recipe)
+                if recipe
+                else self._batch(data, fitting=True, centred=False)
+            )
 
         return self._stream(split, batch_size, assemble, shuffle=True, seed=seed), None
 
     def validation(self, split: str, batch_size: int) -> tuple[Any, None]:
         """``(batches, None)``: streamed validation batches as the model sees them at test (the centred view)."""
-        return self._stream(split, batch_size, lambda data, rng: self._batch(data, fitting=True, centred=True), shuffle=False), None
+        return self._stream(
+            split, batch_size, lambda data, rng: self._batch(data, fitting=True, centred=True), shuffle=False
+        ), None
 
     def predict(self, model: Any, split: str, batch_size: int = 128, mirrored: bool = False) -> np.ndarray:
         """Streamed class scores of ``split`` in index order (``mirrored``: of the horizontally flipped clips)."""
+
         def assemble(data: SequenceSet, rng: np.random.Generator) -> tuple[Any]:
             x, _ = self._arrays(data, fitting=False, centred=True)
             return (tuple(flip(x) if mirrored else x),)

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.storage.atomic import write_text_atomic
 from pipeline.errors import DataError
 from pipeline.execution.logs import get_logger
 from pipeline.execution.provenance import environment
+from pipeline.storage.atomic import write_text_atomic
 from pipeline.workspace import BACKUP, BEST, COMPLETE, HISTORY, RUN_CONFIG, TENSORBOARD
 
 log = get_logger(__name__)
@@ -47,12 +47,20 @@ def _tensorboard_available() -> bool:
 
     missing = [name for name in ("tensorboard", "tensorflow") if importlib.util.find_spec(name) is None]
     if missing:
-        log.warning("TensorBoard logs skipped: %s not installed (pip install %s)", " and ".join(missing), " ".join(missing))
+        log.warning(
+            "TensorBoard logs skipped: %s not installed (pip install %s)", " and ".join(missing), " ".join(missing)
+        )
     return not missing
 
 
 def fit(
-    model, train: tuple[Any, Any], val: tuple[Any, Any] | None, out_dir: Path, config: FitConfig, run_info: dict[str, Any], callbacks: list[Any] | None = None
+    model,
+    train: tuple[Any, Any],
+    val: tuple[Any, Any] | None,
+    out_dir: Path,
+    config: FitConfig,
+    run_info: dict[str, Any],
+    callbacks: list[Any] | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` on ``train`` = (x, y) arrays, or a batch sequence or ``tf.data`` dataset (y None); return the full history.
 
@@ -67,13 +75,20 @@ def fit(
         log.info("%s already finished training; pass --force to train it anew, or --name to train another run", out_dir)
         return read_history(out_dir / HISTORY)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / RUN_CONFIG, json.dumps({**run_info, "fit": asdict(config), "environment": environment()}, indent=2, sort_keys=True, default=str))
+    write_text_atomic(
+        out_dir / RUN_CONFIG,
+        json.dumps(
+            {**run_info, "fit": asdict(config), "environment": environment()}, indent=2, sort_keys=True, default=str
+        ),
+    )
     history_path = out_dir / HISTORY
     previous = read_history(history_path)
     best_so_far = max(previous.get(config.monitor, [-math.inf]))
     early = None
     if val is not None:
-        early = keras.callbacks.EarlyStopping(monitor=config.monitor, mode="max", patience=config.patience, restore_best_weights=False)
+        early = keras.callbacks.EarlyStopping(
+            monitor=config.monitor, mode="max", patience=config.patience, restore_best_weights=False
+        )
     # order matters: an epoch's history row, best checkpoint and early-stopping step all happen before its backup,
     # so a run killed in between redoes that epoch, with the same random draws (EpochSeed)
     callbacks = list(callbacks or []) + [EpochSeed(config.seed), HistoryRows(history_path)]
@@ -98,7 +113,13 @@ def fit(
         save_atomically(model.save, out_dir / config.checkpoint)
     history = read_history(history_path)
     write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1))
-    write_text_atomic(out_dir / COMPLETE, json.dumps({"checkpoint": config.checkpoint, "epochs": len(history.get("loss", [])), "fit": asdict(config)}, default=str))
+    write_text_atomic(
+        out_dir / COMPLETE,
+        json.dumps(
+            {"checkpoint": config.checkpoint, "epochs": len(history.get("loss", [])), "fit": asdict(config)},
+            default=str,
+        ),
+    )
     return history
 
 
@@ -169,7 +190,9 @@ def load_checkpoint(path: Path):
         return keras.models.load_model(path, safe_mode=True, custom_objects=registry.custom_objects())
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         size = Path(path).stat().st_size if Path(path).exists() else 0
-        raise DataError(f"{path}: unreadable checkpoint ({size} bytes; {type(exc).__name__}: {exc}); retrain it") from None
+        raise DataError(
+            f"{path}: unreadable checkpoint ({size} bytes; {type(exc).__name__}: {exc}); retrain it"
+        ) from None
 
 
 def checkpoint_problem(path: Path) -> str | None:

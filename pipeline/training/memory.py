@@ -95,8 +95,10 @@ def available_bytes() -> int | None:
 
 def _cgroup_limit() -> int | None:
     """The cgroup v2/v1 memory limit minus current use, when one is set."""
-    for limit_path, used_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_path, used_path in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         try:
             raw = open(limit_path).read().strip()
             if raw == "max" or int(raw) > 1 << 60:
@@ -116,9 +118,16 @@ def check_fits(model, batch_size: int, to_lower: Sequence[str], available: int |
     """Log the estimate; raise ``TooLargeError`` (one line naming ``to_lower``) when it exceeds the available memory."""
     need = estimate_bytes(model, batch_size)
     have = available_bytes() if available is None else available
-    log.info("activation memory estimate: %s for batch %d (%s per sample); available: %s",
-             gib(need), batch_size, gib(need / max(batch_size, 1)), gib(have) if have else "unknown")
+    log.info(
+        "activation memory estimate: %s for batch %d (%s per sample); available: %s",
+        gib(need),
+        batch_size,
+        gib(need / max(batch_size, 1)),
+        gib(have) if have else "unknown",
+    )
     if have is not None and need > HEADROOM * have:
-        raise TooLargeError(f"training would need about {gib(need)} of activations (batch {batch_size}), more than the "
-                          f"{gib(have)} available: lower {', '.join(to_lower)}")
+        raise TooLargeError(
+            f"training would need about {gib(need)} of activations (batch {batch_size}), more than the "
+            f"{gib(have)} available: lower {', '.join(to_lower)}"
+        )
     return need

@@ -18,12 +18,25 @@ from pipeline.training.fit import FitConfig, fit
 log = get_logger(__name__)
 
 
-def composite_model(timesteps: int, future: int, dims: list[int], units: int, multi_view_encoder: bool, conditional: bool, bernoulli: bool):
+def composite_model(
+    timesteps: int,
+    future: int,
+    dims: list[int],
+    units: int,
+    multi_view_encoder: bool,
+    conditional: bool,
+    bernoulli: bool,
+):
     """The compiled composite model for perspectives of widths ``dims`` (``bernoulli``: [0, 1] pixels, cross-entropy)."""
     from pipeline.models.composite import build_composite, lstm_encoder, mplstm_encoder
 
     return build_composite(
-        timesteps, future, units, feature_dims=dims, conditional=conditional, bernoulli=bernoulli,
+        timesteps,
+        future,
+        units,
+        feature_dims=dims,
+        conditional=conditional,
+        bernoulli=bernoulli,
         encoder=mplstm_encoder if multi_view_encoder and len(dims) > 1 else lstm_encoder,
     )
 
@@ -33,7 +46,16 @@ def is_intensity(arrays: list[np.ndarray]) -> bool:
     return all(float(x.min()) >= 0.0 and float(x.max()) <= 1.0 for x in arrays)
 
 
-def pretrain_composite(seen: list[np.ndarray], future: list[np.ndarray], units: int, multi_view_encoder: bool, conditional: bool, out_dir: Path, config: FitConfig, run_info: dict[str, Any]):
+def pretrain_composite(
+    seen: list[np.ndarray],
+    future: list[np.ndarray],
+    units: int,
+    multi_view_encoder: bool,
+    conditional: bool,
+    out_dir: Path,
+    config: FitConfig,
+    run_info: dict[str, Any],
+):
     """Fit a composite model on unlabelled ``seen``/``future`` frames; return it (its ``encoder`` is what transfers).
 
     Features in [0, 1] (the pixels backbone without PCA) are reconstructed with a sigmoid and cross-entropy as in
@@ -42,9 +64,14 @@ def pretrain_composite(seen: list[np.ndarray], future: list[np.ndarray], units: 
     from pipeline.models.composite import composite_targets
 
     bernoulli = is_intensity(seen + future)
-    log.info("composite pretraining: %s reconstruction", "cross-entropy ([0, 1] intensities)" if bernoulli else "squared-error")
+    log.info(
+        "composite pretraining: %s reconstruction",
+        "cross-entropy ([0, 1] intensities)" if bernoulli else "squared-error",
+    )
     steps = future[0].shape[1]
-    model = composite_model(seen[0].shape[1], steps, [x.shape[-1] for x in seen], units, multi_view_encoder, conditional, bernoulli)
+    model = composite_model(
+        seen[0].shape[1], steps, [x.shape[-1] for x in seen], units, multi_view_encoder, conditional, bernoulli
+    )
     x = seen if len(seen) > 1 else seen[0]
     fit(model, (x, composite_targets(seen, future if steps else None)), None, out_dir, config, run_info)
     return model
@@ -56,7 +83,9 @@ def pretrained_classifier(composite, n_classes: int, dropout: float, learning_ra
 
     from pipeline.models.composite import classifier_from_encoder
 
-    return classifier_from_encoder(composite, n_classes, dropout=dropout, optimizer=keras.optimizers.RMSprop(learning_rate))
+    return classifier_from_encoder(
+        composite, n_classes, dropout=dropout, optimizer=keras.optimizers.RMSprop(learning_rate)
+    )
 
 
 def square_frames(x: np.ndarray) -> np.ndarray | None:

@@ -100,7 +100,9 @@ class SplitIndex:
         return groups
 
 
-def index_split(manifest: Manifest, stage: str, split: str, perspectives: Sequence[str], work_dir: Path | str, check: bool = True) -> SplitIndex:
+def index_split(
+    manifest: Manifest, stage: str, split: str, perspectives: Sequence[str], work_dir: Path | str, check: bool = True
+) -> SplitIndex:
     """The usable samples of ``split`` in ``stage``'s shards (paths in the stage records, relative to ``work_dir``).
 
     Failed, unprocessed and unlabelled samples are skipped with one warning. ``check`` opens every
@@ -110,7 +112,9 @@ def index_split(manifest: Manifest, stage: str, split: str, perspectives: Sequen
     classes = manifest.class_index()
     chosen, skipped = _usable(manifest.split(split), stage, classes)
     if skipped:
-        log.warning("%s, split %s: skipping %s", stage, split, ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())))
+        log.warning(
+            "%s, split %s: skipping %s", stage, split, ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+        )
     if not chosen:
         raise DataError(f"no usable samples in split {split!r} for stage {stage!r}")
     index = SplitIndex(
@@ -134,7 +138,9 @@ def _check_present(path: Path, stage: str, wanted: Iterable[str], found: set[str
     """ShardError naming the samples the manifest places in ``path`` that it lacks."""
     missing = sorted(set(wanted) - found)
     if missing:
-        raise ShardError(f"{path}: lacks sample(s) {missing[:5]} that the manifest records as {stage} done; re-run {stage} to reconcile")
+        raise ShardError(
+            f"{path}: lacks sample(s) {missing[:5]} that the manifest records as {stage} done; re-run {stage} to reconcile"
+        )
 
 
 class ReaderPool:
@@ -159,7 +165,10 @@ def frame_shapes(index: SplitIndex, flatten: bool, audio: bool) -> tuple[list[tu
     """Per perspective, the frame shape a sample gives after ``_frames`` (and the audio's per-frame shape), from the first sample."""
     with open_reader(index.shards[0]) as reader:
         sample = reader.read(index.ids[0], index.perspectives, extras=audio)
-    shapes = [_frames(sample.arrays[p], flatten, f"{index.shards[0]}: sample {sample.id!r} perspective {p!r}").shape[1:] for p in index.perspectives]
+    shapes = [
+        _frames(sample.arrays[p], flatten, f"{index.shards[0]}: sample {sample.id!r} perspective {p!r}").shape[1:]
+        for p in index.perspectives
+    ]
     return shapes, (_mel(sample, index.shards[0]).shape[1:] if audio else None)
 
 
@@ -207,7 +216,9 @@ def read_rows(
             if inputs[j] is None:
                 inputs[j] = np.zeros((n, timesteps, *frames.shape[1:]), np.float32)
             elif inputs[j].shape[2:] != frames.shape[1:]:
-                raise ShardError(f"{path}: sample {sample.id!r} perspective {name!r} has frames of shape {frames.shape[1:]}, earlier samples {inputs[j].shape[2:]}")
+                raise ShardError(
+                    f"{path}: sample {sample.id!r} perspective {name!r} has frames of shape {frames.shape[1:]}, earlier samples {inputs[j].shape[2:]}"
+                )
             kept = min(frames.shape[0], timesteps)
             inputs[j][i, :kept] = frames[:kept]
             lengths[i] = max(lengths[i], kept)
@@ -223,7 +234,9 @@ def read_rows(
     )
 
 
-def _samples(index: SplitIndex, rows: list[int], extras: bool, pool: ReaderPool | None) -> Iterator[tuple[int, Path, ShardSample]]:
+def _samples(
+    index: SplitIndex, rows: list[int], extras: bool, pool: ReaderPool | None
+) -> Iterator[tuple[int, Path, ShardSample]]:
     """``(row, shard, sample)`` for every row: through ``pool`` one by one, or one pass per shard."""
     if pool is not None:
         for row in rows:
@@ -259,4 +272,13 @@ def load_split(
     return read_rows(index, range(len(index)), timesteps, flatten, audio)
 
 
-__all__ = ["AUDIO_KEY", "ReaderPool", "SequenceSet", "SplitIndex", "frame_shapes", "index_split", "load_split", "read_rows"]
+__all__ = [
+    "AUDIO_KEY",
+    "ReaderPool",
+    "SequenceSet",
+    "SplitIndex",
+    "frame_shapes",
+    "index_split",
+    "load_split",
+    "read_rows",
+]

@@ -48,7 +48,9 @@ class ShardBatches(EpochBatches):
         self.pool = ReaderPool()
 
     def batch(self, rows: np.ndarray, rng: np.random.Generator) -> Any:
-        return self.assemble(read_rows(self.index, rows, self.timesteps, self.flatten, self.audio, self.pool, self.shapes), rng)
+        return self.assemble(
+            read_rows(self.index, rows, self.timesteps, self.flatten, self.audio, self.pool, self.shapes), rng
+        )
 
 
 __all__ = ["PREFETCH", "WORKERS", "ShardBatches"]

@@ -1,8 +1,8 @@
 """The four stages as library functions: ``verb(Workspace, Config) -> result``; the CLI's stages call these.
 
-    from pipeline.workspace import Workspace
-    from pipeline.verbs import PrepareConfig, prepare
-    summary = prepare(Workspace("work"), PrepareConfig(dataset="synthetic"))
+from pipeline.workspace import Workspace
+from pipeline.verbs import PrepareConfig, prepare
+summary = prepare(Workspace("work"), PrepareConfig(dataset="synthetic"))
 """
 
 from pipeline.verbs.common import ExecutionConfig
@@ -11,5 +11,16 @@ from pipeline.verbs.extract import ExtractConfig, extract
 from pipeline.verbs.prepare import PrepareConfig, prepare
 from pipeline.verbs.train import TrainConfig, TrainResult, train
 
-__all__ = ["ExecutionConfig", "PrepareConfig", "prepare", "ExtractConfig", "extract", "TrainConfig", "TrainResult", "train",
-           "EvaluateConfig", "EvaluateResult", "evaluate"]
+__all__ = [
+    "ExecutionConfig",
+    "PrepareConfig",
+    "prepare",
+    "ExtractConfig",
+    "extract",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "EvaluateConfig",
+    "EvaluateResult",
+    "evaluate",
+]

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.execution.logs import get_logger
-from pipeline.manifest import Manifest, without_stage
 from pipeline.execution.settings import SettingsChanged, check_options, differences, option, recorded_settings
+from pipeline.manifest import Manifest, without_stage
 
 log = get_logger(__name__)
 
@@ -22,8 +22,9 @@ class ExecutionConfig:
     scheduler: str | None = None  # address of an existing Dask scheduler
     dask_local: int = option(0, "start a local Dask cluster of this many workers", least=0)
     dask_stall_timeout: int = option(300, "seconds a Dask run waits with no worker before it gives up", least=1)
-    shard_size: int | None = option(None, "samples per shard (None: sized from the run, at most the stage's default)",
-                                    least=1)
+    shard_size: int | None = option(
+        None, "samples per shard (None: sized from the run, at most the stage's default)", least=1
+    )
     strict: bool = False  # stop at the first failed sample
     retry_failed: bool = False  # redo shards holding failed samples
     force: bool = False  # outputs made with other settings: delete and redo them (refused while later outputs exist)
@@ -39,8 +40,9 @@ class ExecutionConfig:
         return self.shard_size or auto_shard_size(count, largest)
 
 
-def refuse_or_clear(where: str, changed: list[str], force: bool, keep_hint: str, clear: Callable[[], None],
-                    busy: list[Path] = ()) -> None:
+def refuse_or_clear(
+    where: str, changed: list[str], force: bool, keep_hint: str, clear: Callable[[], None], busy: list[Path] = ()
+) -> None:
     """Stop when outputs on disk were made with other settings (``changed``); with ``force``, ``clear`` them.
 
     ``busy`` are folders of outputs made from these: ``force`` is refused while they hold anything, so nothing
@@ -53,14 +55,24 @@ def refuse_or_clear(where: str, changed: list[str], force: bool, keep_hint: str,
         raise SettingsChanged(f"{where}: re-run with the same options, pass --force to redo them, or {keep_hint}")
     held = [str(p) for p in busy if p.exists() and any(p.iterdir())]
     if held:
-        raise SettingsChanged(f"{where}; --force would leave {', '.join(held)} made from the old ones: delete "
-                              f"{' and '.join(held)} first, or {keep_hint}")
+        raise SettingsChanged(
+            f"{where}; --force would leave {', '.join(held)} made from the old ones: delete "
+            f"{' and '.join(held)} first, or {keep_hint}"
+        )
     log.warning("%s: deleting them to redo them (--force)", where)
     clear()
 
 
-def guard_outputs(manifest: Manifest, manifest_file: Path, stage: str, asked: dict[str, Any], out_dir: Path, force: bool,
-                  later: list[Path], keep_hint: str = "use another --work") -> None:
+def guard_outputs(
+    manifest: Manifest,
+    manifest_file: Path,
+    stage: str,
+    asked: dict[str, Any],
+    out_dir: Path,
+    force: bool,
+    later: list[Path],
+    keep_hint: str = "use another --work",
+) -> None:
     """Stop when ``stage``'s outputs on disk were made with other settings than ``asked``; with ``force`` delete them.
 
     ``keep_hint`` is the way to keep them and have the new ones too (another --work, or for features another --name).

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, DataError, MpviewError
-from pipeline.training.experiment import RunSpec, load_inputs
-from pipeline.training.feed import MODES, RunInputs, flip
 from pipeline.execution.logs import get_logger
 from pipeline.execution.settings import check_options, option
 from pipeline.manifest import Manifest
 from pipeline.models import registry
+from pipeline.training.experiment import RunSpec, load_inputs
+from pipeline.training.feed import MODES, RunInputs, flip
 from pipeline.workspace import HISTORY, Workspace
 
 log = get_logger(__name__)
@@ -50,8 +50,8 @@ class EvaluateResult:
 
 def evaluate_run(run_dir: Path, manifest: Manifest, ws: Workspace, config: EvaluateConfig) -> tuple[dict, dict]:
     """Score one checkpoint on the config's split: returns (metrics, run info)."""
-    from pipeline.execution.device import describe
     from pipeline.evaluation.metrics import evaluate_predictions
+    from pipeline.execution.device import describe
     from pipeline.execution.provenance import package_versions
     from pipeline.training.fit import load_checkpoint
 
@@ -60,9 +60,13 @@ def evaluate_run(run_dir: Path, manifest: Manifest, ws: Workspace, config: Evalu
         raise DataError(f"{checkpoint}: no checkpoint (training not finished, or wrong name)")
     spec = RunSpec.load(run_dir)
     if spec.classes != manifest.classes:
-        raise DataError(f"{run_dir}: trained on classes {spec.classes[:5]}..., the manifest has {manifest.classes[:5]}...")
+        raise DataError(
+            f"{run_dir}: trained on classes {spec.classes[:5]}..., the manifest has {manifest.classes[:5]}..."
+        )
     model = load_checkpoint(checkpoint)
-    batch = int(spec.options.get("batch_size", 8)) if spec.pixels else 128  # pixel models: their training batch fits memory
+    batch = (
+        int(spec.options.get("batch_size", 8)) if spec.pixels else 128
+    )  # pixel models: their training batch fits memory
     split = config.split
     inputs = RunInputs(manifest, spec, ws.root, (split,), config.input)
     data = load_inputs(manifest, spec, split, ws.root) if inputs.mode == "memory" else None
@@ -80,11 +84,23 @@ def evaluate_run(run_dir: Path, manifest: Manifest, ws: Workspace, config: Evalu
         plan = registry.get(spec.model).two_networks
         probs = flipped_logit_sum(probs, scores(True), logits=bool(plan and plan.logits))
     speakers = inputs.speakers(split)
-    metrics = evaluate_predictions(inputs.labels(split), probs, spec.classes, speakers if any(speakers) else None, k=list(config.top_k))
+    metrics = evaluate_predictions(
+        inputs.labels(split), probs, spec.classes, speakers if any(speakers) else None, k=list(config.top_k)
+    )
     info = {
-        "model": spec.model, "run": spec.name, "perspectives": spec.perspectives, "inputs": spec.input_stage,
-        "backbone": spec.backbone or "pixels", "weights": spec.weights, "timesteps": spec.timesteps, "split": split,
-        "checkpoint": str(checkpoint), "tta": tta, "options": spec.options, "device": describe(), "versions": package_versions(),
+        "model": spec.model,
+        "run": spec.name,
+        "perspectives": spec.perspectives,
+        "inputs": spec.input_stage,
+        "backbone": spec.backbone or "pixels",
+        "weights": spec.weights,
+        "timesteps": spec.timesteps,
+        "split": split,
+        "checkpoint": str(checkpoint),
+        "tta": tta,
+        "options": spec.options,
+        "device": describe(),
+        "versions": package_versions(),
     }
     return metrics, info
 
@@ -115,10 +131,19 @@ def evaluate(ws: Workspace, config: EvaluateConfig) -> EvaluateResult:
             continue
         paths = write_report(out, run_dir.name, metrics, info, read_history(run_dir / HISTORY))
         reports.append(load_report(paths["json"]))
-        log.info("%s: %s accuracy %.3f (%d samples) -> %s", run_dir.name, config.split, metrics["accuracy"], metrics["n_samples"], paths["markdown"])
+        log.info(
+            "%s: %s accuracy %.3f (%d samples) -> %s",
+            run_dir.name,
+            config.split,
+            metrics["accuracy"],
+            metrics["n_samples"],
+            paths["markdown"],
+        )
     if len(reports) > 1:
         paths = write_comparison(out, reports)
         log.info("comparison: %s", paths["markdown"])
     if unscored:
-        log.error("%d of %d run(s) could not be scored: %s", len(unscored), len(unscored) + len(reports), ", ".join(unscored))
+        log.error(
+            "%d of %d run(s) could not be scored: %s", len(unscored), len(unscored) + len(reports), ", ".join(unscored)
+        )
     return EvaluateResult(out, reports, unscored, comparison_table(reports) if reports else "")

@@ -12,10 +12,10 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.execution.logs import get_logger
-from pipeline.manifest import Manifest
-from pipeline.media.roi import DEFAULT_SIZE, RoiConfig
 from pipeline.execution.runner import RunSummary
 from pipeline.execution.settings import SettingsChanged, check_options, option, plain
+from pipeline.manifest import Manifest
+from pipeline.media.roi import DEFAULT_SIZE, RoiConfig
 from pipeline.storage.shards import DEFAULT_COMPRESSION
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import PREPARE, Workspace
@@ -46,8 +46,9 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         """Check every field's type and range, the perspectives and the recipe options (a mapping by name)."""
         check_options(self)
-        if isinstance(self.perspectives, str) or not (self.perspectives is None or all(
-                isinstance(p, (str, int)) for p in self.perspectives)):
+        if isinstance(self.perspectives, str) or not (
+            self.perspectives is None or all(isinstance(p, (str, int)) for p in self.perspectives)
+        ):
             raise ConfigError(f"perspectives must be a tuple of names, e.g. ('1', '3'), got {self.perspectives!r}")
         if self.perspectives is not None:
             object.__setattr__(self, "perspectives", tuple(str(p).strip() for p in self.perspectives))
@@ -103,13 +104,18 @@ def check_same_dataset(ws: Workspace, config: PrepareConfig, manifest: Manifest)
     """On a resumed run, refuse a root, options or views other than those the manifest was built with."""
     asked = recipe_options(config)
     recorded = manifest.info.get("recipe_options", {})
-    changed = [f"--{key} {recorded[key]!r} -> {asked[key]!r}" for key in asked  # given again, and not as before
-               if asked[key] and key in recorded and asked[key] != recorded[key]]
+    changed = [
+        f"--{key} {recorded[key]!r} -> {asked[key]!r}"
+        for key in asked  # given again, and not as before
+        if asked[key] and key in recorded and asked[key] != recorded[key]
+    ]
     if config.root and Path(config.root).resolve() != Path(manifest.root).resolve():
         changed.insert(0, f"--root {manifest.root} -> {config.root}")
     if changed:
-        raise SettingsChanged(f"{ws.manifest_path} was built from other dataset options ({'; '.join(changed)}); "
-                              "the manifest fixes them: use another --work for another dataset selection")
+        raise SettingsChanged(
+            f"{ws.manifest_path} was built from other dataset options ({'; '.join(changed)}); "
+            "the manifest fixes them: use another --work for another dataset selection"
+        )
 
 
 def roi_config(config: PrepareConfig, manifest: Manifest) -> RoiConfig:
@@ -117,11 +123,18 @@ def roi_config(config: PrepareConfig, manifest: Manifest) -> RoiConfig:
     asked = config.roi
     roi = asked.roi or manifest.info.get("roi", "mouth")
     if not asked.roi and "roi" in manifest.info:
-        log.info("--roi %s, as the %s recipe chose for this data (%s)", roi, manifest.dataset, manifest.info.get("roi_reason", ""))
+        log.info(
+            "--roi %s, as the %s recipe chose for this data (%s)",
+            roi,
+            manifest.dataset,
+            manifest.info.get("roi_reason", ""),
+        )
     fixed = asked.fixed_box or (manifest.info.get("fixed_box") if roi != "frame" else None)
     unknown = sorted({view for view, _, _ in asked.perspective_sizes} - set(manifest.perspectives))
     if unknown:
-        raise ConfigError(f"--perspective-size names {unknown}, not perspectives of this manifest ({manifest.perspectives})")
+        raise ConfigError(
+            f"--perspective-size names {unknown}, not perspectives of this manifest ({manifest.perspectives})"
+        )
     size = asked.size
     if fixed and not asked.fixed_box and size == DEFAULT_SIZE.get(asked.roi):
         size = None  # the recipe's box and no size asked: the box's own
@@ -135,7 +148,9 @@ def open_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
         manifest = Manifest.load(path)
         recipe = manifest.info.get("recipe", manifest.dataset)
         if config.dataset and config.dataset != recipe:
-            raise SettingsChanged(f"{path} was prepared with --dataset {recipe}, not {config.dataset}; use another --work folder")
+            raise SettingsChanged(
+                f"{path} was prepared with --dataset {recipe}, not {config.dataset}; use another --work folder"
+            )
         check_same_dataset(ws, config, manifest)
         log.info("resuming with %s (%d samples)", path, len(manifest))
         return manifest
@@ -145,7 +160,13 @@ def open_manifest(ws: Workspace, config: PrepareConfig) -> Manifest:
     manifest.info["recipe"] = config.dataset
     manifest.info["recipe_options"] = recipe_options(config)
     manifest.save(path)
-    log.info("wrote %s: %d samples, perspectives %s, %d problem(s)", path, len(manifest), manifest.perspectives, len(manifest.problems))
+    log.info(
+        "wrote %s: %d samples, perspectives %s, %d problem(s)",
+        path,
+        len(manifest),
+        manifest.perspectives,
+        len(manifest.problems),
+    )
     return manifest
 
 
@@ -153,9 +174,9 @@ def prepare(ws: Workspace, config: PrepareConfig) -> RunSummary:
     """Build or resume the manifest, crop every sample's ROIs into shards, draw a contact sheet; resumable."""
     from pipeline.execution.cluster import backend_for
     from pipeline.execution.prepare_job import PrepareJob, decode_ahead_for
-    from pipeline.media.roi_preview import write_roi_contact_sheet
     from pipeline.execution.runner import run_stage
     from pipeline.execution.worklock import work_lock
+    from pipeline.media.roi_preview import write_roi_contact_sheet
     from pipeline.storage.readers import compression_for
 
     ws.create()
@@ -166,20 +187,46 @@ def prepare(ws: Workspace, config: PrepareConfig) -> RunSummary:
         made = {"roi": roi.to_dict(), "audio": config.audio, "compression": compression_for("hdf5", config.compression)}
         guard_outputs(manifest, ws.manifest_path, PREPARE, made, ws.roi, run.force, [ws.features_root, ws.models])
         # decoding ahead on a second thread pays only while a core is idle: not when local workers fill them
-        job = PrepareJob(manifest.root, tuple(manifest.perspectives), roi, audio=config.audio, strict=run.strict,
-                         decode_ahead=decode_ahead_for(run.dask_local or run.jobs), compression=config.compression)
+        job = PrepareJob(
+            manifest.root,
+            tuple(manifest.perspectives),
+            roi,
+            audio=config.audio,
+            strict=run.strict,
+            decode_ahead=decode_ahead_for(run.dask_local or run.jobs),
+            compression=config.compression,
+        )
         size = run.shard_size_for(len(manifest), SHARD_SIZE)
         with backend_for(run.jobs, run.scheduler, run.dask_local) as backend:
-            settings = {**made, "shard_size": size, "jobs": run.jobs,
-                        "backend": backend or "local", "asked": plain(config)}
-            summary = run_stage(manifest, ws.manifest_path, PREPARE, list(manifest.samples), ws.roi, "roi", job, shard_size=size,
-                                jobs=run.jobs, backend=backend, redo_failed=run.retry_failed, stall_timeout=run.dask_stall_timeout,
-                                config=settings)
+            settings = {
+                **made,
+                "shard_size": size,
+                "jobs": run.jobs,
+                "backend": backend or "local",
+                "asked": plain(config),
+            }
+            summary = run_stage(
+                manifest,
+                ws.manifest_path,
+                PREPARE,
+                list(manifest.samples),
+                ws.roi,
+                "roi",
+                job,
+                shard_size=size,
+                jobs=run.jobs,
+                backend=backend,
+                redo_failed=run.retry_failed,
+                stall_timeout=run.dask_stall_timeout,
+                config=settings,
+            )
         if config.contact_sheet:
             sheet = write_roi_contact_sheet(ws.contact_sheet, manifest, ws.root, config.contact_sheet)
             if sheet:
                 log.info("contact sheet: %s", sheet)
     if summary.reasons.get("no-face") and roi.roi != "frame":
-        log.warning("%d clip(s) failed for want of a face; clips already cropped to the mouth or face need --roi frame",
-                    summary.reasons["no-face"])
+        log.warning(
+            "%d clip(s) failed for want of a face; clips already cropped to the mouth or face need --roi frame",
+            summary.reasons["no-face"],
+        )
     return summary

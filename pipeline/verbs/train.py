@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.errors import ConfigError
-from pipeline.training.experiment import SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
-from pipeline.training.feed import MODES, RunInputs
 from pipeline.execution.logs import get_logger, progress_disabled
+from pipeline.execution.settings import SettingsChanged, check_options, differences, option, plain
 from pipeline.manifest import DONE, Manifest
 from pipeline.models import registry
-from pipeline.execution.settings import SettingsChanged, check_options, differences, option, plain
+from pipeline.training.experiment import SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
+from pipeline.training.feed import MODES, RunInputs
 from pipeline.training.fit import FitConfig
 from pipeline.verbs.common import refuse_or_clear
 from pipeline.workspace import COMPOSITE, PREPARE, TRAIN_BEST, Workspace, features_name, features_stage
@@ -44,8 +44,9 @@ class TrainConfig:
     lr: float = option(1e-3, "learning rate", above=0.0)
     patience: int = option(10, "early stopping patience", least=0)
     seed: int = 0
-    val_fraction: float = option(0.15, "share held out when the dataset defines no validation split",
-                                 above=0.0, below=1.0)
+    val_fraction: float = option(
+        0.15, "share held out when the dataset defines no validation split", above=0.0, below=1.0
+    )
     force: bool = False  # a run folder trained with other settings: delete it and train anew
     tensorboard: bool = True
     input: str = option("auto", "memory, stream, or auto (memory when the splits fit a quarter of RAM)", choices=MODES)
@@ -56,12 +57,15 @@ class TrainConfig:
         """Check every field, and the model options against the model's own dataclass (types, ranges, foreign ones)."""
         check_options(self)
         if isinstance(self.perspectives, str):
-            raise ConfigError(f"perspectives must be a tuple of names, e.g. ({self.perspectives!r},), "
-                              f"got {self.perspectives!r}")
+            raise ConfigError(
+                f"perspectives must be a tuple of names, e.g. ({self.perspectives!r},), got {self.perspectives!r}"
+            )
         options = self.options
         if is_dataclass(options) and not isinstance(options, type):
             given = {f.name: getattr(options, f.name) for f in fields(options)}
-            options = {name: value for name, value in given.items() if value != options.__dataclass_fields__[name].default}
+            options = {
+                name: value for name, value in given.items() if value != options.__dataclass_fields__[name].default
+            }
         if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
             raise ConfigError(f"options must be a mapping of model option names to values, got {self.options!r}")
         registry.model_options(self.model, dict(options))
@@ -85,7 +89,9 @@ def pick_features(manifest: Manifest, wanted: str | None) -> str:
     if wanted:
         stage = features_stage(wanted)
         if stage not in names:
-            raise ConfigError(f"no features named {wanted!r} in the manifest; extracted: {sorted({features_name(n) for n in names}) or 'none'}")
+            raise ConfigError(
+                f"no features named {wanted!r} in the manifest; extracted: {sorted({features_name(n) for n in names}) or 'none'}"
+            )
         return stage
     if not names:
         raise ConfigError("no features extracted yet: run `extract` first (or pick a pixel model)")
@@ -109,23 +115,46 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
     if unknown:
         raise ConfigError(f"unknown perspective(s) {unknown}; the manifest has {manifest.perspectives}")
     if entry.perspectives and len(perspectives) != entry.perspectives:
-        count = "one --perspectives entry" if entry.perspectives == 1 else f"{entry.perspectives} --perspectives entries"
+        count = (
+            "one --perspectives entry" if entry.perspectives == 1 else f"{entry.perspectives} --perspectives entries"
+        )
         raise ConfigError(f"--model {config.model} needs exactly {count}")
     options = registry.model_options(config.model, dict(config.options))
     source = features_name(stage) or "pixels"
-    tag = ("-released" if getattr(options, "released", False) else "") + (f"-{options.pretrain}" if getattr(options, "pretrain", None) else "")
+    tag = ("-released" if getattr(options, "released", False) else "") + (
+        f"-{options.pretrain}" if getattr(options, "pretrain", None) else ""
+    )
     name = config.name or f"{config.model}{tag}-{'+'.join(perspectives)}-{source if stage != PREPARE else 'roi'}"
-    timesteps = resolve_timesteps(config.timesteps, clip_length(manifest, perspectives), getattr(options, "future", None) or 0)
+    timesteps = resolve_timesteps(
+        config.timesteps, clip_length(manifest, perspectives), getattr(options, "future", None) or 0
+    )
     recorded = {**asdict(options), "lr": config.lr}
     weights = stage_weights(manifest, stage) if stage != PREPARE else "n/a (ROI pixels)"
-    return RunSpec(name, config.model, stage, perspectives, timesteps, list(manifest.classes), weights, "" if stage == PREPARE else source, recorded)
+    return RunSpec(
+        name,
+        config.model,
+        stage,
+        perspectives,
+        timesteps,
+        list(manifest.classes),
+        weights,
+        "" if stage == PREPARE else source,
+        recorded,
+    )
 
 
 def clip_length(manifest: Manifest, perspectives: list[str]) -> int | None:
     """The longest clip the manifest knows of: frames ``prepare`` decoded, else the recipe's ``frames`` (LRW: 29)."""
-    lengths = [int(m["frames"]) for s in manifest.samples for v, m in s.stages.get(PREPARE, {}).get("media", {}).items() if v in perspectives and m.get("frames")]
+    lengths = [
+        int(m["frames"])
+        for s in manifest.samples
+        for v, m in s.stages.get(PREPARE, {}).get("media", {}).items()
+        if v in perspectives and m.get("frames")
+    ]
     if not lengths:
-        lengths = [int(s.meta["frames"]) for s in manifest.samples if isinstance(s.meta.get("frames"), int)] or ([int(manifest.info["frames"])] if isinstance(manifest.info.get("frames"), int) else [])
+        lengths = [int(s.meta["frames"]) for s in manifest.samples if isinstance(s.meta.get("frames"), int)] or (
+            [int(manifest.info["frames"])] if isinstance(manifest.info.get("frames"), int) else []
+        )
     return max(lengths) if lengths else None
 
 
@@ -134,10 +163,20 @@ def resolve_timesteps(given: int | None, known: int | None, future: int = 0) -> 
     released 20; logs whenever frames are cut."""
     timesteps = given or (known - future if known and known > future else None) or RELEASED_TIMESTEPS
     if given is None:
-        log.info("--timesteps %d (%s)", timesteps, "the manifest's clip length" if known else "the released MP-LSTM's default; clip length unknown")
+        log.info(
+            "--timesteps %d (%s)",
+            timesteps,
+            "the manifest's clip length" if known else "the released MP-LSTM's default; clip length unknown",
+        )
     if known and known > timesteps + future:
-        log.warning("clips have up to %d frames; --timesteps %d%s keeps the first %d (%d dropped)", known, timesteps,
-                    f" + --future {future}" if future else "", timesteps + future, known - timesteps - future)
+        log.warning(
+            "clips have up to %d frames; --timesteps %d%s keeps the first %d (%d dropped)",
+            known,
+            timesteps,
+            f" + --future {future}" if future else "",
+            timesteps + future,
+            known - timesteps - future,
+        )
     return timesteps
 
 
@@ -150,8 +189,14 @@ def train(ws: Workspace, config: TrainConfig) -> TrainResult:
     spec = make_spec(config, manifest)
     if validation:
         spec.options["validation"] = validation
-    spec.options.update(epochs=config.epochs, patience=config.patience, seed=config.seed, lr_asked=config.lr,
-                        distribute=config.distribute, mixed_precision=config.mixed_precision)
+    spec.options.update(
+        epochs=config.epochs,
+        patience=config.patience,
+        seed=config.seed,
+        lr_asked=config.lr,
+        distribute=config.distribute,
+        mixed_precision=config.mixed_precision,
+    )
     spec.config = plain(config)
     out = ws.run(spec.name)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,13 +234,16 @@ def extend_run(out: Path, spec: RunSpec, old: int, new: int) -> None:
     backup = ResumableBackup(out / "backup")
     last = backup.last_epoch()
     if (out / COMPLETE).exists() and last is None:
-        raise SettingsChanged(f"{out} finished {old} epochs without keeping its last backup (trained by an older "
-                              f"mpview), so it cannot train on to {new}: pass --force to retrain it, or use --name")
+        raise SettingsChanged(
+            f"{out} finished {old} epochs without keeping its last backup (trained by an older "
+            f"mpview), so it cannot train on to {new}: pass --force to retrain it, or use --name"
+        )
     backup.reopen()
     (out / COMPLETE).unlink(missing_ok=True)
     spec.options["extended"] = [*spec.options.get("extended", []), {"from_epochs": old, "to_epochs": new}]
-    log.info("%s: --epochs %d -> %d: training on from epoch %s, as a resume would", out, old, new,
-             last or "its last backup")
+    log.info(
+        "%s: --epochs %d -> %d: training on from epoch %s, as a resume would", out, old, new, last or "its last backup"
+    )
 
 
 def _comparable(spec: RunSpec) -> dict:
@@ -216,12 +264,27 @@ def train_run(ws: Workspace, config: TrainConfig, manifest: Manifest, spec: RunS
     from pipeline.training.distribute import data_parallel, set_precision
 
     future = spec.options.get("future") or 0
-    whole = "composite pretraining" if spec.options.get("pretrain") else "--labelled-fraction" if spec.options.get("labelled_fraction", 1.0) < 1.0 else ""
-    inputs = RunInputs(manifest, spec, ws.root, ("train", "val"), "memory" if whole else config.input, f"{whole} reads the training split whole" if whole else "")
+    whole = (
+        "composite pretraining"
+        if spec.options.get("pretrain")
+        else "--labelled-fraction"
+        if spec.options.get("labelled_fraction", 1.0) < 1.0
+        else ""
+    )
+    inputs = RunInputs(
+        manifest,
+        spec,
+        ws.root,
+        ("train", "val"),
+        "memory" if whole else config.input,
+        f"{whole} reads the training split whole" if whole else "",
+    )
     if spec.options.get("augment"):
         from pipeline.training.batches import make_recipe
 
-        spec.options["recipe"] = make_recipe(spec.options["augment"], min(inputs.shapes[0][0][:2]), spec.options["crop"]).to_dict()
+        spec.options["recipe"] = make_recipe(
+            spec.options["augment"], min(inputs.shapes[0][0][:2]), spec.options["crop"]
+        ).to_dict()
         log.info("--augment %s: %s", spec.options["augment"], spec.options["recipe"])
     if inputs.mode == "memory":
         train = load_inputs(manifest, spec, "train", ws.root, audio=spec.audio, extra_frames=future, raw=True)
@@ -229,19 +292,38 @@ def train_run(ws: Workspace, config: TrainConfig, manifest: Manifest, spec: RunS
     keras.utils.set_random_seed(config.seed)
     policy = set_precision(config.mixed_precision)
     with data_parallel(config.distribute, spec.options["batch_size"], config.lr) as plan:
-        spec.options.update(lr=plan.learning_rate, replicas=plan.replicas, global_batch=plan.global_batch, dtype_policy=policy)
+        spec.options.update(
+            lr=plan.learning_rate, replicas=plan.replicas, global_batch=plan.global_batch, dtype_policy=policy
+        )
         spec.save(out)
         info = {"spec": spec.__dict__, "device": describe()}
-        log.info("training %s on %d train / %d val samples (%s, perspectives %s, %d timesteps) -> %s", spec.name, inputs.count("train"), inputs.count("val"), spec.input_stage, spec.perspectives, spec.timesteps, out)
-        fitting = FitConfig(epochs=config.epochs, batch_size=plan.global_batch, patience=config.patience, seed=config.seed,
-                            tensorboard=config.tensorboard, verbose=0 if progress_disabled() else 2)
+        log.info(
+            "training %s on %d train / %d val samples (%s, perspectives %s, %d timesteps) -> %s",
+            spec.name,
+            inputs.count("train"),
+            inputs.count("val"),
+            spec.input_stage,
+            spec.perspectives,
+            spec.timesteps,
+            out,
+        )
+        fitting = FitConfig(
+            epochs=config.epochs,
+            batch_size=plan.global_batch,
+            patience=config.patience,
+            seed=config.seed,
+            tensorboard=config.tensorboard,
+            verbose=0 if progress_disabled() else 2,
+        )
         if inputs.mode == "memory":
             history = fit_run(spec, train, val, out, info, fitting)
         else:
             history = fit_streamed(spec, inputs, out, info, fitting)
     best = max(history.get(fitting.monitor, [float("nan")]))
     epochs = len(history.get("loss", []))
-    log.info("%s: best %s %.3f after %d epochs; checkpoint %s", spec.name, fitting.monitor, best, epochs, ws.checkpoint(out))
+    log.info(
+        "%s: best %s %.3f after %d epochs; checkpoint %s", spec.name, fitting.monitor, best, epochs, ws.checkpoint(out)
+    )
     return TrainResult(spec.name, out, fitting.monitor, best, epochs)
 
 
@@ -254,8 +336,13 @@ def ensure_validation(manifest: Manifest, fraction: float, seed: int) -> dict | 
     manifest.samples = carve_validation(manifest.samples, fraction, seed)
     held = manifest.split("val")
     speakers = sorted({s.speaker for s in held if s.speaker is not None})
-    log.info("the dataset's split has no validation set: %d training samples (%s) held out as val (seed %d, --val-fraction %g)",
-             len(held), f"speakers {', '.join(speakers)}" if speakers else "no speakers known", seed, fraction)
+    log.info(
+        "the dataset's split has no validation set: %d training samples (%s) held out as val (seed %d, --val-fraction %g)",
+        len(held),
+        f"speakers {', '.join(speakers)}" if speakers else "no speakers known",
+        seed,
+        fraction,
+    )
     return {"carved_from": "train", "fraction": fraction, "seed": seed, "samples": len(held), "speakers": speakers}
 
 
@@ -268,8 +355,9 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig)
     shapes = [v.shape[1:] for v in val.inputs]  # after any evaluation crop: what the model takes
     if spec.pixels:
         built, model, plan = built_for_fitting(spec, shapes, train.audio.shape[1:] if spec.audio else None, out, config)
-        (x_train, y_train), (x_val, y_val) = ((plan.arrange(d.inputs, d.audio, y) if plan else (d.inputs, y))
-                                              for d, y in ((train, y_train), (val, y_val)))
+        (x_train, y_train), (x_val, y_val) = (
+            (plan.arrange(d.inputs, d.audio, y) if plan else (d.inputs, y)) for d, y in ((train, y_train), (val, y_val))
+        )
         history = fit(model, batches(spec, x_train, y_train, batch_size, seed), (x_val, y_val), out, config, info)
         if plan:
             keep_scoring_network(plan, built, out)
@@ -277,10 +365,20 @@ def fit_run(spec: RunSpec, train, val, out: Path, info: dict, config: FitConfig)
         x_train = train.inputs
         if spec.options.get("pretrain"):
             x_train, _ = split_future(train, spec.timesteps)
-        model = pretrain(spec, train, out, config, info) if spec.options.get("pretrain") == "composite" else build_model(spec, shapes)
+        model = (
+            pretrain(spec, train, out, config, info)
+            if spec.options.get("pretrain") == "composite"
+            else build_model(spec, shapes)
+        )
         rows = labelled_rows(train.labels, spec.options.get("labelled_fraction", 1.0), seed)
         if len(rows) < len(train.labels):
-            log.info("classifier sees the labels of %d of %d training clips (--labelled-fraction %g, seed %d)", len(rows), len(train.labels), spec.options["labelled_fraction"], seed)
+            log.info(
+                "classifier sees the labels of %d of %d training clips (--labelled-fraction %g, seed %d)",
+                len(rows),
+                len(train.labels),
+                spec.options["labelled_fraction"],
+                seed,
+            )
             x_train, y_train = [x[rows] for x in x_train], y_train[rows]
         history = fit(model, (x_train, y_train), (val.inputs, y_val), out, config, info)
     return history
@@ -291,8 +389,14 @@ def fit_streamed(spec: RunSpec, inputs: RunInputs, out: Path, info: dict, config
     from pipeline.training.fit import fit
 
     built, model, plan = built_for_fitting(spec, inputs.model_shapes(), inputs.audio_shape, out, config)
-    history = fit(model, inputs.training("train", config.batch_size, config.seed), inputs.validation("val", config.batch_size),
-                  out, config, info)
+    history = fit(
+        model,
+        inputs.training("train", config.batch_size, config.seed),
+        inputs.validation("val", config.batch_size),
+        out,
+        config,
+        info,
+    )
     if plan:
         keep_scoring_network(plan, built, out)
     return history
@@ -337,7 +441,10 @@ def labelled_rows(labels, fraction: float, seed: int):
     if fraction >= 1.0:
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    keep = [rng.permutation(np.flatnonzero(labels == c))[: max(1, int(round(fraction * np.sum(labels == c))))] for c in np.unique(labels)]
+    keep = [
+        rng.permutation(np.flatnonzero(labels == c))[: max(1, int(round(fraction * np.sum(labels == c))))]
+        for c in np.unique(labels)
+    ]
     return np.sort(np.concatenate(keep))
 
 
@@ -361,13 +468,23 @@ def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
     o = spec.options
     seen, future = split_future(train, spec.timesteps)
     pre_config = dataclasses.replace(config, epochs=o["pretrain_epochs"], monitor="loss", checkpoint=COMPOSITE)
-    composite = pretrain_composite(seen, future, o["units"], registry.get(spec.model).multi_perspective_encoder,
-                                   o["conditional"], Workspace.pretrain(out), pre_config, info)
+    composite = pretrain_composite(
+        seen,
+        future,
+        o["units"],
+        registry.get(spec.model).multi_perspective_encoder,
+        o["conditional"],
+        Workspace.pretrain(out),
+        pre_config,
+        info,
+    )
     shown = [square_frames(x[:1]) for x in (seen[0], future[0])]
     if len(seen) == 1 and future[0].shape[1] and all(s is not None for s in shown):
         outputs = composite.predict(seen[0][:1], verbose=0)
         recon, pred = (square_frames(outputs[k]) for k in ("reconstruction", "prediction"))
-        path = plot_composite_predictions(shown[0][0], shown[1][0], recon[0], pred[0], Workspace.pretrain(out) / "predictions.png")
+        path = plot_composite_predictions(
+            shown[0][0], shown[1][0], recon[0], pred[0], Workspace.pretrain(out) / "predictions.png"
+        )
         log.info("composite reconstructions and predictions: %s", path)
     from pipeline.training.experiment import composite_classifier
 

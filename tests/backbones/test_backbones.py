@@ -11,19 +11,27 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.storage.atomic import file_sha256
-from pipeline.backbones import BACKBONES, RANDOM_LABEL, Backbone, build_backbone
-from pipeline.backbones import resolve, vggface
+from pipeline.backbones import BACKBONES, RANDOM_LABEL, Backbone, build_backbone, resolve, vggface
 from pipeline.backbones.pixels import PcaProjection, PixelBackbone
 from pipeline.backbones.resolve import WeightsUnavailableError, checked_sha256, resolve_weights
+from pipeline.storage.atomic import file_sha256
 
 PARAMS = {  # keras-vggface 0.6 totals (trainable + batch-norm statistics)
-    ("vgg16", False): 14_714_688, ("vgg16", True): 145_002_878,
-    ("resnet50", False): 23_561_152, ("resnet50", True): 41_246_071,
-    ("senet50", False): 26_092_144, ("senet50", True): 43_777_063,
+    ("vgg16", False): 14_714_688,
+    ("vgg16", True): 145_002_878,
+    ("resnet50", False): 23_561_152,
+    ("resnet50", True): 41_246_071,
+    ("senet50", False): 26_092_144,
+    ("senet50", True): 43_777_063,
 }
-LAYERS = {("vgg16", False): 19, ("vgg16", True): 26, ("resnet50", False): 174, ("resnet50", True): 176,
-          ("senet50", False): 286, ("senet50", True): 288}
+LAYERS = {
+    ("vgg16", False): 19,
+    ("vgg16", True): 26,
+    ("resnet50", False): 174,
+    ("resnet50", True): 176,
+    ("senet50", False): 286,
+    ("senet50", True): 288,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +47,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- architectures -------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key", list(PARAMS))
 def test_parameter_and_layer_counts(models: dict, key: tuple[str, bool]) -> None:
@@ -64,9 +73,20 @@ def test_vgg16_layers_in_order(models: dict) -> None:
 def test_resnet_family_layers(models: dict, arch: str) -> None:
     model = models[arch, True]
     names = [vggface.original_name(layer.name) for layer in model.layers]
-    for name in ("conv1/7x7_s2", "conv1/7x7_s2/bn", "conv2_1_1x1_reduce", "conv2_1_1x1_reduce/bn", "conv2_1_3x3",
-                 "conv2_1_1x1_increase/bn", "conv2_1_1x1_proj", "conv3_4_1x1_increase", "conv4_6_3x3/bn",
-                 "conv5_3_1x1_increase/bn", "avg_pool", "classifier"):
+    for name in (
+        "conv1/7x7_s2",
+        "conv1/7x7_s2/bn",
+        "conv2_1_1x1_reduce",
+        "conv2_1_1x1_reduce/bn",
+        "conv2_1_3x3",
+        "conv2_1_1x1_increase/bn",
+        "conv2_1_1x1_proj",
+        "conv3_4_1x1_increase",
+        "conv4_6_3x3/bn",
+        "conv5_3_1x1_increase/bn",
+        "avg_pool",
+        "classifier",
+    ):
         assert name in names
     assert ("conv5_3_1x1_down" in names) == (arch == "senet50")
     assert "conv2_2_1x1_proj" not in names  # identity blocks have no projection
@@ -103,6 +123,7 @@ def test_bad_options_are_refused() -> None:
 
 # --- preprocessing -------------------------------------------------------------------------------------------------
 
+
 def test_preprocess_constants_and_channel_order() -> None:
     assert vggface.BGR_MEANS[1] == (93.5940, 104.7624, 129.1863)
     assert vggface.BGR_MEANS[2] == (91.4953, 103.8827, 131.0912)
@@ -111,22 +132,37 @@ def test_preprocess_constants_and_channel_order() -> None:
     out = vggface.preprocess_input(rgb, version=2)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out[0, 0, 0], [30 - 91.4953, 20 - 103.8827, 10 - 131.0912], rtol=1e-6)
-    np.testing.assert_allclose(vggface.preprocess_input(rgb, 1)[0, 0, 0], [30 - 93.5940, 20 - 104.7624, 10 - 129.1863],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        vggface.preprocess_input(rgb, 1)[0, 0, 0], [30 - 93.5940, 20 - 104.7624, 10 - 129.1863], rtol=1e-6
+    )
     with pytest.raises(ValueError):
         vggface.preprocess_input(rgb, 3)
 
 
-@pytest.mark.parametrize("shape", [(96, 96, 3), (112, 112, 3), (60, 100, 3), (96, 96, 1), (150, 300, 3),
-                                   (448, 448, 3), (240, 250, 3), (256, 256, 3)])
+@pytest.mark.parametrize(
+    "shape",
+    [(96, 96, 3), (112, 112, 3), (60, 100, 3), (96, 96, 1), (150, 300, 3), (448, 448, 3), (240, 250, 3), (256, 256, 3)],
+)
 def test_in_graph_resize_is_opencvs(shape: tuple[int, int, int]) -> None:
     """Enlarging (INTER_LINEAR) and whole-factor shrinking match cv2 bit for bit; other shrinks up to rounding ties."""
     frames = np.random.default_rng(shape[0]).integers(0, 256, (2, *shape), dtype=np.uint8)
     layer = vggface.Preprocess("v2")
     got = keras.ops.convert_to_numpy(layer(frames))
-    expected = vggface.preprocess_input(np.stack([
-        np.repeat(cv2.resize(f, (224, 224), interpolation=cv2.INTER_AREA if min(shape[:2]) > 224 else cv2.INTER_LINEAR)
-                  .reshape(224, 224, -1), 3 // shape[2], axis=-1) for f in frames]), 2)
+    expected = vggface.preprocess_input(
+        np.stack(
+            [
+                np.repeat(
+                    cv2.resize(
+                        f, (224, 224), interpolation=cv2.INTER_AREA if min(shape[:2]) > 224 else cv2.INTER_LINEAR
+                    ).reshape(224, 224, -1),
+                    3 // shape[2],
+                    axis=-1,
+                )
+                for f in frames
+            ]
+        ),
+        2,
+    )
     off = np.abs(got - expected)
     if shape in ((240, 250, 3), (256, 256, 3)):  # INTER_AREA at a fractional factor: ties may round the other way
         assert off.max() <= 1.0 + 1e-4 and (off > 0.5).mean() < 0.03
@@ -136,6 +172,7 @@ def test_in_graph_resize_is_opencvs(shape: tuple[int, int, int]) -> None:
 
 
 # --- weight resolution ---------------------------------------------------------------------------------------------
+
 
 def _fake_weights(url: str, dest: Path) -> None:
     """A downloader stand-in writing a tiny HDF5 file."""
@@ -150,8 +187,10 @@ def _no_download(url: str, dest: Path) -> None:
 
 def test_release_names_and_urls() -> None:
     assert resolve.weight_file_name("senet50", False) == "rcmalli_vggface_tf_notop_senet50.h5"
-    assert resolve.weight_url("vgg16", True) == \
-        "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/rcmalli_vggface_tf_vgg16.h5"
+    assert (
+        resolve.weight_url("vgg16", True)
+        == "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/rcmalli_vggface_tf_vgg16.h5"
+    )
     with pytest.raises(ValueError):
         resolve.weight_file_name("vgg19", True)
 
@@ -176,7 +215,9 @@ def test_offline_error_names_file_url_and_option(tmp_path: Path) -> None:
         resolve_weights("senet50", False, "vggface", tmp_path, _no_download)
     message = str(info.value)
     assert "rcmalli_vggface_tf_notop_senet50.h5" in message
-    assert "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/rcmalli_vggface_tf_notop_senet50.h5" in message
+    assert (
+        "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/rcmalli_vggface_tf_notop_senet50.h5" in message
+    )
     assert "--weights PATH" in message and "MPVIEW_OFFLINE" in message
     assert not list(tmp_path.iterdir())
 
@@ -196,7 +237,9 @@ def test_default_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_download_records_checksum_and_detects_tampering(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(resolve.OFFLINE_ENV)
     urls: list[str] = []
-    path = resolve_weights("vgg16", True, "vggface", tmp_path, lambda url, dest: (urls.append(url), _fake_weights(url, dest)))
+    path = resolve_weights(
+        "vgg16", True, "vggface", tmp_path, lambda url, dest: (urls.append(url), _fake_weights(url, dest))
+    )
     assert urls == [resolve.weight_url("vgg16", True)]
     assert path == tmp_path / "rcmalli_vggface_tf_vgg16.h5"
     record = tmp_path / "rcmalli_vggface_tf_vgg16.h5.sha256"
@@ -226,12 +269,15 @@ def test_failed_download_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 # --- pixels --------------------------------------------------------------------------------------------------------
 
+
 def _mouths(n: int, seed: int = 0) -> np.ndarray:
     """Synthetic RGB mouth crops with some low-rank structure."""
     rng = np.random.default_rng(seed)
     base = rng.uniform(0, 255, (4, 48, 64, 3))
     weights = rng.dirichlet(np.ones(4), n)
-    return np.clip(np.einsum("nk,khwc->nhwc", weights, base) + rng.normal(0, 3, (n, 48, 64, 3)), 0, 255).astype(np.uint8)
+    return np.clip(np.einsum("nk,khwc->nhwc", weights, base) + rng.normal(0, 3, (n, 48, 64, 3)), 0, 255).astype(
+        np.uint8
+    )
 
 
 def test_pixel_backbone_shapes_and_range() -> None:
@@ -272,6 +318,7 @@ def test_pca_fit_matches_sklearn_and_round_trips_without_pickle(tmp_path: Path) 
 
 # --- registry ------------------------------------------------------------------------------------------------------
 
+
 def test_registry_names_and_protocol() -> None:
     assert BACKBONES == ("vgg16", "vgg16-pool5", "resnet50", "senet50", "dlib", "pixels")
     assert isinstance(build_backbone("pixels"), Backbone)
@@ -289,6 +336,7 @@ def test_random_keras_backbone_is_labelled() -> None:
 
 # --- dlib ----------------------------------------------------------------------------------------------------------
 
+
 def _face_crops(clip: Path, indices: tuple[int, ...]) -> np.ndarray:
     """RGB face crops (detector box plus 20% margin, 160x160) of some frames of a real clip."""
     import dlib
@@ -301,7 +349,9 @@ def _face_crops(clip: Path, indices: tuple[int, ...]) -> np.ndarray:
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             box = detector(rgb, 1)[0]
             margin = int(0.2 * box.width())
-            crop = rgb[max(0, box.top() - margin):box.bottom() + margin, max(0, box.left() - margin):box.right() + margin]
+            crop = rgb[
+                max(0, box.top() - margin) : box.bottom() + margin, max(0, box.left() - margin) : box.right() + margin
+            ]
             crops.append(cv2.resize(crop, (160, 160)))
     capture.release()
     return np.stack(crops)

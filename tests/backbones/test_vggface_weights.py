@@ -10,12 +10,11 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.storage.atomic import file_sha256
-from pipeline.backbones import build_backbone
-from pipeline.backbones import vggface
+from pipeline.backbones import build_backbone, vggface
 from pipeline.backbones.pixels import resize
 from pipeline.backbones.weights import WeightFileError, load_keras2_weights, read_layout, write_keras2_weight_file
+from pipeline.errors import ConfigError
+from pipeline.storage.atomic import file_sha256
 
 
 def randomize(model: keras.Model, seed: int) -> keras.Model:
@@ -71,7 +70,8 @@ def test_fixture_has_the_official_layout(resnet_source: tuple[keras.Model, Path]
         assert [w.decode() for w in conv.attrs["weight_names"]] == ["conv1/7x7_s2/kernel:0"]
         assert conv["conv1/7x7_s2/kernel:0"].shape == (7, 7, 3, 64)
         assert [w.decode() for w in handle["conv1/7x7_s2/bn"].attrs["weight_names"]] == [
-            f"conv1/7x7_s2/bn/{w}:0" for w in ("gamma", "beta", "moving_mean", "moving_variance")]
+            f"conv1/7x7_s2/bn/{w}:0" for w in ("gamma", "beta", "moving_mean", "moving_variance")
+        ]
         assert len(handle["activation_1"].attrs["weight_names"]) == 0
     layout = dict(read_layout(path))
     assert layout["conv2_1_1x1_proj"] == [("conv2_1_1x1_proj/kernel:0", (1, 1, 64, 256))]
@@ -91,8 +91,12 @@ def test_round_trip_reproduces_the_forward_pass(resnet_source: tuple[keras.Model
     load_keras2_weights(target, path)
     _assert_same_weights(source, target)
     x = images(2)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(target(x, training=False)),
-                               keras.ops.convert_to_numpy(source(x, training=False)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(target(x, training=False)),
+        keras.ops.convert_to_numpy(source(x, training=False)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_full_model_save_nests_under_model_weights(resnet_source: tuple[keras.Model, Path], tmp_path: Path) -> None:
@@ -113,16 +117,21 @@ def test_chunked_layer_names_attribute(vgg_copy: Path) -> None:
     model = vggface.vgg16(include_top=False)
     load_keras2_weights(model, vgg_copy)
     with h5py.File(vgg_copy, "r") as handle:
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("conv5_3").kernel),
-                                      handle["conv5_3/conv5_3/kernel:0"][()])
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(model.get_layer("conv5_3").kernel), handle["conv5_3/conv5_3/kernel:0"][()]
+        )
 
 
-def test_wrong_architecture_is_refused_naming_the_layer(resnet_source: tuple[keras.Model, Path], vgg_file: Path) -> None:
+def test_wrong_architecture_is_refused_naming_the_layer(
+    resnet_source: tuple[keras.Model, Path], vgg_file: Path
+) -> None:
     with pytest.raises(WeightFileError) as info:
         load_keras2_weights(vggface.senet50(include_top=False), resnet_source[1])
     assert "'conv2_1_1x1_down' of model 'vggface_senet50' is absent from the file" in str(info.value)
     assert info.value.file == str(resnet_source[1])
-    with pytest.raises(WeightFileError, match="layer 'conv1_1' in the file has no counterpart in model 'vggface_resnet50'"):
+    with pytest.raises(
+        WeightFileError, match="layer 'conv1_1' in the file has no counterpart in model 'vggface_resnet50'"
+    ):
         load_keras2_weights(vggface.resnet50(include_top=False), vgg_file)
 
 
@@ -135,17 +144,30 @@ def test_shape_mismatch_is_refused_before_any_change(vgg_copy: Path) -> None:
     before = keras.ops.convert_to_numpy(model.get_layer("conv1_1").kernel)
     with pytest.raises(WeightFileError) as info:
         load_keras2_weights(model, vgg_copy)
-    assert str(info.value) == f"{vgg_copy}: layer 'conv3_2': weight 'conv3_2/bias:0' has shape (255,) in the file, (256,) in the model"
+    assert (
+        str(info.value)
+        == f"{vgg_copy}: layer 'conv3_2': weight 'conv3_2/bias:0' has shape (255,) in the file, (256,) in the model"
+    )
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("conv1_1").kernel), before)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda g: g.attrs.__setitem__("weight_names", [b"conv2_1/kernel:0"]), "layer 'conv2_1': the file has 1 weights, the model 2"),
-    (lambda g: g.attrs.__setitem__("weight_names", [b"conv2_1/bias:0", b"conv2_1/kernel:0"]),
-     "layer 'conv2_1': file weight 'conv2_1/bias:0' where the model has 'kernel'"),
-    (lambda g: g.attrs.__setitem__("weight_names", [b"conv2_1/kernel:0", b"conv2_1/missing:0"]),
-     "layer 'conv2_1': weight 'conv2_1/missing:0' is listed in weight_names but not stored"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda g: g.attrs.__setitem__("weight_names", [b"conv2_1/kernel:0"]),
+            "layer 'conv2_1': the file has 1 weights, the model 2",
+        ),
+        (
+            lambda g: g.attrs.__setitem__("weight_names", [b"conv2_1/bias:0", b"conv2_1/kernel:0"]),
+            "layer 'conv2_1': file weight 'conv2_1/bias:0' where the model has 'kernel'",
+        ),
+        (
+            lambda g: g.attrs.__setitem__("weight_names", [b"conv2_1/kernel:0", b"conv2_1/missing:0"]),
+            "layer 'conv2_1': weight 'conv2_1/missing:0' is listed in weight_names but not stored",
+        ),
+    ],
+)
 def test_inconsistent_layers_are_refused(vgg_copy: Path, edit, message: str) -> None:
     with h5py.File(vgg_copy, "r+") as handle:
         edit(handle["conv2_1"])
@@ -185,6 +207,7 @@ def test_vgg16_backbone_embeds_fc7(vgg_file: Path) -> None:
 
 # --- preprocessing in the graph, against the CPU path, on real crops ----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def real_crops(grid_dir: Path) -> dict[tuple[str, int, int], np.ndarray]:
     """uint8 RGB ROI crops of a GRID clip as prepare stores them: mouth 96 and face 112 (enlarged), face 256 (shrunk)."""
@@ -192,8 +215,10 @@ def real_crops(grid_dir: Path) -> dict[tuple[str, int, int], np.ndarray]:
     from pipeline.media.video import read_frames
 
     frames = read_frames(grid_dir / "lbax4n.mpg")
-    return {(roi, h, w): crop_clip(frames, RoiConfig(roi=roi, size=(h, w)), "lbax4n").clip[::20]
-            for roi, h, w in (("mouth", 96, 96), ("face", 112, 112), ("face", 256, 256), ("mouth", 60, 100))}
+    return {
+        (roi, h, w): crop_clip(frames, RoiConfig(roi=roi, size=(h, w)), "lbax4n").clip[::20]
+        for roi, h, w in (("mouth", 96, 96), ("face", 112, 112), ("face", 256, 256), ("mouth", 60, 100))
+    }
 
 
 def relative_l2(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -202,8 +227,9 @@ def relative_l2(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name, mode", [("resnet50", "v2"), ("vgg16-pool5", "v1")])
-def test_in_graph_preprocessing_matches_the_cpu_path(name: str, mode: str, real_crops: dict,
-                                                     resnet_source: tuple[keras.Model, Path], vgg_file: Path) -> None:
+def test_in_graph_preprocessing_matches_the_cpu_path(
+    name: str, mode: str, real_crops: dict, resnet_source: tuple[keras.Model, Path], vgg_file: Path
+) -> None:
     from pipeline.backbones.preprocess import cpu_inputs
 
     backbone = build_backbone(name, weights=str(resnet_source[1] if name == "resnet50" else vgg_file), batch_size=4)

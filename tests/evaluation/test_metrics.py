@@ -12,7 +12,14 @@ from matplotlib.image import imread
 
 from pipeline.evaluation.metrics import evaluate_predictions
 from pipeline.evaluation.plots import plot_comparison, plot_confusion_matrix, plot_training_curves
-from pipeline.evaluation.report import RANDOM_WARNING, comparison_rows, comparison_table, load_report, write_comparison, write_report
+from pipeline.evaluation.report import (
+    RANDOM_WARNING,
+    comparison_rows,
+    comparison_table,
+    load_report,
+    write_comparison,
+    write_report,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["a", "b", "c"]
@@ -91,7 +98,9 @@ def test_ties_go_to_lower_index_for_both_accuracy_and_top1() -> None:
 
 
 def test_class_absent_from_test_set_has_no_accuracy() -> None:
-    result = evaluate_predictions(np.array([0, 1]), np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]), ["a", "b", "c"], k=(1, 2))
+    result = evaluate_predictions(
+        np.array([0, 1]), np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]), ["a", "b", "c"], k=(1, 2)
+    )
     assert result["per_class"]["c"] == {"accuracy": None, "correct": 0, "support": 0}
     assert result["macro_f1"] == 1.0
     json.dumps(result, allow_nan=False)
@@ -124,7 +133,12 @@ RUN_INFO = {
     "backend": "tensorflow",
     "versions": {"numpy": "2.0", "keras": "3.3"},
 }
-HISTORY = {"loss": [1.2, 0.9, 0.7], "val_loss": [1.3, 1.0, 0.9], "accuracy": [0.4, 0.6, 0.7], "val_accuracy": [0.35, 0.5, 0.6]}
+HISTORY = {
+    "loss": [1.2, 0.9, 0.7],
+    "val_loss": [1.3, 1.0, 0.9],
+    "accuracy": [0.4, 0.6, 0.7],
+    "val_accuracy": [0.35, 0.5, 0.6],
+}
 
 
 def test_write_report_files_and_markdown_numbers(tmp_path: Path, metrics: dict) -> None:
@@ -134,7 +148,16 @@ def test_write_report_files_and_markdown_numbers(tmp_path: Path, metrics: dict) 
     assert report["metrics"] == metrics and report["run_info"] == RUN_INFO and report["history"] == HISTORY
     assert report["random_weights"] is False and report["warning"] is None
     md = paths["markdown"].read_text(encoding="utf-8")
-    for text in ("66.67%", "(4 / 6 correct)", "| top-2 | 83.33% |", "> **Warning: small test split", "0.6556", "| b | 100.00% | 2 | 2 |", "| s10 | 33.33% | 1 | 3 |", "| s2 | 100.00% | 3 | 3 |"):
+    for text in (
+        "66.67%",
+        "(4 / 6 correct)",
+        "| top-2 | 83.33% |",
+        "> **Warning: small test split",
+        "0.6556",
+        "| b | 100.00% | 2 | 2 |",
+        "| s10 | 33.33% | 1 | 3 |",
+        "| s2 | 100.00% | 3 | 3 |",
+    ):
         assert text in md
     assert "| true \\ predicted | a | b | c |" in md and "| c | 1 | 0 | 1 |" in md
     assert "| versions.keras | 3.3 |" in md and "| perspectives | v1, v3 |" in md
@@ -161,16 +184,32 @@ def test_report_name_must_be_a_file_name(tmp_path: Path, metrics: dict) -> None:
 
 def _report(name: str, accuracy: float, weights: str, n: int = 6) -> dict:
     """A minimal report record as :func:`pipeline.evaluation.report.build_report` makes it."""
-    metrics = {"accuracy": accuracy, "top_k": {"top1": accuracy, "top5": min(1.0, accuracy + 0.2)}, "macro_f1": accuracy - 0.05, "n_samples": n, "classes": CLASSES}
-    return {"name": name, "metrics": metrics, "run_info": {"model": name.split("_")[0], "perspectives": ["v1", "v2"], "weights": weights}}
+    metrics = {
+        "accuracy": accuracy,
+        "top_k": {"top1": accuracy, "top5": min(1.0, accuracy + 0.2)},
+        "macro_f1": accuracy - 0.05,
+        "n_samples": n,
+        "classes": CLASSES,
+    }
+    return {
+        "name": name,
+        "metrics": metrics,
+        "run_info": {"model": name.split("_")[0], "perspectives": ["v1", "v2"], "weights": weights},
+    }
 
 
 def test_comparison_table_sorted_without_warning() -> None:
-    reports = [_report("early_fusion", 0.61, "vggface2"), _report("mplstm_full", 0.74, "vggface2"), _report("lstm_v1", 0.55, "vggface2")]
+    reports = [
+        _report("early_fusion", 0.61, "vggface2"),
+        _report("mplstm_full", 0.74, "vggface2"),
+        _report("lstm_v1", 0.55, "vggface2"),
+    ]
     assert [row["name"] for row in comparison_rows(reports)] == ["mplstm_full", "early_fusion", "lstm_v1"]
     table = comparison_table(reports)
     lines = table.splitlines()
-    assert lines[0].startswith("| # | report | model | perspectives | weights | test accuracy | top-5 | macro F1 | n test |")
+    assert lines[0].startswith(
+        "| # | report | model | perspectives | weights | test accuracy | top-5 | macro F1 | n test |"
+    )
     assert lines[2].startswith("| 1 | mplstm_full | mplstm | v1, v2 | vggface2 | 74.00% | 94.00% | 0.6900 | 6 |")
     assert lines[3].startswith("| 2 | early_fusion") and lines[4].startswith("| 3 | lstm_v1")
     assert "Warning" not in table
@@ -202,7 +241,9 @@ def test_plots_write_valid_pngs(tmp_path: Path) -> None:
         plot_confusion_matrix([[1, 0], [0, 1]], ["x", "y", "z"], tmp_path / "bad.png")
 
 
-def test_two_clip_two_class_test_warns_and_drops_trivial_top_k(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_two_clip_two_class_test_warns_and_drops_trivial_top_k(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A 2-class, 2-clip test split where the model predicts one class: small split, no top-2, collapsed model,
     each in the log and the report."""
     metrics = evaluate_predictions(np.array([0, 1]), np.array([[0.9, 0.1], [0.8, 0.2]]), ["x", "y"], k=(1, 2, 5))

@@ -16,8 +16,8 @@ pytest.importorskip("distributed")
 
 import cli  # noqa: E402
 from pipeline.execution.cluster import backend_for  # noqa: E402
-from pipeline.manifest import Manifest, Sample, Source  # noqa: E402
 from pipeline.execution.runner import ShardTask, run_stage, write_shard  # noqa: E402
+from pipeline.manifest import Manifest, Sample, Source  # noqa: E402
 from pipeline.storage.shards import ShardReader  # noqa: E402
 
 WORKERS = 2
@@ -34,7 +34,12 @@ def cluster() -> Iterator[Any]:
     level = dask_logger.level
     dask_logger.setLevel(logging.WARNING)  # keep the scheduler's INFO chatter out of failure reports
     try:
-        with LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as local, Client(local) as client:
+        with (
+            LocalCluster(
+                n_workers=WORKERS, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as local,
+            Client(local) as client,
+        ):
             client.wait_for_workers(WORKERS, timeout=120)
             yield local, client
     finally:
@@ -54,7 +59,14 @@ class PidJob:
             for sample in task.samples:
                 index = int(sample["id"][1:])
                 frames = np.random.default_rng(index).integers(0, 256, (5 + index % 3, 24, 24, 3), dtype=np.uint8)
-                yield sample["id"], {"arrays": {"v1": frames, "v2": frames[:, ::-1]}, "attrs": {"label": sample["label"]}, "record": {"frames": len(frames)}}
+                yield (
+                    sample["id"],
+                    {
+                        "arrays": {"v1": frames, "v2": frames[:, ::-1]},
+                        "attrs": {"label": sample["label"]},
+                        "record": {"frames": len(frames)},
+                    },
+                )
 
         return write_shard(task, self.kind, {"stage": "toy"}, outcomes(), False)
 
@@ -62,8 +74,16 @@ class PidJob:
 def toy_work(work: Path, n: int = 8) -> Manifest:
     """A run folder with a toy two-perspective manifest (no media needed)."""
     work.mkdir(parents=True)
-    samples = [Sample(id=f"s{i:02d}", sources={"v1": Source(f"v1/{i}.mp4"), "v2": Source(f"v2/{i}.mp4")}, label="ab"[i % 2],
-                      split=("train", "val", "test")[i % 3], speaker=f"p{i % 3}") for i in range(n)]
+    samples = [
+        Sample(
+            id=f"s{i:02d}",
+            sources={"v1": Source(f"v1/{i}.mp4"), "v2": Source(f"v2/{i}.mp4")},
+            label="ab"[i % 2],
+            split=("train", "val", "test")[i % 3],
+            speaker=f"p{i % 3}",
+        )
+        for i in range(n)
+    ]
     manifest = Manifest("toy", str(work / "data"), ["v1", "v2"], samples, classes=["a", "b"])
     manifest.save(work / "manifest.jsonl")
     return manifest
@@ -74,8 +94,17 @@ def run_toy(work: Path, stage: str, shard_size: int, backend: str | None) -> Pat
     manifest = toy_work(work)
     pids = work / "pids"
     pids.mkdir()
-    run_stage(manifest, work / "manifest.jsonl", stage, list(manifest.samples), work / "roi", "roi", PidJob(str(pids)),
-              shard_size=shard_size, backend=backend)
+    run_stage(
+        manifest,
+        work / "manifest.jsonl",
+        stage,
+        list(manifest.samples),
+        work / "roi",
+        "roi",
+        PidJob(str(pids)),
+        shard_size=shard_size,
+        backend=backend,
+    )
     return pids
 
 
@@ -102,7 +131,9 @@ def cache_counts(client: Any, dotted: str) -> dict[str, tuple[int, int]]:
     return client.run(probe)
 
 
-def assert_loaded_once_per_worker(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], calls: int) -> None:
+def assert_loaded_once_per_worker(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], calls: int
+) -> None:
     """Each worker that made calls built the cached model exactly once in its life, however many ``calls`` were made."""
     assert set(before) == set(after)
     made = {w: sum(after[w]) - sum(before[w]) for w in after}
@@ -131,11 +162,32 @@ def test_extract_backbone_loads_once_per_worker_and_matches_local(tmp_path: Path
     work = tmp_path / "work"
     run_toy(work, "prepare", 2, None)  # toy ROI clips recorded as the prepare stage
     shutil.copytree(work, tmp_path / "local")
-    assert cli.main(["extract", "--quiet", "--work", str(tmp_path / "local"), "--backbone", "pixels", "--shard-size", "1"]) == 0
+    assert (
+        cli.main(["extract", "--quiet", "--work", str(tmp_path / "local"), "--backbone", "pixels", "--shard-size", "1"])
+        == 0
+    )
     before = cache_counts(client, "pipeline.execution.extract_job.load_backbone")
-    assert cli.main(["extract", "--quiet", "--work", str(work), "--backbone", "pixels", "--shard-size", "1", "--scheduler", local.scheduler_address]) == 0
+    assert (
+        cli.main(
+            [
+                "extract",
+                "--quiet",
+                "--work",
+                str(work),
+                "--backbone",
+                "pixels",
+                "--shard-size",
+                "1",
+                "--scheduler",
+                local.scheduler_address,
+            ]
+        )
+        == 0
+    )
     after = cache_counts(client, "pipeline.execution.extract_job.load_backbone")
-    assert_loaded_once_per_worker(before, after, calls=8)  # 8 shards of one sample, 2 perspectives each: 2 builds at most
+    assert_loaded_once_per_worker(
+        before, after, calls=8
+    )  # 8 shards of one sample, 2 perspectives each: 2 builds at most
     features = "features/pixels"
     assert shard_bytes(work / features) == shard_bytes(tmp_path / "local" / features)
     assert len(shard_bytes(work / features)) == 8
@@ -163,7 +215,18 @@ def _prepare_both(tmp_path: Path, client: Any, address: str, args: list[str], cl
 def test_synthetic_prepare_on_the_cluster_equals_in_process(tmp_path: Path, cluster: Any) -> None:
     local, client = cluster
     options = {"n_per_class": 2, "n_classes": 2, "n_speakers": 2, "perspectives": 2, "frames": 12, "size": 96}
-    args = ["--dataset", "synthetic", "--root", str(tmp_path / "data"), "--shard-size", "2", "--max-missing", "1", "--contact-sheet", "0"]
+    args = [
+        "--dataset",
+        "synthetic",
+        "--root",
+        str(tmp_path / "data"),
+        "--shard-size",
+        "2",
+        "--max-missing",
+        "1",
+        "--contact-sheet",
+        "0",
+    ]
     args += [a for key, value in options.items() for a in ("--option", f"{key}={value}")]
     _prepare_both(tmp_path, client, local.scheduler_address, args, clips=4)
 
@@ -175,15 +238,33 @@ def test_grid_prepare_on_the_cluster_equals_in_process(tmp_path: Path, cluster: 
     rows = []
     for i, clip in enumerate(sorted(grid_dir.glob("*.mpg"))):
         shutil.copy(clip, root / "v1" / clip.name)
-        rows.append({"id": clip.stem, "label": "ab"[i % 2], "speaker": "s1", "split": ("train", "val", "test")[i], "path:v1": f"v1/{clip.name}"})
+        rows.append(
+            {
+                "id": clip.stem,
+                "label": "ab"[i % 2],
+                "speaker": "s1",
+                "split": ("train", "val", "test")[i],
+                "path:v1": f"v1/{clip.name}",
+            }
+        )
     with open(root / "listing.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, ["id", "label", "speaker", "split", "path:v1"])
         writer.writeheader()
         writer.writerows(rows)
-    args = ["--dataset", "generic", "--root", str(root), "--option", f"listing={root / 'listing.csv'}", "--shard-size", "1", "--contact-sheet", "0"]
+    args = [
+        "--dataset",
+        "generic",
+        "--root",
+        str(root),
+        "--option",
+        f"listing={root / 'listing.csv'}",
+        "--shard-size",
+        "1",
+        "--contact-sheet",
+        "0",
+    ]
     _prepare_both(tmp_path, client, local.scheduler_address, args, clips=3)
     assert [r["status"] for r in stage_records(tmp_path / "dask", "prepare").values()] == ["done"] * 3
-
 
 
 class KillingJob(PidJob):
@@ -218,8 +299,14 @@ def scheduler_address(tmp_path: Path) -> Iterator[str]:
     import time
 
     info = tmp_path / "scheduler.json"
-    scheduler = subprocess.Popen(_dask_command("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                               "--scheduler-file", str(info)), env=_dask_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scheduler = subprocess.Popen(
+        _dask_command(
+            "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info)
+        ),
+        env=_dask_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not info.exists() and time.monotonic() < deadline:
@@ -237,8 +324,14 @@ def real_cluster(scheduler_address: str) -> Iterator[str]:
 
     from distributed import Client
 
-    workers = subprocess.Popen(_dask_command("worker", scheduler_address, "--nthreads", "1", "--nworkers", "2", "--no-dashboard",
-                                             "--host", "127.0.0.1"), env=_dask_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = subprocess.Popen(
+        _dask_command(
+            "worker", scheduler_address, "--nthreads", "1", "--nworkers", "2", "--no-dashboard", "--host", "127.0.0.1"
+        ),
+        env=_dask_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with Client(scheduler_address, timeout=30) as client:
             client.wait_for_workers(2, timeout=120)
@@ -257,8 +350,18 @@ def test_a_cluster_without_workers_ends_the_run_after_the_stall_timeout(tmp_path
     (tmp_path / "pids").mkdir()
     with backend_for(scheduler=scheduler_address) as backend:
         with pytest.raises(RunError, match="no Dask worker for 3 s"):
-            run_stage(manifest, tmp_path / "work" / "manifest.jsonl", "toy", list(manifest.samples), tmp_path / "work" / "roi",
-                      "roi", PidJob(str(tmp_path / "pids")), shard_size=2, backend=backend, stall_timeout=3)
+            run_stage(
+                manifest,
+                tmp_path / "work" / "manifest.jsonl",
+                "toy",
+                list(manifest.samples),
+                tmp_path / "work" / "roi",
+                "roi",
+                PidJob(str(tmp_path / "pids")),
+                shard_size=2,
+                backend=backend,
+                stall_timeout=3,
+            )
 
 
 @pytest.mark.slow
@@ -277,14 +380,32 @@ def test_shard_the_scheduler_gives_up_on_ends_the_run_and_a_rerun_completes(tmp_
     job = KillingJob(str(pids), str(cure))
     with backend_for(scheduler=real_cluster) as backend:
         with pytest.raises(RunError, match="gave up on this shard"):
-            run_stage(manifest, work / "manifest.jsonl", "toy", list(manifest.samples), work / "roi", "roi", job, shard_size=2,
-                      backend=backend)
+            run_stage(
+                manifest,
+                work / "manifest.jsonl",
+                "toy",
+                list(manifest.samples),
+                work / "roi",
+                "roi",
+                job,
+                shard_size=2,
+                backend=backend,
+            )
     assert "roi-00001-of-00004.h5" not in shard_bytes(work / "roi")
     cure.write_text("ok")
     manifest = Manifest.load(work / "manifest.jsonl")
     with backend_for(scheduler=real_cluster) as backend:
-        run_stage(manifest, work / "manifest.jsonl", "toy", list(manifest.samples), work / "roi", "roi", job, shard_size=2,
-                  backend=backend)
+        run_stage(
+            manifest,
+            work / "manifest.jsonl",
+            "toy",
+            list(manifest.samples),
+            work / "roi",
+            "roi",
+            job,
+            shard_size=2,
+            backend=backend,
+        )
     assert shard_bytes(work / "roi") == shard_bytes(tmp_path / "local" / "roi")
     assert stage_records(work, "toy") == stage_records(tmp_path / "local", "toy")
 
@@ -309,7 +430,9 @@ def test_a_worker_with_other_weights_refuses_the_shard(tmp_path: Path) -> None:
     from pipeline.execution.extract_job import BackboneSpec, ExtractJob
     from pipeline.execution.runner import RunError
 
-    job = ExtractJob(str(tmp_path), BackboneSpec("pixels", pixel_size=8), ("v1",), ("a",), weights_label="sha256:not-these")
+    job = ExtractJob(
+        str(tmp_path), BackboneSpec("pixels", pixel_size=8), ("v1",), ("a",), weights_label="sha256:not-these"
+    )
     task = ShardTask(0, str(tmp_path / "emb-00000-of-00001.h5"), ())
     with pytest.raises(RunError, match="not the sha256:not-these the command checked"):
         job(task)
@@ -332,7 +455,9 @@ class SlowJob(PidJob):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_scheduler_killed_mid_run_is_one_line_and_a_rerun_completes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_scheduler_killed_mid_run_is_one_line_and_a_rerun_completes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """SIGKILL of the scheduler while shards run: one line saying so (no traceback logged), nothing lost; a re-run
     completes every shard byte-identical to a local run."""
     import json
@@ -345,18 +470,28 @@ def test_scheduler_killed_mid_run_is_one_line_and_a_rerun_completes(tmp_path: Pa
 
     run_toy(tmp_path / "local", "toy", 1, None)
     info = tmp_path / "scheduler.json"
-    scheduler = subprocess.Popen(_dask_command("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                               "--scheduler-file", str(info)), env=_dask_env(), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+    scheduler = subprocess.Popen(
+        _dask_command(
+            "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info)
+        ),
+        env=_dask_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     workers = None
     try:
         deadline = time.monotonic() + 60
         while not info.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         address = json.loads(info.read_text())["address"]
-        workers = subprocess.Popen(_dask_command("worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
-                                                 "--host", "127.0.0.1"), env=_dask_env(), stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        workers = subprocess.Popen(
+            _dask_command(
+                "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1"
+            ),
+            env=_dask_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         work = tmp_path / "dask"
         manifest = toy_work(work)
         (work / "pids").mkdir()
@@ -371,8 +506,18 @@ def test_scheduler_killed_mid_run_is_one_line_and_a_rerun_completes(tmp_path: Pa
         caplog.clear()
         with pytest.raises(RunError, match="lost the Dask scheduler") as failure:
             with backend_for(scheduler=address) as backend:
-                run_stage(manifest, work / "manifest.jsonl", "toy", list(manifest.samples), work / "roi", "roi", job,
-                          shard_size=1, backend=backend, stall_timeout=30)
+                run_stage(
+                    manifest,
+                    work / "manifest.jsonl",
+                    "toy",
+                    list(manifest.samples),
+                    work / "roi",
+                    "roi",
+                    job,
+                    shard_size=1,
+                    backend=backend,
+                    stall_timeout=30,
+                )
         assert "\n" not in str(failure.value) and "re-run" in str(failure.value)
         assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR]
     finally:

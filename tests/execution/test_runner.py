@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.manifest import Manifest, Sample, Source
 from pipeline.execution.runner import RunError, SampleError, ShardTask, StrictFailure, run_stage, write_shard
+from pipeline.manifest import Manifest, Sample, Source
 from pipeline.storage.shards import ShardReader
 
 
@@ -46,7 +46,9 @@ def _setup(tmp_path: Path, n=10):
 
 
 def _run(work, manifest, job, **kw):
-    return run_stage(manifest, work / "manifest.jsonl", "toy", list(manifest.samples), work / "out", "toy", job, shard_size=3, **kw)
+    return run_stage(
+        manifest, work / "manifest.jsonl", "toy", list(manifest.samples), work / "out", "toy", job, shard_size=3, **kw
+    )
 
 
 def test_failures_are_recorded_and_summarised(tmp_path):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.media.audio import SAMPLE_RATE, align_to_video, audio_for_clip, hz_to_mel, log_mel, mel_filterbank, mel_to_hz
+from pipeline.media.audio import (
+    SAMPLE_RATE,
+    align_to_video,
+    audio_for_clip,
+    hz_to_mel,
+    log_mel,
+    mel_filterbank,
+    mel_to_hz,
+)
 from pipeline.media.video import read_audio
 
 

@@ -9,9 +9,25 @@ import numpy as np
 import pytest
 
 from pipeline.media.contact_sheet import write_contact_sheet
-from pipeline.media.faces import (SHAPE_PREDICTOR_68, choose_face, detect_faces, fit_every_frame, landmarks, model_path,
-                            detect_near, track_face)
-from pipeline.media.roi import NoFaceError, RoiConfig, crop_clip, crop_clip_naive, crop_frames, crop_video, smooth_landmarks
+from pipeline.media.faces import (
+    SHAPE_PREDICTOR_68,
+    choose_face,
+    detect_faces,
+    detect_near,
+    fit_every_frame,
+    landmarks,
+    model_path,
+    track_face,
+)
+from pipeline.media.roi import (
+    NoFaceError,
+    RoiConfig,
+    crop_clip,
+    crop_clip_naive,
+    crop_frames,
+    crop_video,
+    smooth_landmarks,
+)
 from pipeline.media.roi_check import crop_agreement, jitter
 from pipeline.media.video import VideoError, read_frames, write_video
 
@@ -118,7 +134,10 @@ def test_crops_agree_with_full_resolution_detection(grid_frames: dict) -> None:
             clip = frames if factor == 1.0 else zoomed(frames, factor)
             naive = crop_clip_naive(clip, RoiConfig())
             check = crop_agreement(crop_clip(clip, RoiConfig()), naive)
-            offsets, roi = check["offsets"], check["roi_offsets"]  # frame pixels, and ROI pixels (times the crop's zoom)
+            offsets, roi = (
+                check["offsets"],
+                check["roi_offsets"],
+            )  # frame pixels, and ROI pixels (times the crop's zoom)
             assert offsets.mean() <= 1.0 and offsets.max() <= 2.5, (name, factor, offsets.mean(), offsets.max())
             assert roi.mean() <= 1.0 and roi.max() <= 3.0, (name, factor, roi.mean(), roi.max())
             zoom = np.sqrt(np.abs(np.linalg.det(naive.crop_matrices[:, :, :2])))
@@ -204,7 +223,7 @@ def test_face_leaving_the_frame_reports_the_true_share(grid_frames: dict, tmp_pa
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
 def test_short_clips_work_with_default_smoothing(grid_frames: dict, count: int) -> None:
-    frames = grid_frames["lbax4n.mpg"][20:20 + count]
+    frames = grid_frames["lbax4n.mpg"][20 : 20 + count]
     result = crop_clip(frames, RoiConfig())
     assert result.clip.shape == (count, 96, 96, 3) and result.found.all() and result.fitted[[0, -1]].all()
     assert np.isfinite(result.landmarks).all() and np.isfinite(result.crop_matrices).all()
@@ -226,6 +245,7 @@ def alive_frames(frames: np.ndarray, alive: list[int]):
             alive.append(sum(ref() is not None for ref in refs))
             yield copy
             del copy
+
     return generate
 
 
@@ -257,9 +277,11 @@ def test_streaming_holds_a_bounded_window_of_frames(grid_frames: dict) -> None:
     # a long gap holds the last landmarks, then moves linearly to where the face comes back
     result = crop_frames(lambda: iter(gap), config)
     assert not result.found[100:140].any() and result.found[:100].all() and result.found[140:].all()
-    np.testing.assert_array_equal(result.raw_landmarks[100:140 - config.landmark_every],
-                                  result.raw_landmarks[[99] * (40 - config.landmark_every)])
-    steps = np.diff(result.raw_landmarks[139 - config.landmark_every:141, 48:68].mean(axis=1), axis=0)
+    np.testing.assert_array_equal(
+        result.raw_landmarks[100 : 140 - config.landmark_every],
+        result.raw_landmarks[[99] * (40 - config.landmark_every)],
+    )
+    steps = np.diff(result.raw_landmarks[139 - config.landmark_every : 141, 48:68].mean(axis=1), axis=0)
     np.testing.assert_allclose(steps, steps[:1].repeat(len(steps), axis=0), atol=1e-3)
 
 

@@ -11,8 +11,16 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.media.video import (VideoError, iter_frames, probe, read_ahead, read_audio, read_frames, read_image_sequence,
-                            write_video)
+from pipeline.media.video import (
+    VideoError,
+    iter_frames,
+    probe,
+    read_ahead,
+    read_audio,
+    read_frames,
+    read_image_sequence,
+    write_video,
+)
 
 
 def moving_square(frames: int = 30, height: int = 96, width: int = 128) -> np.ndarray:
@@ -21,7 +29,7 @@ def moving_square(frames: int = 30, height: int = 96, width: int = 128) -> np.nd
     background = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 90)], axis=-1).astype(np.uint8)
     clip = np.repeat(background[None], frames, axis=0)
     for t in range(frames):
-        clip[t, 30:60, 2 * t:2 * t + 30] = 230
+        clip[t, 30:60, 2 * t : 2 * t + 30] = 230
     return clip
 
 
@@ -179,6 +187,7 @@ def test_display_rotation_is_applied_as_a_player_would(tmp_path: Path, degrees: 
 def test_rotated_real_face_clip_is_found_upright(tmp_path: Path, grid_clip: Path) -> None:
     """A GRID clip stored sideways with a -90 degree display matrix (as phones write) still yields mouth crops."""
     from conftest import set_display_rotation
+
     from pipeline.media.roi import crop_clip
 
     frames = read_frames(grid_clip)[:12]

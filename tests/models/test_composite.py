@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline.evaluation.plots_composite import plot_composite_predictions
 from pipeline.models.composite import (
     PREDICTION,
     RECONSTRUCTION,
@@ -14,7 +15,6 @@ from pipeline.models.composite import (
     composite_targets,
     mplstm_encoder,
 )
-from pipeline.evaluation.plots_composite import plot_composite_predictions
 
 SIZE, SEEN, FUTURE = 10, 5, 3
 
@@ -49,8 +49,9 @@ def test_composite_learns_moving_squares(conditional):
     keras.utils.set_random_seed(1)
     clips = moving_squares(64, np.random.default_rng(1))
     seen, future = clips[:, :SEEN], clips[:, SEEN:]
-    model = build_composite(SEEN, FUTURE, units=32, frame_shape=(SIZE, SIZE), conditional=conditional,
-                            optimizer=keras.optimizers.Adam(1e-2))
+    model = build_composite(
+        SEEN, FUTURE, units=32, frame_shape=(SIZE, SIZE), conditional=conditional, optimizer=keras.optimizers.Adam(1e-2)
+    )
     out = model(seen[:2])
     assert out[RECONSTRUCTION].shape == (2, SEEN, SIZE, SIZE) and out[PREDICTION].shape == (2, FUTURE, SIZE, SIZE)
     assert 0.0 <= float(keras.ops.min(out[PREDICTION])) and float(keras.ops.max(out[PREDICTION])) <= 1.0
@@ -68,8 +69,15 @@ def test_mplstm_encoder_on_two_perspectives_and_transfer(tmp_path):
     t = np.arange(SEEN + FUTURE)[None, :, None]
     views = [np.sin(0.6 * t + phase + k).repeat(d, axis=2).astype(np.float32) for k, d in ((0.0, 3), (1.0, 2))]
     seen, future = [v[:, :SEEN] for v in views], [v[:, SEEN:] for v in views]
-    model = build_composite(SEEN, FUTURE, units=8, feature_dims=[3, 2], encoder=mplstm_encoder, conditional=True,
-                            optimizer=keras.optimizers.Adam(1e-2))
+    model = build_composite(
+        SEEN,
+        FUTURE,
+        units=8,
+        feature_dims=[3, 2],
+        encoder=mplstm_encoder,
+        conditional=True,
+        optimizer=keras.optimizers.Adam(1e-2),
+    )
     assert model.get_layer("encoder").get_layer("encoder_mplstm").cell.perspectives == 2
     history = model.fit(seen, composite_targets(seen, future), batch_size=16, epochs=5, verbose=0).history["loss"]
     assert history[-1] < history[0]

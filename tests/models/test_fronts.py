@@ -17,11 +17,11 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline.evaluation.plots import loss_terms, plot_training_curves
 from pipeline.media.audio import cmvn, db_cmvn, to_db
-from pipeline.training.memory import check_fits, counted_elements, estimate_bytes
 from pipeline.models.fronts import resnet18, resnet18_video_front, tcn_block, tcn_block_parameters
 from pipeline.models.mvm import build_mvm
-from pipeline.evaluation.plots import loss_terms, plot_training_curves
+from pipeline.training.memory import check_fits, counted_elements, estimate_bytes
 
 
 def trainable(model) -> int:
@@ -52,20 +52,26 @@ def test_mstcn_block_parameter_counts():
 
 @pytest.mark.slow
 def test_memory_model_with_the_papers_front_and_back_trains_and_averages_memory_losses():
-    models = build_mvm((4, 24, 24, 1), (4, 4, 8), 3, dim=512, slots=8, heads=4, levels=2, front="resnet18", back="mstcn", dropout=0.0)
+    models = build_mvm(
+        (4, 24, 24, 1), (4, 4, 8), 3, dim=512, slots=8, heads=4, levels=2, front="resnet18", back="mstcn", dropout=0.0
+    )
     assert [models.train.get_layer(f"memory{i}").reconstruction_weight for i in range(2)] == [0.5, 0.5]
     assert models.train.get_layer("memory1").value.shape == (8, 768)  # the second level sits inside the 768-wide MS-TCN
     video = np.random.default_rng(0).random((2, 4, 24, 24, 1), dtype=np.float32)
     audio = np.random.default_rng(1).normal(size=(2, 4, 4, 8)).astype(np.float32)
     labels = np.eye(3, dtype=np.float32)[[0, 2]]
-    logs = models.train.train_on_batch({"video": video, "audio": audio}, {"visual": labels, "audio": labels}, return_dict=True)
+    logs = models.train.train_on_batch(
+        {"video": video, "audio": audio}, {"visual": labels, "audio": labels}, return_dict=True
+    )
     assert np.isfinite(logs["loss"])
     assert tuple(models.infer(video).shape) == (2, 3)
 
 
 def test_activation_estimate_scales_with_batch_and_refuses_what_does_not_fit():
     x = keras.Input((4, 16, 16, 1))
-    y = keras.layers.ConvLSTM2D(4, 3, padding="same", return_sequences=True)(keras.layers.TimeDistributed(keras.layers.Conv2D(4, 3, padding="same"))(x))
+    y = keras.layers.ConvLSTM2D(4, 3, padding="same", return_sequences=True)(
+        keras.layers.TimeDistributed(keras.layers.Conv2D(4, 3, padding="same"))(x)
+    )
     model = keras.Model(x, y)
     conv = 4 * 16 * 16 * 4
     assert counted_elements(model) == conv + 15 * conv  # the ConvLSTM keeps its gates per step
@@ -87,7 +93,13 @@ def test_audio_in_db_with_per_clip_mean_variance_normalisation():
 
 
 def test_loss_plot_has_one_panel_per_term(tmp_path):
-    history = {"loss": [900.0, 800.0], "visual_loss": [2.0, 1.5], "audio_loss": [1.8, 1.2], "val_visual_loss": [2.1, 1.9], "visual_accuracy": [0.1, 0.3]}
+    history = {
+        "loss": [900.0, 800.0],
+        "visual_loss": [2.0, 1.5],
+        "audio_loss": [1.8, 1.2],
+        "val_visual_loss": [2.1, 1.9],
+        "visual_accuracy": [0.1, 0.3],
+    }
     terms = loss_terms(history)
     assert set(terms) == {"loss", "visual_loss", "audio_loss", "other_loss"}
     assert set(terms["visual_loss"]) == {"visual_loss", "val_visual_loss"}

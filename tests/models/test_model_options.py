@@ -23,14 +23,17 @@ def test_each_model_has_its_own_defaults():
         model_options("convlstm", {}).dropout = 0.1  # frozen
 
 
-@pytest.mark.parametrize("model, given, named", [
-    ("convlstm", {"units": 64}, "--units"),
-    ("convlstm", {"released": True}, "--released"),
-    ("mvm", {"layers": "conv"}, "--layers"),
-    ("mplstm", {"slots": 10}, "--slots"),
-    ("single", {"augment": "lrw"}, "--augment"),
-    ("mvm", {"pretrain": "composite"}, "--pretrain"),
-])
+@pytest.mark.parametrize(
+    "model, given, named",
+    [
+        ("convlstm", {"units": 64}, "--units"),
+        ("convlstm", {"released": True}, "--released"),
+        ("mvm", {"layers": "conv"}, "--layers"),
+        ("mplstm", {"slots": 10}, "--slots"),
+        ("single", {"augment": "lrw"}, "--augment"),
+        ("mvm", {"pretrain": "composite"}, "--pretrain"),
+    ],
+)
 def test_an_option_the_model_does_not_use_is_refused(model, given, named):
     with pytest.raises(ValueError, match=f"does not use {named}") as error:
         model_options(model, given)

@@ -9,9 +9,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline.training.experiment import RunSpec, build_model  # noqa: E402
 from pipeline.models import registry  # noqa: E402
 from pipeline.models.registry import model_options  # noqa: E402
+from pipeline.training.experiment import RunSpec, build_model  # noqa: E402
 from pipeline.training.fit import load_checkpoint  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
 
@@ -42,14 +42,20 @@ def build_toy(spec, shapes, audio_shape=None):
     x = keras.layers.GRU(spec.options["units"])(inputs[0])
     outputs = keras.layers.Dense(len(spec.classes), activation="softmax")(ToyGain(name="gain")(x))
     model = keras.Model(inputs, outputs, name="toy")
-    model.compile(optimizer=keras.optimizers.RMSprop(spec.options["lr"]), loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(spec.options["lr"]), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
 @pytest.fixture
 def toy():
     """The toy model registered for one test, removed afterwards."""
-    entry = registry.register(registry.ModelEntry("toy", "features", ToyOptions, build_toy, lambda: {"ToyGain": ToyGain}, description="a test's toy"))
+    entry = registry.register(
+        registry.ModelEntry(
+            "toy", "features", ToyOptions, build_toy, lambda: {"ToyGain": ToyGain}, description="a test's toy"
+        )
+    )
     yield entry
     registry.unregister("toy")
     assert "toy" not in registry.names()
@@ -64,7 +70,9 @@ def test_a_registered_toy_trains_saves_and_loads_back_through_the_registry(toy, 
         model_options("toy", {"gain_floor": -1})
     with pytest.raises(ValueError, match="--model toy does not use --released"):
         model_options("toy", {"released": True})
-    spec = RunSpec("toy-v1", "toy", "extract:pixels", ["v1"], 5, ["a", "b"], options={"units": 3, "dropout": 0.0, "lr": 0.01})
+    spec = RunSpec(
+        "toy-v1", "toy", "extract:pixels", ["v1"], 5, ["a", "b"], options={"units": 3, "dropout": 0.0, "lr": 0.01}
+    )
     model = build_model(spec, [(5, 2)])
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(8, 5, 2)).astype("float32"), keras.utils.to_categorical(rng.integers(0, 2, 8), 2)
@@ -80,7 +88,11 @@ def test_a_registered_toy_trains_saves_and_loads_back_through_the_registry(toy, 
 
 
 def test_names_options_and_unknown_models_come_from_the_registry():
-    SEQUENCE_MODELS, PIXEL_MODELS, MODEL_OPTIONS = registry.names("features"), registry.names("pixels"), registry.options()
+    SEQUENCE_MODELS, PIXEL_MODELS, MODEL_OPTIONS = (
+        registry.names("features"),
+        registry.names("pixels"),
+        registry.options(),
+    )
     assert SEQUENCE_MODELS == ("mplstm", "single", "early_fusion", "late_fusion", "mvlstm")
     assert PIXEL_MODELS == ("convlstm", "mvm")
     assert list(MODEL_OPTIONS) == list(SEQUENCE_MODELS + PIXEL_MODELS)
@@ -97,9 +109,20 @@ def test_names_options_and_unknown_models_come_from_the_registry():
 @pytest.mark.parametrize("model", ["late_fusion", "mvlstm"])
 @pytest.mark.parametrize("choice", ["composite", "scratch"])
 def test_pretrain_is_refused_for_networks_it_does_not_transfer_into(model, choice):
-    with pytest.raises(ValueError, match=f"--pretrain {choice} transfers into mplstm, single, early_fusion only; --model {model} cannot use it"):
+    with pytest.raises(
+        ValueError,
+        match=f"--pretrain {choice} transfers into mplstm, single, early_fusion only; --model {model} cannot use it",
+    ):
         model_options(model, {"pretrain": choice})
-    spec = RunSpec("r", model, "extract:pixels", ["v1", "v2"], 4, ["a", "b"], options={"units": 4, "dropout": 0.0, "lr": 0.01, "pretrain": choice})
+    spec = RunSpec(
+        "r",
+        model,
+        "extract:pixels",
+        ["v1", "v2"],
+        4,
+        ["a", "b"],
+        options={"units": 4, "dropout": 0.0, "lr": 0.01, "pretrain": choice},
+    )
     with pytest.raises(ValueError, match="cannot use it"):
         build_model(spec, [(4, 3), (4, 2)])
 
@@ -108,7 +131,15 @@ def test_pretrain_builds_the_composite_classifier_of_the_networks_it_serves():
     from pipeline.models.mplstm import MPLSTM
 
     assert model_options("early_fusion", {"pretrain": "scratch"}).pretrain == "scratch"
-    spec = RunSpec("r", "mplstm", "extract:pixels", ["v1", "v2"], 4, ["a", "b"], options={"units": 4, "dropout": 0.0, "lr": 0.01, "pretrain": "scratch", "conditional": False})
+    spec = RunSpec(
+        "r",
+        "mplstm",
+        "extract:pixels",
+        ["v1", "v2"],
+        4,
+        ["a", "b"],
+        options={"units": 4, "dropout": 0.0, "lr": 0.01, "pretrain": "scratch", "conditional": False},
+    )
     model = build_model(spec, [(4, 3), (4, 2)])
     assert any(isinstance(layer, MPLSTM) for layer in model.get_layer("encoder").layers)
 
@@ -121,11 +152,49 @@ def test_a_toy_registered_in_a_test_file_shows_its_flags_in_train_help_and_train
     assert "--model toy: a test's toy: takes --units, --dropout, --batch-size, --gain-floor" in text
     assert "--gain-floor GAIN_FLOOR the toy's smallest gain (default: 0.0)" in text
     work = ["--quiet", "--work", str(tmp_path / "w")]
-    assert cli.main(["prepare", *work, "--dataset", "moving-digits", "--option", "n=20", "--option", "frames=5",
-                     "--option", "size=32", "--fixed-box", "0", "0", "32", "32"]) == 0
+    assert (
+        cli.main(
+            [
+                "prepare",
+                *work,
+                "--dataset",
+                "moving-digits",
+                "--option",
+                "n=20",
+                "--option",
+                "frames=5",
+                "--option",
+                "size=32",
+                "--fixed-box",
+                "0",
+                "0",
+                "32",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert cli.main(["extract", *work, "--backbone", "pixels", "--pixel-size", "4"]) == 0
-    assert cli.main(["train", *work, "--model", "toy", "--units", "3", "--gain-floor", "0.5", "--timesteps", "5",
-                     "--epochs", "1", "--no-tensorboard"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                *work,
+                "--model",
+                "toy",
+                "--units",
+                "3",
+                "--gain-floor",
+                "0.5",
+                "--timesteps",
+                "5",
+                "--epochs",
+                "1",
+                "--no-tensorboard",
+            ]
+        )
+        == 0
+    )
     run = Workspace(tmp_path / "w").run("toy-v1-pixels")
     assert Workspace.checkpoint(run).exists() and RunSpec.load(run).options["gain_floor"] == 0.5
     assert cli.main(["train", *work, "--model", "toy", "--released"]) == 2  # an option the toy does not use

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.training import augment
 from pipeline.models.mvm import AUDIO, VISUAL, VisualAudioMemory, build_mvm
+from pipeline.training import augment
 
 T, DIM, CLASSES = 5, 16, 3
 
@@ -72,15 +72,25 @@ def test_build_shapes_and_shared_weights(video_shape):
 def test_training_lowers_loss_and_routes_gradients():
     keras.utils.set_random_seed(0)
     video, audio, labels = paired_data(60, np.random.default_rng(0))
-    models = build_mvm((T, DIM), (T, 4, 8), CLASSES, dim=DIM, slots=12, heads=2, levels=1, dropout=0.0,
-                       optimizer=keras.optimizers.Adam(1e-2))
+    models = build_mvm(
+        (T, DIM),
+        (T, 4, 8),
+        CLASSES,
+        dim=DIM,
+        slots=12,
+        heads=2,
+        levels=1,
+        dropout=0.0,
+        optimizer=keras.optimizers.Adam(1e-2),
+    )
     layer = models.train.get_layer("memory0")
     key, value = layer.key.numpy().copy(), layer.value.numpy().copy()
     models.infer.fit(video, labels, epochs=1, batch_size=20, verbose=0)
     assert not np.allclose(layer.key.numpy(), key)
     assert np.array_equal(layer.value.numpy(), value)
-    history = models.train.fit({"video": video, "audio": audio}, {VISUAL: labels, AUDIO: labels},
-                               epochs=8, batch_size=20, verbose=0).history
+    history = models.train.fit(
+        {"video": video, "audio": audio}, {VISUAL: labels, AUDIO: labels}, epochs=8, batch_size=20, verbose=0
+    ).history
     assert history["loss"][-1] < history["loss"][0]
     assert history["visual_loss"][-1] < 0.8 * history["visual_loss"][0]
     assert not np.allclose(layer.value.numpy(), value)

@@ -73,7 +73,9 @@ def test_mplstm_learns_a_class_only_visible_across_two_views():
     xs = [(signs[:, j, None, None] + 0.3 * rng.normal(size=(n, STEPS, 2))).astype("float32") for j in range(2)]
     y = keras.utils.to_categorical(labels, 2)
     keras.utils.set_random_seed(0)
-    model = compile_model(build_model(mplstm_layout, [2, 2], 2, timesteps=STEPS, units=12, dropout=0.0), learning_rate=1e-2)
+    model = compile_model(
+        build_model(mplstm_layout, [2, 2], 2, timesteps=STEPS, units=12, dropout=0.0), learning_rate=1e-2
+    )
     history = model.fit(xs, y, batch_size=n, epochs=30, verbose=0).history
     assert history["loss"][-1] < 0.3 * history["loss"][0]
     assert history["accuracy"][-1] >= 0.95

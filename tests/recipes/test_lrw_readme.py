@@ -6,9 +6,9 @@ import json
 import re
 
 import pytest
+from doc_commands import stage_commands
 
 import cli
-from doc_commands import stage_commands
 from trees import lrw_tree
 
 SMALL = {  # sizes appended to the docs' lines so that the test runs in about a minute
@@ -47,7 +47,9 @@ def test_readme_lrw_commands_run_on_an_lrw_tree(tmp_path, grid_dir, caplog):
 
 @pytest.mark.slow
 def test_an_option_the_model_does_not_use_is_a_one_line_error(tmp_path, grid_dir, caplog):
-    root = lrw_tree(tmp_path / "lrw", grid_dir, words=("ABOUT", "LITTLE"), per_split={"train": 1, "val": 1, "test": 1}, frames=8)
+    root = lrw_tree(
+        tmp_path / "lrw", grid_dir, words=("ABOUT", "LITTLE"), per_split={"train": 1, "val": 1, "test": 1}, frames=8
+    )
     work = str(tmp_path / "w")
     assert cli.main(["prepare", "--quiet", "--work", work, "--dataset", "lrw", "--root", str(root), "--gray"]) == 0
     caplog.clear()
@@ -56,6 +58,9 @@ def test_an_option_the_model_does_not_use_is_a_one_line_error(tmp_path, grid_dir
     assert len(errors) == 1 and "\n" not in errors[0]
     assert re.search(r"--model convlstm does not use --units; its options are .*--filters", errors[0])
     caplog.clear()
-    assert cli.main(["train", "--quiet", "--work", work, "--model", "convlstm", "--batch-size", "100000", "--epochs", "1"]) == 2
+    assert (
+        cli.main(["train", "--quiet", "--work", work, "--model", "convlstm", "--batch-size", "100000", "--epochs", "1"])
+        == 2
+    )
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "\n" not in errors[0] and "lower --batch-size, --crop, --timesteps" in errors[0]

@@ -42,7 +42,16 @@ def roundtrip(manifest: Manifest, tmp_path: Path) -> Manifest:
 
 
 def test_registry_names_and_lazy_import():
-    assert {"ouluvs2", "mplstm", "lightfield", "lightfield-grid", "lrw", "generic", "synthetic", "moving-digits"} <= set(RECIPES)
+    assert {
+        "ouluvs2",
+        "mplstm",
+        "lightfield",
+        "lightfield-grid",
+        "lrw",
+        "generic",
+        "synthetic",
+        "moving-digits",
+    } <= set(RECIPES)
     assert RECIPES["lrw"] is prepare_lrw
     broken = RecipeRegistry({"x": "pipeline.recipes.no_such_module:prepare_x"})
     assert "x" in broken and list(broken) == ["x"]
@@ -79,7 +88,9 @@ def test_ouluvs2_phrases_speaker_independent(tmp_path, caplog):
     assert sorted(samples) == sorted(f"s{s}_u{u}" for s in (1, 4, 6) for u in (31, 34, 60))
     assert samples["s1_u31"].label == "Excuse me" and samples["s1_u34"].label == "Goodbye"
     assert samples["s1_u60"].label == "You are welcome" and samples["s1_u60"].meta["repetition"] == 3
-    assert samples["s6_u31"].split == "test" and samples["s1_u31"].split == "train" and samples["s4_u31"].split == "train"
+    assert (
+        samples["s6_u31"].split == "test" and samples["s1_u31"].split == "train" and samples["s4_u31"].split == "train"
+    )
     assert samples["s1_u31"].speaker == "s1"
     assert samples["s1_u31"].sources["v3"].path == "1/3/s1_v3_u31.mp4"
     assert m.info["view_angles"] == {"v1": 0, "v2": 30, "v3": 45, "v4": 60, "v5": 90}
@@ -154,7 +165,11 @@ def test_lightfield_folders_match_hor_and_ver(tmp_path):
     samples = m.by_id()
     assert set(samples) == {"train-01-01_1", "train-02-02", "test-01-seq"}
     seq = samples["test-01-seq"].sources["ver"]
-    assert seq.kind == "images" and seq.frames == ["Test/Ver/01/seq/001.png", "Test/Ver/01/seq/002.png", "Test/Ver/01/seq/010.png"]
+    assert seq.kind == "images" and seq.frames == [
+        "Test/Ver/01/seq/001.png",
+        "Test/Ver/01/seq/002.png",
+        "Test/Ver/01/seq/010.png",
+    ]
     assert samples["train-02-02"].sources["ver"].path == "Train/Ver/02/02_ver.mp4"
     assert reasons(m) == {"val-53-x": "missing perspective ver"}
     assert prepare_lightfield(tmp_path, perspectives=["hor"]).by_id()["val-53-x"].split == "val"
@@ -162,7 +177,10 @@ def test_lightfield_folders_match_hor_and_ver(tmp_path):
 
 
 def grid(root: Path, capture: str, size: int = 15, name: str = "r{r:02d}_c{c:02d}.png", start: int = 0) -> None:
-    touch(root, *(f"{capture}/{name.format(r=r, c=c)}" for r in range(start, start + size) for c in range(start, start + size)))
+    touch(
+        root,
+        *(f"{capture}/{name.format(r=r, c=c)}" for r in range(start, start + size) for c in range(start, start + size)),
+    )
 
 
 def test_lightfield_grid_central_row_and_column(tmp_path):
@@ -250,7 +268,9 @@ def test_generic_folders_assigned_speaker_disjoint(tmp_path):
     for s in m:
         splits_by_speaker.setdefault(s.speaker, set()).add(s.split)
     assert len(splits_by_speaker) == 10 and all(len(v) == 1 for v in splits_by_speaker.values())
-    assert [s.split for s in m] == [s.split for s in prepare_generic(tmp_path, speaker_pattern=r"(?P<speaker>spk\d+)_", seed=5)]
+    assert [s.split for s in m] == [
+        s.split for s in prepare_generic(tmp_path, speaker_pattern=r"(?P<speaker>spk\d+)_", seed=5)
+    ]
 
 
 def test_generic_split_without_speakers_says_it_is_by_clip_and_how_to_fix_it(tmp_path, caplog):
@@ -261,7 +281,10 @@ def test_generic_split_without_speakers_says_it_is_by_clip_and_how_to_fix_it(tmp
     with caplog.at_level("INFO"):
         prepare_generic(tmp_path)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any("by clip, not by speaker" in w and "test clips may share speakers" in w and "speaker_pattern" in w for w in warnings)
+    assert any(
+        "by clip, not by speaker" in w and "test clips may share speakers" in w and "speaker_pattern" in w
+        for w in warnings
+    )
     assert "by clip)" in caplog.text and "by speaker)" not in caplog.text
     (tmp_path / "list.csv").write_text("id,label,path\na,yes,cam1/yes/spk0_yes.mp4\nb,no,cam1/no/spk0_no.mp4\n")
     caplog.clear()
@@ -274,7 +297,9 @@ def test_generic_split_without_speakers_says_it_is_by_clip_and_how_to_fix_it(tmp
 
 
 def test_generic_csv_wide_and_long(tmp_path):
-    touch(tmp_path, "clips/a_front.mp4", "clips/a_side.mp4", "clips/b_front.mp4", "clips/b_side.mp4", "clips/c_front.mp4")
+    touch(
+        tmp_path, "clips/a_front.mp4", "clips/a_side.mp4", "clips/b_front.mp4", "clips/b_side.mp4", "clips/c_front.mp4"
+    )
     (tmp_path / "clips/frames").mkdir()
     touch(tmp_path, "clips/frames/1.png", "clips/frames/2.png")
     (tmp_path / "wide.csv").write_text(
@@ -288,7 +313,11 @@ def test_generic_csv_wide_and_long(tmp_path):
     m = prepare_generic(tmp_path, listing="wide.csv")
     assert m.perspectives == ["front", "side"] and {s.id: s.split for s in m} == {"a": "train", "b": "val"}
     problems = reasons(m)
-    assert problems["c"] == "missing perspective side" and "not found" in problems["d"] and "unknown split" in problems["e"]
+    assert (
+        problems["c"] == "missing perspective side"
+        and "not found" in problems["d"]
+        and "unknown split" in problems["e"]
+    )
     (tmp_path / "long.csv").write_text(
         "id,label,view,path\na,yes,front,clips/a_front.mp4\na,yes,side,clips/a_side.mp4\nb,no,front,clips/frames\nb,no,side,clips/b_side.mp4\n"
     )
@@ -299,7 +328,10 @@ def test_generic_csv_wide_and_long(tmp_path):
 
 def test_generic_jsonl_and_mixed_splits(tmp_path):
     touch(tmp_path, "x.mp4", "y.mp4")
-    lines = [{"id": "x", "label": "a", "split": "train", "path": "x.mp4"}, {"id": "y", "label": "b", "paths": {"v1": "y.mp4"}}]
+    lines = [
+        {"id": "x", "label": "a", "split": "train", "path": "x.mp4"},
+        {"id": "y", "label": "b", "paths": {"v1": "y.mp4"}},
+    ]
     (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + "\n")
     m = prepare_generic(tmp_path, listing="list.jsonl")
     assert [s.id for s in m] == ["x"] and m.perspectives == ["v1"]
@@ -319,7 +351,9 @@ def test_generic_listing_validated_columns_labels_and_encoding(tmp_path):
     (tmp_path / "empty.csv").write_text("id,label,split,path\nx,a,train,x.mp4\ny, ,train,y.mp4\n")
     m = prepare_generic(tmp_path, listing="empty.csv")
     assert [s.id for s in m] == ["x"] and reasons(m) == {"y": "row without a label"} and m.classes == ["a"]
-    (tmp_path / "list.jsonl").write_text('{"id": "x", "label": "a", "split": "train", "path": "x.mp4"}\n{"id": "y", "path": "y.mp4"}\n')
+    (tmp_path / "list.jsonl").write_text(
+        '{"id": "x", "label": "a", "split": "train", "path": "x.mp4"}\n{"id": "y", "path": "y.mp4"}\n'
+    )
     assert reasons(prepare_generic(tmp_path, listing="list.jsonl")) == {"y": "row without a label"}
     (tmp_path / "latin.csv").write_bytes("id,label,path\nx,a,x.mp4\ny,caf\u00e9,y.mp4\n".encode("latin-1"))
     with pytest.raises(RecipeError, match=r"latin.csv:3: not UTF-8 text \(byte 0xe9 at column 6\)"):

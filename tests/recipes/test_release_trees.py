@@ -58,8 +58,26 @@ def test_cropped_mouth_release_is_prepared_whole_frame_by_default(tmp_path: Path
 def test_per_perspective_sizes(tmp_path: Path, oulu_root: Path) -> None:
     """Petridis et al.'s baseline resizes each view to its own size: --perspective-size does that."""
     work = tmp_path / "sized"
-    assert _main("prepare", "--work", work, "--dataset", "ouluvs2", "--root", oulu_root, "--views", "1,5",
-                 "--perspective-size", "v1=29x50", "--perspective-size", "v5=44x30", "--resize", "stretch") == 0
+    assert (
+        _main(
+            "prepare",
+            "--work",
+            work,
+            "--dataset",
+            "ouluvs2",
+            "--root",
+            oulu_root,
+            "--views",
+            "1,5",
+            "--perspective-size",
+            "v1=29x50",
+            "--perspective-size",
+            "v5=44x30",
+            "--resize",
+            "stretch",
+        )
+        == 0
+    )
     manifest = Manifest.load(work / "manifest.jsonl")
     stored = _read(work, manifest.samples[0])
     assert stored.arrays["v1"].shape[1:3] == (29, 50) and stored.arrays["v5"].shape[1:3] == (44, 30)
@@ -68,8 +86,23 @@ def test_per_perspective_sizes(tmp_path: Path, oulu_root: Path) -> None:
 def test_face_detection_on_mouth_clips_fails_with_a_hint(tmp_path: Path, oulu_root: Path, caplog) -> None:
     """Asking for mouth detection on mouth-only clips fails per sample, and the message names --roi frame."""
     work = tmp_path / "forced"
-    assert _main("prepare", "--work", work, "--dataset", "ouluvs2", "--root", oulu_root, "--views", "1",
-                 "--roi", "mouth", "--allow-failures") == 0
+    assert (
+        _main(
+            "prepare",
+            "--work",
+            work,
+            "--dataset",
+            "ouluvs2",
+            "--root",
+            oulu_root,
+            "--views",
+            "1",
+            "--roi",
+            "mouth",
+            "--allow-failures",
+        )
+        == 0
+    )
     manifest = Manifest.load(work / "manifest.jsonl")
     errors = [s.stages["prepare"].get("error", "") for s in manifest.samples]
     assert all(s.status("prepare") == "failed" for s in manifest.samples)
@@ -84,7 +117,10 @@ def test_readme_oulu_commands_run_with_defaults(tmp_path: Path, oulu_root: Path,
     The speaker-independent split has no validation speakers, so train carves them from the training speakers.
     """
     work = tmp_path / "runs" / "oulu"
-    assert _main("prepare", "--work", work, "--dataset", "ouluvs2", "--root", oulu_root, "--views", "1,3,5", "--jobs", "2") == 0
+    assert (
+        _main("prepare", "--work", work, "--dataset", "ouluvs2", "--root", oulu_root, "--views", "1,3,5", "--jobs", "2")
+        == 0
+    )
     assert _main("extract", "--work", work, "--backbone", "pixels", "--pca", "100") == 0
     with caplog.at_level(logging.INFO):
         assert _main("train", "--work", work) == 0

@@ -5,12 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.manifest import Manifest
 from pipeline.media import render_face as rf
 from pipeline.media.faces import detect_faces
-from pipeline.manifest import Manifest
-from pipeline.recipes.moving_digits import bouncing_trajectories, compose_max, generate, moving_digits, prepare_moving_digits
-from pipeline.recipes.synthetic import prepare_synthetic, still_face
 from pipeline.media.video import read_frames
+from pipeline.recipes.moving_digits import (
+    bouncing_trajectories,
+    compose_max,
+    generate,
+    moving_digits,
+    prepare_moving_digits,
+)
+from pipeline.recipes.synthetic import prepare_synthetic, still_face
 
 SMALL = {"n_per_class": 2, "n_classes": 4, "n_speakers": 3, "perspectives": 3, "frames": 16}
 
@@ -92,7 +98,16 @@ def test_a_corrupted_mouth_does_not_show_its_opening(kind):
     x, y = (int(c) for c in centre)
 
     def mouth_box(opening: float, plan: int) -> np.ndarray:
-        clip = rf.render_clip(face, np.array([opening]), np.ones(1), [view], np.full((1, 1), plan), np.zeros((1, 2)), 160, np.random.default_rng(0))
+        clip = rf.render_clip(
+            face,
+            np.array([opening]),
+            np.ones(1),
+            [view],
+            np.full((1, 1), plan),
+            np.zeros((1, 2)),
+            160,
+            np.random.default_rng(0),
+        )
         return clip[0, 0, y - 4 : y + 12, x - 12 : x + 12].astype(float)
 
     wide = 0.35 * face.mouth_width
@@ -114,7 +129,16 @@ def _mouth_darkness(face: rf.Face, pattern: str, seed: int) -> np.ndarray:
     """Mean darkness of the mouth box over a clean frontal clip of ``pattern``."""
     opening, width = rf.viseme_track(pattern, 30, np.random.default_rng(seed))
     view = rf.ViewSetup(0.0, 160 / 150, 1.0, 0.0, 0.0)
-    clip = rf.render_clip(face, opening * face.mouth_width, width, [view], np.zeros((1, 30), int), np.zeros((30, 2)), 160, np.random.default_rng(0))
+    clip = rf.render_clip(
+        face,
+        opening * face.mouth_width,
+        width,
+        [view],
+        np.zeros((1, 30), int),
+        np.zeros((30, 2)),
+        160,
+        np.random.default_rng(0),
+    )
     centre = rf.apply_point(rf.yaw_homography(face.centre, 0.0, 160 / 150, (80, 80), 500.0), face.mouth_centre)
     x, y = (int(c) for c in centre)
     return 255 - clip[0, :, y - 8 : y + 16, x - 20 : x + 20].mean(axis=(1, 2, 3))
@@ -140,7 +164,12 @@ def test_rendered_videos_carry_the_opening_on_clean_frames(synthetic):
         opening = np.array(sample.meta["opening"])
         zoom = sample.meta["views"]["v2"]["zoom"]
         offset = np.array(synthetic.info["speakers"][sample.speaker]["offset"])
-        x, y = (int(c) for c in rf.apply_point(rf.yaw_homography(face.centre - offset, 0.0, zoom, (80, 80), 500.0), face.mouth_centre))
+        x, y = (
+            int(c)
+            for c in rf.apply_point(
+                rf.yaw_homography(face.centre - offset, 0.0, zoom, (80, 80), 500.0), face.mouth_centre
+            )
+        )
         darkness = 255 - frames[:, y - 6 : y + 14, x - 15 : x + 15].mean(axis=(1, 2, 3))
         if clean.sum() >= 4 and np.ptp(opening[clean]) > 0.05:
             assert np.corrcoef(darkness[clean], opening[clean])[0, 1] > 0.8, sample.id

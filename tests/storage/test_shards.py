@@ -13,7 +13,10 @@ def _write(path, ids=("a", "b/c", "ü ..")):
     data = {}
     with ShardWriter(path, "roi", {"stage": "prepare", "config": {"size": 96}}) as writer:
         for sample_id in ids:
-            arrays = {"v1": rng.integers(0, 255, (5, 8, 8), dtype=np.uint8), "v2": rng.normal(size=(5, 16)).astype(np.float16)}
+            arrays = {
+                "v1": rng.integers(0, 255, (5, 8, 8), dtype=np.uint8),
+                "v2": rng.normal(size=(5, 16)).astype(np.float16),
+            }
             extras = {"audit/v1/landmarks": rng.normal(size=(5, 68, 2)).astype(np.float32)}
             writer.add(sample_id, arrays, {"label": "x", "split": "train", "meta": {"k": 1}}, extras)
             data[sample_id] = (arrays, extras)

@@ -31,7 +31,13 @@ def _samples(n=4, seed=0):
             "v2": rng.normal(size=(frames, 4)).astype(np.float32),
             "roi": rng.integers(0, 256, (frames, 5, 7), dtype=np.uint8),
         }
-        attrs = {"label": f"w{i % 2}", "label_index": i % 2, "split": "train" if i < 3 else "val", "speaker": f"s{i}", "meta": {"k": i}}
+        attrs = {
+            "label": f"w{i % 2}",
+            "label_index": i % 2,
+            "split": "train" if i < 3 else "val",
+            "speaker": f"s{i}",
+            "meta": {"k": i},
+        }
         extras = {"audit/v1/landmarks": rng.normal(size=(frames, 68, 2)).astype(np.float32)}
         out[f"u/{i}"] = (arrays, attrs, extras)
     return out
@@ -106,7 +112,11 @@ def test_incomplete_shard_is_refused(tmp_path):
     _write(TFRecordShardWriter(path, "embedding"), _samples(1))
     sidecar_path(path).unlink()  # as if killed between the rename and the sidecar
     assert not tfrecord_shard_complete(path)
-    for call in (lambda: TFRecordShardReader(path), lambda: read_tfrecord_samples(path), lambda: tfrecord_dataset([path], ["v1"], 4, 2)):
+    for call in (
+        lambda: TFRecordShardReader(path),
+        lambda: read_tfrecord_samples(path),
+        lambda: tfrecord_dataset([path], ["v1"], 4, 2),
+    ):
         with pytest.raises(ShardError, match="emb-00000-of-00001.tfrecord: shard was not completed"):
             call()
 

@@ -67,7 +67,7 @@ def test_erasing_removes_a_56_px_patch_in_every_frame_and_3_whole_frames():
         whole = [t for t in range(29) if not clip[t].any()]
         assert len(whole) == 3 and whole == list(range(whole[0], whole[0] + 3))
         others = [t for t in range(29) if t not in whole]
-        masks = (clip[others, :, :, 0] == 0)
+        masks = clip[others, :, :, 0] == 0
         assert (masks == masks[0]).all()  # the same place in every frame
         rows, cols = np.flatnonzero(masks[0].any(1)), np.flatnonzero(masks[0].any(0))
         assert 46 <= len(rows) <= 56 and 46 <= len(cols) <= 56
@@ -79,6 +79,8 @@ def test_tta_adds_logits():
     z1, z2 = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
     expected = augment.softmax(z1 + z2)
     assert np.allclose(augment.flipped_logit_sum(z1, z2, logits=True), expected, atol=1e-6)
-    assert np.allclose(augment.flipped_logit_sum(augment.softmax(z1), augment.softmax(z2), logits=False), expected, atol=1e-6)
+    assert np.allclose(
+        augment.flipped_logit_sum(augment.softmax(z1), augment.softmax(z2), logits=False), expected, atol=1e-6
+    )
     summed = augment.softmax(z1) + augment.softmax(z2)  # the old sum of probabilities ranks differently somewhere
     assert not np.allclose(summed / summed.sum(1, keepdims=True), expected, atol=1e-3)

@@ -27,7 +27,14 @@ def test_eval_view_is_the_centred_normalised_crop():
 def test_training_batches_shift_flip_and_mix_consistently():
     x = _clips(n=8)
     labels = np.eye(2, dtype=np.float32)[[0, 1] * 4]
-    batches = AugmentedClips({"video": x, "audio": np.arange(8, dtype=np.float32)[:, None]}, {"visual": labels, "audio": labels}, batch_size=8, crop=10, seed=1, alpha=1e-3)
+    batches = AugmentedClips(
+        {"video": x, "audio": np.arange(8, dtype=np.float32)[:, None]},
+        {"visual": labels, "audio": labels},
+        batch_size=8,
+        crop=10,
+        seed=1,
+        alpha=1e-3,
+    )
     assert len(batches) == 1
     seen_left, steps = set(), set()
     for _ in range(20):

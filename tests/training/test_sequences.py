@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.manifest import Manifest, Sample, Source
 from pipeline.storage.readers import open_writer
-from pipeline.training.sequences import load_split
 from pipeline.storage.shards import ShardError
+from pipeline.training.sequences import load_split
 
 FRAMES = {"s0": 3, "s1": 8, "s2": 5, "s3": 4, "s4": 6, "s5": 2}
 
@@ -30,7 +30,13 @@ def _stage(tmp_path, suffix: str) -> Manifest:
     """A manifest whose stage 'extract' wrote two shards: s3 failed, s4 never ran, s5 has no label."""
     work = tmp_path / suffix.strip(".")
     samples = [
-        Sample(id=i, sources={"v1": Source(f"{i}.mp4")}, label=None if i == "s5" else ("bin" if i in ("s0", "s2") else "lay"), split="train", speaker=f"p{i[1]}")
+        Sample(
+            id=i,
+            sources={"v1": Source(f"{i}.mp4")},
+            label=None if i == "s5" else ("bin" if i in ("s0", "s2") else "lay"),
+            split="train",
+            speaker=f"p{i[1]}",
+        )
         for i in FRAMES
     ]
     samples.append(Sample(id="t0", sources={"v1": Source("t0.mp4")}, label="bin", split="test"))
@@ -67,7 +73,10 @@ def test_load_split_pads_truncates_and_skips(tmp_path, suffix, caplog):
 
 
 def test_both_formats_load_identically(tmp_path):
-    loaded = [load_split(_stage(tmp_path, s), "extract", "train", ["v1", "roi"], 5, tmp_path / s.strip(".")) for s in (".h5", ".tfrecord")]
+    loaded = [
+        load_split(_stage(tmp_path, s), "extract", "train", ["v1", "roi"], 5, tmp_path / s.strip("."))
+        for s in (".h5", ".tfrecord")
+    ]
     h5, tfr = loaded
     assert h5.ids == tfr.ids and h5.speakers == tfr.speakers
     for a, b in zip(h5.inputs + [h5.mask, h5.labels, h5.lengths], tfr.inputs + [tfr.mask, tfr.labels, tfr.lengths]):

@@ -11,16 +11,16 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from pipeline.manifest import Manifest, Sample, Source  # noqa: E402
+from pipeline.storage.readers import open_reader, open_writer  # noqa: E402
+from pipeline.storage.shards import ShardError  # noqa: E402
+from pipeline.storage.tfrecord import sidecar_path  # noqa: E402
 from pipeline.training.batches import EpochSync  # noqa: E402
 from pipeline.training.experiment import RunSpec  # noqa: E402
 from pipeline.training.feed import RunInputs  # noqa: E402
-from pipeline.manifest import Manifest, Sample, Source  # noqa: E402
-from pipeline.storage.readers import open_reader, open_writer  # noqa: E402
-from pipeline.training.sequences import index_split, load_split  # noqa: E402
-from pipeline.storage.shards import ShardError  # noqa: E402
-from pipeline.training.stream import ShardBatches  # noqa: E402
-from pipeline.storage.tfrecord import sidecar_path  # noqa: E402
 from pipeline.training.fit import FitConfig, fit  # noqa: E402
+from pipeline.training.sequences import index_split, load_split  # noqa: E402
+from pipeline.training.stream import ShardBatches  # noqa: E402
 
 N = 23
 STAGE = {False: "extract:f", True: "prepare"}  # embeddings, ROI pixels
@@ -31,7 +31,16 @@ def _work(tmp_path, suffix: str, n: int = N, pixels: bool = False) -> tuple[Mani
     (or 12x12 uint8 frames with audio when ``pixels``)."""
     work = tmp_path / suffix.strip(".")
     ids = [f"s{i:02d}" for i in range(n)] + [f"v{i}" for i in range(5)]
-    samples = [Sample(id=i, sources={"v1": Source(f"{i}.mp4")}, label="ab"[k % 2], split="train" if i[0] == "s" else "val", speaker=f"p{k % 3}") for k, i in enumerate(ids)]
+    samples = [
+        Sample(
+            id=i,
+            sources={"v1": Source(f"{i}.mp4")},
+            label="ab"[k % 2],
+            split="train" if i[0] == "s" else "val",
+            speaker=f"p{k % 3}",
+        )
+        for k, i in enumerate(ids)
+    ]
     manifest = Manifest("toy", str(tmp_path), ["v1"], samples, classes=["a", "b"])
     rng = np.random.default_rng(0)
     for shard in range(3):
@@ -110,7 +119,9 @@ def test_a_resumed_streamed_fit_continues_with_the_epochs_it_had_reached(tmp_pat
     built: list[int] = []
 
     def make():
-        batches = ShardBatches(index, 6, 8, lambda data, rng: (data.inputs[0], keras.utils.to_categorical(data.labels, 2)), seed=1)
+        batches = ShardBatches(
+            index, 6, 8, lambda data, rng: (data.inputs[0], keras.utils.to_categorical(data.labels, 2)), seed=1
+        )
         original = batches.batch
         batches.batch = lambda rows, rng: (built.append(batches.epoch), original(rows, rng))[1]
         return batches
@@ -144,7 +155,11 @@ def test_run_inputs_pick_memory_or_stream_and_give_the_same_validation(tmp_path,
     manifest, work = _work(tmp_path, ".h5")
     with caplog.at_level(logging.INFO):
         memory = RunInputs(manifest, _spec(), work, ("train", "val"))
-    assert memory.mode == "memory" and "within the in-memory budget" in caplog.text and "reading them into memory" in caplog.text
+    assert (
+        memory.mode == "memory"
+        and "within the in-memory budget" in caplog.text
+        and "reading them into memory" in caplog.text
+    )
     monkeypatch.setattr("pipeline.training.feed.memory_budget", lambda: 1000)
     with caplog.at_level(logging.INFO):
         streamed = RunInputs(manifest, _spec(), work, ("train", "val"))

@@ -50,14 +50,28 @@ def test_interrupted_fit_resumes_and_finished_fit_is_skipped(tmp_path):
     best = load_checkpoint(tmp_path / "best.keras")
     assert best.evaluate(x, y, verbose=0)[1] == pytest.approx(max(history["val_accuracy"]), abs=1e-6)
     again = []
-    fit(_model(), (x, y), (x, y), tmp_path, config, {"run": "t"}, callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: again.append(e))])
+    fit(
+        _model(),
+        (x, y),
+        (x, y),
+        tmp_path,
+        config,
+        {"run": "t"},
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: again.append(e))],
+    )
     assert again == []
 
 
 def _dropout_model():
     keras.utils.set_random_seed(7)  # as `train` does before building: the same initial weights in every run
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dropout(0.5),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.RMSprop(0.01), loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -75,7 +89,9 @@ def test_resumed_fit_equals_the_uninterrupted_one(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             fit(_dropout_model(), (x, y), (x, y), tmp_path / "parts", config, {"run": "t"}, callbacks=[StopAt(stop)])
     fit(_dropout_model(), (x, y), (x, y), tmp_path / "parts", config, {"run": "t"})
-    assert _history_rows(tmp_path / "parts") != [] and len(read_history(tmp_path / "parts" / "history.csv")["loss"]) >= 4
+    assert (
+        _history_rows(tmp_path / "parts") != [] and len(read_history(tmp_path / "parts" / "history.csv")["loss"]) >= 4
+    )
     assert read_history(tmp_path / "parts" / "history.csv") == read_history(tmp_path / "whole" / "history.csv")
     whole, parts = (load_checkpoint(tmp_path / d / "best.keras") for d in ("whole", "parts"))
     for a, b in zip(whole.get_weights(), parts.get_weights()):
@@ -93,11 +109,21 @@ def test_damaged_backup_is_discarded_and_the_previous_one_used(tmp_path, caplog)
     backups[-1].write_bytes(backups[-1].read_bytes()[:200])  # the newest backup is damaged
     epochs_run = []
     with caplog.at_level("WARNING"):
-        history = fit(_dropout_model(), (x, y), (x, y), tmp_path, config, {"run": "t"},
-                      callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_run.append(e))])
+        history = fit(
+            _dropout_model(),
+            (x, y),
+            (x, y),
+            tmp_path,
+            config,
+            {"run": "t"},
+            callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_run.append(e))],
+        )
     assert "damaged training backup" in caplog.text
     assert epochs_run[0] == 3 and len(history["loss"]) == 6  # resumed after epoch 3, the last good backup
-    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["epoch-00006.weights.h5", "state.json"]  # the last only
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == [
+        "epoch-00006.weights.h5",
+        "state.json",
+    ]  # the last only
 
 
 def test_checkpoint_is_never_half_written(tmp_path, monkeypatch):
@@ -156,7 +182,11 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     for _ in range(3):
         process = subprocess.Popen([sys.executable, str(script), str(tmp_path / "killed")], env=env)
         deadline = time.monotonic() + 300
-        while not (tmp_path / "killed" / "history.csv").exists() and process.poll() is None and time.monotonic() < deadline:
+        while (
+            not (tmp_path / "killed" / "history.csv").exists()
+            and process.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         time.sleep(chance.uniform(0.0, 3.0))
         if process.poll() is None:

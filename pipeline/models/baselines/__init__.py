@@ -28,8 +28,9 @@ class EarlyFusionOptions(RecurrentOptions):
 class LateFusionOptions(RecurrentOptions):
     """One LSTM per perspective, scores or representations combined."""
 
-    combine: str = option("scores", "average the perspectives' scores or join their representations",
-                          choices=("scores", "features"))
+    combine: str = option(
+        "scores", "average the perspectives' scores or join their representations", choices=("scores", "features")
+    )
 
 
 def build_single(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None) -> Any:
@@ -55,10 +56,44 @@ def build_late_fusion(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tup
 
 SMALLEST = {"units": 4, "dropout": 0.0}
 CUSTOM = serializables("pipeline.models.attention", "pipeline.models.composite")
-register(ModelEntry("single", "features", SingleOptions, build_single, CUSTOM, COMPOSITE_CHOICES,
-                    "one perspective's LSTM network", perspectives=1, listed=1, smallest=SMALLEST))
-register(ModelEntry("early_fusion", "features", EarlyFusionOptions, build_early_fusion, CUSTOM, COMPOSITE_CHOICES,
-                    "perspectives concatenated per frame into one LSTM", listed=2, smallest=SMALLEST))
-register(ModelEntry("late_fusion", "features", LateFusionOptions, build_late_fusion, CUSTOM, (),
-                    "one LSTM per perspective, combined", listed=3, smallest=SMALLEST))
+register(
+    ModelEntry(
+        "single",
+        "features",
+        SingleOptions,
+        build_single,
+        CUSTOM,
+        COMPOSITE_CHOICES,
+        "one perspective's LSTM network",
+        perspectives=1,
+        listed=1,
+        smallest=SMALLEST,
+    )
+)
+register(
+    ModelEntry(
+        "early_fusion",
+        "features",
+        EarlyFusionOptions,
+        build_early_fusion,
+        CUSTOM,
+        COMPOSITE_CHOICES,
+        "perspectives concatenated per frame into one LSTM",
+        listed=2,
+        smallest=SMALLEST,
+    )
+)
+register(
+    ModelEntry(
+        "late_fusion",
+        "features",
+        LateFusionOptions,
+        build_late_fusion,
+        CUSTOM,
+        (),
+        "one LSTM per perspective, combined",
+        listed=3,
+        smallest=SMALLEST,
+    )
+)
 __getattr__ = keras_names(__name__)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pipeline.models.networks import Layout, lstm_factory
 
 
-def single_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, perspective: int = 0) -> Layout:
+def single_layout(
+    dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, perspective: int = 0
+) -> Layout:
     """Single-perspective baseline: an LSTM network on perspective ``perspective`` only (the others are ignored)."""
     name = f"single_{perspective}"
     return Layout(name, lstm_factory(units, dropout, recurrent_dropout), ((name, (perspective,)),))
@@ -13,10 +15,14 @@ def single_layout(dims: list[int], units: int, dropout: float, recurrent_dropout
 
 def early_fusion_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float) -> Layout:
     """Early fusion: perspectives concatenated per frame -> one LSTM network."""
-    return Layout("early_fusion", lstm_factory(units, dropout, recurrent_dropout), (("early", tuple(range(len(dims)))),))
+    return Layout(
+        "early_fusion", lstm_factory(units, dropout, recurrent_dropout), (("early", tuple(range(len(dims)))),)
+    )
 
 
-def late_fusion_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, combine: str = "scores") -> Layout:
+def late_fusion_layout(
+    dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, combine: str = "scores"
+) -> Layout:
     """Late fusion: one LSTM network per perspective; ``combine="scores"`` averages their softmax scores,
     ``"features"`` concatenates their representations under one classifier."""
     if combine not in ("scores", "features"):

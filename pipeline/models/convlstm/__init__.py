@@ -30,12 +30,28 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
 
     o = spec.options
     filters = [int(f) for f in str(o.get("filters", "32,48,64")).split(",") if f.strip()]
-    model = build_convlstm([tuple(s) for s in shapes], len(spec.classes), layers=o.get("layers", DEFAULT_LAYERS),
-                           filters=filters, dropout=o.get("dropout", 0.3))
+    model = build_convlstm(
+        [tuple(s) for s in shapes],
+        len(spec.classes),
+        layers=o.get("layers", DEFAULT_LAYERS),
+        filters=filters,
+        dropout=o.get("dropout", 0.3),
+    )
     return networks.compile_model(model, o["lr"])
 
 
-register(ModelEntry("convlstm", "pixels", ConvLSTMOptions, build, serializables("pipeline.models.convlstm.layers"), (),
-                    "Deep ConvLSTM (Courtney and Sreenivas, ACPR 2019)", lower=("--filters",), listed=5,
-                    smallest={"layers": "conv,pool,convlstm", "filters": "4,4", "dropout": 0.0}))
+register(
+    ModelEntry(
+        "convlstm",
+        "pixels",
+        ConvLSTMOptions,
+        build,
+        serializables("pipeline.models.convlstm.layers"),
+        (),
+        "Deep ConvLSTM (Courtney and Sreenivas, ACPR 2019)",
+        lower=("--filters",),
+        listed=5,
+        smallest={"layers": "conv,pool,convlstm", "filters": "4,4", "dropout": 0.0},
+    )
+)
 __getattr__ = keras_names(__name__)

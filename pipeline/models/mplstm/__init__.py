@@ -30,6 +30,18 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
 
 
 CUSTOM = serializables("pipeline.models.attention", "pipeline.models.mplstm.layers", "pipeline.models.composite")
-register(ModelEntry("mplstm", "features", MPLSTMOptions, build, CUSTOM, COMPOSITE_CHOICES, "MP-LSTM (CVPR 2021)",
-                    multi_perspective_encoder=True, listed=0, smallest={"units": 4, "dropout": 0.0}))
+register(
+    ModelEntry(
+        "mplstm",
+        "features",
+        MPLSTMOptions,
+        build,
+        CUSTOM,
+        COMPOSITE_CHOICES,
+        "MP-LSTM (CVPR 2021)",
+        multi_perspective_encoder=True,
+        listed=0,
+        smallest={"units": 4, "dropout": 0.0},
+    )
+)
 __getattr__ = keras_names(__name__)

@@ -386,10 +386,20 @@ class MPLSTM(PerspectiveRNN):
     cell_class = MPLSTMCell
 
 
-def mplstm_layout(dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, released: bool = False) -> Layout:
+def mplstm_layout(
+    dims: list[int], units: int, dropout: float, recurrent_dropout: float, *, released: bool = False
+) -> Layout:
     """The released network: Bidirectional MP-LSTM over all perspectives."""
 
     def recurrent(sequences: bool) -> MPLSTM:
-        return MPLSTM(units, len(dims), input_dims=dims, released=released, dropout=dropout, recurrent_dropout=recurrent_dropout, return_sequences=sequences)
+        return MPLSTM(
+            units,
+            len(dims),
+            input_dims=dims,
+            released=released,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            return_sequences=sequences,
+        )
 
     return Layout("mplstm", recurrent, (("mplstm", tuple(range(len(dims)))),))

@@ -25,8 +25,9 @@ class MVLSTMOptions(RecurrentOptions):
     """MV-LSTM (Rajagopalan et al., ECCV 2016)."""
 
     topology: str = option("hybrid", "hidden-state topology", choices=tuple(TOPOLOGIES))
-    mv_output: str = option("none", "hidden state: o*c as in the paper (none) or o*tanh(c) as in an LSTM",
-                            choices=("none", "tanh"))
+    mv_output: str = option(
+        "none", "hidden state: o*c as in the paper (none) or o*tanh(c) as in an LSTM", choices=("none", "tanh")
+    )
 
 
 def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None) -> Any:
@@ -35,11 +36,23 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
 
     o = spec.options
     activation = None if o.get("mv_output", "none") == "none" else o["mv_output"]
-    return build_sequence_network(spec, shapes, mvlstm_layout, topology=o.get("topology", "hybrid"),
-                                  output_activation=activation)
+    return build_sequence_network(
+        spec, shapes, mvlstm_layout, topology=o.get("topology", "hybrid"), output_activation=activation
+    )
 
 
 CUSTOM = serializables("pipeline.models.attention", "pipeline.models.mvlstm.layers")
-register(ModelEntry("mvlstm", "features", MVLSTMOptions, build, CUSTOM, (), "MV-LSTM (Rajagopalan et al., ECCV 2016)",
-                    listed=4, smallest={"units": 4, "dropout": 0.0}))
+register(
+    ModelEntry(
+        "mvlstm",
+        "features",
+        MVLSTMOptions,
+        build,
+        CUSTOM,
+        (),
+        "MV-LSTM (Rajagopalan et al., ECCV 2016)",
+        listed=4,
+        smallest={"units": 4, "dropout": 0.0},
+    )
+)
 __getattr__ = keras_names(__name__)

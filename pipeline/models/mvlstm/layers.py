@@ -35,7 +35,6 @@ from pipeline.models.mvlstm import TOPOLOGIES
 from pipeline.models.networks import Layout
 
 
-
 def connectivity(units: int, views: int, alpha: float, beta: float) -> np.ndarray:
     """0/1 ``[units, 4 units]``: which hidden units (rows, by view) feed which gates (columns, by gate then view)."""
     n = units // views

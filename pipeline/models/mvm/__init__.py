@@ -24,10 +24,14 @@ class MVMOptions(PixelOptions):
     heads: int = option(8, "addressing heads", least=1)
     radius: float = option(16.0, "addressing radius", above=0.0)
     levels: int = option(2, "memory levels, their losses averaged", least=1)
-    front: str = option("resnet18", "visual front-end, the paper's 3D stem + ResNet-18 per frame, or a small 3D/2D "
-                        "conv stack", choices=("resnet18", "small"))
-    back: str = option("mstcn", "back-end, the paper's multi-scale TCN or one dilated conv per level",
-                       choices=("mstcn", "tcn"))
+    front: str = option(
+        "resnet18",
+        "visual front-end, the paper's 3D stem + ResNet-18 per frame, or a small 3D/2D conv stack",
+        choices=("resnet18", "small"),
+    )
+    back: str = option(
+        "mstcn", "back-end, the paper's multi-scale TCN or one dilated conv per level", choices=("mstcn", "tcn")
+    )
     dropout: float = option(0.5, "dropout before the classifier", least=0.0, below=1.0)
 
 
@@ -40,10 +44,20 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
     if audio_shape is None:
         raise ConfigError("mvm trains with audio: prepare with --audio")
     o = spec.options
-    return build_mvm(shapes[0], audio_shape, len(spec.classes), dim=o["units"], slots=o.get("slots", 112),
-                     heads=o.get("heads", 8), radius=o.get("radius", 16.0), levels=o.get("levels", 2),
-                     dropout=o.get("dropout", 0.5), front=o.get("front", "small"), back=o.get("back", "tcn"),
-                     optimizer=keras.optimizers.Adam(o["lr"]))
+    return build_mvm(
+        shapes[0],
+        audio_shape,
+        len(spec.classes),
+        dim=o["units"],
+        slots=o.get("slots", 112),
+        heads=o.get("heads", 8),
+        radius=o.get("radius", 16.0),
+        levels=o.get("levels", 2),
+        dropout=o.get("dropout", 0.5),
+        front=o.get("front", "small"),
+        back=o.get("back", "tcn"),
+        optimizer=keras.optimizers.Adam(o["lr"]),
+    )
 
 
 def memory_inputs(inputs: list, audio: Any, y: Any) -> tuple[dict, dict]:
@@ -51,12 +65,25 @@ def memory_inputs(inputs: list, audio: Any, y: Any) -> tuple[dict, dict]:
     return {"video": inputs[0], "audio": audio}, {"visual": y, "audio": y}
 
 
-MEMORY_FITTING = TwoNetworks("val_visual_accuracy", memory_inputs, training=lambda built: built.train,
-                             scoring=lambda built: built.infer)
+MEMORY_FITTING = TwoNetworks(
+    "val_visual_accuracy", memory_inputs, training=lambda built: built.train, scoring=lambda built: built.infer
+)
 CUSTOM = serializables("pipeline.models.mvm.layers", "pipeline.models.fronts")
-register(ModelEntry("mvm", "pixels", MVMOptions, build, CUSTOM, (),
-                    "multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022)", perspectives=1,
-                    lower=("--front small", "--units"), audio=True, two_networks=MEMORY_FITTING, listed=6,
-                    smallest={"units": 8, "slots": 4, "heads": 2, "levels": 1, "front": "small", "back": "tcn",
-                              "dropout": 0.0}))
+register(
+    ModelEntry(
+        "mvm",
+        "pixels",
+        MVMOptions,
+        build,
+        CUSTOM,
+        (),
+        "multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022)",
+        perspectives=1,
+        lower=("--front small", "--units"),
+        audio=True,
+        two_networks=MEMORY_FITTING,
+        listed=6,
+        smallest={"units": 8, "slots": 4, "heads": 2, "levels": 1, "front": "small", "back": "tcn", "dropout": 0.0},
+    )
+)
 __getattr__ = keras_names(__name__)

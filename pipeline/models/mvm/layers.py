@@ -184,6 +184,7 @@ def _temporal_blocks(back: str, dim: int, levels: int, dropout: float) -> list:
     """The back-end as a list of per-level block makers ``x -> x``: dilated conv blocks (``tcn``, one per level) or the
     four MS-TCN blocks (``mstcn``, memories before the first ``levels`` of them)."""
     if back == "tcn":
+
         def small(level: int):
             conv = keras.layers.Conv1D(dim, 3, dilation_rate=2**level, padding="same", name=f"temporal{level}")
             norm = keras.layers.LayerNormalization(name=f"temporal{level}_norm")
@@ -193,7 +194,9 @@ def _temporal_blocks(back: str, dim: int, levels: int, dropout: float) -> list:
     from pipeline.models.fronts import TCN_DILATIONS, tcn_block
 
     if levels > len(TCN_DILATIONS):
-        raise ValueError(f"--back mstcn has {len(TCN_DILATIONS)} blocks: at most {len(TCN_DILATIONS)} memory levels, got {levels}")
+        raise ValueError(
+            f"--back mstcn has {len(TCN_DILATIONS)} blocks: at most {len(TCN_DILATIONS)} memory levels, got {levels}"
+        )
 
     def block(level: int):
         shared: dict = {}
@@ -201,7 +204,11 @@ def _temporal_blocks(back: str, dim: int, levels: int, dropout: float) -> list:
         def apply(x):
             if "model" not in shared:  # one set of weights for both streams
                 inp = keras.Input(shape=tuple(x.shape[1:]), name=f"mstcn{level}_in")
-                shared["model"] = keras.Model(inp, tcn_block(inp, MSTCN_WIDTH, TCN_DILATIONS[level], dropout, f"mstcn{level}"), name=f"mstcn{level}")
+                shared["model"] = keras.Model(
+                    inp,
+                    tcn_block(inp, MSTCN_WIDTH, TCN_DILATIONS[level], dropout, f"mstcn{level}"),
+                    name=f"mstcn{level}",
+                )
             return shared["model"](x)
 
         return apply
@@ -253,8 +260,20 @@ def build_mvm(
     for level, block in enumerate(_temporal_blocks(back, dim, levels, dropout)):
         if level < levels:
             width = streams[VISUAL].shape[-1]
-            target = audio_features if width == dim else keras.layers.Dense(width, name=f"audio_to_level{level}")(audio_features)
-            memory = VisualAudioMemory(slots, heads, radius, dropout=dropout, reconstruction_weight=weight, decorrelation_weight=weight, name=f"memory{level}")
+            target = (
+                audio_features
+                if width == dim
+                else keras.layers.Dense(width, name=f"audio_to_level{level}")(audio_features)
+            )
+            memory = VisualAudioMemory(
+                slots,
+                heads,
+                radius,
+                dropout=dropout,
+                reconstruction_weight=weight,
+                decorrelation_weight=weight,
+                name=f"memory{level}",
+            )
             streams = {key: memory(x) if key == VISUAL else memory(x, target) for key, x in streams.items()}
         streams = {key: block(x) for key, x in streams.items()}
     pool = keras.layers.GlobalAveragePooling1D(name="time_pool")
