@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(base, ignore_errors=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(
-        f"prepare on {args.samples} clips ({len(clips)} distinct, shard size {args.shard_size}), local Dask cluster, {cores} cores, "
+        f"prepare on {args.samples} clips ({len(clips)} distinct, shard size {args.shard_size}), local Dask cluster, "
+        f"{cores} cores, "
         f"best of {args.repeats}; load average at start: {load:.1f}"
     )
     print(f"{'workers':>8} {'stage s':>9} {'clips/s':>8} {'command s':>10}")

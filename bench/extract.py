@@ -1,4 +1,4 @@
-"""Extract-stage benchmark: the real extract path against a one-frame-at-a-time loop and the model's own batched forward pass.
+"""Extract-stage benchmark: the real extract path against a one-frame-at-a-time loop and the model's batched pass.
 
 All three run in one process on the same model and cores:
 
@@ -65,7 +65,10 @@ ROI_SIZE = 96
 
 
 def roi_clips(folder: Path, count: int, frames: int, seed: int = 0) -> tuple[list[np.ndarray], str]:
-    """``count`` uint8 ``[frames, 96, 96, 3]`` ROI clips: GRID mouth crops cut from the videos in ``folder``, else noise."""
+    """``count`` uint8 ``[frames, 96, 96, 3]`` ROI clips.
+
+    GRID mouth crops cut from the videos in ``folder``, else noise.
+    """
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)[:3] if folder.is_dir() else []
     sources: list[np.ndarray] = []
     if paths:
@@ -94,7 +97,10 @@ def roi_clips(folder: Path, count: int, frames: int, seed: int = 0) -> tuple[lis
 
 
 def write_roi_shard(work: Path, clips: list[np.ndarray], samples: int, views: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Store the clips as a prepare-stage ROI shard under ``work``; return manifest-style sample dicts pointing at it."""
+    """Store the clips as a prepare-stage ROI shard under ``work``.
+
+    Returns manifest-style sample dicts pointing at it.
+    """
     location = "roi/roi-00000-of-00001.h5"
     (work / "roi").mkdir(parents=True)
     records = []
@@ -324,7 +330,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "weights": WEIGHTS_LABEL,
     }
     print(
-        f"backbone {args.backbone} ({backbone.dim}-d), weights: RANDOM - figures are for TIMING ONLY (speed does not depend on weight values)"
+        f"backbone {args.backbone} ({backbone.dim}-d), weights: RANDOM - figures are for TIMING ONLY (speed does not "
+        "depend on weight values)"
     )
     print(
         f"device {info['device']} {info['devices']}, backend {info['backend']} (Keras {info['keras']}), "
@@ -332,15 +339,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(
         f"ROI clips: {source}; per round one shard task of {args.samples} samples x {len(views)} perspectives x "
-        f"{args.frames} frames of {ROI_SIZE}x{ROI_SIZE}x3 uint8 = {task_frames} frames; batch {args.batch_size}; {rounds} interleaved rounds"
+        f"{args.frames} frames of {ROI_SIZE}x{ROI_SIZE}x3 uint8 = {task_frames} frames; batch {args.batch_size}; "
+        f"{rounds} interleaved rounds"
     )
     print(
-        f"untimed: model build {build_s:.1f}s, warm-up {warm_s:.1f}s; embedding shard {output_bytes / 1024:.0f} KiB per task; "
+        f"untimed: model build {build_s:.1f}s, warm-up {warm_s:.1f}s; embedding shard {output_bytes / 1024:.0f} KiB "
+        "per task; "
         f"pipeline vs per-frame embeddings: max relative difference {error:.1e} (stored float16), "
         f"relative L2 per frame {embed_rel_l2_max:.1e} in float32 (goal < 1e-3); preprocessing {mode} in the graph"
     )
     print(
-        f"{'method':<52}{'frames':>7}{'seconds':>9}{'img/s best':>11}{'vs model':>9}{'img/s all':>10}{'vs model':>9}{'img/CPU-s':>10}{'vs model':>9}"
+        f"{'method':<52}{'frames':>7}{'seconds':>9}{'img/s best':>11}{'vs model':>9}"
+        f"{'img/s all':>10}{'vs model':>9}{'img/CPU-s':>10}{'vs model':>9}"
     )
     rows = (
         ("one frame at a time (model.predict(x[None]))", slow),
@@ -351,7 +361,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for label, timer in rows:
         print(
             f"{label:<52}{timer.items:>7}{timer.wall:>9.1f}{timer.best:>11.2f}{timer.best / ceiling.best:>9.3f}"
-            f"{timer.pooled:>10.2f}{timer.pooled / ceiling.pooled:>9.3f}{timer.cpu:>10.2f}{timer.cpu / ceiling.cpu:>9.3f}"
+            f"{timer.pooled:>10.2f}{timer.pooled / ceiling.pooled:>9.3f}"
+            f"{timer.cpu:>10.2f}{timer.cpu / ceiling.cpu:>9.3f}"
         )
     print(
         f"speedup vs one frame at a time: {summary['speedup']}x (target >= 2.5); "
@@ -362,7 +373,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"the model's own forward pass takes {summary['model_only_ips']} images/s on this device"
     )
     print(
-        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after the timed rounds, on {os.cpu_count()} cores"
+        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after the timed rounds, on "
+        f"{os.cpu_count()} cores"
     )
     if ours.best > ceiling.best or load_before > (os.cpu_count() or 1):
         print(

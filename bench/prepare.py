@@ -4,9 +4,9 @@ Three ways through the same clips on the same cores, interleaved in ``--repeats`
 and method counts, so drifting load from other processes hits all alike):
 
 * ``decode``: decoding only (``pipeline.media.video.iter_frames``, frame by frame to RGB, one thread), the limit;
-* ``roi``: the real path, ``pipeline.media.roi.crop_video``: decode -> track -> smooth -> warp, streamed, the next frames
-  decoding on a second thread meanwhile (``pipeline.media.video.read_ahead``; ``--decode-ahead 0``: inline), so its
-  wall-clock ratio can use two cores where decode-only uses one; ``ratio_vs_decode_cpu_time`` compares frames per
+* ``roi``: the real path, ``pipeline.media.roi.crop_video``: decode -> track -> smooth -> warp, streamed, the next
+  frames decoding on a second thread meanwhile (``pipeline.media.video.read_ahead``; ``--decode-ahead 0``: inline), so
+  its wall-clock ratio can use two cores where decode-only uses one; ``ratio_vs_decode_cpu_time`` compares frames per
   CPU-second instead;
 * ``naive``: decode the clip, then ``crop_clip_naive``: dlib detection and the 68-point fit on every frame at full
   resolution, no tracking, no smoothing. This is the accuracy reference.

@@ -3,8 +3,8 @@
 Builds an LRW-shaped feature set (``--frames`` 29 frames x ``--dim`` 2048 float16 per clip, one
 perspective, 500 classes) of 4N clips in HDF5 shards, and a manifest whose training split is the
 first N clips or all 4N. Each measurement runs in its own process through the training code
-(``pipeline.training.feed.RunInputs`` or ``experiment.load_inputs``, then ``pipeline.training.fit.fit``, the released network: bidirectional
-MP-LSTM, attention, softmax; batch 60):
+(``pipeline.training.feed.RunInputs`` or ``experiment.load_inputs``, then ``pipeline.training.fit.fit``, the released
+network: bidirectional MP-LSTM, attention, softmax; batch 60):
 
 * ``stream`` on N and on 4N clips: peak resident memory must not grow with the data
   (``rss_growth`` = 4N over N, goal <= 1.15);
@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{row['read_mb_per_s']:>10}{row['stream_samples_per_s']:>10}{row['stream_vs_memory']:>10}{row['stream_vs_first']:>10}"
         )
     print(
-        f"rss_growth {result['rss_growth']} (goal <= 1.15); stream_vs_memory {result['stream_vs_memory']} (goal >= 0.95) "
+        f"rss_growth {result['rss_growth']} (goal <= 1.15); stream_vs_memory {result['stream_vs_memory']} (goal >= "
+        "0.95) "
         f"with {first}; 1-minute load {load_before:.1f} before, {load_after:.1f} after on "
         f"{result['config']['cores']} cores (shared machine: compare the compressions as ratios)"
     )

@@ -23,13 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tta",
         action="store_true",
-        help="pixel models: add the logits of the horizontally flipped clip to the clip's own (softmax models: their log-probabilities)",
+        help="pixel models: add the logits of the horizontally flipped clip to the clip's own "
+        "(softmax models: their log-probabilities)",
     )
     parser.add_argument(
         "--input",
         choices=MODES,
         default="auto",
-        help="read the split into memory, or stream batches from the shards (auto: memory when it fits in a quarter of RAM)",
+        help="read the split into memory, or stream batches from the shards "
+        "(auto: memory when it fits in a quarter of RAM)",
     )
 
 

@@ -66,13 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input",
         choices=MODES,
         default="auto",
-        help="read the splits into memory, or stream batches from the shards (auto: memory when they fit in a quarter of RAM)",
+        help="read the splits into memory, or stream batches from the shards "
+        "(auto: memory when they fit in a quarter of RAM)",
     )
     scale = parser.add_argument_group("devices")
     scale.add_argument(
         "--distribute",
         action="store_true",
-        help="data-parallel over all local devices; --batch-size is then per device and the learning rate scales with the replicas",
+        help="data-parallel over all local devices; --batch-size is then per device "
+        "and the learning rate scales with the replicas",
     )
     scale.add_argument("--mixed-precision", action="store_true", help="float16 compute with float32 variables (GPUs)")
 

@@ -48,7 +48,9 @@ def grid_clip(grid_dir: Path) -> Path:
 
 
 def set_display_rotation(path: Path, degrees: int) -> Path:
-    """Write a display rotation into an MP4's track header, as phones do (``degrees`` counter-clockwise, as FFmpeg reads it).
+    """Write a display rotation into an MP4's track header, as phones do.
+
+    ``degrees`` is counter-clockwise, as FFmpeg reads it.
 
     The ``tkhd`` box holds a 3x3 matrix in 16.16 fixed point; players rotate the decoded picture by it.
     """
@@ -68,7 +70,10 @@ def set_display_rotation(path: Path, degrees: int) -> Path:
 
 @pytest.fixture(autouse=True)
 def _project_logger_reset():
-    """Each test starts with the project logger at its default level (a CLI run with --quiet raises it for the process)."""
+    """Each test starts with the project logger at its default level.
+
+    A CLI run with --quiet raises it for the process.
+    """
     import logging
 
     logger = logging.getLogger("mpview")

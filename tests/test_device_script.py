@@ -1,4 +1,7 @@
-"""bench/device.sh --dry-run: the prepared accelerator benchmark runs end to end on a CPU under JAX, its last line one JSON object."""
+"""bench/device.sh --dry-run: the prepared accelerator benchmark runs end to end on a CPU under JAX.
+
+Its last line is one JSON object.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Faults and bad inputs: killed workers and runs, a full disk, corrupted shards and manifests, hostile names and paths, wrong weights.
+"""Faults and bad inputs.
+
+Killed workers and runs, a full disk, corrupted shards and manifests, hostile names and paths, wrong weights.
 
 Every case ends by checking that no sample was lost; the last test prints the suite's tally and writes it as JSON.
 """
@@ -57,7 +59,10 @@ def tally() -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def counted(request: pytest.FixtureRequest, tally: dict[str, Any]) -> None:
-    """Every case of the suite counts as tried; it counts as OK when it reaches the end and names itself in ``cases``."""
+    """Every case of the suite counts as tried.
+
+    It counts as OK when it reaches the end and names itself in ``cases``.
+    """
     if request.node.name != "test_tally":
         tally["tried"] += 1
 
@@ -70,7 +75,10 @@ def frames_for(sample_id: str) -> np.ndarray:
 
 
 class ToyJob:
-    """Writes toy ROI clips; on shard ``crash_shard`` the process dies mid-shard (``os._exit``) until ``marker`` exists."""
+    """Writes toy ROI clips.
+
+    On shard ``crash_shard`` the process dies mid-shard (``os._exit``) until ``marker`` exists.
+    """
 
     def __init__(self, crash_shard: int | None = None, marker: str | None = None) -> None:
         self.crash_shard, self.marker = crash_shard, marker
@@ -138,7 +146,10 @@ def temps(folder: Path) -> list[Path]:
 
 
 def lost(work: Path, stage: str, ids: list[str], allowed_failures: dict[str, str] | None = None) -> int:
-    """Samples not recorded as done (or failed for an expected reason), or recorded done but unreadable from their shard."""
+    """Samples not recorded as done (or failed for an expected reason).
+
+    Also those recorded done but unreadable from their shard.
+    """
     manifest = Manifest.load(work / "manifest.jsonl")
     by_id = manifest.by_id()
     missing = 0
@@ -158,7 +169,10 @@ def lost(work: Path, stage: str, ids: list[str], allowed_failures: dict[str, str
 
 
 def assert_consistent(work: Path, stage: str) -> None:
-    """After a failed run: the manifest loads, every final shard is complete, and every 'done' sample is in its shard."""
+    """After a failed run: the manifest loads and every final shard is complete.
+
+    Every 'done' sample is in its shard.
+    """
     manifest = Manifest.load(work / "manifest.jsonl")
     for path in (work / "out").glob("*.h5"):
         with open_reader(path) as reader:
@@ -249,7 +263,9 @@ def job(task):
             yield sample["id"], {{"arrays": {{"v1": np.full((3, 8, 8), i, np.uint8)}}, "record": {{"i": i}}}}
     return write_shard(task, "roi", {{"stage": "toy"}}, outcomes())
 
-summary = run_stage(manifest, path, "toy", list(manifest.samples), work / "out", "toy", job, shard_size=3, save_every=0.0)
+summary = run_stage(
+    manifest, path, "toy", list(manifest.samples), work / "out", "toy", job, shard_size=3, save_every=0.0
+)
 print(json.dumps(summary.to_dict()))
 """
 
@@ -1107,8 +1123,10 @@ def test_tally(tally: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, 
     with capsys.disabled():
         print(f"\nfault tally ({path}): {json.dumps({k: v for k, v in tally.items() if k != 'cases'})}")
         print(
-            f"fault suite: {tally['tried']} cases tried, {len(tally['cases'])} OK, {tally['samples_lost']} samples lost, "
-            f"{tally['mismatched_outputs_reused']} mixed outputs, {tally['history_rows_duplicated']} duplicated history rows, "
+            f"fault suite: {tally['tried']} cases tried, {len(tally['cases'])} OK, {tally['samples_lost']} samples "
+            "lost, "
+            f"{tally['mismatched_outputs_reused']} mixed outputs, {tally['history_rows_duplicated']} duplicated "
+            "history rows, "
             f"{tally['tracebacks']} tracebacks"
         )
     assert tally["samples_lost"] == 0 and tally["mismatched_outputs_reused"] == 0 and tally["checkpoints_lost"] == 0

@@ -36,11 +36,14 @@ SCRIPT = textwrap.dedent(
     common = ["--quiet", "--work", work]
     fit = ["--timesteps", "6", "--epochs", "1"]  # TensorBoard left on: skipped with a warning without TensorFlow
     codes = [
-        cli.main(["prepare", *common, "--dataset", "moving-digits", "--option", "n=20", "--option", "frames=6", "--option", "size=32", "--fixed-box", "0", "0", "32", "32"]),
+        cli.main(["prepare", *common, "--dataset", "moving-digits", "--option", "n=20", "--option", "frames=6",
+                  "--option", "size=32", "--fixed-box", "0", "0", "32", "32"]),
         cli.main(["extract", *common, "--backbone", "pixels", "--pixel-size", "8"]),
-        cli.main(["train", *common, *fit, "--units", "4", "--model", "single", "--perspectives", "v1", "--input", "stream"]),
+        cli.main(["train", *common, *fit, "--units", "4", "--model", "single", "--perspectives", "v1",
+                  "--input", "stream"]),
         cli.main(["train", *common, *fit, "--units", "4", "--model", "mplstm", "--input", "memory"]),
-        cli.main(["train", *common, *fit, "--model", "convlstm", "--perspectives", "v1", "--augment", "--crop", "22", "--input", "stream"]),
+        cli.main(["train", *common, *fit, "--model", "convlstm", "--perspectives", "v1", "--augment", "--crop", "22",
+                  "--input", "stream"]),
         cli.main(["evaluate", *common, "--input", "stream", "--tta"]),
         cli.main(["extract", *common, "--backbone", "pixels", "--format", "tfrecord", "--name", "tfr"]),
     ]

@@ -1,4 +1,6 @@
-"""Frame helpers shared by the backbones, and the pixel backbone for mouth ROIs (gray, resized, flattened, optional PCA).
+"""Frame helpers shared by the backbones, and the pixel backbone for mouth ROIs.
+
+The pixel backbone turns frames gray, resizes and flattens them, with an optional PCA.
 
 The PCA is fitted on training-split frames only and stored as a plain ``.npz`` (mean, components;
 loaded with ``allow_pickle=False``), never as a pickle.

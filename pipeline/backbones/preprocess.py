@@ -62,7 +62,10 @@ def resolve_mode(mode: str | None, arch: str) -> str:
 
 
 def area_matrix(src: int, dst: int) -> np.ndarray:
-    """``[dst, src]`` float32 weights of OpenCV's INTER_AREA when shrinking: each output averages the inputs it covers."""
+    """``[dst, src]`` float32 weights of OpenCV's INTER_AREA when shrinking.
+
+    Each output averages the inputs it covers.
+    """
     scale = src / dst
     weights = np.zeros((dst, src), np.float64)
     for out in range(dst):
@@ -113,7 +116,10 @@ def resize_plan(height: int, width: int, size: int = INPUT_SIZE) -> tuple[str, t
 
 
 def area_resize(frames: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
-    """``[N,H,W,C]`` uint8 frames resized with ``cv2.INTER_AREA`` to ``size`` x ``size``, frame by frame (as released)."""
+    """``[N,H,W,C]`` uint8 frames resized with ``cv2.INTER_AREA`` to ``size`` x ``size``.
+
+    Frame by frame, as released.
+    """
     if frames.shape[1:3] == (size, size):
         return frames
     out = np.empty((len(frames), size, size) + frames.shape[3:], np.uint8)
@@ -125,7 +131,10 @@ def area_resize(frames: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
 
 
 def cpu_inputs(frames: np.ndarray, mode: str, size: int = INPUT_SIZE) -> np.ndarray:
-    """The same preprocessing in NumPy/OpenCV, frame by frame on the CPU (the reference the graph is checked against)."""
+    """The same preprocessing in NumPy/OpenCV, frame by frame on the CPU.
+
+    This is the reference the graph is checked against.
+    """
     from pipeline.backbones.pixels import as_rgb, resize
 
     rgb = as_rgb(frames)

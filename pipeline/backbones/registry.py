@@ -77,7 +77,10 @@ class KerasBackbone:
         self._feeds: dict[tuple[int, ...], keras.Model] = {}
 
     def feed_model(self, frame_shape: tuple[int, ...]) -> keras.Model:
-        """The model taking uint8 frames of ``frame_shape`` (H, W, C) straight from the shards (built once per shape)."""
+        """The model taking uint8 frames of ``frame_shape`` (H, W, C) straight from the shards.
+
+        Built once per shape.
+        """
         model = self._feeds.get(frame_shape)
         if model is None:
             from pipeline.backbones.vggface import with_preprocessing

@@ -94,7 +94,10 @@ def resolve_weights(
     cache_dir: Path | str | None = None,
     downloader: Downloader = urllib_download,
 ) -> Path | None:
-    """The weight file for ``arch``: ``weights`` is a path, ``'random'`` (returns None) or ``'vggface'``/None (cache, then download)."""
+    """The weight file for ``arch``.
+
+    ``weights`` is a path, ``'random'`` (returns None) or ``'vggface'``/None (cache, then download).
+    """
     if weights == RANDOM:
         return None
     if weights not in (None, VGGFACE):

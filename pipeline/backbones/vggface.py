@@ -55,7 +55,10 @@ def _linear_resize(frames, rows: LinearTaps, cols: LinearTaps):
 
 
 class Preprocess(layers.Layer):
-    """uint8 ``[N,H,W,1|3]`` frames -> float32 ``[N,224,224,3]`` backbone input, in the graph (``pipeline.backbones.preprocess``)."""
+    """uint8 ``[N,H,W,1|3]`` frames -> float32 ``[N,224,224,3]`` backbone input, in the graph.
+
+    See ``pipeline.backbones.preprocess``.
+    """
 
     def __init__(self, mode: str, size: int = INPUT_SIZE, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -97,7 +100,10 @@ class Preprocess(layers.Layer):
 
 
 def with_preprocessing(model: keras.Model, mode: str, frame_shape: tuple[int, int, int]) -> keras.Model:
-    """``model`` behind a :class:`Preprocess` layer: takes uint8 frames of ``frame_shape`` (H, W, C) as they are stored."""
+    """``model`` behind a :class:`Preprocess` layer.
+
+    It takes uint8 frames of ``frame_shape`` (H, W, C) as they are stored.
+    """
     inputs = keras.Input(frame_shape, dtype="uint8", name="frames")
     return keras.Model(
         inputs,

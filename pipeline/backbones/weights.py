@@ -113,7 +113,10 @@ def _match(path: Path, model: keras.Model, file_layers: dict[str, list[tuple[str
 
 
 def load_keras2_weights(model: keras.Model, path: Path | str) -> None:
-    """Load a Keras 2 HDF5 weight file into ``model``, refusing (before changing anything) any file that does not match."""
+    """Load a Keras 2 HDF5 weight file into ``model``.
+
+    Any file that does not match is refused before anything is changed.
+    """
     path = Path(path)
     with h5py.File(path, "r") as handle:
         root = _weights_root(handle, path)
@@ -134,7 +137,10 @@ def _string_array(values: list[str]) -> np.ndarray:
 def write_keras2_weight_file(
     model: keras.Model, path: Path | str, full_model: bool = False, keras_version: str = "2.1.5"
 ) -> Path:
-    """Write ``model``'s weights in the Keras 2 layout of the released files (under ``model_weights`` if ``full_model``)."""
+    """Write ``model``'s weights in the Keras 2 layout of the released files.
+
+    They go under ``model_weights`` if ``full_model``.
+    """
     path = Path(path)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
         root = handle.create_group(MODEL_WEIGHTS) if full_model else handle

@@ -135,7 +135,10 @@ class ExtractJob:
             return SampleError(f"ROI clips unreadable: {exc}", "bad-roi-shard")
 
     def _embed(self, buffer: list[tuple["_Pending", str, np.ndarray]], count: int, model) -> int:
-        """Embed the first ``count`` buffered frames in one call, hand the features to their samples; return frames left."""
+        """Embed the first ``count`` buffered frames in one call and hand the features to their samples.
+
+        Returns the frames left.
+        """
         if count <= 0:
             return sum(len(frames) for _, _, frames in buffer)
         pieces, gathered = [], 0

@@ -25,7 +25,9 @@ ROI_KIND = "roi"
 
 
 def decode_ahead_for(jobs: int) -> int:
-    """``PrepareJob.decode_ahead`` for a run of ``jobs`` local worker processes: 0 (decode inline) once they fill the CPUs.
+    """``PrepareJob.decode_ahead`` for a run of ``jobs`` local worker processes.
+
+    It is 0 (decode inline) once they fill the CPUs.
 
     The decode thread only pays off while a core is idle; with every core busy it costs a few percent (README,
     prepare throughput). The crops are the same either way.

@@ -103,7 +103,8 @@ class RunSummary:
     def describe(self) -> str:
         """A human summary line plus up to ten failures with their reasons."""
         lines = [
-            f"{self.stage}: {self.done} done, {self.failed} failed of {self.total} samples ({self.written_shards} shards written, {self.skipped_shards} already complete) in {self.seconds:.1f}s"
+            f"{self.stage}: {self.done} done, {self.failed} failed of {self.total} samples ({self.written_shards} "
+            f"shards written, {self.skipped_shards} already complete) in {self.seconds:.1f}s"
         ]
         if self.reasons:
             lines.append("  failures by reason: " + ", ".join(f"{r}: {n}" for r, n in self.reasons.most_common()))
@@ -133,7 +134,8 @@ def plan_shards(
             ) from None
         if sorted(i for g in groups for i in g) != sorted(ids):
             raise RunError(
-                f"{plan_path}: existing shards were planned for a different set of samples; use a new output folder or delete this one"
+                f"{plan_path}: existing shards were planned for a different set of samples; use a new output folder "
+                "or delete this one"
             )
     else:
         groups = [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
@@ -198,7 +200,8 @@ def _writing(task: ShardTask, action: Callable[..., Any], *args: Any) -> Any:
         return action(*args)
     except OSError as exc:
         raise RunError(
-            f"{task.path}: cannot write the shard ({exc}); completed shards are kept, fix the cause and re-run to resume"
+            f"{task.path}: cannot write the shard ({exc}); completed shards are kept, fix the cause and re-run to "
+            "resume"
         ) from None
 
 
@@ -283,7 +286,8 @@ def execute(
     except concurrent.futures.BrokenExecutor as exc:  # a local worker process died, rather than a job failing
         detail = " ".join(str(exc).split())  # loky's message spans several lines; keep the error on one
         raise RunError(
-            f"a worker process died ({type(exc).__name__}: {detail}); completed shards are kept, re-run the same command to resume"
+            f"a worker process died ({type(exc).__name__}: {detail}); completed shards are kept, re-run the same "
+            "command to resume"
         ) from exc
 
 
@@ -482,11 +486,17 @@ def _remove_manifest_temps(manifest_path: Path) -> int:
 
 
 def _save(manifest: Manifest, path: Path, failing: bool = False) -> None:
-    """Save the manifest; an OS error (full disk) becomes a ``RunError``, or only a log line when the run is already failing."""
+    """Save the manifest.
+
+    An OS error (full disk) becomes a ``RunError``, or only a log line when the run is already failing.
+    """
     try:
         manifest.save(path)
     except OSError as exc:
-        message = f"{path}: cannot save the manifest ({exc}); the previous version is kept and the next run recovers finished shards from disk"
+        message = (
+            f"{path}: cannot save the manifest ({exc}); the previous version is kept and the next run recovers "
+            "finished shards from disk"
+        )
         if failing:  # let the error that stopped the run be the one reported
             log.error("%s", message)
             return

@@ -118,7 +118,8 @@ MIN_THUMBNAIL_NCC = 0.9
 # the flow stops, and a fit is made, when a point is lost or the median patch error exceeds MAX_FLOW_ERROR grey levels
 # (GRID frame to frame: <= 11; a cut to another place: 17-20). A 13x13 window (26 px at full size) reaches past the
 # lip edges into texture, so the lip points drift less than with 9x9 and a fit every 20 frames stays as close to the
-# reference as one every 12 did; past 5 iterations the points hardly move (GRID: mean and max crop offsets the same to 0.01 px as with 10).
+# reference as one every 12 did; past 5 iterations the points hardly move (GRID: mean and max crop offsets the same
+# to 0.01 px as with 10).
 FLOW_SCALE = 0.5
 FLOW_WINDOW = (13, 13)
 FLOW_LEVELS = 1
@@ -416,7 +417,10 @@ class FaceTracker:
         self._fit_at(index, frame)
 
     def finish(self) -> FaceTrack:
-        """End of the clip: fit its last frame if it was only followed; NoFaceError if the face was missing too often."""
+        """End of the clip: fit its last frame if it was only followed.
+
+        Raises NoFaceError if the face was missing too often.
+        """
         if self.flow is not None and self.previous < self.record.count - 1:
             self._fit_at(self.record.count - 1, self.latest)
         self.latest = self.flow = None

@@ -180,7 +180,10 @@ def open_mouth(face: Face, opening: float, width: float) -> np.ndarray:
 def yaw_homography(
     centre: np.ndarray, yaw_deg: float, zoom: float, out_centre: tuple[float, float], focal: float
 ) -> np.ndarray:
-    """3x3 map from still-image pixels to a view: rotate the face plane by ``yaw_deg`` about the vertical through ``centre``, zoom, centre."""
+    """3x3 map from still-image pixels to a view.
+
+    Rotates the face plane by ``yaw_deg`` about the vertical through ``centre``, zooms, centres.
+    """
     theta = np.deg2rad(yaw_deg)
     to_origin = np.array([[1, 0, -centre[0]], [0, 1, -centre[1]], [0, 0, 1]], np.float64)
     rotate = np.array([[np.cos(theta), 0, 0], [0, 1, 0], [np.sin(theta) / focal, 0, 1]], np.float64)
@@ -261,7 +264,10 @@ def corrupt_region(frame: np.ndarray, centre: np.ndarray, radius: float, kind: i
 def light_and_noise(
     frames: np.ndarray, gain: float, gradient: float, sigma: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Apply a global gain, a left-to-right lighting gradient and uniform luminance noise of std ``sigma`` to ``[T, H, W, 3]`` frames."""
+    """Apply a global gain, a left-to-right lighting gradient and luminance noise to ``[T, H, W, 3]`` frames.
+
+    The noise is uniform, of std ``sigma``.
+    """
     t, h, w = frames.shape[:3]
     lit = frames.astype(np.float32)
     lit *= (gain * (1 + gradient * np.linspace(-1, 1, w, dtype=np.float32)))[None, None, :, None]

@@ -418,7 +418,10 @@ def _crop_fixed_box(frames: Iterable[np.ndarray], config: RoiConfig, source: str
 
 
 def whole_frame_layout(height: int, width: int, size: tuple[int, int], resize: str) -> tuple[int, int, int, int]:
-    """Where a ``height`` x ``width`` frame goes in the ROI: (scaled height, scaled width, top, left) padding offsets."""
+    """Where a ``height`` x ``width`` frame goes in the ROI.
+
+    Returns (scaled height, scaled width, top, left) padding offsets.
+    """
     out_h, out_w = size
     if resize == "stretch":
         return out_h, out_w, 0, 0
@@ -480,7 +483,10 @@ def crop_clip(frames: np.ndarray, config: RoiConfig = RoiConfig(), source: str =
 
 
 def crop_video(path: Path | str, config: RoiConfig = RoiConfig(), decode_ahead: int = DECODE_AHEAD) -> RoiResult:
-    """Decode a video frame by frame and crop its ROI clip; errors name the file (``decode_ahead``: see ``crop_frames``)."""
+    """Decode a video frame by frame and crop its ROI clip; errors name the file.
+
+    For ``decode_ahead`` see ``crop_frames``.
+    """
     return crop_frames(
         lambda: iter_frames(path),
         config,

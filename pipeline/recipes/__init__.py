@@ -1,4 +1,6 @@
-"""Dataset recipes: one ``prepare_<dataset>`` function per corpus, each returning a :class:`~pipeline.manifest.Manifest`.
+"""Dataset recipes: one ``prepare_<dataset>`` function per corpus.
+
+Each returns a :class:`~pipeline.manifest.Manifest`.
 
 ``RECIPES`` maps the CLI's ``--dataset`` names to those functions. Recipes are imported on first use, so a recipe
 module that is missing or broken only fails when it is asked for.

@@ -54,7 +54,10 @@ def split_of_folder(name: str) -> str | None:
 
 
 def safe_id(*parts: object) -> str:
-    """A sample id from name parts: joined by ``-``, characters other than letters, digits, ``_`` and ``.`` made ``_``."""
+    """A sample id from name parts.
+
+    Parts are joined by ``-``; characters other than letters, digits, ``_`` and ``.`` are made ``_``.
+    """
     return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", str(p)).strip("_") or "_" for p in parts)
 
 
@@ -93,7 +96,10 @@ def sequence_name(path: Path) -> str:
 
 
 def walk_matching(root: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path, re.Match[str]]]:
-    """Files under ``root`` (recursively, natural path order, hidden entries skipped) whose name fully matches ``pattern``."""
+    """Files under ``root`` whose name fully matches ``pattern``.
+
+    Recursively, in natural path order, hidden entries skipped.
+    """
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = natural_sorted(d for d in dirnames if not d.startswith("."))
         for name in natural_sorted(filenames):
@@ -108,7 +114,10 @@ def real_root(root: Path) -> str:
 
 
 def relative_path(root_real: str, path: Path) -> str:
-    """``path`` relative to the resolved dataset root, as POSIX text; ``ValueError`` when it resolves outside the root."""
+    """``path`` relative to the resolved dataset root, as POSIX text.
+
+    ``ValueError`` when it resolves outside the root.
+    """
     relative = os.path.relpath(os.path.realpath(path), root_real)
     if relative == os.pardir or relative.startswith(os.pardir + os.sep):
         raise ValueError(f"{path} resolves outside the dataset root {root_real}")
@@ -116,7 +125,10 @@ def relative_path(root_real: str, path: Path) -> str:
 
 
 def source_for(root_real: str, path: Path) -> Source:
-    """A video file or a folder of images as a :class:`Source` relative to the resolved root; ``ValueError`` says why not."""
+    """A video file or a folder of images as a :class:`Source` relative to the resolved root.
+
+    ``ValueError`` says why not.
+    """
     if path.is_dir():
         frames = image_files(path)
         if not frames:
@@ -222,7 +234,10 @@ def complete_splits(
     by_speaker: bool = True,
     speaker_hint: str = "",
 ) -> list[Sample]:
-    """The collector's samples with splits: kept when every sample has one, assigned when none has, else a problem each."""
+    """The collector's samples with splits.
+
+    Splits are kept when every sample has one, assigned when none has, else a problem each.
+    """
     samples = collector.samples()
     if samples and all(s.split is None for s in samples):
         return assign_splits(samples, fractions=fractions, seed=seed, by_speaker=by_speaker, speaker_hint=speaker_hint)
@@ -281,7 +296,10 @@ def finish(
 
 
 def _reason_kind(reason: str) -> str:
-    """A reason without its details and with bare numbers blurred (names such as ``v5`` kept), so alike problems group."""
+    """A reason without its details and with bare numbers blurred, so alike problems group.
+
+    Names such as ``v5`` are kept.
+    """
     return re.sub(r"\b\d+\b", "N", reason.split(":")[0].split(" (")[0])
 
 

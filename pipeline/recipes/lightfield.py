@@ -1,4 +1,6 @@
-"""Light-field faces (LFFW / LFFC): horizontal and vertical viewpoint sequences, as folders or from raw sub-aperture grids.
+"""Light-field faces (LFFW / LFFC): horizontal and vertical viewpoint sequences.
+
+They come as folders or from raw sub-aperture grids.
 
 Two layouts:
 
@@ -92,14 +94,17 @@ def prepare_lightfield_grid(
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
 ) -> Manifest:
-    """Manifest of raw sub-aperture grids: per capture, the chosen row (``hor``) and column (``ver``) as image sequences.
+    """Manifest of raw sub-aperture grids.
+
+    Per capture, the chosen row (``hor``) and column (``ver``) as image sequences.
 
     ``row`` / ``column`` are numbers as written in the file names (default: the central ones); ``border`` drops that
     many outer rings of (vignetted) views; ``n_views`` keeps that many views centred on the middle. ``pattern`` is a
     regular expression with groups ``row`` and ``col`` that must match a file's whole stem. The label is the capture
-    folder's parent folder, or comes from ``labels``: a CSV (path relative to the root or absolute) with columns ``capture`` (folder name or path relative to
-    the root), ``label`` and optionally ``split``. Splits come from Train/Validation/Test folders or the CSV; when
-    no capture has one they are assigned (seeded, stratified by label) with ``fractions`` and ``seed``.
+    folder's parent folder, or comes from ``labels``: a CSV (path relative to the root or absolute) with columns
+    ``capture`` (folder name or path relative to the root), ``label`` and optionally ``split``. Splits come from
+    Train/Validation/Test folders or the CSV; when no capture has one they are assigned (seeded, stratified by label)
+    with ``fractions`` and ``seed``.
     """
     base = dataset_root(root)
     perspectives = _parse_sequences(perspectives)
@@ -149,7 +154,9 @@ def select_views(
     n_views: int | None = None,
     border: int = 0,
 ) -> dict[str, Any]:
-    """Grid positions of the horizontal (``hor``) and vertical (``ver``) sequences, plus the ``row`` and ``column`` used.
+    """Grid positions of the horizontal (``hor``) and vertical (``ver``) sequences.
+
+    Also the ``row`` and ``column`` used.
 
     ``rows`` and ``cols`` are the grid's row and column numbers in ascending order; ``ValueError`` explains a selection
     the grid cannot give.

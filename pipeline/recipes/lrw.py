@@ -1,4 +1,6 @@
-"""LRW (Lip Reading in the Wild, 500 words) as distributed: ``<WORD>/{train,val,test}/<WORD>_<5 digits>.mp4`` (+ ``.txt``).
+"""LRW (Lip Reading in the Wild, 500 words) as distributed.
+
+Layout: ``<WORD>/{train,val,test}/<WORD>_<5 digits>.mp4`` (+ ``.txt``).
 
 Clips are pre-aligned 256x256, 29 frames; each sample's meta carries the fixed mouth box ``[x0, y0, x1, y1]`` that
 the common recipe crops (x 59..195, y 95..231) and the path of its ``.txt`` metadata file when present. ``prepare``

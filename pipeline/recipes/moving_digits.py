@@ -1,4 +1,6 @@
-"""Moving digits after Srivastava et al.'s Moving MNIST: digits bouncing inside a square canvas, overlapping by pixel-wise max.
+"""Moving digits after Srivastava et al.'s Moving MNIST.
+
+Digits bounce inside a square canvas, overlapping by pixel-wise max.
 
 The digit images are scikit-learn's bundled 8x8 handwritten digits, upscaled and padded like MNIST (a 20-22 px
 digit centred in a 28 px box), so nothing is downloaded. Defaults follow the paper: 64x64 frames, 20 frames
@@ -61,8 +63,11 @@ def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
 def bouncing_trajectories(
     n: int, frames: int, canvas: int, digits: int, rng: np.random.Generator, step: float = 0.1
 ) -> np.ndarray:
-    """Top-left corners ``[n, digits, frames, 2]`` (x, y, float pixels in ``[0, canvas]``) of digits moving in straight lines
-    with speed ``step * canvas`` per frame in a random direction, reflected at the edges."""
+    """Top-left corners ``[n, digits, frames, 2]`` of digits moving in straight lines.
+
+    Corners are (x, y), float pixels in ``[0, canvas]``; the digits move with speed ``step * canvas`` per frame in a
+    random direction, reflected at the edges.
+    """
     position = rng.random((n, digits, 2)) * canvas
     angle = rng.random((n, digits)) * 2 * np.pi
     velocity = np.stack([np.cos(angle), np.sin(angle)], -1) * step * canvas
@@ -77,7 +82,10 @@ def bouncing_trajectories(
 
 
 def compose_max(glyphs: np.ndarray, corners: np.ndarray, size: int) -> np.ndarray:
-    """Paste ``glyphs [n, digits, g, g]`` at integer ``corners [n, digits, frames, 2]`` into ``[n, frames, size, size]`` uint8 by pixel-wise max."""
+    """Paste ``glyphs [n, digits, g, g]`` at integer ``corners [n, digits, frames, 2]``.
+
+    Into ``[n, frames, size, size]`` uint8, by pixel-wise max.
+    """
     n, digits, g = glyphs.shape[:3]
     frames = corners.shape[2]
     out = np.zeros((n, frames, size, size), np.uint8)
@@ -139,7 +147,9 @@ def _write(path: Path, video: np.ndarray, reuse: bool) -> dict:
 def prepare_moving_digits(
     out_dir: str | Path, n: int = 1000, frames: int = 20, size: int = 64, digits: int = 2, seed: int = 0, jobs: int = 1
 ) -> Manifest:
-    """Write ``n`` moving-digit clips to ``out_dir/videos/v1/<id>.mp4`` and return their manifest (seeded 80/10/10 split).
+    """Write ``n`` moving-digit clips to ``out_dir/videos/v1/<id>.mp4`` and return their manifest.
+
+    The split is seeded, 80/10/10.
 
     Re-running with the same parameters keeps the videos already written.
     """

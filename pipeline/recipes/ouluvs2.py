@@ -41,7 +41,10 @@ FILE_PATTERN = re.compile(
 
 
 def utterance_label(utterance: int) -> int:
-    """Class index of an utterance: each of the ten sequences is said three times in a row, ``((u - 1) mod 30) // 3``."""
+    """Class index of an utterance, ``((u - 1) mod 30) // 3``.
+
+    Each of the ten sequences is said three times in a row.
+    """
     return ((utterance - 1) % 30) // 3
 
 

@@ -26,7 +26,10 @@ CHECKOUT_SPLIT_FILES = Path(__file__).resolve().parents[2] / "manifests"  # a pl
 
 @dataclass(frozen=True)
 class SplitDefinition:
-    """A published split: which speakers go to train, val and test, which are excluded and why, and where it comes from."""
+    """A published split: which speakers go to train, val and test.
+
+    Also which are excluded and why, and where it comes from.
+    """
 
     name: str
     description: str
@@ -106,7 +109,8 @@ def assign_splits(
     for key in order:
         labels = Counter(s.label for s in groups[key])
         best = max(
-            active, key=lambda i: (sum(n * (fractions[i] * totals[l] - counts[i][l]) for l, n in labels.items()), -i)
+            active,
+            key=lambda i: (sum(n * (fractions[i] * totals[lab] - counts[i][lab]) for lab, n in labels.items()), -i),
         )
         counts[best].update(labels)
         placed[key] = best

@@ -1,4 +1,6 @@
-"""The offline demo dataset: talking-face clips rendered from scikit-image's astronaut photograph, seen from several yaws.
+"""The offline demo dataset: talking-face clips rendered from scikit-image's astronaut photograph.
+
+The face is seen from several yaws.
 
 Each class is a viseme sequence (``"a"``, ``"ao"``, ...) said once per clip with jittered timing and amplitude.
 Each view has its mouth corrupted (occluded, blurred, shadowed or drowned in noise) in random stretches of
@@ -67,7 +69,10 @@ def speakers(n: int, seed: int) -> list[rf.Speaker]:
 
 
 def detectable_yaws(face: rf.Face, people: list[rf.Speaker], yaws: list[float], size: int) -> list[float]:
-    """Each yaw reduced in 5-degree steps until dlib's frontal detector finds every speaker's face, closed and wide open."""
+    """Each yaw reduced in 5-degree steps until dlib's frontal detector finds every speaker's face.
+
+    The face must be found closed and wide open.
+    """
     out = []
     for yaw in yaws:
         while not _all_detected(face, people, yaw, size):
@@ -190,7 +195,9 @@ def prepare_synthetic(
     jobs: int = 1,
     size: int = 160,
 ) -> Manifest:
-    """Render the synthetic multi-view talking-face dataset under ``out_dir/videos/<view>/<id>.mp4`` and return its manifest.
+    """Render the synthetic multi-view talking-face dataset and return its manifest.
+
+    Videos go under ``out_dir/videos/<view>/<id>.mp4``.
 
     Re-running with the same parameters keeps the videos already written; other parameters regenerate them.
     """
@@ -287,7 +294,9 @@ def prepare_synthetic(
 
 
 def reuse_outputs(record: Path, cfg: dict[str, Any]) -> bool:
-    """Whether files already written beside ``record`` were made with ``cfg`` (so may be kept); then record ``cfg`` there.
+    """Whether files already written beside ``record`` were made with ``cfg``; then record ``cfg`` there.
+
+    Files made with ``cfg`` may be kept.
 
     The record is written before any file, so a run interrupted under other parameters never passes for this one.
     """

@@ -1,10 +1,10 @@
 """One interface over the shard formats: readers and writers chosen by the file's suffix through a registry.
 
-Every reader (``pipeline.storage.shards.ShardReader`` for HDF5 ``.h5``, ``pipeline.storage.tfrecord.TFRecordShardReader``
-for ``.tfrecord``) offers the same methods: ``attrs``, ``records()``, ``ids()``, ``read(id, perspectives,
-extras)`` for one sample, ``read_many(ids, perspectives, extras)`` for several (in the order cheapest for
-the format), iteration, ``verify()`` and use as a context manager. A format's module is imported only
-when a shard of that format is opened, so the HDF5 path never imports TensorFlow.
+Every reader (``pipeline.storage.shards.ShardReader`` for HDF5 ``.h5``,
+``pipeline.storage.tfrecord.TFRecordShardReader`` for ``.tfrecord``) offers the same methods: ``attrs``,
+``records()``, ``ids()``, ``read(id, perspectives, extras)`` for one sample, ``read_many(ids, perspectives, extras)``
+for several (in the order cheapest for the format), iteration, ``verify()`` and use as a context manager. A format's
+module is imported only when a shard of that format is opened, so the HDF5 path never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -85,13 +85,17 @@ def shard_format(path: Path | str) -> str:
 
 
 def _class(fmt: ShardFormat, attribute: str, what: Path | str) -> Any:
-    """The reader or writer class of a format, importing its module; a one-line error naming ``what`` when a requirement is absent."""
+    """The reader or writer class of a format, importing its module.
+
+    A one-line error names ``what`` when a requirement is absent.
+    """
     try:
         module = importlib.import_module(fmt.module)
     except ModuleNotFoundError as exc:
         if fmt.requires and (exc.name or "").split(".")[0] == fmt.requires:
             raise ShardError(
-                f"{what}: {fmt.name} shards need {fmt.requires}, which is not installed (pip install {fmt.requires}); HDF5 shards (.h5, the default) do not"
+                f"{what}: {fmt.name} shards need {fmt.requires}, which is not installed (pip install "
+                f"{fmt.requires}); HDF5 shards (.h5, the default) do not"
             ) from None
         raise
     return getattr(module, getattr(fmt, attribute))
@@ -103,7 +107,10 @@ def require_format(name: str) -> None:
 
 
 def compression_for(fmt: str, compression: str | None) -> str:
-    """The compression shards of format ``fmt`` get: HDF5 gzip, lzf or none (None: the default); TFRecords: none only."""
+    """The compression shards of format ``fmt`` get.
+
+    HDF5: gzip, lzf or none (None: the default); TFRecords: none only.
+    """
     if fmt != "hdf5":
         if compression not in (None, "none"):
             raise ConfigError(f"--compression {compression}: {fmt} shards are written uncompressed; use --format hdf5")

@@ -117,7 +117,8 @@ class TFRecordShardWriter(BaseShardWriter):
             dim = self._dims.setdefault(name, rows.shape[1])
             if rows.shape[1] != dim:
                 raise DataError(
-                    f"{self.path}: sample {sample_id!r} perspective {name!r} has {rows.shape[1]} values per frame, earlier samples {dim}"
+                    f"{self.path}: sample {sample_id!r} perspective {name!r} has {rows.shape[1]} values per frame, "
+                    f"earlier samples {dim}"
                 )
             feature_list = example.feature_lists.feature_list[name].feature
             for row in rows.astype(np.float32):
@@ -248,7 +249,8 @@ class TFRecordShardReader:
         found = _sample_id(example)
         if found != sample_id:
             raise ShardError(
-                f"{self.path}: the record at byte {offset} holds {found!r}, its sidecar says {sample_id!r} (replaced or corrupted)"
+                f"{self.path}: the record at byte {offset} holds {found!r}, its sidecar says {sample_id!r} (replaced "
+                "or corrupted)"
             )
         return self._decode(example, sample_id, perspectives, extras)
 

@@ -64,7 +64,8 @@ def make_recipe(name: str, roi_side: int, size: int | None = None, max_shift: in
         box = side
     if box < 1 or box > roi_side or side < 1:
         raise ConfigError(
-            f"--augment {name} --crop {size}: the ROI frames are {roi_side} px, too small for a {box} px box shifted by +-{max_shift}"
+            f"--augment {name} --crop {size}: the ROI frames are {roi_side} px, too small for a {box} px box shifted "
+            f"by +-{max_shift}"
         )
     return Recipe(name, box, side)
 
@@ -110,7 +111,10 @@ def _map(values: Any, fn: Any) -> Any:
 def augment_clips(
     clips: np.ndarray, flips: np.ndarray, rng: np.random.Generator, recipe: Recipe, max_shift: int = MAX_SHIFT
 ) -> np.ndarray:
-    """Clips ``[N, T, H, W, C]``: the recipe's box shifted per clip, resized, ``flips`` mirrored, normalised (erased: ``lrw``)."""
+    """Clips ``[N, T, H, W, C]``: the recipe's box shifted per clip, resized, ``flips`` mirrored, normalised.
+
+    Erased for ``lrw``.
+    """
     box = centre_box(clips[0], recipe.box)
     out = _resized(np.stack([shift_crop(c, box, rng, max_shift) for c in clips]), recipe.size)
     out[flips] = hflip(out[flips], batched=True)

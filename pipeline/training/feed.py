@@ -114,8 +114,11 @@ class RunInputs:
         return (self.spec.timesteps, *self.shapes[1]) if self.audio else None
 
     def _arrays(self, data: SequenceSet, fitting: bool, centred: bool) -> tuple[Any, Any]:
-        """Inputs and one-hot targets of a batch: a tuple of inputs, or what a two-network model's training network reads;
-        ``centred`` applies the evaluation view (a run trained with ``--augment``)."""
+        """Inputs and one-hot targets of a batch.
+
+        The inputs are a tuple, or what a two-network model's training network reads; ``centred`` applies the
+        evaluation view (a run trained with ``--augment``).
+        """
         from pipeline.training.batches import eval_inputs
         from pipeline.training.fit import one_hot
 

@@ -1,8 +1,8 @@
 """Fit a compiled Keras model with the run semantics researchers expect.
 
 Best checkpoint by validation accuracy, early stopping, resume after an interruption that continues exactly as the
-uninterrupted run would have (``pipeline.training.checkpoints``), a CSV history that survives resumes, TensorBoard logs, seeds,
-and the run's config and versions saved beside the checkpoint.
+uninterrupted run would have (``pipeline.training.checkpoints``), a CSV history that survives resumes, TensorBoard logs,
+seeds, and the run's config and versions saved beside the checkpoint.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def fit(
     run_info: dict[str, Any],
     callbacks: list[Any] | None = None,
 ) -> dict[str, list[float]]:
-    """Train ``model`` on ``train`` = (x, y) arrays, or a batch sequence or ``tf.data`` dataset (y None); return the full history.
+    """Train ``model`` on ``train`` and return the full history.
+
+    ``train`` is (x, y) arrays, or a batch sequence or ``tf.data`` dataset (y None).
 
     Re-running with the same ``out_dir`` resumes from the last finished epoch; a finished run is not redone.
     """
@@ -176,7 +178,10 @@ def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def load_checkpoint(path: Path):
-    """Load a saved model with ``safe_mode`` on (no arbitrary code from the file); every registered model's layers resolve."""
+    """Load a saved model with ``safe_mode`` on (no arbitrary code from the file).
+
+    Every registered model's layers resolve.
+    """
     import zipfile
 
     import keras

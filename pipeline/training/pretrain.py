@@ -27,7 +27,10 @@ def composite_model(
     conditional: bool,
     bernoulli: bool,
 ):
-    """The compiled composite model for perspectives of widths ``dims`` (``bernoulli``: [0, 1] pixels, cross-entropy)."""
+    """The compiled composite model for perspectives of widths ``dims``.
+
+    ``bernoulli``: [0, 1] pixels, cross-entropy.
+    """
     from pipeline.models.composite import build_composite, lstm_encoder, mplstm_encoder
 
     return build_composite(

@@ -139,7 +139,8 @@ def _check_present(path: Path, stage: str, wanted: Iterable[str], found: set[str
     missing = sorted(set(wanted) - found)
     if missing:
         raise ShardError(
-            f"{path}: lacks sample(s) {missing[:5]} that the manifest records as {stage} done; re-run {stage} to reconcile"
+            f"{path}: lacks sample(s) {missing[:5]} that the manifest records as {stage} done; re-run {stage} to "
+            "reconcile"
         )
 
 
@@ -162,7 +163,10 @@ class ReaderPool:
 
 
 def frame_shapes(index: SplitIndex, flatten: bool, audio: bool) -> tuple[list[tuple[int, ...]], tuple[int, ...] | None]:
-    """Per perspective, the frame shape a sample gives after ``_frames`` (and the audio's per-frame shape), from the first sample."""
+    """Per perspective, the frame shape a sample gives after ``_frames``, from the first sample.
+
+    Also the audio's per-frame shape.
+    """
     with open_reader(index.shards[0]) as reader:
         sample = reader.read(index.ids[0], index.perspectives, extras=audio)
     shapes = [
@@ -217,7 +221,8 @@ def read_rows(
                 inputs[j] = np.zeros((n, timesteps, *frames.shape[1:]), np.float32)
             elif inputs[j].shape[2:] != frames.shape[1:]:
                 raise ShardError(
-                    f"{path}: sample {sample.id!r} perspective {name!r} has frames of shape {frames.shape[1:]}, earlier samples {inputs[j].shape[2:]}"
+                    f"{path}: sample {sample.id!r} perspective {name!r} has frames of shape {frames.shape[1:]}, "
+                    f"earlier samples {inputs[j].shape[2:]}"
                 )
             kept = min(frames.shape[0], timesteps)
             inputs[j][i, :kept] = frames[:kept]

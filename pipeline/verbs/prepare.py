@@ -119,7 +119,10 @@ def check_same_dataset(ws: Workspace, config: PrepareConfig, manifest: Manifest)
 
 
 def roi_config(config: PrepareConfig, manifest: Manifest) -> RoiConfig:
-    """The ROI settings; a dataset's own ROI mode (OuluVS2's cropped release) or fixed box (LRW) applies unless given."""
+    """The ROI settings.
+
+    A dataset's own ROI mode (OuluVS2's cropped release) or fixed box (LRW) applies unless given.
+    """
     asked = config.roi
     roi = asked.roi or manifest.info.get("roi", "mouth")
     if not asked.roi and "roi" in manifest.info:

@@ -90,7 +90,8 @@ def pick_features(manifest: Manifest, wanted: str | None) -> str:
         stage = features_stage(wanted)
         if stage not in names:
             raise ConfigError(
-                f"no features named {wanted!r} in the manifest; extracted: {sorted({features_name(n) for n in names}) or 'none'}"
+                f"no features named {wanted!r} in the manifest; extracted: "
+                f"{sorted({features_name(n) for n in names}) or 'none'}"
             )
         return stage
     if not names:
@@ -181,7 +182,10 @@ def resolve_timesteps(given: int | None, known: int | None, future: int = 0) -> 
 
 
 def train(ws: Workspace, config: TrainConfig) -> TrainResult:
-    """Train one model; calling it again with the same config resumes it (other settings on an existing run are refused)."""
+    """Train one model; calling it again with the same config resumes it.
+
+    Other settings on an existing run are refused.
+    """
     from pipeline.execution.worklock import work_lock
 
     manifest = ws.load_manifest()
@@ -337,7 +341,8 @@ def ensure_validation(manifest: Manifest, fraction: float, seed: int) -> dict | 
     held = manifest.split("val")
     speakers = sorted({s.speaker for s in held if s.speaker is not None})
     log.info(
-        "the dataset's split has no validation set: %d training samples (%s) held out as val (seed %d, --val-fraction %g)",
+        "the dataset's split has no validation set: %d training samples (%s) held out as val (seed %d, "
+        "--val-fraction %g)",
         len(held),
         f"speakers {', '.join(speakers)}" if speakers else "no speakers known",
         seed,

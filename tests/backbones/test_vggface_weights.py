@@ -1,4 +1,7 @@
-"""Keras 2 HDF5 weight files in the layout of keras-vggface's releases: write, load, refuse mismatches, use via the registry."""
+"""Keras 2 HDF5 weight files in the layout of keras-vggface's releases.
+
+Write, load, refuse mismatches, use via the registry.
+"""
 
 from __future__ import annotations
 
@@ -210,7 +213,10 @@ def test_vgg16_backbone_embeds_fc7(vgg_file: Path) -> None:
 
 @pytest.fixture(scope="module")
 def real_crops(grid_dir: Path) -> dict[tuple[str, int, int], np.ndarray]:
-    """uint8 RGB ROI crops of a GRID clip as prepare stores them: mouth 96 and face 112 (enlarged), face 256 (shrunk)."""
+    """uint8 RGB ROI crops of a GRID clip as prepare stores them.
+
+    Mouth 96 and face 112 (enlarged), face 256 (shrunk).
+    """
     from pipeline.media.roi import RoiConfig, crop_clip
     from pipeline.media.video import read_frames
 
@@ -244,8 +250,11 @@ def test_in_graph_preprocessing_matches_the_cpu_path(
 
 
 def test_released_mode_is_bit_exact_with_the_released_code(real_crops: dict) -> None:
-    """A transcription of arsm/MPLSTM Library/CNNfeature_extractor.py per frame: OpenCV's BGR frame, INTER_AREA to 224,
-    img_to_array, keras.applications.vgg16.preprocess_input; our layer, fed the stored RGB crop, gives the same floats."""
+    """A transcription of arsm/MPLSTM Library/CNNfeature_extractor.py per frame gives the same floats as our layer.
+
+    The transcription: OpenCV's BGR frame, INTER_AREA to 224, img_to_array, keras.applications.vgg16.preprocess_input;
+    our layer is fed the stored RGB crop.
+    """
     import cv2
 
     from pipeline.backbones.preprocess import area_resize

@@ -1,4 +1,7 @@
-"""The Dask path on a loopback cluster: the same shards and manifest records as an in-process run, models loaded once per worker."""
+"""The Dask path on a loopback cluster: the same shards and manifest records as an in-process run.
+
+Models are loaded once per worker.
+"""
 
 from __future__ import annotations
 
@@ -196,7 +199,10 @@ def test_extract_backbone_loads_once_per_worker_and_matches_local(tmp_path: Path
 
 
 def _prepare_both(tmp_path: Path, client: Any, address: str, args: list[str], clips: int) -> None:
-    """``prepare`` in-process and through the scheduler; equal shards and records; dlib's predictor loaded once per worker."""
+    """``prepare`` in-process and through the scheduler; equal shards and records.
+
+    dlib's predictor is loaded once per worker.
+    """
     local, remote = tmp_path / "local", tmp_path / "dask"
     args = [*args, "--allow-failures"]  # a synthetic clip may lose its face; failures must match too
     assert cli.main(["prepare", "--quiet", "--work", str(local), *args]) == 0

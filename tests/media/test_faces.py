@@ -264,7 +264,7 @@ def test_streaming_holds_a_bounded_window_of_frames(grid_frames: dict) -> None:
     for clip in (plain, gap, late):
         alive: list[int] = []
         opened = alive_frames(clip, alive)
-        crop = _TrackedCrop(opened, config, "clip", lambda: len(clip))
+        crop = _TrackedCrop(opened, config, "clip", lambda clip=clip: len(clip))
         result = crop.run(opened())
         assert len(result.clip) == len(clip) and np.isfinite(result.landmarks).all()
         assert crop.peak_held <= held and len(crop.free) + len(crop.held) <= held  # frame copies ever made

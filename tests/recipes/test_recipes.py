@@ -332,7 +332,7 @@ def test_generic_jsonl_and_mixed_splits(tmp_path):
         {"id": "x", "label": "a", "split": "train", "path": "x.mp4"},
         {"id": "y", "label": "b", "paths": {"v1": "y.mp4"}},
     ]
-    (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + "\n")
+    (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     m = prepare_generic(tmp_path, listing="list.jsonl")
     assert [s.id for s in m] == ["x"] and m.perspectives == ["v1"]
     assert reasons(m) == {"y": "no split given while other samples have one"}

@@ -19,13 +19,13 @@ def make_samples(n_speakers: int, labels: int, per_label: int, with_speakers: bo
     """``n_speakers`` speakers each saying every label ``per_label`` times."""
     return [
         Sample(
-            id=f"s{s}_l{l}_r{r}",
-            sources={"v1": Source(f"s{s}_l{l}_r{r}.mp4")},
-            label=f"c{l}",
+            id=f"s{s}_l{lab}_r{r}",
+            sources={"v1": Source(f"s{s}_l{lab}_r{r}.mp4")},
+            label=f"c{lab}",
             speaker=f"s{s}" if with_speakers else None,
         )
         for s in range(n_speakers)
-        for l in range(labels)
+        for lab in range(labels)
         for r in range(per_label)
     ]
 
@@ -79,15 +79,15 @@ def test_assignment_is_speaker_disjoint_stratified_and_sized():
     speakers = Counter(next(iter(v)) for v in by_speaker.values())
     assert speakers == {"train": 28, "val": 6, "test": 6}
     for split in SPLITS:
-        assert {s.label for s in out if s.split == split} == {f"c{l}" for l in range(5)}
+        assert {s.label for s in out if s.split == split} == {f"c{lab}" for lab in range(5)}
 
 
 def test_assignment_stratifies_samples_without_speakers():
     samples = make_samples(1, 4, 20, with_speakers=False)
     out = assign_splits(samples, fractions=(0.5, 0.25, 0.25), seed=1)
     counts = Counter((s.split, s.label) for s in out)
-    for l in range(4):
-        assert (counts["train", f"c{l}"], counts["val", f"c{l}"], counts["test", f"c{l}"]) == (10, 5, 5)
+    for lab in range(4):
+        assert (counts["train", f"c{lab}"], counts["val", f"c{lab}"], counts["test", f"c{lab}"]) == (10, 5, 5)
 
 
 def test_every_split_non_empty_when_possible_and_zero_fraction_respected():

@@ -160,7 +160,7 @@ def test_tf_data_shapes_padding_and_one_hot(tmp_path):
     dataset = tfrecord_dataset(paths, ["v2", "v1"], 6, 3, split="train")
     got = list(dataset.as_numpy_iterator())
     assert len(got) == 3  # u/3 is in val
-    for (x2, x1), label in got:
+    for (x2, x1), _label in got:
         assert x2.shape == (6, 4) and x1.shape == (6, 6) and x1.dtype == np.float32
     # u/0: 3 frames padded; u/2: 7 frames truncated
     (x2, x1), label = got[0]

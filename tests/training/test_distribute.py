@@ -28,7 +28,9 @@ SCRIPT = textwrap.dedent(
     x = [rng.normal(size=(32, 6, 5)).astype("float32"), rng.normal(size=(32, 6, 3)).astype("float32")]
     y = keras.utils.to_categorical((x[0][:, :, 0].sum(1) > 0).astype(int), 2)
     with data_parallel(True, batch_per_replica=4, learning_rate=1e-3) as plan:
-        model = compile_model(build_model(mplstm_layout, [5, 3], 2, timesteps=6, units=8, dropout=0.0), plan.learning_rate)
+        model = compile_model(
+            build_model(mplstm_layout, [5, 3], 2, timesteps=6, units=8, dropout=0.0), plan.learning_rate
+        )
         history = model.fit(x, y, batch_size=plan.global_batch, epochs=3, verbose=0).history
     print(json.dumps({"replicas": plan.replicas, "global_batch": plan.global_batch, "lr": plan.learning_rate,
                       "loss": history["loss"], "optimizer_lr": float(model.optimizer.learning_rate.numpy())}))
