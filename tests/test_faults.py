@@ -1099,7 +1099,11 @@ def test_prepare_output_to_a_pipe_says_the_summary_once(tmp_path: Path, tally: d
     ],
 )
 def test_sigterm_message_says_what_each_stage_keeps(
-    command: str, kept: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    command: str,
+    kept: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tally: dict[str, Any],
 ) -> None:
     import importlib
 
@@ -1112,6 +1116,7 @@ def test_sigterm_message_says_what_each_stage_keeps(
     assert stage_cli.main([command, "-q", "--work", "w"]) == stage_cli.TERMINATED
     [message] = error_lines(caplog)
     assert kept in message and (command == "prepare" or "shards" not in message)
+    tally["cases"].append(f"sigterm-message-{command}")
 
 
 # -- the tally -------------------------------------------------------------------------------
