@@ -10,40 +10,13 @@ from __future__ import annotations
 
 import sys
 
+import pipeline.verbs
 from pipeline import __version__
 from pipeline.media.roi import RoiConfig
-from pipeline.verbs import (
-    EvaluateConfig,
-    EvaluateResult,
-    ExecutionConfig,
-    ExtractConfig,
-    PrepareConfig,
-    TrainConfig,
-    TrainResult,
-    evaluate,
-    extract,
-    prepare,
-    train,
-)
+from pipeline.verbs import *  # noqa: F403  (the verbs, their configs and results: pipeline.verbs.__all__)
 from pipeline.workspace import Workspace
 
-__all__ = [
-    "__version__",
-    "Workspace",
-    "ExecutionConfig",
-    "RoiConfig",
-    "PrepareConfig",
-    "prepare",
-    "ExtractConfig",
-    "extract",
-    "TrainConfig",
-    "TrainResult",
-    "train",
-    "EvaluateConfig",
-    "EvaluateResult",
-    "evaluate",
-    "main",
-]
+__all__ = ["__version__", "Workspace", "RoiConfig", *pipeline.verbs.__all__, "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
