@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--preprocess",
-        choices=("auto", "v1", "v2", "released"),
+        choices=ExtractConfig.__dataclass_fields__["preprocess"].metadata["choices"],
         default="auto",
         help="VGGFace input preprocessing: keras-vggface v1 (vgg16) or v2 (resnet50, senet50); released: "
         "the released MP-LSTM code's (INTER_AREA, ImageNet caffe means); auto: the backbone's own",
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored embedding precision")
     output.add_argument(
         "--compression",
-        choices=("gzip", "lzf", "none"),
+        choices=ExtractConfig.__dataclass_fields__["compression"].metadata["choices"],
         help="HDF5 shard compression, checksummed "
         "either way (default none: fastest to read); TFRecords are uncompressed",
     )

@@ -117,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roi.add_argument("--audio", action="store_true", help="also store 80-bin log-mel audio aligned to the video frames")
     roi.add_argument(
         "--compression",
-        choices=("gzip", "lzf", "none"),
+        choices=PrepareConfig.__dataclass_fields__["compression"].metadata["choices"],
         default=PrepareConfig.compression,
         help=f"ROI shard compression, checksummed either way (default {PrepareConfig.compression}: fastest to read)",
     )

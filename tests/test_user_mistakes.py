@@ -125,6 +125,9 @@ def test_python_callers_get_the_same_checks_when_a_config_is_built():
         (lambda: PrepareConfig(roi=RoiConfig(roi="lips")), "--roi must be one of mouth, face, frame"),
         (lambda: PrepareConfig(roi="mouth"), "roi must be a RoiConfig"),
         (lambda: ExtractConfig(pixel_size=0), "--pixel-size must be >= 1, got 0"),
+        (lambda: PrepareConfig(compression="zstd"), "--compression must be one of gzip, lzf, none, got 'zstd'"),
+        (lambda: ExtractConfig(compression="zstd"), "--compression must be one of gzip, lzf, none, got 'zstd'"),
+        (lambda: ExtractConfig(preprocess="v3"), "--preprocess must be one of auto, v1, v2, released, got 'v3'"),
         (lambda: EvaluateConfig(split="dev"), "--split must be one of train, val, test"),
         (lambda: ExecutionConfig(jobs=0), "--jobs must be >= 1, got 0"),
     ]

@@ -12,6 +12,7 @@ from pipeline.execution.logs import get_logger
 from pipeline.execution.runner import RunSummary
 from pipeline.execution.settings import check_options, option, plain
 from pipeline.manifest import DONE, Manifest
+from pipeline.storage.shards import COMPRESSIONS
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import PREPARE, Workspace, features_stage
 
@@ -32,9 +33,15 @@ class ExtractConfig:
     pca: int = option(0, "pixels backbone: PCA components fitted on the training split (0: none)", least=0)
     format: str = "hdf5"  # hdf5 or tfrecord
     dtype: str = option("float16", "stored embedding precision", choices=("float16", "float32"))
-    compression: str | None = None  # HDF5 feature shards: gzip, lzf or none (None: the default, none); TFRecords: none
-    preprocess: str = (
-        "auto"  # VGGFace backbones: v1, v2 (keras-vggface), released (MP-LSTM's code), auto: the backbone's
+    compression: str | None = option(
+        None,
+        "HDF5 feature shards: gzip, lzf or none (None: the default, none); TFRecords: none",
+        choices=tuple(COMPRESSIONS),
+    )
+    preprocess: str = option(
+        "auto",
+        "VGGFace backbones: v1, v2 (keras-vggface), released (MP-LSTM's code), auto: the backbone's",
+        choices=("auto", "v1", "v2", "released"),
     )
     name: str | None = None  # features name (default: the backbone's)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)

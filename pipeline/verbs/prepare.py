@@ -16,7 +16,7 @@ from pipeline.execution.runner import RunSummary
 from pipeline.execution.settings import SettingsChanged, check_options, option, plain
 from pipeline.manifest import Manifest
 from pipeline.media.roi import DEFAULT_SIZE, RoiConfig
-from pipeline.storage.shards import DEFAULT_COMPRESSION
+from pipeline.storage.shards import COMPRESSIONS, DEFAULT_COMPRESSION
 from pipeline.verbs.common import ExecutionConfig, guard_outputs
 from pipeline.workspace import PREPARE, Workspace
 
@@ -40,7 +40,9 @@ class PrepareConfig:
     roi: RoiConfig = field(default_factory=lambda: RoiConfig(roi=None))  # roi=None: the recipe's ROI mode and box
     audio: bool = False  # also store 80-bin log-mel audio aligned to the frames
     contact_sheet: int = option(12, "samples in the contact-sheet PNG (0: none)", least=0)
-    compression: str = DEFAULT_COMPRESSION  # ROI shard compression: gzip, lzf or none (all checksummed)
+    compression: str = option(
+        DEFAULT_COMPRESSION, "ROI shard compression, checksummed either way", choices=tuple(COMPRESSIONS)
+    )
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
     def __post_init__(self) -> None:
