@@ -110,8 +110,6 @@ def evaluate(ws: Workspace, config: EvaluateConfig) -> EvaluateResult:
 
     One unusable checkpoint does not stop the others being scored: it is logged and listed in ``unscored``.
     """
-    if config.split not in ("train", "val", "test"):
-        raise ConfigError(f"split must be train, val or test, got {config.split!r}")
     manifest = ws.load_manifest()
     run_dirs = ws.run_dirs(list(config.models) if config.models else None)
     from pipeline.evaluation.report import comparison_table, load_report, write_comparison, write_report
