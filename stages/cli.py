@@ -54,6 +54,10 @@ class StageParser(argparse.ArgumentParser):
             self.error(f"unrecognized arguments: {' '.join(extras)}{guess}")
         return namespace, extras
 
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Exit with this stage's usage, ``message`` and the closest choice, if any."""
+        super().error(suggest_choice(message))
+
 
 def suggest_flags(unknown: Sequence[str], known: Sequence[str]) -> str:
     """`` (did you mean --epochs?)`` for the flags among ``unknown`` that resemble one of ``known``, else ``""``."""
@@ -70,6 +74,25 @@ def suggest_flags(unknown: Sequence[str], known: Sequence[str]) -> str:
     if len(found) == 1:
         return f" (did you mean {found[0][1]}?)"
     return " (did you mean " + ", ".join(f"{close} for {flag}" for flag, close in found) + "?)"
+
+
+def suggest_choice(message: str) -> str:
+    """argparse's ``invalid choice: 'trian' (choose from 'prepare', ...)`` with `` (did you mean train?)`` added when
+    the wrong word resembles one of the choices."""
+    if "invalid choice:" not in message or "(choose from" not in message:
+        return message
+    wrong, listed = message.split("invalid choice:", 1)[1].split("(choose from", 1)
+    choices = [choice.strip(" '\"") for choice in listed.rsplit(")", 1)[0].split(",")]
+    close = difflib.get_close_matches(wrong.strip(" '\""), choices, n=1, cutoff=0.6)
+    return f"{message} (did you mean {close[0]}?)" if close else message
+
+
+class MainParser(argparse.ArgumentParser):
+    """The top-level parser: a mistyped stage name is answered with the closest stage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Exit with ``message`` and the closest choice, if any."""
+        super().error(suggest_choice(message))
 
 
 TERMINATED = 128 + signal.SIGTERM
@@ -99,7 +122,7 @@ def _sigterm_unwinds() -> object:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per stage (each stage module adds its own options)."""
-    parser = argparse.ArgumentParser(prog="mpview", description=__doc__, allow_abbrev=False)
+    parser = MainParser(prog="mpview", description=__doc__, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=StageParser)
     for name, help_text in STAGES.items():

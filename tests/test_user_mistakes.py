@@ -55,6 +55,7 @@ def reported(caplog: pytest.LogCaptureFixture, argv: list[str]) -> str:
         (["train", "--units", "0"], "--units must be >= 1, got 0"),
         (["train", "--dropout", "1.5"], "--dropout must be < 1, got 1.5"),
         (["train", "--model", "transformer"], "invalid choice: 'transformer'"),
+        (["train", "--model", "mplsmt"], "(did you mean mplstm?)"),
         (["prepare", "--detect-scale", "0"], "--detect-scale must be > 0, got 0.0"),
         (["prepare", "--option", "subset"], "--option expects KEY=VALUE, got 'subset'"),
     ],
@@ -65,6 +66,13 @@ def test_a_flag_out_of_range_is_the_parsers_one_line_usage_error(argv, says, cap
     assert exit_.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"mpview {argv[0]}: error:") and says in last and BUG_HINT not in last
+
+
+def test_a_mistyped_stage_is_answered_with_the_closest_stage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["trian", "--work", "w"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("(did you mean train?)")
 
 
 def test_mistakes_on_a_work_folder_are_one_line_errors(work: Path, tmp_path: Path, caplog, monkeypatch):
