@@ -85,7 +85,7 @@ def run_prepare(root: Path, listing: Path, work: Path, workers: int, shard_size:
 
 def main(argv: list[str] | None = None) -> dict:
     """Time prepare with 1 and 2 Dask workers (interleaved, fastest of N); print a table and JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("clips", nargs="?", type=Path, default=DEFAULT_CLIPS, help="folder of talking-face videos")
     parser.add_argument("--samples", type=int, default=12, help="samples after replicating the clips")
     parser.add_argument("--repeats", type=int, default=2, help="runs per worker count; the fastest counts")

@@ -251,7 +251,7 @@ def device_info() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument(
         "--dry-run", action="store_true", help="tiny sizes, no XLA for the convnets: proves the script on a CPU"
     )

@@ -164,7 +164,7 @@ def split(total: int, parts: int) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--backbone", choices=sorted(KERAS_SPECS), default="resnet50")
     parser.add_argument(
         "--preprocess",

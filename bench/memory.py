@@ -79,7 +79,7 @@ def measure(path: Path, whole: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """Make the clips, measure each both ways, print a table and the JSON summary."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--seconds", type=float, nargs="+", default=[3.0, 12.0], help="clip lengths to measure")
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="real talking-face clip to build them from")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)

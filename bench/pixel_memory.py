@@ -69,7 +69,7 @@ def one(model_name: str, crop: int, batch: int, timesteps: int, steps: int) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--model", choices=("convlstm", "mvm"), default="convlstm")
     parser.add_argument("--crop", type=int, default=112)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 2])

@@ -182,7 +182,7 @@ def report(name: str, figures: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Measure the clips at their own size and upscaled to 1080p; print tables and the JSON summary."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("clips", nargs="?", type=Path, default=DEFAULT_CLIPS, help="folder of talking-face videos")
     parser.add_argument("--repeats", type=int, default=7, help="rounds; the fastest per clip and method counts")
     parser.add_argument("--cv-threads", type=int, default=1, help="OpenCV threads (1: every method on one core)")

@@ -190,7 +190,7 @@ def measure(args: argparse.Namespace, mode: str, manifest: Path, epochs: int) ->
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--n", type=int, default=6000, help="clips of the small set; the large one has 4N")
     parser.add_argument("--frames", type=int, default=29)
     parser.add_argument("--dim", type=int, default=2048)

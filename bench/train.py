@@ -171,7 +171,7 @@ def device_name() -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--batch", type=int, default=60)
     parser.add_argument("--timesteps", type=int, default=20)
     parser.add_argument("--perspectives", type=int, default=3)
