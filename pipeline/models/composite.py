@@ -24,16 +24,14 @@ import numpy as np
 from keras import ops
 
 from pipeline.models.mplstm.layers import MPLSTM
+from pipeline.models.shared import CONDITIONINGS, HEADS, LSTM_INITS, PRETRAIN_LOSSES
 
 ENCODER_NAME = "encoder"
 RECONSTRUCTION = "reconstruction"
 PREDICTION = "prediction"
 FUTURE_INPUT = "future_frames"
 DECODER_INPUTS = (None, "true", "teacher", "free")
-CONDITIONINGS = ("teacher", "free")  # a composite's --conditional choices; None: unconditional decoders
-INITS = ("keras", "authors")
-HEADS = ("final", "time-average")
-LOSS_REDUCTIONS = ("mean", "sum")
+INITS, LOSS_REDUCTIONS = LSTM_INITS, PRETRAIN_LOSSES
 # the authors' uniform init half-widths (models/lstm_combo_1layer_mnist.pbtxt); every bias starts at zero
 AUTHORS_SCALE = {"kernel": 0.01, "recurrent_kernel": 0.01, "peephole": 0.1, "readout_kernel": 0.01}
 
