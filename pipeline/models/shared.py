@@ -14,7 +14,7 @@ COMPOSITE_CHOICES = ("composite", "scratch")  # scratch: the composite run's cla
 # what pretraining alone uses (recorded as None without --pretrain composite)
 NEEDS_PRETRAIN = ("pretrain_epochs", "future", "conditional", "pretrain_loss", "pretrain_data", "pretrain_steps")
 # the composite classifier's network: the same under --pretrain composite and scratch (recorded as None without)
-NEEDS_COMPOSITE_CLASSIFIER = ("peepholes", "lstm_init", "head")
+NEEDS_COMPOSITE_CLASSIFIER = ("peepholes", "lstm_init", "classifier_head")
 # the choices of pipeline.models.composite (CONDITIONINGS, INITS, HEADS, LOSS_REDUCTIONS), which imports Keras
 CONDITIONINGS = ("teacher", "free")
 LSTM_INITS = ("keras", "authors")
@@ -59,7 +59,7 @@ class RecurrentOptions:
         "weights, +-0.1 peepholes, zero biases)",
         choices=LSTM_INITS,
     )
-    head: str = option(
+    classifier_head: str = option(
         "final",
         "composite classifier: softmax on the final state, or time-average (a softmax at every timestep averaged "
         "over time, trained on each step's cross-entropy: the authors' lstm_classifier.py)",

@@ -123,7 +123,7 @@ def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple
     return entry.build(spec, shapes, audio_shape)
 
 
-def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite=None):
+def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite=None, optimizer=None):
     """The composite run's classifier: its encoder's copy (from ``composite``, else randomly initialised) -> softmax.
 
     ``--pretrain composite`` fine-tunes it from the pretrained encoder, ``--pretrain scratch`` trains the very same
@@ -135,7 +135,9 @@ def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite
     settings = CompositeSettings.of(o, registry.get(spec.model).multi_perspective_encoder)
     if composite is None:
         composite = composite_model(spec.timesteps, 0, [s[-1] for s in shapes], settings, bernoulli=False)
-    return pretrained_classifier(composite, len(spec.classes), o["dropout"], o["lr"], settings.head)
+    return pretrained_classifier(
+        composite, len(spec.classes), o["dropout"], o["lr"], settings.classifier_head, optimizer=optimizer
+    )
 
 
 def split_future(sequences, timesteps: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -30,13 +30,15 @@ class CompositeSettings:
     conditional: str | None = None  # None, "teacher" (the authors') or "free"
     peepholes: bool = False
     lstm_init: str = "keras"
-    head: str = "final"
+    classifier_head: str = "final"
     pretrain_loss: str = "mean"
 
     @classmethod
     def of(cls, options: dict[str, Any], multi_view_encoder: bool) -> "CompositeSettings":
         """From a run's recorded options (a run recorded before these options existed gets today's defaults)."""
-        picked = {k: options.get(k) for k in ("conditional", "peepholes", "lstm_init", "head", "pretrain_loss")}
+        picked = {
+            k: options.get(k) for k in ("conditional", "peepholes", "lstm_init", "classifier_head", "pretrain_loss")
+        }
         picked = {k: v for k, v in picked.items() if v is not None and v is not False}
         return cls(options["units"], multi_view_encoder, **picked)
 

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline.models import registry
 from pipeline.models.composite import (
     FUTURE_INPUT,
     PREDICTION,
@@ -187,7 +188,7 @@ def test_summed_loss_and_one_training_step_under_sgd():
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
-def test_time_averaged_classifier_is_the_mean_of_per_step_softmaxes():
+def test_time_averaged_classifier_is_the_mean_of_per_step_softmaxes(tmp_path):
     keras.utils.set_random_seed(10)
     model = authors_model(future=0)
     randomise(model, 10)
@@ -212,6 +213,10 @@ def test_time_averaged_classifier_is_the_mean_of_per_step_softmaxes():
     assert not np.allclose(per_step, -(labels * np.log(p.mean(axis=1))).sum(axis=-1), rtol=1e-3)
     history = classifier.fit([x], labels, epochs=2, verbose=0).history
     assert np.isfinite(history["loss"]).all()
+    path = tmp_path / "classifier.keras"
+    classifier.save(path)
+    restored = keras.models.load_model(path, custom_objects=registry.custom_objects())
+    np.testing.assert_allclose(restored([x]), classifier([x]), atol=1e-6)
 
 
 def test_authors_size_counts_167823360_parameters():

@@ -22,7 +22,7 @@ AUTHORS = {
     "conditional": "teacher",
     "peepholes": True,
     "lstm_init": "authors",
-    "head": "time-average",
+    "classifier_head": "time-average",
     "pretrain_loss": "sum",
 }
 
@@ -66,14 +66,14 @@ def test_fresh_clips_and_the_endless_stream():
 
 def test_authors_options_and_their_checks():
     options = model_options("single", {**AUTHORS, "pretrain_data": "moving-digits", "pretrain_steps": 5})
-    assert (options.conditional, options.peepholes, options.lstm_init, options.head) == (
+    assert (options.conditional, options.peepholes, options.lstm_init, options.classifier_head) == (
         "teacher",
         True,
         "authors",
         "time-average",
     )
     assert options.pretrain_steps == 5 and model_options("single", {"pretrain": "composite"}).pretrain_steps is None
-    scratch = model_options("single", {"pretrain": "scratch", "peepholes": True, "head": "time-average"})
+    scratch = model_options("single", {"pretrain": "scratch", "peepholes": True, "classifier_head": "time-average"})
     assert scratch.peepholes and scratch.conditional is None and scratch.pretrain_loss is None
     with pytest.raises(ConfigError, match="--pretrain-loss only apply with --pretrain composite"):
         model_options("single", {"pretrain": "scratch", "pretrain_loss": "sum"})
@@ -84,9 +84,10 @@ def test_authors_options_and_their_checks():
     with pytest.raises(ConfigError, match="--conditional"):
         model_options("single", {"pretrain": "composite", "conditional": "yes"})
     plain = model_options("single", {})
-    assert plain.peepholes is None and plain.head is None and plain.conditional is None
+    assert plain.peepholes is None and plain.classifier_head is None and plain.conditional is None
 
 
+@pytest.mark.slow
 def test_train_pretrains_on_fresh_clips_with_the_authors_options(tmp_path):
     ws = Workspace(tmp_path / "digits")
     prepare(
