@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import keras
@@ -30,6 +31,10 @@ class FoldedTimeDistributed(keras.layers.TimeDistributed):
         outputs = self.layer.call(keras.ops.reshape(inputs, (-1, *inputs.shape[2:])), **kwargs)
         return keras.ops.reshape(outputs, (shape[0], shape[1], *outputs.shape[1:]))
 
+    def kept_elements(self) -> int:
+        """Elements per sample this layer keeps for the backward pass: its output (``pipeline.training.memory``)."""
+        return sum(math.prod(d or 1 for d in node.outputs[0].shape[1:]) for node in self._inbound_nodes)
+
 
 @keras.saving.register_keras_serializable(package="mpview")
 class RecomputedConvLSTM2D(keras.layers.ConvLSTM2D):
@@ -39,6 +44,19 @@ class RecomputedConvLSTM2D(keras.layers.ConvLSTM2D):
     (about four fifths of what a plain ConvLSTM2D keeps) are computed again when its gradient is needed. Same
     weights and outputs as ``ConvLSTM2D``; each training step costs about one more forward pass of the layer.
     """
+
+    def kept_elements(self) -> int | None:
+        """Elements per sample kept for the backward pass: each step's input, h and c, and the output sequence.
+
+        None without ``keras.remat`` (Keras before 3.8): then it is a plain ConvLSTM2D, counted as one.
+        """
+        if not hasattr(keras, "remat"):
+            return None
+        return sum(
+            math.prod(d or 1 for d in node.arguments.keras_tensors[0].shape[1:])
+            + 3 * math.prod(d or 1 for d in node.outputs[0].shape[1:])
+            for node in self._inbound_nodes
+        )
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not hasattr(keras, "remat"):  # Keras before 3.8: a plain ConvLSTM2D
