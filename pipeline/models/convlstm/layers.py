@@ -41,8 +41,8 @@ class RecomputedConvLSTM2D(keras.layers.ConvLSTM2D):
     """``ConvLSTM2D`` whose steps are recomputed in the backward pass (``keras.remat``), where Keras offers it.
 
     The forward pass keeps only each step's input and states; the gates, activations and cell products of a step
-    (about four fifths of what a plain ConvLSTM2D keeps) are computed again when its gradient is needed. Same
-    weights and outputs as ``ConvLSTM2D``; each training step costs about one more forward pass of the layer.
+    (most of what a plain ConvLSTM2D keeps) are computed again when its gradient is needed. Same weights and
+    outputs as ``ConvLSTM2D``; each training step costs about one more forward pass of the layer.
     """
 
     def kept_elements(self) -> int | None:
@@ -61,7 +61,7 @@ class RecomputedConvLSTM2D(keras.layers.ConvLSTM2D):
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not hasattr(keras, "remat"):  # Keras before 3.8: a plain ConvLSTM2D
             return super().inner_loop(sequences, initial_state, mask, training)
-        from keras.src.backend import rnn
+        from keras.src.backend import rnn  # the loop RNN.inner_loop runs; Keras exports no public name for it
 
         # the cell's weights enter the recomputed step as arguments (a step reading variables itself cannot be
         # differentiated inside TensorFlow's while loop), mapped back onto the variables by a StatelessScope
