@@ -1,8 +1,11 @@
 """Activation-memory estimate of a training step, checked against the memory the machine has before the first step.
 
 The estimate counts the elements of every layer output per sample (layers inside ``TimeDistributed`` once per
-frame, nested models recursively, recurrent layers times the tensors one step keeps for backpropagation), times 4
-bytes, the batch size and a calibration factor measured on this project's machine (see README, "Memory"). It is a
+frame, nested models recursively, recurrent layers times the tensors one step keeps for backpropagation; a layer
+with a ``kept_elements()`` method says itself what it keeps, all calls together), times 4 bytes, the batch size
+and a calibration factor measured on this project's machine through ``fit``: 3 for a model with Keras's per-frame
+``TimeDistributed`` (which slices, stacks and transposes the frames) or a plain recurrent layer, 1.25 for a model
+whose per-frame and recurrent layers all count what they keep (``pipeline.models.convlstm.layers``). It is a
 guide, not a bound: its purpose is a one-line error naming what to lower instead of a kernel kill.
 """
 
@@ -18,6 +21,9 @@ log = get_logger(__name__)
 
 RECURRENT_FACTOR = 15  # per step: 4 gate pre-activations from input and from state, 4 activations, c, tanh c, h
 CALIBRATION = 3.0  # bytes per counted float32 element, measured through `fit` on TensorFlow CPU (README, "Memory")
+# the same for a model whose per-frame and recurrent layers all report what they keep (the ConvLSTM): the gradients
+# alive beside the kept tensors; measured 1.1 through `fit` (README's ConvLSTM line), 1.5 for bare train_on_batch steps
+LEAN_CALIBRATION = 1.25
 HEADROOM = 0.9  # use at most this share of the available memory
 
 
@@ -44,6 +50,10 @@ def counted_elements(model) -> int:
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
+        kept = _kept(layer)
+        if kept is not None:
+            total += kept
+            continue
         inner = getattr(layer, "layer", None) if isinstance(layer, keras.layers.TimeDistributed) else None
         calls = max(1, len(getattr(layer, "_inbound_nodes", [])))
         if isinstance(inner, keras.Model):
@@ -56,6 +66,32 @@ def counted_elements(model) -> int:
         else:
             total += _output_elements(layer)
     return total
+
+
+def _kept(layer) -> int | None:
+    """What a layer says it keeps per sample for the backward pass (its ``kept_elements()``), else None."""
+    report = getattr(layer, "kept_elements", None)
+    return report() if callable(report) else None
+
+
+def _heavy(model) -> bool:
+    """Whether ``model`` (nested models included) has a per-frame or recurrent layer that does not count its keeps."""
+    import keras
+
+    for layer in model.layers:
+        if _kept(layer) is not None:
+            continue
+        inner = getattr(layer, "layer", None) if isinstance(layer, keras.layers.TimeDistributed) else None
+        if inner is not None or isinstance(layer, keras.layers.RNN) or "LSTM" in type(layer).__name__:
+            return True
+        if isinstance(layer, keras.Model) and _heavy(layer):
+            return True
+    return False
+
+
+def calibration(model) -> float:
+    """Bytes per counted byte: ``CALIBRATION``, or ``LEAN_CALIBRATION`` when every such layer counts its keeps."""
+    return CALIBRATION if _heavy(model) else LEAN_CALIBRATION
 
 
 def _steps_if_last(layer) -> int:
@@ -71,7 +107,7 @@ def _steps_if_last(layer) -> int:
 
 def estimate_bytes(model, batch_size: int) -> int:
     """Estimated activation memory of one training step of ``batch_size`` samples, in bytes."""
-    return int(CALIBRATION * 4 * batch_size * counted_elements(model))
+    return int(calibration(model) * 4 * batch_size * counted_elements(model))
 
 
 def available_bytes() -> int | None:
@@ -109,6 +145,17 @@ def _cgroup_limit() -> int | None:
     return None
 
 
+def resident_bytes() -> int | None:
+    """This process's resident memory now (``/proc/self/statm``), None where it cannot be read."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def gib(n: float) -> str:
     """Bytes as GiB with one decimal."""
     return f"{n / 2**30:.1f} GiB"
@@ -118,11 +165,13 @@ def check_fits(model, batch_size: int, to_lower: Sequence[str], available: int |
     """Log the estimate; raise ``TooLargeError`` (one line naming ``to_lower``) when it exceeds the available memory."""
     need = estimate_bytes(model, batch_size)
     have = available_bytes() if available is None else available
+    held = resident_bytes()
     log.info(
-        "activation memory estimate: %s for batch %d (%s per sample); available: %s",
+        "activation memory estimate: %s for batch %d (%s per sample)%s; available: %s",
         gib(need),
         batch_size,
         gib(need / max(batch_size, 1)),
+        f", a peak of about {gib(held + need)} with the {gib(held)} this process holds" if held else "",
         gib(have) if have else "unknown",
     )
     if have is not None and need > HEADROOM * have:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import keras
@@ -12,6 +13,83 @@ LAYER_KINDS = ("conv", "convlstm", "pool")
 DEFAULT_FILTERS = (32, 48, 64)
 
 Shape = tuple[int | None, int, int, int]
+
+
+@keras.saving.register_keras_serializable(package="mpview")
+class FoldedTimeDistributed(keras.layers.TimeDistributed):
+    """``TimeDistributed`` that folds time into the batch: one call on ``[B*T, ...]`` instead of one per frame.
+
+    Keras's own layer slices, stacks and transposes the frames, keeping several copies of a clip-sized tensor for
+    the backward pass; folding keeps one. Same weights, same per-frame results.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        kwargs = {"training": training} if self.layer._call_has_training_arg else {}
+        if mask is not None and self.layer._call_has_mask_arg:
+            kwargs["mask"] = keras.ops.reshape(mask, (-1, *mask.shape[2:]))
+        shape = keras.ops.shape(inputs)
+        outputs = self.layer.call(keras.ops.reshape(inputs, (-1, *inputs.shape[2:])), **kwargs)
+        return keras.ops.reshape(outputs, (shape[0], shape[1], *outputs.shape[1:]))
+
+    def kept_elements(self) -> int:
+        """Elements per sample this layer keeps for the backward pass: its output (``pipeline.training.memory``)."""
+        return sum(math.prod(d or 1 for d in node.outputs[0].shape[1:]) for node in self._inbound_nodes)
+
+
+@keras.saving.register_keras_serializable(package="mpview")
+class RecomputedConvLSTM2D(keras.layers.ConvLSTM2D):
+    """``ConvLSTM2D`` whose steps are recomputed in the backward pass (``keras.remat``), where Keras offers it.
+
+    The forward pass keeps only each step's input and states; the gates, activations and cell products of a step
+    (most of what a plain ConvLSTM2D keeps) are computed again when its gradient is needed. Same weights and
+    outputs as ``ConvLSTM2D``; each training step costs about one more forward pass of the layer.
+    """
+
+    def kept_elements(self) -> int | None:
+        """Elements per sample kept for the backward pass: each step's input, h and c, and the output sequence.
+
+        None without ``keras.remat`` (Keras before 3.8): then it is a plain ConvLSTM2D, counted as one.
+        """
+        if not hasattr(keras, "remat"):
+            return None
+        return sum(
+            math.prod(d or 1 for d in node.arguments.keras_tensors[0].shape[1:])
+            + 3 * math.prod(d or 1 for d in node.outputs[0].shape[1:])
+            for node in self._inbound_nodes
+        )
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if not hasattr(keras, "remat"):  # Keras before 3.8: a plain ConvLSTM2D
+            return super().inner_loop(sequences, initial_state, mask, training)
+        from keras.src.backend import rnn  # the loop RNN.inner_loop runs; Keras exports no public name for it
+
+        # the cell's weights enter the recomputed step as arguments (a step reading variables itself cannot be
+        # differentiated inside TensorFlow's while loop), mapped back onto the variables by a StatelessScope
+        variables = list(self.cell.trainable_variables)
+        values = [keras.ops.convert_to_tensor(v) for v in variables]
+
+        def cell_step(inputs, h, c, *weights):
+            with keras.StatelessScope(state_mapping=list(zip(variables, weights))):
+                _, (h, c) = self.cell(inputs, [h, c], training=training)
+            return h, c
+
+        recomputed = keras.remat(cell_step)
+
+        def step(inputs, states):
+            h, c = recomputed(inputs, *states, *values)
+            return h, [h, c]
+
+        return rnn(
+            step,
+            sequences,
+            list(initial_state),
+            go_backwards=self.go_backwards,
+            mask=mask,
+            unroll=self.unroll,
+            input_length=sequences.shape[1],
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_all_outputs=self.return_sequences,
+        )
 
 
 def parse_layers(spec: str | Sequence[str]) -> list[str]:
@@ -37,17 +115,17 @@ def build_view_stack(
     for i, kind in enumerate(layers):
         tag = f"{name}_{i}_{kind}"
         if kind == "pool":
-            x = keras.layers.TimeDistributed(keras.layers.MaxPooling2D(2, padding="same"), name=tag)(x)
+            x = FoldedTimeDistributed(keras.layers.MaxPooling2D(2, padding="same"), name=tag)(x)
             continue
         width = next(widths)
         if kind == "conv":
-            x = keras.layers.TimeDistributed(keras.layers.Conv2D(width, kernel_size, padding="same"), name=tag)(x)
+            x = FoldedTimeDistributed(keras.layers.Conv2D(width, kernel_size, padding="same"), name=tag)(x)
             x = keras.layers.BatchNormalization(name=f"{tag}_bn")(x)
             x = keras.layers.Activation("relu", name=f"{tag}_relu")(x)
         else:
-            x = keras.layers.ConvLSTM2D(width, kernel_size, padding="same", return_sequences=True, name=tag)(x)
+            x = RecomputedConvLSTM2D(width, kernel_size, padding="same", return_sequences=True, name=tag)(x)
             x = keras.layers.BatchNormalization(name=f"{tag}_bn")(x)
-    features = keras.layers.TimeDistributed(keras.layers.GlobalAveragePooling2D(), name=f"{name}_spatial_pool")(x)
+    features = FoldedTimeDistributed(keras.layers.GlobalAveragePooling2D(), name=f"{name}_spatial_pool")(x)
     return keras.Model(clip, features, name=name)
 
 
