@@ -12,11 +12,17 @@ front) 56,265,844. Each TCN memory (768 wide, with ``v_up``) alone: key 896 x 64
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from types import SimpleNamespace
+
 import keras
 import numpy as np
 import pytest
 
+from pipeline.errors import ConfigError
+from pipeline.models import registry
 from pipeline.models.mvm import AUDIO, VISUAL, VisualAudioMemory, build_mvm, modules
+from pipeline.models.registry import model_options
 from pipeline.training import augment
 
 T, DIM, CLASSES = 5, 16, 3
@@ -170,6 +176,12 @@ def test_a_memory_wider_than_the_audio_projects_its_read_up():
     assert tuple(out.shape) == (2, T, 24)
     with pytest.raises(ValueError, match="must divide by the 3 heads"):
         VisualAudioMemory(6, 3, units=DIM)
+
+
+def test_the_authors_audio_front_refuses_audio_not_in_four_mel_frames_per_video_frame():
+    spec = SimpleNamespace(options={**asdict(model_options("mvm", {})), "lr": 1e-3}, classes=["a", "b"])
+    with pytest.raises(ConfigError, match="--audio-front ir takes 4 mel frames per video frame.*has 3"):
+        registry.get("mvm").build(spec, [(T, 16, 16, 1)], (T, 3, 80))
 
 
 @pytest.mark.parametrize("video_shape", [(T, DIM), (T, 24, 24, 1)])

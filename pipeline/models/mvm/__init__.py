@@ -64,6 +64,12 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
     if audio_shape is None:
         raise ConfigError("mvm trains with audio: prepare with --audio")
     o = spec.options
+    audio_front = o.get("audio_front", "ir")
+    if audio_front == "ir" and len(audio_shape) == 3 and audio_shape[1] != 4:
+        raise ConfigError(
+            f"--audio-front ir takes 4 mel frames per video frame (10 ms hop at 25 fps), this audio has "
+            f"{audio_shape[1]}: use --audio-front small"
+        )
     return build_mvm(
         shapes[0],
         audio_shape,
@@ -75,7 +81,7 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
         levels=o["levels"],
         front=o["front"],
         back=o["back"],
-        audio_front=o.get("audio_front", "ir"),
+        audio_front=audio_front,
         dropout=o["dropout"],
         optimizer=keras.optimizers.Adam(o["lr"]),
     )
