@@ -24,6 +24,7 @@ from pipeline.models import registry
 from pipeline.models.mvm import AUDIO, VISUAL, VisualAudioMemory, build_mvm, modules
 from pipeline.models.registry import model_options
 from pipeline.training import augment
+from pipeline.training.fit import load_checkpoint
 
 T, DIM, CLASSES = 5, 16, 3
 LRW = {"frames": 29, "side": 112, "classes": 500}
@@ -269,7 +270,7 @@ def test_training_lowers_loss_and_routes_gradients():
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Gradients do not exist")
-def test_the_authors_system_takes_a_training_step_on_small_clips():
+def test_the_authors_system_takes_a_training_step_on_small_clips_and_loads_back(tmp_path):
     models = build_mvm((4, 24, 24, 1), (4, 4, 8), 3, slots=8, heads=4)
     models.train.run_eagerly = True  # tracing this graph takes TensorFlow minutes on a CPU; the step is the same
     assert models.train.get_layer("tcn_tcn_mb_ms_tcn_mem1").value.shape == (8, 512)  # the audio width, then v_up
@@ -280,7 +281,10 @@ def test_the_authors_system_takes_a_training_step_on_small_clips():
         {"video": video, "audio": audio}, {"visual": labels, "audio": labels}, return_dict=True
     )
     assert np.isfinite(logs["loss"]) and len(models.train.losses) == 4
-    assert tuple(models.infer(video).shape) == (2, 3)
+    expected = models.infer.predict(video, verbose=0)
+    assert expected.shape == (2, 3)
+    models.infer.save(tmp_path / "best.keras")
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "best.keras").predict(video, verbose=0), expected)
 
 
 def test_flip_twice_is_identity_and_tta_on_symmetric_input():
