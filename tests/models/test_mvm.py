@@ -118,7 +118,8 @@ def test_the_authors_system_counts_their_parameters_grouped_by_checkpoint_name()
 
 def test_strided_convolutions_and_the_max_pool_pad_symmetrically_as_pytorch():
     x = np.arange(2 * 1 * 6 * 6 * 1, dtype=np.float32).reshape(2, 1, 6, 6, 1) - 100.0  # all negative
-    pooled = keras.layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2))(modules.MaxPoolPadding((1, 1))(x))
+    pool = keras.layers.TimeDistributed(keras.layers.MaxPooling2D(3, strides=2))
+    pooled = pool(modules.MaxPoolPadding((1, 1))(x))
     pooled = keras.ops.convert_to_numpy(pooled)[0, 0, :, :, 0]
     grid = x[0, 0, :, :, 0]
     # PyTorch: window rows/cols [2i - 1, 2i + 1] clipped to the image; padding never wins, even below zero

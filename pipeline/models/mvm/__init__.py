@@ -31,7 +31,8 @@ class MVMOptions(PixelOptions):
     radius: float = option(16.0, "addressing radius", above=0.0)
     levels: int = option(
         4,
-        "memories: the front's, then one after each block but the last (the authors': 4, after MS-TCN blocks 1-3)",
+        "memories: the front's, then one after each of the first levels - 1 blocks (the authors': 4, after "
+        "MS-TCN blocks 1-3); with --back tcn also its number of blocks",
         least=1,
     )
     front: str = option(

@@ -153,7 +153,8 @@ def visual_front(video, units: int = 512, prefix: str = "v_front"):
     x = batch_norm(f"{stem}_1")(x)
     x = prelu((1, 2, 3), f"{stem}_2")(x)
     x = MaxPoolPadding((1, 1), name=f"{stem}_3_pad")(x)
-    x = keras.layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), name=f"{stem}_3")(x)
+    # MaxPool3d (1, 3, 3) / (1, 2, 2) is a per-frame 2D pool (TensorFlow's CPU MaxPool3D lacks float16)
+    x = keras.layers.TimeDistributed(keras.layers.MaxPooling2D(3, strides=2), name=f"{stem}_3")(x)
     resnet = f"{prefix}_resnet"
     for stage, filters in enumerate(STAGES):
         for block in range(2):
