@@ -65,16 +65,9 @@ class MaxPoolPadding(keras.layers.Layer):
         return {**super().get_config(), "padding": self.padding}
 
 
-def torch_dense(units: int, fan_in: int, name: str, use_bias: bool = True) -> keras.layers.Dense:
+def torch_dense(units: int, fan_in: int, name: str) -> keras.layers.Dense:
     """A ``Dense`` initialised as PyTorch's ``Linear``: kernel and bias uniform in +-1 / sqrt(fan_in)."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return keras.layers.Dense(
-        units,
-        use_bias=use_bias,
-        kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
-        bias_initializer=keras.initializers.RandomUniform(-bound, bound),
-        name=name,
-    )
+    return keras.layers.Dense(units, name=name, **_init(False, fan_in))
 
 
 def _init(xavier: bool, fan_in: int) -> dict:
