@@ -180,10 +180,13 @@ def test_a_memory_wider_than_the_audio_projects_its_read_up():
         VisualAudioMemory(6, 3, units=DIM)
 
 
-def test_the_authors_audio_front_refuses_audio_not_in_four_mel_frames_per_video_frame():
+def test_the_authors_build_refuses_audio_not_in_four_mel_frames_and_a_fifth_tcn_memory():
     spec = SimpleNamespace(options={**asdict(model_options("mvm", {})), "lr": 1e-3}, classes=["a", "b"])
     with pytest.raises(ConfigError, match="--audio-front ir takes 4 mel frames per video frame.*has 3"):
         registry.get("mvm").build(spec, [(T, 16, 16, 1)], (T, 3, 80))
+    spec.options["levels"] = 5
+    with pytest.raises(ConfigError, match="--back mstcn has 4 blocks: --levels at most 4"):
+        registry.get("mvm").build(spec, [(T, 16, 16, 1)], (T, 4, 80))
 
 
 @pytest.mark.parametrize("video_shape", [(T, DIM), (T, 24, 24, 1)])

@@ -19,6 +19,7 @@ from pipeline.models.shared import PixelOptions
 FRONTS = ("ir-resnet18", "resnet18", "small")
 BACKS = ("mstcn", "tcn")
 AUDIO_FRONTS = ("ir", "small")
+MSTCN_BLOCKS = 4  # the authors' MS-TCN: dilations 1, 2, 4, 8 (``modules.DILATIONS``)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
     if audio_shape is None:
         raise ConfigError("mvm trains with audio: prepare with --audio")
     o = spec.options
+    if o["back"] == "mstcn" and o["levels"] > MSTCN_BLOCKS:
+        raise ConfigError(
+            f"--back mstcn has {MSTCN_BLOCKS} blocks: --levels at most {MSTCN_BLOCKS} (the front's memory and one "
+            f"after each block but the last), got {o['levels']}"
+        )
     audio_front = o.get("audio_front", "ir")
     if audio_front == "ir" and len(audio_shape) == 3 and audio_shape[1] != 4:
         raise ConfigError(

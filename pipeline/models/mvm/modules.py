@@ -35,7 +35,7 @@ import keras
 from keras import ops
 
 KERNELS = (3, 5, 7)
-DILATIONS = (1, 2, 4, 8)
+DILATIONS = (1, 2, 4, 8)  # one per block (``MSTCN_BLOCKS`` of the package)
 BRANCH = 256  # channels per MS-TCN branch: 3 x 256 = 768 wide
 STAGES = (64, 128, 256, 512)
 BN = {"momentum": 0.9, "epsilon": 1e-5}
