@@ -78,16 +78,16 @@ def convert(ws: Workspace, config: ConvertConfig) -> ConvertResult:
         )
     if mapping.reorder_head(tensors, list(manifest.classes)):
         log.info("the classifier's rows are put in the manifest's class order (the authors' is the names sorted)")
-    spec = converted_spec(config, manifest, perspective, arch, frames, mapping.file_sha256(config.checkpoint))
+    spec = converted_spec(
+        config, list(manifest.classes), perspective, arch, frames, mapping.file_sha256(config.checkpoint)
+    )
 
     from pipeline.execution.device import start_tensorflow_quietly
 
     start_tensorflow_quietly()
     from pipeline.training.checkpoints import save_atomically
-    from pipeline.training.experiment import build_model
 
-    side = mapping.INPUT_SIDE
-    built = build_model(spec, [(spec.timesteps, side, side, 1)], mapping.audio_shape(spec.timesteps))
+    built = networks(spec)
     count = mapping.load_into(built.train, tensors)
     if config.force and out.exists():
         shutil.rmtree(out)
@@ -149,7 +149,7 @@ def check_frames(side: int, channels: int, perspective: str) -> None:
         raise ConfigError(f"perspective {perspective}'s ROI clips have {' and '.join(problems)}")
 
 
-def converted_spec(config: ConvertConfig, manifest: Manifest, perspective: str, arch, frames: int, sha256: str):
+def converted_spec(config: ConvertConfig, classes: list[str], perspective: str, arch, frames: int, sha256: str):
     """The run spec: our mvm with the authors' architecture, the LRW evaluation view, and what it was converted from."""
     from pipeline.models import registry
     from pipeline.models.mvm import convert as mapping
@@ -177,9 +177,18 @@ def converted_spec(config: ConvertConfig, manifest: Manifest, perspective: str, 
         PREPARE,
         [perspective],
         frames,
-        list(manifest.classes),
+        list(classes),
         f"converted from {config.checkpoint.name}",
         "",
         recorded,
         plain(config),
     )
+
+
+def networks(spec):
+    """The spec's (training, inference) networks: video [T, 112, 112, 1], aligned mel [T, 4, 80] for the audio front."""
+    from pipeline.models.mvm import convert as mapping
+    from pipeline.training.experiment import build_model
+
+    side = mapping.INPUT_SIDE
+    return build_model(spec, [(spec.timesteps, side, side, 1)], mapping.audio_shape(spec.timesteps))

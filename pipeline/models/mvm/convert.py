@@ -313,10 +313,32 @@ def plan(model: Any, shapes: Shapes) -> list[Assignment]:
         raise DataError(f"checkpoint tensors with no weight in our model: {_listed(extra)}")
     if misshaped:
         raise DataError(f"checkpoint tensors of the wrong shape: {_listed(misshaped)}")
-    missing = [f"{v.path} {_shape(v)}" for i, v in weights.items() if i not in filled]
+    missing = [_missing(v, assignments) for i, v in weights.items() if i not in filled]
     if missing:
-        raise DataError(f"weights of our model the checkpoint has no tensor for: {_listed(missing)}")
+        raise DataError(f"the checkpoint lacks tensors for weights of our model: {_listed(missing)}")
     return assignments
+
+
+# our weight names -> the authors' parameter names
+TORCH_NAMES = {
+    "kernel": "weight",
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+    "alpha": "weight",
+}
+
+
+def _missing(variable: Any, assignments: list[Assignment]) -> str:
+    """A weight no tensor fills, named by the checkpoint key it wants when a sibling weight's key shows its module."""
+    owner, _, name = variable.path.rpartition("/")
+    for a in assignments:
+        if a.variable.path.rpartition("/")[0] == owner:
+            module = a.key.rpartition(".")[0]
+            key = ".".join(filter(None, (module, TORCH_NAMES.get(name, name))))
+            return f"{a.group}[{key}] (for {variable.path} {_shape(variable)})"
+    return f"{variable.path} {_shape(variable)}"
 
 
 def _listed(items: list[str], most: int = 8) -> str:
