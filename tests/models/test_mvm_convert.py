@@ -179,13 +179,13 @@ def test_converted_networks_compute_what_the_pytorch_modules_compute(released):
 @pytest.mark.slow
 def test_convert_then_evaluate_scores_the_released_model(released, tmp_path, grid_dir, caplog):
     torch = _torch()
-    import cli
     import mvm_torch_reference as reference
-    from trees import lrw_tree
 
+    import cli
     from pipeline.training.experiment import RunSpec, load_inputs
     from pipeline.training.fit import load_checkpoint
     from pipeline.workspace import Workspace
+    from trees import lrw_tree
 
     modules, path = released
     root = lrw_tree(tmp_path / "lrw", grid_dir, per_split={"test": 1})
