@@ -145,6 +145,8 @@ def run_options(arch: Architecture, radius: float) -> dict[str, Any]:
         "back": "mstcn",
         "audio_front": "ir",
         "units": 512,
+        "levels": 4,
+        "dropout": 0.0,
         "slots": arch.slots,
         "heads": arch.heads,
         "radius": radius,
