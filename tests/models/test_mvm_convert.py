@@ -165,7 +165,7 @@ def test_converted_networks_compute_what_the_pytorch_modules_compute(released):
     ours = keras.ops.convert_to_numpy(built.infer(clips, training=False))
     theirs = reference.inference_logits(modules, torch.from_numpy(clips).permute(0, 4, 1, 2, 3)).numpy()
     assert np.abs(theirs).max() > 0.1  # logits that say something
-    np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-4 * np.abs(theirs).max())
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
     assert (ours.argmax(1) == theirs.argmax(1)).all()
     mels = rng.normal(size=(2, 29, 4, 80)).astype(np.float32)
     audio_front = keras.Model(built.train.get_layer("audio").output, built.train.get_layer("a_front_Linear_1").output)
@@ -173,7 +173,7 @@ def test_converted_networks_compute_what_the_pytorch_modules_compute(released):
     spectrogram = torch.from_numpy(mels).permute(0, 3, 1, 2).reshape(2, 1, 80, 29 * 4)
     with torch.no_grad():
         theirs_audio = modules["a_front_state_dict"](spectrogram).numpy()
-    np.testing.assert_allclose(ours_audio, theirs_audio, rtol=0, atol=1e-4 * np.abs(theirs_audio).max())
+    np.testing.assert_allclose(ours_audio, theirs_audio, rtol=0, atol=1e-5 * np.abs(theirs_audio).max())
 
 
 @pytest.mark.slow
@@ -206,7 +206,7 @@ def test_convert_then_evaluate_scores_the_released_model(released, tmp_path, gri
     clips = load_inputs(manifest, spec, "test", work).inputs[0]
     ours = load_checkpoint(Workspace.checkpoint(run)).predict(clips, verbose=0)
     theirs = reference.inference_logits(modules, torch.from_numpy(clips).permute(0, 4, 1, 2, 3)).numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-4 * np.abs(theirs).max())
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
     # a second conversion into the same name is refused; a checkpoint for other words too, naming both counts
     caplog.clear()
     assert cli.main(["convert", "--quiet", "mvm", str(path), "--work", str(work)]) == 2
