@@ -198,6 +198,7 @@ def test_convert_then_evaluate_scores_the_released_model(released, tmp_path, gri
     assert spec.options["converted"]["sha256"] == mapping.file_sha256(path)
     assert spec.options["recipe"] == {"name": "lrw", "box": 136, "size": 112} and spec.timesteps == 29
     assert spec.classes == ["ABOUT", "BECAUSE", "LITTLE"]
+    assert spec.options["converted"]["preprocessing"]["normalise"] == "(x / 255 - 0.4136) / 0.1700"
     assert cli.main(["evaluate", "--quiet", "--work", str(work), "--tta"]) == 0
     report = json.loads((work / "reports" / "mvm-authors.json").read_text())
     assert report["metrics"]["n_samples"] == 3 and report["run_info"]["tta"] is True
@@ -219,3 +220,9 @@ def test_convert_then_evaluate_scores_the_released_model(released, tmp_path, gri
     assert "already holds a run" in errors[0]
     assert "its classifier has 4 classes, the manifest" in errors[1] and "has 3" in errors[1]
     assert not (Workspace(work).run("x") / "best.keras").exists()
+    colour = tmp_path / "colour"
+    assert cli.main(["prepare", "--quiet", "--work", str(colour), "--dataset", "lrw", "--root", str(root)]) == 0
+    caplog.clear()
+    assert cli.main(["convert", "--quiet", "mvm", str(path), "--work", str(colour)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["perspective v1's ROI clips have 3 channels, where it reads gray frames (prepare with --gray)"]
