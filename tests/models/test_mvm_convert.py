@@ -117,6 +117,18 @@ def _torch():
     return pytest.importorskip("torch")
 
 
+def test_the_fixture_is_the_reference_modules_layout_and_their_counts_the_authors():
+    _torch()
+    import mvm_torch_reference as reference
+
+    modules = reference.build()
+    assert reference.parameter_counts(modules) == LRW_COUNTS
+    assert sum(LRW_COUNTS.values()) - LRW_COUNTS["a_front_state_dict"] == 56_265_844  # the network used at test
+    assert reference.shapes(modules) == {
+        g: {k: list(v) for k, v in keys.items()} for g, keys in fixture_shapes().items()
+    }
+
+
 def test_checkpoint_files_that_are_not_the_authors_layout_are_refused(tmp_path):
     torch = _torch()
     groups = {g: {"w": torch.zeros(2)} for g in mapping.GROUPS}
