@@ -7,8 +7,10 @@ model (88.5% on LRW), loaded tensor by tensor into our ``mvm`` model built as th
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 from pipeline.errors import ConfigError, DataError
 from pipeline.execution.logs import get_logger
@@ -70,7 +72,8 @@ def convert(ws: Workspace, config: ConvertConfig) -> ConvertResult:
     from pipeline.models.mvm import convert as mapping
 
     tensors = mapping.read_checkpoint(config.checkpoint)
-    arch = mapping.architecture(mapping.shapes_of(tensors))
+    with _naming(config.checkpoint):
+        arch = mapping.architecture(mapping.shapes_of(tensors))
     if arch.classes != len(manifest.classes):
         raise ConfigError(
             f"{config.checkpoint}: its classifier has {arch.classes} classes, the manifest in {ws.root} has "
@@ -88,7 +91,8 @@ def convert(ws: Workspace, config: ConvertConfig) -> ConvertResult:
     from pipeline.training.checkpoints import save_atomically
 
     built = networks(spec)
-    count = mapping.load_into(built.train, tensors)
+    with _naming(config.checkpoint):
+        count = mapping.load_into(built.train, tensors)
     if config.force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +109,15 @@ def convert(ws: Workspace, config: ConvertConfig) -> ConvertResult:
         spec.name,
     )
     return ConvertResult(spec.name, out, count)
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """A mapping refusal as ``PATH: reason``."""
+    try:
+        yield
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def pick_perspective(manifest: Manifest, wanted: str | None) -> str:
