@@ -232,6 +232,17 @@ def test_convert_then_evaluate_scores_the_released_model(released, tmp_path, gri
     assert "already holds a run" in errors[0]
     assert "its classifier has 4 classes, the manifest" in errors[1] and "has 3" in errors[1]
     assert not (Workspace(work).run("x") / "best.keras").exists()
+    state = torch.load(path, weights_only=True)
+    state["mem_state_dict"]["extra.weight"] = torch.zeros(3)
+    torch.save(state, tmp_path / "extra.ckpt")
+    caplog.clear()
+    assert (
+        cli.main(["convert", "--quiet", "mvm", str(tmp_path / "extra.ckpt"), "--work", str(work), "--name", "y"]) == 2
+    )
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"{tmp_path / 'extra.ckpt'}: checkpoint tensors with no weight in our model: mem_state_dict[extra.weight]"
+    ]
     colour = tmp_path / "colour"
     assert cli.main(["prepare", "--quiet", "--work", str(colour), "--dataset", "lrw", "--root", str(root)]) == 0
     caplog.clear()
