@@ -1,4 +1,4 @@
-"""The mpview command line: ``prepare``, ``extract``, ``train``, ``evaluate`` and the one-command ``demo``."""
+"""The mpview command line: ``prepare``, ``extract``, ``train``, ``evaluate``, ``convert``, the one-command ``demo``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ STAGES = {
     "extract": "turn ROI clips into per-frame embeddings (VGGFace, dlib, pixels) in HDF5 / TFRecord shards",
     "train": "train MP-LSTM or a baseline on the embeddings (or ROI pixels)",
     "evaluate": "score checkpoints on the test split: accuracy, confusion matrix, reports, plots",
+    "convert": "load a model's released checkpoint (the memory model's PyTorch one) as a run that evaluate scores",
     "demo": "run the whole pipeline offline on the embedded synthetic dataset",
 }
 

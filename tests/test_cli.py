@@ -94,6 +94,9 @@ def _parse_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
     return capsys.readouterr().err
 
 
+POSITIONALS = {"convert": ["mvm", "released.ckpt"]}  # the stages' required positional arguments
+
+
 @pytest.mark.parametrize("stage", list(cli.STAGES))
 def test_no_stage_takes_a_flag_by_its_prefix(stage: str, capsys: pytest.CaptureFixture) -> None:
     """Every long flag cut short by a letter is refused (``--epoch`` is not ``--epochs``), with the full one offered."""
@@ -102,7 +105,7 @@ def test_no_stage_takes_a_flag_by_its_prefix(stage: str, capsys: pytest.CaptureF
     for flag in flags:
         if flag[:-1] in flags:
             continue
-        err = _parse_error([stage, flag[:-1]], capsys)
+        err = _parse_error([stage, *POSITIONALS.get(stage, []), flag[:-1]], capsys)
         assert f"usage: mpview {stage} " in err and f"unrecognized arguments: {flag[:-1]}" in err, err
         assert "did you mean --" in err, err
 

@@ -47,11 +47,20 @@ class RunInputs:
     """The inputs of one run's splits (``splits``), in memory or streamed (``mode``: auto, memory, stream)."""
 
     def __init__(
-        self, manifest: Manifest, spec: RunSpec, work: Path, splits: Sequence[str], mode: str = "auto", reason: str = ""
+        self,
+        manifest: Manifest,
+        spec: RunSpec,
+        work: Path,
+        splits: Sequence[str],
+        mode: str = "auto",
+        reason: str = "",
+        *,
+        audio: bool = True,
     ) -> None:
+        """``audio``: read the frame-aligned audio when the run's model trains with it (scoring never needs it)."""
         if mode not in MODES:
             raise ConfigError(f"input mode must be one of {MODES}, got {mode!r}")
-        self.spec, self.flatten, self.audio = spec, not spec.pixels, spec.audio
+        self.spec, self.flatten, self.audio = spec, not spec.pixels, spec.audio and audio
         self.indexes = {
             split: index_split(manifest, spec.input_stage, split, spec.perspectives, work) for split in splits
         }

@@ -1,4 +1,4 @@
-"""The four stages as library functions: ``verb(Workspace, Config) -> result``; the CLI's stages call these.
+"""The four stages and ``convert`` as library functions: ``verb(Workspace, Config) -> result``; the CLI calls these.
 
 from pipeline.workspace import Workspace
 from pipeline.verbs import PrepareConfig, prepare
@@ -6,6 +6,7 @@ summary = prepare(Workspace("work"), PrepareConfig(dataset="synthetic"))
 """
 
 from pipeline.verbs.common import ExecutionConfig
+from pipeline.verbs.convert import ConvertConfig, ConvertResult, convert
 from pipeline.verbs.evaluate import EvaluateConfig, EvaluateResult, evaluate
 from pipeline.verbs.extract import ExtractConfig, extract
 from pipeline.verbs.prepare import PrepareConfig, prepare
@@ -23,4 +24,7 @@ __all__ = [
     "EvaluateConfig",
     "EvaluateResult",
     "evaluate",
+    "ConvertConfig",
+    "ConvertResult",
+    "convert",
 ]

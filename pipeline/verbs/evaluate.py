@@ -68,7 +68,7 @@ def evaluate_run(run_dir: Path, manifest: Manifest, ws: Workspace, config: Evalu
         int(spec.options.get("batch_size", 8)) if spec.pixels else 128
     )  # pixel models: their training batch fits memory
     split = config.split
-    inputs = RunInputs(manifest, spec, ws.root, (split,), config.input)
+    inputs = RunInputs(manifest, spec, ws.root, (split,), config.input, audio=False)  # the scored network reads none
     data = load_inputs(manifest, spec, split, ws.root) if inputs.mode == "memory" else None
 
     def scores(mirrored: bool):
