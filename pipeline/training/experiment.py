@@ -138,7 +138,9 @@ def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite
         composite = composite_model(
             spec.timesteps, 0, dims, o["units"], encoder, o.get("conditional", False), bernoulli=False
         )
-    return pretrained_classifier(composite, len(spec.classes), o["dropout"], o["lr"])
+    from pipeline.training.optimizers import make_optimizer
+
+    return pretrained_classifier(composite, len(spec.classes), o["dropout"], make_optimizer(o))
 
 
 def split_future(sequences, timesteps: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -26,10 +26,11 @@ def composite_model(
     multi_view_encoder: bool,
     conditional: bool,
     bernoulli: bool,
+    optimizer: Any = "rmsprop",
 ):
     """The compiled composite model for perspectives of widths ``dims``.
 
-    ``bernoulli``: [0, 1] pixels, cross-entropy.
+    ``bernoulli``: [0, 1] pixels, cross-entropy; ``optimizer``: a Keras optimizer or its name.
     """
     from pipeline.models.composite import build_composite, lstm_encoder, mplstm_encoder
 
@@ -41,6 +42,7 @@ def composite_model(
         conditional=conditional,
         bernoulli=bernoulli,
         encoder=mplstm_encoder if multi_view_encoder and len(dims) > 1 else lstm_encoder,
+        optimizer=optimizer,
     )
 
 
@@ -58,8 +60,10 @@ def pretrain_composite(
     out_dir: Path,
     config: FitConfig,
     run_info: dict[str, Any],
+    optimizer: Any = "rmsprop",
 ):
-    """Fit a composite model on unlabelled ``seen``/``future`` frames; return it (its ``encoder`` is what transfers).
+    """Fit a composite model on unlabelled ``seen``/``future`` frames with ``optimizer``; return it (its ``encoder``
+    is what transfers).
 
     Features in [0, 1] (the pixels backbone without PCA) are reconstructed with a sigmoid and cross-entropy as in
     Srivastava et al.; any other features with a linear output and squared error.
@@ -73,22 +77,25 @@ def pretrain_composite(
     )
     steps = future[0].shape[1]
     model = composite_model(
-        seen[0].shape[1], steps, [x.shape[-1] for x in seen], units, multi_view_encoder, conditional, bernoulli
+        seen[0].shape[1],
+        steps,
+        [x.shape[-1] for x in seen],
+        units,
+        multi_view_encoder,
+        conditional,
+        bernoulli,
+        optimizer,
     )
     x = seen if len(seen) > 1 else seen[0]
     fit(model, (x, composite_targets(seen, future if steps else None)), None, out_dir, config, run_info)
     return model
 
 
-def pretrained_classifier(composite, n_classes: int, dropout: float, learning_rate: float):
-    """A classifier on a weight copy of the composite's encoder, compiled like the other runs."""
-    import keras
-
+def pretrained_classifier(composite, n_classes: int, dropout: float, optimizer):
+    """A classifier on a weight copy of the composite's encoder, compiled with ``optimizer`` like the other runs."""
     from pipeline.models.composite import classifier_from_encoder
 
-    return classifier_from_encoder(
-        composite, n_classes, dropout=dropout, optimizer=keras.optimizers.RMSprop(learning_rate)
-    )
+    return classifier_from_encoder(composite, n_classes, dropout=dropout, optimizer=optimizer)
 
 
 def square_frames(x: np.ndarray) -> np.ndarray | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -12,9 +12,11 @@ from pipeline.execution.logs import get_logger, progress_disabled
 from pipeline.execution.settings import SettingsChanged, check_options, differences, option, plain
 from pipeline.manifest import DONE, Manifest
 from pipeline.models import registry
+from pipeline.training import presets
 from pipeline.training.experiment import SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
 from pipeline.training.feed import MODES, RunInputs
 from pipeline.training.fit import FitConfig
+from pipeline.training.presets import CLIP_MODES, OPTIMIZERS, SCHEDULES
 from pipeline.verbs.common import refuse_or_clear
 from pipeline.workspace import COMPOSITE, PREPARE, TRAIN_BEST, Workspace, features_name, features_stage
 
@@ -32,17 +34,37 @@ class TrainConfig:
     the model's options dataclass (``MPLSTMOptions(units=16)``); they are checked when the config is built, the
     rest take the chosen model's own defaults (its options dataclass), and an option the model does not use is
     refused.
+
+    ``recipe`` names a paper's training recipe (``pipeline.training.presets``): the settings left unset (None) take
+    its values, the others take the standard defaults (``presets.STANDARD``); a setting given beside it that differs
+    from its value is recorded in ``overrides`` (the report lists them).
     """
 
-    model: str = "mplstm"
+    model: str | None = None  # default: the recipe's, else mplstm
     features: str | None = None  # features name from `extract` (default: the latest); pixel models read ROI clips
     perspectives: tuple[str, ...] | None = None  # default: all
     name: str | None = None  # run name (default: from model, perspectives and features)
     timesteps: int | None = option(None, "frames per sequence (default: the clip length the manifest records)", least=1)
     options: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int = option(50, "most epochs to train", least=1)
-    lr: float = option(1e-3, "learning rate", above=0.0)
-    patience: int = option(10, "early stopping patience", least=0)
+    recipe: str | None = None  # a paper's training recipe by name (`presets.PRESETS`)
+    epochs: int | None = option(None, "most epochs to train (default: 50)", least=1)
+    lr: float | None = option(None, "learning rate (default: 0.001)", above=0.0)
+    patience: int | None = option(None, "early stopping patience (default: 10)", least=0)
+    early_stopping: bool | None = None  # default: True (stop after --patience epochs without a better val accuracy)
+    optimizer: str | None = option(None, "optimizer (default: the model's own)", choices=OPTIMIZERS)
+    weight_decay: float | None = option(
+        None, "weight decay: decoupled for adamw, else an L2 term added to the gradient (default: 0)", least=0.0
+    )
+    momentum: float | None = option(None, "momentum of sgd and rmsprop (default: 0)", least=0.0, below=1.0)
+    clip: float | None = option(None, "clipping bound (default: none)", above=0.0)
+    clip_mode: str | None = option(
+        None, "clip each gradient value, the gradient norm, or sgd's step (default: value)", choices=CLIP_MODES
+    )
+    lr_schedule: str | None = option(
+        None, "constant, or plateau: times --lr-factor after --lr-patience epochs without gain", choices=SCHEDULES
+    )
+    lr_patience: int | None = option(None, "plateau schedule: epochs without gain (default: 5)", least=1)
+    lr_factor: float | None = option(None, "plateau schedule: learning rate factor (default: 0.5)", above=0, below=1)
     seed: int = 0
     val_fraction: float = option(
         0.15, "share held out when the dataset defines no validation split", above=0.0, below=1.0
@@ -52,9 +74,11 @@ class TrainConfig:
     input: str = option("auto", "memory, stream, or auto (memory when the splits fit a quarter of RAM)", choices=MODES)
     distribute: bool = False
     mixed_precision: bool = False
+    overrides: tuple[dict[str, Any], ...] = field(default=(), init=False, compare=False)  # departures from recipe
 
     def __post_init__(self) -> None:
-        """Check every field, and the model options against the model's own dataclass (types, ranges, foreign ones)."""
+        """Check every field, fill in the recipe's (or the standard) settings, and check the model options against
+        the model's own dataclass (types, ranges, foreign ones)."""
         check_options(self)
         if isinstance(self.perspectives, str):
             raise ConfigError(
@@ -68,8 +92,34 @@ class TrainConfig:
             }
         if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
             raise ConfigError(f"options must be a mapping of model option names to values, got {self.options!r}")
-        registry.model_options(self.model, dict(options))
-        object.__setattr__(self, "options", dict(options))
+        preset = presets.get(self.recipe) if self.recipe else None
+        resolved = presets.resolve(preset, {k: getattr(self, k) for k in presets.STANDARD}, dict(options))
+        for key, value in resolved.fitting.items():
+            object.__setattr__(self, key, value)
+        check_options(self)
+        registry.model_options(self.model, dict(resolved.options))
+        object.__setattr__(self, "options", dict(resolved.options))
+        object.__setattr__(self, "overrides", tuple(resolved.overrides))
+
+    def optimizer_settings(self) -> dict[str, Any]:
+        """The optimizer a run records: its name (the model's own unless given), weight decay, momentum, clipping."""
+        from pipeline.training.optimizers import check_settings
+
+        settings = {
+            "name": self.optimizer or registry.get(self.model).optimizer,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "clip": self.clip,
+            "clip_mode": self.clip_mode if self.clip else None,
+        }
+        check_settings(settings)
+        return settings
+
+    def schedule_settings(self) -> dict[str, Any]:
+        """The learning-rate schedule a run records."""
+        if self.lr_schedule == "constant":
+            return {"name": "constant"}
+        return {"name": self.lr_schedule, "patience": self.lr_patience, "factor": self.lr_factor}
 
 
 @dataclass(frozen=True)
@@ -129,7 +179,19 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
     timesteps = resolve_timesteps(
         config.timesteps, clip_length(manifest, perspectives), getattr(options, "future", None) or 0
     )
-    recorded = {**asdict(options), "lr": config.lr}
+    preset = presets.get(config.recipe) if config.recipe else None
+    if preset and preset.pretrain_steps and getattr(options, "pretrain", None) == "composite":
+        if "pretrain_epochs" not in config.options:  # the authors' steps over this training set
+            steps = presets.pretrain_epochs(preset.pretrain_steps, len(manifest.split("train")), options.batch_size)
+            options = replace(options, pretrain_epochs=steps)
+    recorded = {
+        **asdict(options),
+        "lr": config.lr,
+        "optimizer": config.optimizer_settings(),
+        "lr_schedule": config.schedule_settings(),
+    }
+    if preset:
+        recorded["preset"] = preset_record(config, preset, manifest, stage, asdict(options))
     weights = stage_weights(manifest, stage) if stage != PREPARE else "n/a (ROI pixels)"
     return RunSpec(
         name,
@@ -142,6 +204,36 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
         "" if stage == PREPARE else source,
         recorded,
     )
+
+
+def preset_record(config: TrainConfig, preset: presets.Preset, manifest: Manifest, stage: str, options: dict) -> dict:
+    """What a run records of its recipe: the name, every setting as resolved, and where the run departs from it
+    (settings given beside it, and features made with another preprocessing than the recipe's)."""
+    from pipeline.execution.settings import recorded_settings
+
+    overrides = [dict(o) for o in config.overrides]
+    if preset.features_preprocess and stage != PREPARE:
+        made = (recorded_settings(manifest, stage) or {}).get("preprocess", "unrecorded")
+        if made != preset.features_preprocess:
+            overrides.append({"setting": "features_preprocess", "preset": preset.features_preprocess, "given": made})
+            log.warning(
+                "--recipe %s: the features %s were extracted with --preprocess %s, not %s as the authors' (extract "
+                "again with --preprocess %s --name ...); recorded as a deviation",
+                preset.name,
+                features_name(stage),
+                made,
+                preset.features_preprocess,
+                preset.features_preprocess,
+            )
+    for override in overrides:
+        log.info("--recipe %s: %s", preset.name, presets.describe_override(override))
+    settings = {key: getattr(config, key) for key in presets.STANDARD}
+    return {
+        "name": preset.name,
+        "settings": {**settings, **options, "tta": preset.tta, "features_preprocess": preset.features_preprocess},
+        "pretrain_steps": preset.pretrain_steps,
+        "overrides": overrides,
+    }
 
 
 def clip_length(manifest: Manifest, perspectives: list[str]) -> int | None:
@@ -196,6 +288,7 @@ def train(ws: Workspace, config: TrainConfig) -> TrainResult:
     spec.options.update(
         epochs=config.epochs,
         patience=config.patience,
+        early_stopping=config.early_stopping,
         seed=config.seed,
         lr_asked=config.lr,
         distribute=config.distribute,
@@ -255,6 +348,8 @@ def _comparable(spec: RunSpec) -> dict:
     fields = asdict(spec)
     fields.pop("config", None)  # how it was asked for: compared through the spec it resolved to
     fields["options"] = {k: v for k, v in spec.options.items() if k not in DERIVED_OPTIONS}
+    if "preset" in fields["options"]:  # its settings and overrides are compared through the options they set
+        fields["options"]["preset"] = {"name": spec.options["preset"]["name"]}
     return fields
 
 
@@ -286,8 +381,9 @@ def train_run(ws: Workspace, config: TrainConfig, manifest: Manifest, spec: RunS
     if spec.options.get("augment"):
         from pipeline.training.batches import make_recipe
 
+        masks = (spec.options.get("freq_mask") or 0, spec.options.get("time_mask") or 0)
         spec.options["recipe"] = make_recipe(
-            spec.options["augment"], min(inputs.shapes[0][0][:2]), spec.options["crop"]
+            spec.options["augment"], min(inputs.shapes[0][0][:2]), spec.options["crop"], audio_masks=masks
         ).to_dict()
         log.info("--augment %s: %s", spec.options["augment"], spec.options["recipe"])
     if inputs.mode == "memory":
@@ -315,6 +411,8 @@ def train_run(ws: Workspace, config: TrainConfig, manifest: Manifest, spec: RunS
             epochs=config.epochs,
             batch_size=plan.global_batch,
             patience=config.patience,
+            early_stopping=config.early_stopping,
+            lr_schedule=spec.options["lr_schedule"],
             seed=config.seed,
             tensorboard=config.tensorboard,
             verbose=0 if progress_disabled() else 2,
@@ -468,6 +566,7 @@ def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
     import dataclasses
 
     from pipeline.evaluation.plots_composite import plot_composite_predictions
+    from pipeline.training.optimizers import make_optimizer
     from pipeline.training.pretrain import pretrain_composite, square_frames
 
     o = spec.options
@@ -482,6 +581,7 @@ def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
         Workspace.pretrain(out),
         pre_config,
         info,
+        make_optimizer(o),
     )
     shown = [square_frames(x[:1]) for x in (seen[0], future[0])]
     if len(seen) == 1 and future[0].shape[1] and all(s is not None for s in shown):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.models.registry import ModelEntry, TwoNetworks, keras_names, option, register, serializables
+from pipeline.models.registry import ModelEntry, TwoNetworks, flag, keras_names, option, register, serializables
 from pipeline.models.shared import PixelOptions
 
 
@@ -33,13 +33,26 @@ class MVMOptions(PixelOptions):
         "mstcn", "back-end, the paper's multi-scale TCN or one dilated conv per level", choices=("mstcn", "tcn")
     )
     dropout: float = option(0.5, "dropout before the classifier", least=0.0, below=1.0)
+    freq_mask: int = option(
+        0, "--augment: mask up to this many mel bins of the training audio (Kim et al.: 10)", least=0
+    )
+    time_mask: int = option(
+        0, "--augment: mask up to this many audio frames of the training audio (Kim et al.: 20)", least=0
+    )
+
+    @classmethod
+    def resolve(cls, chosen: dict[str, Any]) -> "MVMOptions":
+        """The options from those ``chosen``: the audio masks are part of the training augmentation."""
+        masks = [flag(n) for n in ("freq_mask", "time_mask") if chosen.get(n)]
+        if masks and not chosen.get("augment"):
+            raise ConfigError(f"{', '.join(masks)} mask the training audio: give them with --augment lrw|crop")
+        return super().resolve(chosen)
 
 
 def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None) -> Any:
     """The compiled ``MVMModels`` pair for one perspective's clip shape and the frame-aligned audio's shape."""
-    import keras
-
     from pipeline.models.mvm.layers import build_mvm
+    from pipeline.training.optimizers import make_optimizer
 
     if audio_shape is None:
         raise ConfigError("mvm trains with audio: prepare with --audio")
@@ -56,7 +69,7 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
         dropout=o.get("dropout", 0.5),
         front=o.get("front", "small"),
         back=o.get("back", "tcn"),
-        optimizer=keras.optimizers.Adam(o["lr"]),
+        optimizer=make_optimizer(o, "adam"),
     )
 
 
@@ -83,6 +96,7 @@ register(
         audio=True,
         two_networks=MEMORY_FITTING,
         listed=6,
+        optimizer="adam",
         smallest={"units": 8, "slots": 4, "heads": 2, "levels": 1, "front": "small", "back": "tcn", "dropout": 0.0},
     )
 )
