@@ -106,13 +106,15 @@ def erase(clip: np.ndarray, rng: np.random.Generator, frames: int = ERASE_FRAMES
 
 
 def mask_axis(spec: np.ndarray, axis: int, most: int, rng: np.random.Generator) -> np.ndarray:
-    """torchaudio's masking of one spectrogram, in place: width ``value`` ~ U[0, most), start ``m`` ~ U[0, size -
-    value), the entries [int(m), int(m) + int(value)) along ``axis`` set to zero."""
+    """torchaudio's ``mask_along_axis`` on one spectrogram, in place: width ``value`` ~ U[0, most), start ``m`` ~
+    U[0, size - value); the entries from int(m) to int(m) + int(value) (exclusive, truncated as ``.long()`` does)
+    along ``axis`` set to zero."""
     value = rng.random() * most
     start = rng.random() * (spec.shape[axis] - value)
-    index = [slice(None)] * spec.ndim
-    index[axis] = slice(int(start), int(start) + int(value))
-    spec[tuple(index)] = 0.0
+    first = int(start)
+    index = np.arange(spec.shape[axis])
+    hit = (index >= first) & (index < first + int(value))
+    spec[(slice(None),) * axis + (hit,)] = 0.0
     return spec
 
 
