@@ -120,7 +120,6 @@ PRESETS: dict[str, Preset] = {
                 "slots": 112,
                 "heads": 8,
                 "radius": 16.0,
-                "dropout": 0.0,
                 "batch_size": 40,
                 "augment": "lrw",
                 "freq_mask": 10,
@@ -145,7 +144,11 @@ PRESETS: dict[str, Preset] = {
                 "slots": Source("--slot 112", MVM_TRAIN),
                 "heads": Source("--head 8", MVM_TRAIN),
                 "radius": Source("--radius 16.0", MVM_TRAIN),
-                "dropout": Source("none before the time-mean classifier", "src/models/temporal_classifier.py"),
+                "dropout": Source(
+                    "0.5 in the memory, 0.2 in the MS-TCN, none before the time-mean head (ours: one --dropout, "
+                    "0.5, for all three)",
+                    "src/models/memory.py, src/models/temporal_classifier.py",
+                ),
                 "batch_size": Source("--batch_size 40 (the training command; train.py's default is 55)", MVM_README),
                 "augment": Source(
                     "--augmentations --mixup: crop offset +-5, flip, 56 px and 3-frame erasing, mixup Beta(0.4, 0.4)",
@@ -172,7 +175,8 @@ PRESETS: dict[str, Preset] = {
                 "loss weights 1/3 (front memory) and 2/9 per TCN memory; the TCN run on audio-fused and recalled "
                 "features, both classified",
                 "audio front: 2 conv layers, an IR block, dropout 0.4, linear 5120->512, LayerNorm, detached",
-                "MS-TCN: 1x1 residual convolution in every block, dropout 0.2, time-mean head",
+                "MS-TCN: 1x1 residual convolution in every block, dropout 0.2 (the memory's stays 0.5), a time-mean "
+                "head without dropout",
             ),
         ),
         Preset(

@@ -67,7 +67,7 @@ def test_mvm_recipe_trains_with_the_authors_settings_and_the_report_lists_the_ov
     o = spec["options"]
     assert o["optimizer"] == {"name": "adamw", "weight_decay": 1e-5, "momentum": 0.0, "clip": None, "clip_mode": None}
     assert o["lr"] == 1e-3 and o["lr_schedule"] == {"name": "plateau", "patience": 5, "factor": 0.5}
-    assert o["early_stopping"] is False and o["augment"] == "lrw" and o["dropout"] == 0.0
+    assert o["early_stopping"] is False and o["augment"] == "lrw" and spec["timesteps"] == 6
     assert (o["recipe"]["freq_mask"], o["recipe"]["time_mask"]) == (10, 20)
     preset = o["preset"]
     assert preset["name"] == "mvm-lrw" and preset["settings"]["tta"] is True
