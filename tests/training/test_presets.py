@@ -221,3 +221,19 @@ def test_audio_masks_zero_one_mel_band_and_one_run_of_frames_per_clip():
         widths.append((len(bins), len(frames)))
     assert any(f > 0 for f, _ in widths) and any(t > 0 for _, t in widths)
     assert np.array_equal(mask_audio(audio, rng, 0, 0), audio)
+
+
+def test_the_released_recipe_records_features_made_with_another_preprocessing(tmp_path, caplog):
+    """``mplstm-released`` wants ``extract --preprocess released``: features made otherwise are a deviation, with
+    a warning naming the fix; the recipe's 500 epochs, no early stopping, batch 60 and 20 frames are recorded."""
+    from pipeline.verbs.train import make_spec
+
+    manifest = Manifest.load(small_work(tmp_path / "work", pixels=False, frames=20) / "manifest.jsonl")
+    with caplog.at_level("WARNING", logger="mpview"):
+        spec = make_spec(TrainConfig(recipe="mplstm-released"), manifest)
+    preset = spec.options["preset"]
+    assert preset["overrides"] == [{"setting": "features_preprocess", "preset": "released", "given": "none"}]
+    assert "extract again with --preprocess released" in caplog.text
+    assert (preset["settings"]["epochs"], preset["settings"]["early_stopping"]) == (500, False)
+    assert (spec.options["batch_size"], spec.options["released"], spec.timesteps) == (60, True, 20)
+    assert spec.options["optimizer"]["name"] == "rmsprop"
