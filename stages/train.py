@@ -42,13 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     fit = parser.add_argument_group("fitting")
     fit.add_argument(
-        "--epochs", type=positive_int, help="most epochs to train (default: 50; early stopping may end sooner)"
+        "--epochs", type=positive_int, help="most epochs to train (early stopping may end sooner) (default: 50)"
     )
     fit.add_argument("--lr", type=float, help="learning rate (default: 0.001)")
     fit.add_argument(
         "--patience",
         type=non_negative_int,
-        help="early stopping patience (epochs without a better val accuracy; default: 10)",
+        help="early stopping patience (epochs without a better val accuracy) (default: 10)",
     )
     fit.add_argument(
         "--early-stopping",
