@@ -9,7 +9,14 @@ from typing import Any, Mapping
 
 from pipeline.errors import ConfigError
 from pipeline.execution.logs import get_logger, progress_disabled
-from pipeline.execution.settings import SettingsChanged, check_options, differences, option, plain
+from pipeline.execution.settings import (
+    SettingsChanged,
+    check_options,
+    differences,
+    option,
+    plain,
+    recorded_settings,
+)
 from pipeline.manifest import DONE, Manifest
 from pipeline.models import registry
 from pipeline.training import presets
@@ -100,6 +107,7 @@ class TrainConfig:
         registry.model_options(self.model, dict(resolved.options))
         object.__setattr__(self, "options", dict(resolved.options))
         object.__setattr__(self, "overrides", tuple(resolved.overrides))
+        self.optimizer_settings()  # refuses what the optimizer cannot honour, before any backend starts
 
     def optimizer_settings(self) -> dict[str, Any]:
         """The optimizer a run records: its name (the model's own unless given), weight decay, momentum, clipping."""
@@ -182,8 +190,8 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
     preset = presets.get(config.recipe) if config.recipe else None
     if preset and preset.pretrain_steps and getattr(options, "pretrain", None) == "composite":
         if "pretrain_epochs" not in config.options:  # the authors' steps over this training set
-            steps = presets.pretrain_epochs(preset.pretrain_steps, len(manifest.split("train")), options.batch_size)
-            options = replace(options, pretrain_epochs=steps)
+            epochs = presets.pretrain_epochs(preset.pretrain_steps, len(manifest.split("train")), options.batch_size)
+            options = replace(options, pretrain_epochs=epochs)
     recorded = {
         **asdict(options),
         "lr": config.lr,
@@ -209,8 +217,6 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
 def preset_record(config: TrainConfig, preset: presets.Preset, manifest: Manifest, stage: str, options: dict) -> dict:
     """What a run records of its recipe: the name, every setting as resolved, and where the run departs from it
     (settings given beside it, and features made with another preprocessing than the recipe's)."""
-    from pipeline.execution.settings import recorded_settings
-
     overrides = [dict(o) for o in config.overrides]
     if preset.features_preprocess and stage != PREPARE:
         made = (recorded_settings(manifest, stage) or {}).get("preprocess", "unrecorded")

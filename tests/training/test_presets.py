@@ -203,7 +203,7 @@ def test_adamw_takes_torchs_defaults_and_the_model_default_stays():
     assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == 1e-5 and adamw.epsilon == 1e-8
     assert isinstance(make_optimizer({"lr": 1e-3}), keras.optimizers.RMSprop)
     with pytest.raises(ConfigError, match="--momentum applies to sgd and rmsprop"):
-        TrainConfig(optimizer="adam", momentum=0.9).optimizer_settings()
+        TrainConfig(optimizer="adam", momentum=0.9)
 
 
 def test_audio_masks_zero_one_mel_band_and_one_run_of_frames_per_clip():
