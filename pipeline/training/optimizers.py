@@ -18,7 +18,7 @@ from keras import ops
 
 from pipeline.errors import ConfigError
 from pipeline.execution.logs import get_logger
-from pipeline.training.presets import CLIP_MODES, OPTIMIZERS, SCHEDULES
+from pipeline.training.presets import SCHEDULES, check_settings
 
 log = get_logger(__name__)
 TORCH_EPSILON = 1e-8  # torch.optim.Adam/AdamW's default eps (Keras defaults to 1e-7)
@@ -70,19 +70,6 @@ class MomentumSGD(keras.optimizers.Optimizer):
 def custom_objects() -> dict[str, Any]:
     """The optimizers a checkpoint may have been compiled with that Keras does not know by itself."""
     return {"mpview>MomentumSGD": MomentumSGD, "MomentumSGD": MomentumSGD}
-
-
-def check_settings(settings: Mapping[str, Any]) -> None:
-    """Refuse combinations the optimizers cannot honour (momentum for Adam, an update clip outside SGD)."""
-    name, clip_mode = settings.get("name"), settings.get("clip_mode")
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-    if settings.get("momentum") and name in ("adam", "adamw"):
-        raise ConfigError(f"--momentum applies to sgd and rmsprop, not --optimizer {name}")
-    if clip_mode == "update" and name != "sgd":
-        raise ConfigError("--clip-mode update clips SGD's step: give it with --optimizer sgd")
-    if clip_mode not in (None, *CLIP_MODES):
-        raise ConfigError(f"--clip-mode must be one of {', '.join(CLIP_MODES)}, got {clip_mode!r}")
 
 
 def make_optimizer(options: Mapping[str, Any], default: str = "rmsprop") -> keras.optimizers.Optimizer:

@@ -228,6 +228,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse combinations the optimizers cannot honour (momentum for Adam, an update clip outside SGD)."""
+    name, clip_mode = settings.get("name"), settings.get("clip_mode")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    if settings.get("momentum") and name in ("adam", "adamw"):
+        raise ConfigError(f"--momentum applies to sgd and rmsprop, not --optimizer {name}")
+    if clip_mode == "update" and name != "sgd":
+        raise ConfigError("--clip-mode update clips SGD's step: give it with --optimizer sgd")
+    if clip_mode not in (None, *CLIP_MODES):
+        raise ConfigError(f"--clip-mode must be one of {', '.join(CLIP_MODES)}, got {clip_mode!r}")
+
+
 def get(name: str) -> Preset:
     """The preset ``name``; an unknown one is refused with the closest name and the list."""
     if name in PRESETS:

@@ -111,8 +111,6 @@ class TrainConfig:
 
     def optimizer_settings(self) -> dict[str, Any]:
         """The optimizer a run records: its name (the model's own unless given), weight decay, momentum, clipping."""
-        from pipeline.training.optimizers import check_settings
-
         settings = {
             "name": self.optimizer or registry.get(self.model).optimizer,
             "weight_decay": self.weight_decay,
@@ -120,7 +118,7 @@ class TrainConfig:
             "clip": self.clip,
             "clip_mode": self.clip_mode if self.clip else None,
         }
-        check_settings(settings)
+        presets.check_settings(settings)
         return settings
 
     def schedule_settings(self) -> dict[str, Any]:
