@@ -56,7 +56,7 @@ class Preset:
     fitting: Mapping[str, Any]  # TrainConfig settings (keys of STANDARD)
     sources: Mapping[str, Source]  # setting -> the authors' value and file
     tta: bool = False  # evaluate adds the mirrored clip's logits (the authors' test-time augmentation)
-    features_preprocess: str | None = None  # the preprocessing the features must have been extracted with
+    features: Mapping[str, Any] = field(default_factory=dict)  # the extract settings the features must have
     pretrain_steps: int | None = None  # the authors' pretraining iterations, turned into epochs of the training set
     pending: tuple[str, ...] = field(default_factory=tuple)  # what the authors do that no option sets yet
 
@@ -98,11 +98,11 @@ PRESETS: dict[str, Preset] = {
                 "early_stopping": Source("none: only ModelCheckpoint(monitor='val_acc', save_best_only)", NETWORK),
                 "lr_schedule": Source("constant (no callback changes it)", NETWORK),
                 "timesteps": Source("self.no_frames = 20 (longer cut, shorter zero-padded)", NETWORK),
-                "features_preprocess": Source(
+                "features.preprocess": Source(
                     "cv2 BGR, INTER_AREA to 224, vgg16.preprocess_input", "Library/CNNfeature_extractor.py"
                 ),
             },
-            features_preprocess="released",
+            features={"preprocess": "released"},
             pending=(
                 "their batch generator walks the training set in file order and drops the last partial batch; "
                 "ours shuffles every epoch and keeps it",
@@ -213,8 +213,11 @@ PRESETS: dict[str, Preset] = {
                     "constant: eps_decay_factor 0.9 per 10000 steps is computed but Update uses self.eps_", "util.py"
                 ),
                 "pretrain_steps": Source("max_iters: 10000000", COMBO),
-                "features": Source("image_size: 64 (4096 inputs), binary_data: true", "datasets/bouncing_mnist.pbtxt"),
+                "features.backbone": Source("the frames' pixels, binary_data: true", COMBO),
+                "features.pixel_size": Source("image_size: 64 (4096 inputs)", "datasets/bouncing_mnist.pbtxt"),
+                "features.pca": Source("none: input_dims 4096", COMBO),
             },
+            features={"backbone": "pixels", "pixel_size": 64, "pca": 0},
             pretrain_steps=10_000_000,
             pending=(
                 "peephole connections (w_diag) in every LSTM",

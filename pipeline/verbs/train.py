@@ -214,27 +214,29 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
 
 def preset_record(config: TrainConfig, preset: presets.Preset, manifest: Manifest, stage: str, options: dict) -> dict:
     """What a run records of its recipe: the name, every setting as resolved, and where the run departs from it
-    (settings given beside it, and features made with another preprocessing than the recipe's)."""
+    (settings given beside it, and features extracted otherwise than the recipe's ``features`` say)."""
     overrides = [dict(o) for o in config.overrides]
-    if preset.features_preprocess and stage != PREPARE:
-        made = (recorded_settings(manifest, stage) or {}).get("preprocess", "unrecorded")
-        if made != preset.features_preprocess:
-            overrides.append({"setting": "features_preprocess", "preset": preset.features_preprocess, "given": made})
+    made = recorded_settings(manifest, stage) or {} if stage != PREPARE else {}
+    for key, wanted in preset.features.items() if stage != PREPARE else ():
+        if made.get(key, "unrecorded") != wanted:
+            overrides.append({"setting": f"features.{key}", "preset": wanted, "given": made.get(key, "unrecorded")})
             log.warning(
-                "--recipe %s: the features %s were extracted with --preprocess %s, not %s as the authors' (extract "
-                "again with --preprocess %s --name ...); recorded as a deviation",
+                "--recipe %s: the features %s were extracted with --%s %s, not %s as the authors' (extract again "
+                "with --%s %s --name ...); recorded as a deviation",
                 preset.name,
                 features_name(stage),
-                made,
-                preset.features_preprocess,
-                preset.features_preprocess,
+                key.replace("_", "-"),
+                made.get(key, "unrecorded"),
+                wanted,
+                key.replace("_", "-"),
+                wanted,
             )
     for override in overrides:
         log.info("--recipe %s: %s", preset.name, presets.describe_override(override))
     settings = {key: getattr(config, key) for key in presets.STANDARD}
     return {
         "name": preset.name,
-        "settings": {**settings, **options, "tta": preset.tta, "features_preprocess": preset.features_preprocess},
+        "settings": {**settings, **options, "tta": preset.tta, "features": dict(preset.features)},
         "pretrain_steps": preset.pretrain_steps,
         "overrides": overrides,
     }

@@ -49,7 +49,8 @@ def small_work(root: Path, pixels: bool, frames: int, side: int = 24, dim: int =
     for sample_id, record in writer.records.items():
         manifest.by_id()[sample_id].stages[stage] = {**record, "status": "done", "shard": location}
     if not pixels:
-        manifest.add_run(stage, {"backbone": "pixels", "preprocess": "none"}, {"done": len(samples)}, 0.0, 1.0)
+        made = {"backbone": "pixels", "pixel_size": 4, "pca": 0, "preprocess": "none"}
+        manifest.add_run(stage, made, {"done": len(samples)}, 0.0, 1.0)
     manifest.save(root / "manifest.jsonl")
     return root
 
@@ -106,7 +107,12 @@ def test_composite_recipe_pretrains_with_the_authors_sgd_and_is_compared_on_a_re
     assert o["lr"] == 1e-4 and o["lr_schedule"] == {"name": "constant"} and o["batch_size"] == 80
     assert (o["pretrain"], o["conditional"], o["future"]) == ("composite", True, 10)
     given = {d["setting"]: (d["preset"], d["given"]) for d in o["preset"]["overrides"]}
-    assert given == {"epochs": (50, 1), "units": (2048, 8), "pretrain_epochs": (None, 1)}
+    assert given == {
+        "epochs": (50, 1),
+        "units": (2048, 8),
+        "pretrain_epochs": (None, 1),
+        "features.pixel_size": (64, 4),
+    }
     assert (run / "pretrain").is_dir()
     with pytest.raises(SettingsChanged, match=r"momentum: 0\.9 -> 0\.5"):
         train(
@@ -232,7 +238,7 @@ def test_the_released_recipe_records_features_made_with_another_preprocessing(tm
     with caplog.at_level("WARNING", logger="mpview"):
         spec = make_spec(TrainConfig(recipe="mplstm-released"), manifest)
     preset = spec.options["preset"]
-    assert preset["overrides"] == [{"setting": "features_preprocess", "preset": "released", "given": "none"}]
+    assert preset["overrides"] == [{"setting": "features.preprocess", "preset": "released", "given": "none"}]
     assert "extract again with --preprocess released" in caplog.text
     assert (preset["settings"]["epochs"], preset["settings"]["early_stopping"]) == (500, False)
     assert (spec.options["batch_size"], spec.options["released"], spec.timesteps) == (60, True, 20)
