@@ -8,8 +8,9 @@ import pytest
 
 import cli
 from pipeline.manifest import Manifest
+from pipeline.models.shared import NEEDS_PRETRAIN
 
-COMPOSITE_ONLY = ("pretrain", "pretrain_epochs", "future", "conditional")
+COMPOSITE_ONLY = ("pretrain", *NEEDS_PRETRAIN)
 
 
 @pytest.fixture(scope="module")

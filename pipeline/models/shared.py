@@ -11,7 +11,16 @@ from pipeline.models.registry import flag, option
 from pipeline.training.augment import POLICIES
 
 COMPOSITE_CHOICES = ("composite", "scratch")  # scratch: the composite run's classifier, randomly initialised
-NEEDS_PRETRAIN = ("pretrain_epochs", "future", "conditional")
+# what pretraining alone uses (recorded as None without --pretrain composite)
+NEEDS_PRETRAIN = ("pretrain_epochs", "future", "conditional", "pretrain_loss", "pretrain_data", "pretrain_steps")
+# the composite classifier's network: the same under --pretrain composite and scratch (recorded as None without)
+NEEDS_COMPOSITE_CLASSIFIER = ("peepholes", "lstm_init", "classifier_head")
+# the choices of pipeline.models.composite (CONDITIONINGS, INITS, HEADS, LOSS_REDUCTIONS), which imports Keras
+CONDITIONINGS = ("teacher", "free")
+LSTM_INITS = ("keras", "authors")
+HEADS = ("final", "time-average")
+PRETRAIN_LOSSES = ("mean", "sum")
+PRETRAIN_DATA = ("clips", "moving-digits")
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,50 @@ class RecurrentOptions:
     )
     pretrain_epochs: int = option(20, "epochs of composite pretraining before fine-tuning", least=1)
     future: int = option(10, "frames after the first --timesteps the predictor learns to forecast", least=0)
-    conditional: bool = option(False, "composite pretraining: decoders see their previous output")
+    conditional: str | None = option(
+        None,
+        "composite pretraining: conditional decoders; teacher (given alone) is the authors' (dec_conditional, "
+        "future_conditional): the reconstruction decoder is fed the true previous seen frame, the predictor the "
+        "true previous future frame in training and its own previous output at inference; free: both fed their own "
+        "previous output, in training too; not given: unconditional decoders (no input)",
+        choices=CONDITIONINGS,
+        const="teacher",
+    )
+    peepholes: bool = option(
+        False,
+        "composite encoder and decoders: peephole LSTM cells (input and forget gates see c_{t-1}, the output gate "
+        "c_t: the authors' lstm.py); an MP-LSTM encoder over several perspectives has none",
+    )
+    lstm_init: str = option(
+        "keras",
+        "composite cells' initialisation: keras (Glorot, orthogonal, forget bias 1) or authors (uniform +-0.01 "
+        "weights, +-0.1 peepholes, zero biases)",
+        choices=LSTM_INITS,
+    )
+    classifier_head: str = option(
+        "final",
+        "composite classifier: softmax on the final state, or time-average (a softmax at every timestep averaged "
+        "over time, trained on each step's cross-entropy: the authors' lstm_classifier.py)",
+        choices=HEADS,
+    )
+    pretrain_loss: str = option(
+        "mean",
+        "composite pretraining loss: mean (per-value mean, Keras) or sum (summed over values, frames and clips as "
+        "the authors' lstm_combo.py; learning rates then act on the summed gradient)",
+        choices=PRETRAIN_LOSSES,
+    )
+    pretrain_data: str = option(
+        "clips",
+        "composite pretraining data: the run's training clips, or moving-digits (fresh two-digit bouncing clips "
+        "every batch, the authors' motion model, our digit glyphs; needs square [0, 1] pixel features of one "
+        "perspective)",
+        choices=PRETRAIN_DATA,
+    )
+    pretrain_steps: int = option(
+        500,
+        "batches per pretraining epoch with --pretrain-data moving-digits (the authors validate every 500)",
+        least=1,
+    )
     labelled_fraction: float = option(
         1.0,
         "share of the training clips whose labels the classifier sees (seeded, "
@@ -44,16 +96,23 @@ class RecurrentOptions:
         """The options from those ``chosen``: pretraining's own need ``--pretrain composite`` and are recorded as
         None without it (never as a value in use)."""
         pretrain = chosen.get("pretrain")
-        if pretrain != "composite":
-            idle = [n for n in NEEDS_PRETRAIN if n in chosen]
-            if "labelled_fraction" in chosen and not pretrain:
-                idle.append("labelled_fraction")
-            if idle:
-                needed = "composite" if pretrain else "composite|scratch"
+        needs = [(NEEDS_PRETRAIN, pretrain != "composite", "composite")]
+        needs.append(((*NEEDS_COMPOSITE_CLASSIFIER, "labelled_fraction"), not pretrain, "composite|scratch"))
+        for names, unused, needed in needs:
+            idle = [n for n in names if n in chosen]
+            if unused and idle:
                 raise ConfigError(f"{', '.join(flag(n) for n in idle)} only apply with --pretrain {needed}")
+        if "pretrain_steps" in chosen and chosen.get("pretrain_data") != "moving-digits":
+            raise ConfigError(
+                "--pretrain-steps sizes the epochs of an endless stream: give --pretrain-data moving-digits"
+            )
         options = cls(**chosen)
         if pretrain != "composite":
             options = replace(options, **{n: None for n in NEEDS_PRETRAIN})
+        if not pretrain:
+            options = replace(options, **{n: None for n in NEEDS_COMPOSITE_CLASSIFIER})
+        if options.pretrain_data == "clips":
+            options = replace(options, pretrain_steps=None)
         return options
 
 

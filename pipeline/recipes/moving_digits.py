@@ -81,6 +81,42 @@ def bouncing_trajectories(
     return out
 
 
+def authors_trajectories(n: int, frames: int, canvas: int, rng: np.random.Generator, step: float = 0.1) -> np.ndarray:
+    """Top-left corners ``[n, frames, 2]`` (x, y), integer pixels in ``[0, canvas]``, by the motion model of the
+    authors' ``BouncingMNISTDataHandler.GetRandomTrajectory``.
+
+    A position uniform in the unit square and a direction uniform in [0, 2 pi); each frame first moves ``step``
+    along it (so frame 0 is one step from the drawn position), then a coordinate past an edge is set on the edge
+    and its velocity reversed; corners are ``canvas * position`` truncated.
+    """
+    position = rng.random((n, 2))
+    angle = rng.random(n) * 2 * np.pi
+    velocity = np.stack([np.cos(angle), np.sin(angle)], -1)
+    out = np.empty((n, frames, 2), np.int64)
+    for t in range(frames):
+        position = position + velocity * step
+        outside = (position <= 0.0) | (position >= 1.0)
+        position = np.clip(position, 0.0, 1.0)
+        velocity = np.where(outside, -velocity, velocity)
+        out[:, t] = (canvas * position).astype(np.int64)
+    return out
+
+
+def fresh_clips(
+    n: int, frames: int = 20, size: int = 64, digits: int = 2, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """``n`` new float32 clips ``[n, frames, size, size]`` in [0, 1] as the authors' ``GetBatch`` draws them: each
+    digit (our 28 px glyphs, drawn at random) on its own trajectory (:func:`authors_trajectories`), overlaps by max."""
+    glyph_size = 28
+    if size <= glyph_size:
+        raise RecipeError(f"moving-digits: frame size {size} must exceed the digit size {glyph_size}")
+    rng = rng or np.random.default_rng()
+    images, _ = digit_glyphs(glyph_size)
+    glyphs = images[rng.integers(0, len(images), (n, digits))]
+    corners = authors_trajectories(n * digits, frames, size - glyph_size, rng).reshape(n, digits, frames, 2)
+    return compose_max(glyphs, corners, size).astype(np.float32) / 255.0
+
+
 def compose_max(glyphs: np.ndarray, corners: np.ndarray, size: int) -> np.ndarray:
     """Paste ``glyphs [n, digits, g, g]`` at integer ``corners [n, digits, frames, 2]``.
 

@@ -204,7 +204,7 @@ class EpochBatches(keras.utils.PyDataset):
 class EpochSync(keras.callbacks.Callback):
     """Tells a batch sequence which epoch begins, so that a resumed fit follows the same orders and draws."""
 
-    def __init__(self, batches: EpochBatches | AugmentedClips) -> None:
+    def __init__(self, batches: EpochBatches | AugmentedClips | FreshMovingDigits) -> None:
         super().__init__()
         self.batches = batches
 
@@ -278,3 +278,46 @@ def _mix_all(values: Any, state: dict, alpha: float) -> Any:
     if isinstance(values, list):
         return [mix(v) for v in values]
     return mix(values)
+
+
+class FreshMovingDigits(keras.utils.PyDataset):
+    """Endless pretraining batches: ``steps`` batches an epoch, each of ``batch_size`` new two-digit clips
+    (``pipeline.recipes.moving_digits.fresh_clips``, the authors' motion model), flattened to ``side * side``.
+
+    Batch ``i`` of epoch ``e`` is drawn from ``(seed, e, i)``, so a resumed fit (told its epoch by ``set_epoch``)
+    sees what an uninterrupted one saw. ``teacher``: the model also takes the true future frames as an input.
+    """
+
+    def __init__(
+        self, batch_size: int, steps: int, timesteps: int, future: int, side: int, seed: int = 0, digits: int = 2
+    ) -> None:
+        super().__init__()
+        self.batch_size, self.steps, self.timesteps, self.future = batch_size, steps, timesteps, future
+        self.side, self.seed, self.digits, self.epoch, self.teacher = side, seed, digits, 0, False
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose draws the next batches follow."""
+        self.epoch = epoch
+
+    def describe(self) -> str:
+        """One line for the log."""
+        return (
+            f"fresh {self.digits}-digit {self.side}x{self.side} clips, {self.batch_size} a batch, "
+            f"{self.steps} batches an epoch"
+        )
+
+    def __getitem__(self, index: int):
+        """``(inputs, targets)`` of batch ``index``."""
+        from pipeline.models.composite import composite_targets
+        from pipeline.recipes.moving_digits import fresh_clips
+
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        frames = self.timesteps + self.future
+        clips = fresh_clips(self.batch_size, frames, self.side, self.digits, rng)
+        clips = clips.reshape(self.batch_size, frames, self.side * self.side)
+        seen, future = clips[:, : self.timesteps], clips[:, self.timesteps :]
+        x = (seen, future) if self.teacher else seen
+        return x, composite_targets(seen, future if self.future else None)

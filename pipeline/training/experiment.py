@@ -123,24 +123,23 @@ def build_model(spec: RunSpec, shapes: list[tuple[int, ...]], audio_shape: tuple
     return entry.build(spec, shapes, audio_shape)
 
 
-def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite=None):
+def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite=None, optimizer=None):
     """The composite run's classifier: its encoder's copy (from ``composite``, else randomly initialised) -> softmax.
 
     ``--pretrain composite`` fine-tunes it from the pretrained encoder, ``--pretrain scratch`` trains the very same
     network from random weights: the two differ in initialisation only.
     """
-    from pipeline.training.pretrain import composite_model, pretrained_classifier
+    from pipeline.training.pretrain import CompositeSettings, composite_model, pretrained_classifier
 
     o = spec.options
+    settings = CompositeSettings.of(o, registry.get(spec.model).multi_perspective_encoder)
     if composite is None:
-        dims = [s[-1] for s in shapes]
-        encoder = registry.get(spec.model).multi_perspective_encoder
-        composite = composite_model(
-            spec.timesteps, 0, dims, o["units"], encoder, o.get("conditional", False), bernoulli=False
-        )
+        composite = composite_model(spec.timesteps, 0, [s[-1] for s in shapes], settings, bernoulli=False)
     from pipeline.training.optimizers import make_optimizer
 
-    return pretrained_classifier(composite, len(spec.classes), o["dropout"], make_optimizer(o))
+    return pretrained_classifier(
+        composite, len(spec.classes), o["dropout"], o["lr"], settings.classifier_head, optimizer or make_optimizer(o)
+    )
 
 
 def split_future(sequences, timesteps: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

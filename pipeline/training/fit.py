@@ -72,7 +72,7 @@ def fit(
     """
     import keras
 
-    from pipeline.training.batches import AugmentedClips, EpochBatches, EpochSync
+    from pipeline.training.batches import AugmentedClips, EpochBatches, EpochSync, FreshMovingDigits
     from pipeline.training.checkpoints import BestCheckpoint, EpochSeed, HistoryRows, ResumableBackup, save_atomically
     from pipeline.training.optimizers import schedule_callback
 
@@ -113,7 +113,7 @@ def fit(
         kwargs.update(batch_size=config.batch_size, shuffle=True)
     else:
         kwargs["shuffle"] = False  # a batch sequence orders its own batches (EpochBatches: seeded per epoch)
-        if isinstance(x, (EpochBatches, AugmentedClips)):
+        if isinstance(x, (EpochBatches, AugmentedClips, FreshMovingDigits)):
             callbacks.append(EpochSync(x))
     if val is not None:
         kwargs["validation_data"] = val if val[1] is not None else val[0]

@@ -21,14 +21,15 @@ from pipeline.execution.logs import get_logger
 from pipeline.training.presets import SCHEDULES, check_settings
 
 log = get_logger(__name__)
+UNDECAYED = ("bias", "beta", "gamma")  # variable names MomentumSGD's L2 term skips
 TORCH_EPSILON = 1e-8  # torch.optim.Adam/AdamW's default eps (Keras defaults to 1e-7)
 
 
 @keras.saving.register_keras_serializable(package="mpview")
 class MomentumSGD(keras.optimizers.Optimizer):
     """SGD as Srivastava et al.'s ``Param.Update``: ``v = m v - lr (g + l2 w)``, ``v`` clipped to +-``step_clip``
-    elementwise when set, ``w += v``. The L2 term skips biases and normalisation parameters (1-d variables), as
-    their configs give ``l2_decay`` to weight matrices only."""
+    elementwise when set, ``w += v``. The L2 term skips biases (and normalisation offsets and scales), as their
+    configs give ``l2_decay`` to the weights and peepholes (``w_*``) but not to ``b``, ``b_output``."""
 
     def __init__(
         self,
@@ -53,7 +54,7 @@ class MomentumSGD(keras.optimizers.Optimizer):
         """One step of ``variable``."""
         lr = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
-        if self.l2 and len(variable.shape) > 1:
+        if self.l2 and variable.name.split("/")[-1] not in UNDECAYED:
             gradient = ops.add(gradient, ops.multiply(variable, self.l2))
         velocity = self.velocities[self._get_variable_index(variable)]
         step = ops.subtract(ops.multiply(velocity, self.momentum), ops.multiply(gradient, lr))

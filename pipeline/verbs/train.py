@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -186,10 +186,6 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
         config.timesteps, clip_length(manifest, perspectives), getattr(options, "future", None) or 0
     )
     preset = presets.get(config.recipe) if config.recipe else None
-    if preset and preset.pretrain_steps and getattr(options, "pretrain", None) == "composite":
-        if "pretrain_epochs" not in config.options:  # the authors' steps over this training set
-            epochs = presets.pretrain_epochs(preset.pretrain_steps, len(manifest.split("train")), options.batch_size)
-            options = replace(options, pretrain_epochs=epochs)
     recorded = {
         **asdict(options),
         "lr": config.lr,
@@ -237,7 +233,6 @@ def preset_record(config: TrainConfig, preset: presets.Preset, manifest: Manifes
     return {
         "name": preset.name,
         "settings": {**settings, **options, "tta": preset.tta, "features": dict(preset.features)},
-        "pretrain_steps": preset.pretrain_steps,
         "overrides": overrides,
     }
 
@@ -568,30 +563,33 @@ def batches(spec: RunSpec, x, y, batch_size: int, seed: int) -> tuple:
 
 
 def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
-    """Composite pretraining on every training clip's frames (labels unused), then the classifier to fine-tune."""
+    """Composite pretraining on every training clip's frames (labels unused), or on fresh moving-digit clips with
+    ``--pretrain-data moving-digits``, then the classifier to fine-tune."""
     import dataclasses
 
     from pipeline.evaluation.plots_composite import plot_composite_predictions
+    from pipeline.models.composite import composite_inputs
     from pipeline.training.optimizers import make_optimizer
-    from pipeline.training.pretrain import pretrain_composite, square_frames
+    from pipeline.training.pretrain import CompositeSettings, pretrain_composite, square_frames, stream_side
 
     o = spec.options
     seen, future = split_future(train, spec.timesteps)
     pre_config = dataclasses.replace(config, epochs=o["pretrain_epochs"], monitor="loss", checkpoint=COMPOSITE)
+    stream = None
+    if o.get("pretrain_data") == "moving-digits":
+        from pipeline.training.batches import FreshMovingDigits
+
+        side = stream_side(seen, future)
+        stream = FreshMovingDigits(
+            config.batch_size, o["pretrain_steps"], spec.timesteps, o["future"], side, config.seed
+        )
+    settings = CompositeSettings.of(o, registry.get(spec.model).multi_perspective_encoder)
     composite = pretrain_composite(
-        seen,
-        future,
-        o["units"],
-        registry.get(spec.model).multi_perspective_encoder,
-        o["conditional"],
-        Workspace.pretrain(out),
-        pre_config,
-        info,
-        make_optimizer(o),
+        seen, future, settings, Workspace.pretrain(out), pre_config, info, make_optimizer(o), stream
     )
     shown = [square_frames(x[:1]) for x in (seen[0], future[0])]
     if len(seen) == 1 and future[0].shape[1] and all(s is not None for s in shown):
-        outputs = composite.predict(seen[0][:1], verbose=0)
+        outputs = composite.predict(composite_inputs(composite, seen[0][:1], future[0][:1]), verbose=0)
         recon, pred = (square_frames(outputs[k]) for k in ("reconstruction", "prediction"))
         path = plot_composite_predictions(
             shown[0][0], shown[1][0], recon[0], pred[0], Workspace.pretrain(out) / "predictions.png"

@@ -55,7 +55,7 @@ def test_composite_learns_moving_squares(conditional):
     out = model(seen[:2])
     assert out[RECONSTRUCTION].shape == (2, SEEN, SIZE, SIZE) and out[PREDICTION].shape == (2, FUTURE, SIZE, SIZE)
     assert 0.0 <= float(keras.ops.min(out[PREDICTION])) and float(keras.ops.max(out[PREDICTION])) <= 1.0
-    decoder_weights = {w.name for w in model.get_layer("prediction_decoder").weights}
+    decoder_weights = {w.name for w in model.get_layer("prediction_decoder").cell.weights}
     assert ("kernel" in decoder_weights) == conditional
     history = model.fit(seen, composite_targets(seen, future), batch_size=16, epochs=8, verbose=0).history
     for key in ("reconstruction_loss", "prediction_loss"):

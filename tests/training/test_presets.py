@@ -17,7 +17,6 @@ from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.execution.settings import SettingsChanged  # noqa: E402
 from pipeline.manifest import Manifest, Sample, Source  # noqa: E402
 from pipeline.storage.readers import open_writer  # noqa: E402
-from pipeline.training import presets  # noqa: E402
 from pipeline.training.augment import mask_audio  # noqa: E402
 from pipeline.training.fit import FitConfig, fit, read_history  # noqa: E402
 from pipeline.training.optimizers import MomentumSGD, PlateauHalving, make_optimizer  # noqa: E402
@@ -49,7 +48,7 @@ def small_work(root: Path, pixels: bool, frames: int, side: int = 24, dim: int =
     for sample_id, record in writer.records.items():
         manifest.by_id()[sample_id].stages[stage] = {**record, "status": "done", "shard": location}
     if not pixels:
-        made = {"backbone": "pixels", "pixel_size": 4, "pca": 0, "preprocess": "none"}
+        made = {"backbone": "pixels", "pixel_size": int(dim**0.5), "pca": 0, "preprocess": "none"}
         manifest.add_run(stage, made, {"done": len(samples)}, 0.0, 1.0)
     manifest.save(root / "manifest.jsonl")
     return root
@@ -95,36 +94,34 @@ def test_mvm_recipe_trains_with_the_authors_settings_and_the_report_lists_the_ov
 
 
 def test_composite_recipe_pretrains_with_the_authors_sgd_and_is_compared_on_a_rerun(tmp_path):
-    """``--recipe composite-mnist --epochs 1``: SGD lr 1e-4 momentum 0.9, L2 1e-4, the step clipped at 1e-4, batch
-    80, conditional decoders, 10 + 10 frames; another momentum on the same run is refused as a changed setting."""
-    work = small_work(tmp_path / "work", pixels=False, frames=20)
-    argv = ["train", "--work", str(work), "--recipe", "composite-mnist", "--epochs", "1"]
-    small = ["--units", "8", "--pretrain-epochs", "1", "--no-tensorboard", "-q"]
+    """``--recipe composite-mnist --epochs 1`` with smaller sizes: SGD lr 1e-4 momentum 0.9, L2 1e-4, the step
+    clipped at 1e-4, the authors' network and pretraining options (fresh moving digits, 10 + 10 frames); another
+    momentum on the same run is refused as a changed setting."""
+    work = small_work(tmp_path / "work", pixels=False, frames=20, dim=32 * 32)
+    argv = ["train", "--work", str(work), "--recipe", "composite-mnist", "--epochs", "1", "--units", "8"]
+    small = ["--pretrain-epochs", "1", "--pretrain-steps", "1", "--batch-size", "4", "--no-tensorboard", "-q"]
     assert cli.main([*argv, *small]) == 0
     run = work / "models" / "single-composite-v1-pixels"
-    o = json.loads((run / "spec.json").read_text())["options"]
+    spec = json.loads((run / "spec.json").read_text())
+    o = spec["options"]
     assert o["optimizer"] == {"name": "sgd", "weight_decay": 1e-4, "momentum": 0.9, "clip": 1e-4, "clip_mode": "update"}
-    assert o["lr"] == 1e-4 and o["lr_schedule"] == {"name": "constant"} and o["batch_size"] == 80
-    assert (o["pretrain"], o["conditional"], o["future"]) == ("composite", True, 10)
+    assert o["lr"] == 1e-4 and o["lr_schedule"] == {"name": "constant"} and spec["timesteps"] == 10
+    authors = ("composite", "teacher", 10, True, "authors", "sum", "moving-digits", "time-average")
+    keys = ("pretrain", "conditional", "future", "peepholes", "lstm_init", "pretrain_loss", "pretrain_data")
+    assert tuple(o[k] for k in (*keys, "classifier_head")) == authors
     given = {d["setting"]: (d["preset"], d["given"]) for d in o["preset"]["overrides"]}
     assert given == {
         "epochs": (50, 1),
         "units": (2048, 8),
-        "pretrain_epochs": (None, 1),
-        "features.pixel_size": (64, 4),
+        "pretrain_epochs": (20_000, 1),
+        "pretrain_steps": (500, 1),
+        "batch_size": (80, 4),
+        "features.pixel_size": (64, 32),
     }
     assert (run / "pretrain").is_dir()
+    sizes = {"units": 8, "pretrain_epochs": 1, "pretrain_steps": 1, "batch_size": 4}
     with pytest.raises(SettingsChanged, match=r"momentum: 0\.9 -> 0\.5"):
-        train(
-            Workspace(work),
-            TrainConfig(recipe="composite-mnist", epochs=1, momentum=0.5, options={"units": 8, "pretrain_epochs": 1}),
-        )
-
-
-def test_the_authors_pretraining_steps_become_epochs_of_the_training_set():
-    """10^7 steps of batch 80: over 6 clips (one batch an epoch) that is 10^7 epochs; over 8000 clips, 10^5."""
-    assert presets.pretrain_epochs(10_000_000, 6, 80) == 10_000_000
-    assert presets.pretrain_epochs(10_000_000, 8000, 80) == 100_000
+        train(Workspace(work), TrainConfig(recipe="composite-mnist", epochs=1, momentum=0.5, options=sizes))
 
 
 def test_a_setting_equal_to_the_recipes_is_no_override_and_a_foreign_model_drops_its_options():
@@ -188,19 +185,27 @@ def test_fit_with_the_plateau_schedule_and_no_early_stopping_runs_every_epoch(tm
 
 
 def test_momentum_sgd_is_the_authors_update():
-    """v = 0.9 v - lr (g + l2 w) on weight matrices (no L2 on biases), v clipped to +-1e-4, w += v."""
-    kernel, bias = keras.Variable(np.array([[1.0, -2.0]], np.float32)), keras.Variable(np.array([3.0], np.float32))
+    """v = 0.9 v - lr (g + l2 w) on weights and peepholes (no L2 on biases), v clipped to +-1e-4, w += v."""
+    kernel = keras.Variable(np.array([[1.0, -2.0]], np.float32), name="kernel")
+    peephole = keras.Variable(np.array([0.5, 0.25], np.float32), name="peephole")
+    bias = keras.Variable(np.array([3.0], np.float32), name="bias")
+    variables = [kernel, peephole, bias]
     optimizer = MomentumSGD(learning_rate=1e-4, momentum=0.9, l2=1e-4, step_clip=1e-4)
-    grads = [np.array([[0.5, 3.0]], np.float32), np.array([-0.2], np.float32)]
-    w, b, vw, vb = kernel.numpy().copy(), bias.numpy().copy(), np.zeros((1, 2)), np.zeros(1)
+    grads = [np.array([[0.5, 3.0]], np.float32), np.array([0.1, -0.1], np.float32), np.array([-0.2], np.float32)]
+    values = [v.numpy().astype(np.float64) for v in variables]
+    steps = [np.zeros_like(v) for v in values]
     for _ in range(3):
-        optimizer.apply_gradients(zip([keras.ops.convert_to_tensor(g) for g in grads], [kernel, bias]))
-        vw = np.clip(0.9 * vw - 1e-4 * (grads[0] + 1e-4 * w), -1e-4, 1e-4)
-        vb = np.clip(0.9 * vb - 1e-4 * grads[1], -1e-4, 1e-4)
-        w, b = w + vw, b + vb
-    np.testing.assert_allclose(kernel.numpy(), w, rtol=1e-6)
-    np.testing.assert_allclose(bias.numpy(), b, rtol=1e-6)
-    assert abs(vw[0, 1]) == pytest.approx(1e-4)  # the large gradient's step was clipped
+        optimizer.apply_gradients(zip([keras.ops.convert_to_tensor(g) for g in grads], variables))
+        for i, l2 in enumerate((1e-4, 1e-4, 0.0)):
+            steps[i] = np.clip(0.9 * steps[i] - 1e-4 * (grads[i] + l2 * values[i]), -1e-4, 1e-4)
+            values[i] = values[i] + steps[i]
+    for variable, value in zip(variables, values):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-6)
+    assert abs(steps[0][0, 1]) == pytest.approx(1e-4)  # the large gradient's step was clipped
+    unclipped = MomentumSGD(learning_rate=1e-4, momentum=0.9, l2=1e-4)
+    bias_only = keras.Variable(np.array([3.0], np.float32), name="bias")
+    unclipped.apply_gradients([(keras.ops.convert_to_tensor(np.array([-0.2], np.float32)), bias_only)])
+    assert bias_only.numpy()[0] == pytest.approx(3.0 + 1e-4 * 0.2)  # no L2 on a bias
 
 
 def test_adamw_takes_torchs_defaults_and_the_model_default_stays():
