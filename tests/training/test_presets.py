@@ -54,7 +54,8 @@ def small_work(root: Path, pixels: bool, frames: int, side: int = 24, dim: int =
     return root
 
 
-SMALL_MVM = ["--front", "small", "--back", "tcn", "--units", "8", "--slots", "4", "--heads", "2", "--batch-size", "4"]
+SMALL_MVM = ["--front", "small", "--audio-front", "small", "--back", "tcn", "--levels", "1", "--units", "8"]
+SMALL_MVM += ["--slots", "4", "--heads", "2", "--batch-size", "4"]
 
 
 def test_mvm_recipe_trains_with_the_authors_settings_and_the_report_lists_the_overrides(tmp_path):
@@ -67,7 +68,7 @@ def test_mvm_recipe_trains_with_the_authors_settings_and_the_report_lists_the_ov
     o = spec["options"]
     assert o["optimizer"] == {"name": "adamw", "weight_decay": 1e-5, "momentum": 0.0, "clip": None, "clip_mode": None}
     assert o["lr"] == 1e-3 and o["lr_schedule"] == {"name": "plateau", "patience": 5, "factor": 0.5}
-    assert o["early_stopping"] is False and o["augment"] == "lrw" and spec["timesteps"] == 6
+    assert o["early_stopping"] is False and o["augment"] == "lrw" and o["dropout"] == 0.0 and spec["timesteps"] == 6
     assert (o["recipe"]["freq_mask"], o["recipe"]["time_mask"]) == (10, 20)
     preset = o["preset"]
     assert preset["name"] == "mvm-lrw" and preset["settings"]["tta"] is True
@@ -75,8 +76,10 @@ def test_mvm_recipe_trains_with_the_authors_settings_and_the_report_lists_the_ov
     assert given == {
         "epochs": (400, 1),
         "timesteps": (29, 6),
-        "front": ("resnet18", "small"),
+        "front": ("ir-resnet18", "small"),
+        "audio_front": ("ir", "small"),
         "back": ("mstcn", "tcn"),
+        "levels": (4, 1),
         "units": (512, 8),
         "slots": (112, 4),
         "heads": (8, 2),
@@ -90,7 +93,7 @@ def test_mvm_recipe_trains_with_the_authors_settings_and_the_report_lists_the_ov
     assert report["run_info"]["tta"] is True  # the recipe's test-time augmentation, not asked of evaluate
     markdown = (work / "reports" / "mvm-v1-roi.md").read_text()
     assert "Trained with `--recipe mvm-lrw`; deviations from it:" in markdown
-    assert "| batch_size | 40 | 4 |" in markdown and "| front | resnet18 | small |" in markdown
+    assert "| batch_size | 40 | 4 |" in markdown and "| front | ir-resnet18 | small |" in markdown
 
 
 def test_composite_recipe_pretrains_with_the_authors_sgd_and_is_compared_on_a_rerun(tmp_path):

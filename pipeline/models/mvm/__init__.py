@@ -1,8 +1,10 @@
 """The multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022) on ROI pixel clips: options, builder, registration.
 
-The memory layer and the network are in ``layers`` (Keras; its front-ends in ``pipeline.models.fronts``), imported
-by the builder, which returns the ``(train, infer)`` pair: an audio-reading training network and the video-only
-inference network sharing its weights. Its names are also reachable from this package.
+The authors' modules are in ``modules`` (Keras, layer for layer, named after their ``state_dict`` paths), the memory
+layer and the network in ``layers``, imported by the builder, which returns the ``(train, infer)`` pair: the
+audio-reading training network (test and training paths) and the video-only inference network sharing its
+weights. Its names are also reachable from this package. The defaults build the authors' LRW system; ``--front``,
+``--back`` and ``--audio-front`` offer lighter variants that are not theirs.
 """
 
 from __future__ import annotations
@@ -14,25 +16,43 @@ from pipeline.errors import ConfigError
 from pipeline.models.registry import ModelEntry, TwoNetworks, flag, keras_names, option, register, serializables
 from pipeline.models.shared import PixelOptions
 
+FRONTS = ("ir-resnet18", "resnet18", "small")
+BACKS = ("mstcn", "tcn")
+AUDIO_FRONTS = ("ir", "small")
+
 
 @dataclass(frozen=True)
 class MVMOptions(PixelOptions):
-    """Multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022)."""
+    """Multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022); the defaults are the authors' LRW architecture."""
 
-    units: int = option(512, "memory width", least=1)
+    units: int = option(512, "audio feature and value memory width (the front's output width)", least=1)
     slots: int = option(112, "memory slots", least=1)
     heads: int = option(8, "addressing heads", least=1)
     radius: float = option(16.0, "addressing radius", above=0.0)
-    levels: int = option(2, "memory levels, their losses averaged", least=1)
+    levels: int = option(
+        4,
+        "memories: the front's, then one after each block but the last (the authors': 4, after MS-TCN blocks 1-3)",
+        least=1,
+    )
     front: str = option(
-        "resnet18",
-        "visual front-end, the paper's 3D stem + ResNet-18 per frame, or a small 3D/2D conv stack",
-        choices=("resnet18", "small"),
+        "ir-resnet18",
+        "visual front-end: ir-resnet18 is the authors' (3D stem, IR-ResNet-18 per frame, flatten, linear, "
+        "layer norm); resnet18 a torchvision-style ResNet-18 per frame (ReLU, global pool); small a 3D conv and "
+        "two strided 2D convs",
+        choices=FRONTS,
     )
     back: str = option(
-        "mstcn", "back-end, the paper's multi-scale TCN or one dilated conv per level", choices=("mstcn", "tcn")
+        "mstcn",
+        "back-end: mstcn is the authors' multi-scale TCN (4 blocks, 768 wide); tcn one dilated conv per level",
+        choices=BACKS,
     )
-    dropout: float = option(0.5, "dropout before the classifier", least=0.0, below=1.0)
+    audio_front: str = option(
+        "ir",
+        "audio front-end (never trained: the memory reads its output detached, as the authors'): ir is the "
+        "authors' (2 strided convs, an IR block, linear 5120->512, layer norm); small dense, conv, dense",
+        choices=AUDIO_FRONTS,
+    )
+    dropout: float = option(0.0, "dropout before the classifier (the authors' has none)", least=0.0, below=1.0)
     freq_mask: int = option(
         0, "--augment: mask up to this many mel bins of the training audio (Kim et al.: 10)", least=0
     )
@@ -61,14 +81,15 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
         shapes[0],
         audio_shape,
         len(spec.classes),
-        dim=o["units"],
-        slots=o.get("slots", 112),
-        heads=o.get("heads", 8),
-        radius=o.get("radius", 16.0),
-        levels=o.get("levels", 2),
-        dropout=o.get("dropout", 0.5),
-        front=o.get("front", "small"),
-        back=o.get("back", "tcn"),
+        units=o["units"],
+        slots=o["slots"],
+        heads=o["heads"],
+        radius=o["radius"],
+        levels=o["levels"],
+        front=o["front"],
+        back=o["back"],
+        audio_front=o.get("audio_front", "ir"),
+        dropout=o["dropout"],
         optimizer=make_optimizer(o, "adam"),
     )
 
@@ -81,7 +102,7 @@ def memory_inputs(inputs: list, audio: Any, y: Any) -> tuple[dict, dict]:
 MEMORY_FITTING = TwoNetworks(
     "val_visual_accuracy", memory_inputs, training=lambda built: built.train, scoring=lambda built: built.infer
 )
-CUSTOM = serializables("pipeline.models.mvm.layers", "pipeline.models.fronts")
+CUSTOM = serializables("pipeline.models.mvm.layers", "pipeline.models.mvm.modules", "pipeline.models.fronts")
 register(
     ModelEntry(
         "mvm",
@@ -92,12 +113,20 @@ register(
         (),
         "multi-head visual-audio memory (Kim, Yeo, Ro, AAAI 2022)",
         perspectives=1,
-        lower=("--front small", "--units"),
+        lower=("--front small", "--back tcn", "--units"),
         audio=True,
         two_networks=MEMORY_FITTING,
         listed=6,
         optimizer="adam",
-        smallest={"units": 8, "slots": 4, "heads": 2, "levels": 1, "front": "small", "back": "tcn", "dropout": 0.0},
+        smallest={
+            "units": 8,
+            "slots": 4,
+            "heads": 2,
+            "levels": 1,
+            "front": "small",
+            "back": "tcn",
+            "audio_front": "small",
+        },
     )
 )
 __getattr__ = keras_names(__name__)
