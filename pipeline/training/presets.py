@@ -279,39 +279,37 @@ def get(name: str) -> Preset:
     raise ConfigError(f"unknown --recipe {name!r}{guess}; choose from {', '.join(PRESETS)}")
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """A run's fitting settings and model options with a preset's filled in, and where the run departs from it."""
-
-    fitting: dict[str, Any]
-    options: dict[str, Any]
-    overrides: list[dict[str, Any]]
-
-
-def resolve(preset: Preset | None, fitting: Mapping[str, Any], options: Mapping[str, Any]) -> Resolved:
-    """Fill the unset (None) ``fitting`` settings from ``preset`` (else ``STANDARD``) and put ``options`` over the
-    preset's model options; every given value that differs from the preset's is an override.
-
-    A model other than the preset's takes none of the preset's model options (they are listed as dropped).
-    """
+def resolve(
+    preset: Preset | None, fitting: Mapping[str, Any], options: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fitting settings with the unset (None) ones taken from ``preset`` (else ``STANDARD``), and ``options``
+    put over the preset's model options (none of them for a model other than the preset's)."""
     wanted = preset.settings() if preset else {}
     chosen = {k: (v if v is not None else wanted.get(k, STANDARD[k])) for k, v in fitting.items()}
-    overrides = [
+    if preset and chosen["model"] == preset.model:
+        return chosen, {**preset.options, **options}
+    return chosen, dict(options)
+
+
+def deviations(preset: Preset, fitting: Mapping[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Where resolved ``fitting`` settings and model ``options`` differ from ``preset``'s: ``{setting, preset,
+    given}`` each (a value left unset took the preset's, so only given ones can differ). Under another model than
+    the preset's, its model options are listed as dropped."""
+    wanted = preset.settings()
+    found = [
         {"setting": k, "preset": wanted.get(k, STANDARD[k]), "given": v}
         for k, v in fitting.items()
-        if preset and v is not None and v != wanted.get(k, STANDARD[k])
+        if v != wanted.get(k, STANDARD[k])
     ]
-    merged = dict(options)
-    if preset and chosen["model"] == preset.model:
-        merged = {**preset.options, **options}
-        overrides += [
-            {"setting": k, "preset": preset.options.get(k), "given": v}
-            for k, v in options.items()
-            if v != preset.options.get(k)
+    if fitting["model"] != preset.model:
+        return found + [
+            {"setting": k, "preset": v, "given": "dropped with the model"} for k, v in preset.options.items()
         ]
-    elif preset:
-        overrides += [{"setting": k, "preset": v, "given": "dropped with the model"} for k, v in preset.options.items()]
-    return Resolved(chosen, merged, overrides)
+    return found + [
+        {"setting": k, "preset": preset.options.get(k), "given": v}
+        for k, v in options.items()
+        if v != preset.options.get(k)
+    ]
 
 
 def describe_override(override: Mapping[str, Any]) -> str:

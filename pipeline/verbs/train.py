@@ -44,7 +44,7 @@ class TrainConfig:
 
     ``recipe`` names a paper's training recipe (``pipeline.training.presets``): the settings left unset (None) take
     its values, the others take the standard defaults (``presets.STANDARD``); a setting given beside it that differs
-    from its value is recorded in ``overrides`` (the report lists them).
+    from its value is one of its ``overrides`` (the run records them, the report lists them).
     """
 
     model: str | None = None  # default: the recipe's, else mplstm
@@ -81,7 +81,6 @@ class TrainConfig:
     input: str = option("auto", "memory, stream, or auto (memory when the splits fit a quarter of RAM)", choices=MODES)
     distribute: bool = False
     mixed_precision: bool = False
-    overrides: tuple[dict[str, Any], ...] = field(default=(), init=False, compare=False)  # departures from recipe
 
     def __post_init__(self) -> None:
         """Check every field, fill in the recipe's (or the standard) settings, and check the model options against
@@ -100,14 +99,21 @@ class TrainConfig:
         if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
             raise ConfigError(f"options must be a mapping of model option names to values, got {self.options!r}")
         preset = presets.get(self.recipe) if self.recipe else None
-        resolved = presets.resolve(preset, {k: getattr(self, k) for k in presets.STANDARD}, dict(options))
-        for key, value in resolved.fitting.items():
+        fitting, options = presets.resolve(preset, {k: getattr(self, k) for k in presets.STANDARD}, dict(options))
+        for key, value in fitting.items():
             object.__setattr__(self, key, value)
         check_options(self)
-        registry.model_options(self.model, dict(resolved.options))
-        object.__setattr__(self, "options", dict(resolved.options))
-        object.__setattr__(self, "overrides", tuple(resolved.overrides))
+        registry.model_options(self.model, options)
+        object.__setattr__(self, "options", options)
         self.optimizer_settings()  # refuses what the optimizer cannot honour, before any backend starts
+
+    @property
+    def overrides(self) -> list[dict[str, Any]]:
+        """The settings given beside ``recipe`` that differ from its values (``{setting, preset, given}`` each)."""
+        if not self.recipe:
+            return []
+        fitting = {k: getattr(self, k) for k in presets.STANDARD}
+        return presets.deviations(presets.get(self.recipe), fitting, dict(self.options))
 
     def optimizer_settings(self) -> dict[str, Any]:
         """The optimizer a run records: its name (the model's own unless given), weight decay, momentum, clipping."""

@@ -130,10 +130,10 @@ def test_composite_recipe_pretrains_with_the_authors_sgd_and_is_compared_on_a_re
 def test_a_setting_equal_to_the_recipes_is_no_override_and_a_foreign_model_drops_its_options():
     """Giving the recipe's own value is no deviation; another model takes none of the recipe's model options."""
     same = TrainConfig(recipe="mvm-lrw", epochs=400, options={"batch_size": 40})
-    assert same.overrides == () and same.model == "mvm" and same.optimizer == "adamw"
+    assert same.overrides == [] and same.model == "mvm" and same.optimizer == "adamw"
     other = TrainConfig(recipe="mplstm-released", model="single")
     assert other.options == {} and {"setting": "model", "preset": "mplstm", "given": "single"} in other.overrides
-    assert TrainConfig().epochs == 50 and TrainConfig().optimizer is None and TrainConfig().overrides == ()
+    assert TrainConfig().epochs == 50 and TrainConfig().optimizer is None and TrainConfig().overrides == []
     with pytest.raises(ConfigError, match=r"did you mean composite-mnist\?"):
         TrainConfig(recipe="composite-mnst")
 
