@@ -225,7 +225,9 @@ PRESETS: dict[str, Preset] = {
                 "optimizer": Source("momentum SGD (Param.Update; the RMSprop there is commented out)", "util.py"),
                 "lr": Source("epsilon: 0.0001", COMBO),
                 "momentum": Source("momentum: 0.9", COMBO),
-                "weight_decay": Source("l2_decay: 0.0001, added to the gradient, weight matrices only", COMBO),
+                "weight_decay": Source(
+                    "l2_decay: 0.0001 on w_* (weights, peepholes), not b: added to the gradient", COMBO
+                ),
                 "clip": Source("gradient_clip: 0.0001", COMBO),
                 "clip_mode": Source("dw_history_.upper_bound_mod: the momentum step clipped", "util.py"),
                 "lr_schedule": Source(
