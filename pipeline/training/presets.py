@@ -3,7 +3,7 @@
 A preset fixes the model and its options and the fitting settings (optimizer, learning-rate schedule, batch, epochs,
 early stopping, augmentation, audio masking, test-time augmentation) to the values the authors' code uses; every
 setting names the file it comes from. Settings given beside a preset override it and are recorded as deviations
-(``resolve``). This module imports no Keras: an unknown name is refused before any backend starts.
+(``deviations``). This module imports no Keras: an unknown name is refused before any backend starts.
 """
 
 from __future__ import annotations
