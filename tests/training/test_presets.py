@@ -5,6 +5,7 @@ the authors' SGD update; the audio masks; the recipe compared on a re-run like a
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -159,18 +160,21 @@ def test_plateau_halving_follows_the_authors_endurance_loop():
     assert again.state() == halving.state()
 
 
+def constant_model():
+    """A model predicting class 0 whatever it is fed, at a learning rate too small to change that."""
+    bias = keras.initializers.Constant([1.0, 0.0])
+    model = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer=bias)]
+    )
+    model.compile(optimizer=make_optimizer({"lr": 1e-9}), loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def test_fit_with_the_plateau_schedule_and_no_early_stopping_runs_every_epoch(tmp_path):
     """A model whose val accuracy cannot move: every epoch runs despite patience 2, and the history's learning rate
     halves after epochs 6 and 11 (1.0 at epoch 1 is the best; 5 epochs without gain each time)."""
     x = np.ones((8, 2), np.float32)
     y = np.tile([1.0, 0.0], (8, 1)).astype(np.float32)
-    model = keras.Sequential(
-        [
-            keras.Input((2,)),
-            keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([1.0, 0.0])),
-        ]
-    )
-    model.compile(optimizer=make_optimizer({"lr": 1e-9}), loss="categorical_crossentropy", metrics=["accuracy"])
     config = FitConfig(
         epochs=12,
         batch_size=4,
@@ -180,7 +184,7 @@ def test_fit_with_the_plateau_schedule_and_no_early_stopping_runs_every_epoch(tm
         tensorboard=False,
         verbose=0,
     )
-    history = fit(model, (x, y), (x, y), tmp_path / "run", config, {})
+    history = fit(constant_model(), (x, y), (x, y), tmp_path / "run", config, {})
     assert history["val_accuracy"] == [1.0] * 12
     assert history["learning_rate"] == pytest.approx([1e-9] * 6 + [5e-10] * 5 + [2.5e-10])
     state = json.loads((tmp_path / "run" / "backup" / "state.json").read_text())
@@ -251,3 +255,24 @@ def test_the_released_recipe_records_features_made_with_another_preprocessing(tm
     assert (preset["settings"]["epochs"], preset["settings"]["early_stopping"]) == (500, False)
     assert (spec.options["batch_size"], spec.options["released"], spec.timesteps) == (60, True, 20)
     assert spec.options["optimizer"]["name"] == "rmsprop"
+
+
+def test_a_resumed_fit_continues_the_schedule_where_it_stopped(tmp_path):
+    """7 epochs, then trained on to 12 from the backup (as ``--epochs`` raised does): the learning rate and the
+    schedule's count carry over, so the rates are those of 12 uninterrupted epochs."""
+    from pipeline.training.checkpoints import ResumableBackup
+    from pipeline.workspace import BACKUP, COMPLETE
+
+    x = np.ones((8, 2), np.float32)
+    y = np.tile([1.0, 0.0], (8, 1)).astype(np.float32)
+    schedule = {"name": "plateau", "patience": 5, "factor": 0.5}
+
+    def run(epochs: int) -> dict:
+        model = constant_model()
+        config = FitConfig(epochs=epochs, batch_size=4, early_stopping=False, lr_schedule=schedule, verbose=0)
+        return fit(model, (x, y), (x, y), tmp_path / "run", replace(config, tensorboard=False), {})
+
+    assert run(7)["learning_rate"] == pytest.approx([1e-9] * 6 + [5e-10])
+    ResumableBackup(tmp_path / "run" / BACKUP).reopen()
+    (tmp_path / "run" / COMPLETE).unlink()
+    assert run(12)["learning_rate"] == pytest.approx([1e-9] * 6 + [5e-10] * 5 + [2.5e-10])
