@@ -1,14 +1,11 @@
-"""The papers' front- and back-ends: parameter counts against the architectures' known sizes, the memory model built
-with them, the activation-memory check, dB/CMVN audio and the per-term loss plot.
+"""The torchvision-style ResNet-18 fronts (parameter counts against the architectures' known sizes), the
+activation-memory check, dB/CMVN audio and the per-term loss plot (the authors' memory-model modules: test_mvm.py).
 
 What is tested, derived:
 - ResNet-18 trunk without fc, 3-channel 2D input: 11,176,512 trainable parameters (torchvision's 11,689,512 less
   the 512 x 1000 + 1000 classifier); batch-norm moving statistics are not parameters.
 - The lip-reading front (3D stem 5x7x7, 1 -> 64 channels, no bias, batch norm, PReLU per channel): the 2D stem's
   7x7x3x64 = 9,408 replaced by 5x7x7x1x64 = 15,680, plus 64 PReLU slopes: 11,176,512 - 9,408 + 15,680 + 64 = 11,182,848.
-- One MS-TCN block (kernels 3, 5, 7; 3 x 256 = 768 wide): per branch b = 256 and set, conv c*b*k + b, batch norm 2b,
-  PReLU b, a 1x1 shortcut when the width changes and a final PReLU (768): 768 -> 768 is 2 x (768 x 256 x 15 + 3 x 1,024)
-  + 768 = 5,905,152; 512 -> 768 is (512 x 256 x 15 + 3,072) + 2,952,192 + (512 x 768 + 768) + 768 = 5,316,096.
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ import pytest
 
 from pipeline.evaluation.plots import loss_terms, plot_training_curves
 from pipeline.media.audio import cmvn, db_cmvn, to_db
-from pipeline.models.fronts import resnet18, resnet18_video_front, tcn_block, tcn_block_parameters
-from pipeline.models.mvm import build_mvm
+from pipeline.models.fronts import resnet18, resnet18_video_front
 from pipeline.training.memory import check_fits, counted_elements, estimate_bytes
 
 
@@ -37,34 +33,6 @@ def test_resnet18_and_video_front_parameter_counts():
     print("3D stem + ResNet-18 per frame:", trainable(front))
     assert trainable(front) == 11_176_512 - 7 * 7 * 3 * 64 + 5 * 7 * 7 * 64 + 64 == 11_182_848
     assert tuple(front.output.shape) == (None, 5, 512)
-
-
-def test_mstcn_block_parameter_counts():
-    assert tcn_block_parameters(512, 768) == 5_316_096 and tcn_block_parameters(768, 768) == 5_905_152
-    for c_in in (512, 768):
-        x = keras.Input((29, c_in))
-        block = keras.Model(x, tcn_block(x, 768, 2, 0.2, f"b{c_in}"))
-        print(f"MS-TCN block {c_in} -> 768:", trainable(block))
-        assert trainable(block) == tcn_block_parameters(c_in, 768)
-    with pytest.raises(ValueError):
-        tcn_block(keras.Input((4, 8)), 512, 1, 0.2, "odd")  # 512 does not divide by 3 kernels
-
-
-@pytest.mark.slow
-def test_memory_model_with_the_papers_front_and_back_trains_and_averages_memory_losses():
-    models = build_mvm(
-        (4, 24, 24, 1), (4, 4, 8), 3, dim=512, slots=8, heads=4, levels=2, front="resnet18", back="mstcn", dropout=0.0
-    )
-    assert [models.train.get_layer(f"memory{i}").reconstruction_weight for i in range(2)] == [0.5, 0.5]
-    assert models.train.get_layer("memory1").value.shape == (8, 768)  # the second level sits inside the 768-wide MS-TCN
-    video = np.random.default_rng(0).random((2, 4, 24, 24, 1), dtype=np.float32)
-    audio = np.random.default_rng(1).normal(size=(2, 4, 4, 8)).astype(np.float32)
-    labels = np.eye(3, dtype=np.float32)[[0, 2]]
-    logs = models.train.train_on_batch(
-        {"video": video, "audio": audio}, {"visual": labels, "audio": labels}, return_dict=True
-    )
-    assert np.isfinite(logs["loss"])
-    assert tuple(models.infer(video).shape) == (2, 3)
 
 
 def test_activation_estimate_scales_with_batch_and_refuses_what_does_not_fit():

@@ -14,8 +14,9 @@ from pipeline.verbs.train import resolve_timesteps
 def test_each_model_has_its_own_defaults():
     assert model_options("mplstm", {}).dropout == 0.2
     assert model_options("convlstm", {}).dropout == 0.3
-    assert model_options("mvm", {}).dropout == 0.5 and model_options("mvm", {}).units == 512
-    assert model_options("mvm", {}).front == "resnet18" and model_options("mvm", {}).back == "mstcn"
+    mvm = model_options("mvm", {})  # the authors' LRW architecture
+    assert (mvm.dropout, mvm.units, mvm.levels) == (0.0, 512, 4)
+    assert (mvm.front, mvm.back, mvm.audio_front) == ("ir-resnet18", "mstcn", "ir")
     assert model_options("convlstm", {"filters": "8,8,8"}).filters == "8,8,8"
     assert model_options("late_fusion", {"combine": "features"}).combine == "features"
     assert {"units", "dropout", "filters", "front", "labelled_fraction"} <= {f.name for f in model_flags()}

@@ -13,7 +13,7 @@ from trees import lrw_tree
 
 SMALL = {  # sizes appended to the docs' lines so that the test runs in about a minute
     "convlstm": ["--crop", "32", "--filters", "4,4,4", "--epochs", "1"],
-    "mvm": ["--crop", "32", "--front", "small", "--back", "tcn", "--units", "16", "--slots", "8", "--epochs", "1"],
+    "mvm": "--crop 32 --front small --back tcn --audio-front small --units 16 --slots 8 --epochs 1".split(),
 }
 
 
