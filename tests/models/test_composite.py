@@ -12,8 +12,10 @@ from pipeline.models.composite import (
     RECONSTRUCTION,
     build_composite,
     classifier_from_encoder,
+    composite_inputs,
     composite_targets,
     mplstm_encoder,
+    peephole_encoder,
 )
 
 SIZE, SEEN, FUTURE = 10, 5, 3
@@ -44,20 +46,28 @@ def test_targets_reverse_the_seen_sequence():
         build_composite(4, 2, units=4)
 
 
-@pytest.mark.parametrize("conditional", [False, True])
+@pytest.mark.parametrize("conditional", [False, True, "teacher"])
 def test_composite_learns_moving_squares(conditional):
     keras.utils.set_random_seed(1)
     clips = moving_squares(64, np.random.default_rng(1))
     seen, future = clips[:, :SEEN], clips[:, SEEN:]
+    authors = {"peepholes": True, "init": "authors", "encoder": peephole_encoder} if conditional == "teacher" else {}
     model = build_composite(
-        SEEN, FUTURE, units=32, frame_shape=(SIZE, SIZE), conditional=conditional, optimizer=keras.optimizers.Adam(1e-2)
+        SEEN,
+        FUTURE,
+        units=32,
+        frame_shape=(SIZE, SIZE),
+        conditional=conditional,
+        optimizer=keras.optimizers.Adam(1e-2),
+        **authors,
     )
-    out = model(seen[:2])
+    out = model(composite_inputs(model, seen[:2]))
     assert out[RECONSTRUCTION].shape == (2, SEEN, SIZE, SIZE) and out[PREDICTION].shape == (2, FUTURE, SIZE, SIZE)
     assert 0.0 <= float(keras.ops.min(out[PREDICTION])) and float(keras.ops.max(out[PREDICTION])) <= 1.0
     decoder_weights = {w.name for w in model.get_layer("prediction_decoder").cell.weights}
-    assert ("kernel" in decoder_weights) == conditional
-    history = model.fit(seen, composite_targets(seen, future), batch_size=16, epochs=8, verbose=0).history
+    assert ("kernel" in decoder_weights) == bool(conditional)
+    x = composite_inputs(model, seen, future)
+    history = model.fit(x, composite_targets(seen, future), batch_size=16, epochs=8, verbose=0).history
     for key in ("reconstruction_loss", "prediction_loss"):
         assert history[key][-1] < 0.8 * history[key][0], (key, history[key])
 
