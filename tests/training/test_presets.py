@@ -276,3 +276,26 @@ def test_a_resumed_fit_continues_the_schedule_where_it_stopped(tmp_path):
     ResumableBackup(tmp_path / "run" / BACKUP).reopen()
     (tmp_path / "run" / COMPLETE).unlink()
     assert run(12)["learning_rate"] == pytest.approx([1e-9] * 6 + [5e-10] * 5 + [2.5e-10])
+
+
+def test_the_command_line_passes_only_what_was_given_beside_the_recipe():
+    """Flags left out take the recipe's values; those given are overrides, ``--no-early-stopping`` included."""
+    from stages.cli import build_parser
+    from stages.train import config_from
+
+    parse = build_parser().parse_args
+    plain = config_from(parse(["train", "--recipe", "composite-mnist"]))
+    assert plain.overrides == [] and (plain.optimizer, plain.clip_mode, plain.lr) == ("sgd", "update", 1e-4)
+    given = config_from(parse(["train", "--recipe", "composite-mnist", "--momentum", "0.5", "--no-early-stopping"]))
+    assert {d["setting"]: (d["preset"], d["given"]) for d in given.overrides} == {
+        "momentum": (0.9, 0.5),
+        "early_stopping": (True, False),
+    }
+    default = config_from(parse(["train"]))
+    assert (default.model, default.epochs, default.lr, default.patience, default.optimizer) == (
+        "mplstm",
+        50,
+        1e-3,
+        10,
+        None,
+    )
