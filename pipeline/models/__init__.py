@@ -1,7 +1,7 @@
 """The trainable models, one package each (``mplstm``, ``baselines``, ``mvlstm``, ``convlstm``, ``mvm``): its options,
-builder and registration in the package, its Keras code in the package's ``layers``; plus what they share
-(``registry``, ``shared`` options, the ``networks`` skeleton, temporal ``attention``, ``composite`` pretraining,
-the memory model's ``fronts``).
+builder and registration in the package, its Keras code in the package's ``layers`` (the memory model's authors'
+modules in ``mvm.modules``); plus what they share (``registry``, ``shared`` options, the ``networks`` skeleton,
+temporal ``attention``, ``composite`` pretraining, ``fronts``: a torchvision-style ResNet-18).
 
 Importing the package loads no Keras (``pipeline.models.registry`` lists models without it); the names below load
 their module on first use.

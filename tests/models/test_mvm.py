@@ -12,12 +12,19 @@ front) 56,265,844. Each TCN memory (768 wide, with ``v_up``) alone: key 896 x 64
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from types import SimpleNamespace
+
 import keras
 import numpy as np
 import pytest
 
+from pipeline.errors import ConfigError
+from pipeline.models import registry
 from pipeline.models.mvm import AUDIO, VISUAL, VisualAudioMemory, build_mvm, modules
+from pipeline.models.registry import model_options
 from pipeline.training import augment
+from pipeline.training.fit import load_checkpoint
 
 T, DIM, CLASSES = 5, 16, 3
 LRW = {"frames": 29, "side": 112, "classes": 500}
@@ -111,7 +118,8 @@ def test_the_authors_system_counts_their_parameters_grouped_by_checkpoint_name()
 
 def test_strided_convolutions_and_the_max_pool_pad_symmetrically_as_pytorch():
     x = np.arange(2 * 1 * 6 * 6 * 1, dtype=np.float32).reshape(2, 1, 6, 6, 1) - 100.0  # all negative
-    pooled = keras.layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2))(modules.MaxPoolPadding((1, 1))(x))
+    pool = keras.layers.TimeDistributed(keras.layers.MaxPooling2D(3, strides=2))
+    pooled = pool(modules.MaxPoolPadding((1, 1))(x))
     pooled = keras.ops.convert_to_numpy(pooled)[0, 0, :, :, 0]
     grid = x[0, 0, :, :, 0]
     # PyTorch: window rows/cols [2i - 1, 2i + 1] clipped to the image; padding never wins, even below zero
@@ -170,6 +178,15 @@ def test_a_memory_wider_than_the_audio_projects_its_read_up():
     assert tuple(out.shape) == (2, T, 24)
     with pytest.raises(ValueError, match="must divide by the 3 heads"):
         VisualAudioMemory(6, 3, units=DIM)
+
+
+def test_the_authors_build_refuses_audio_not_in_four_mel_frames_and_a_fifth_tcn_memory():
+    spec = SimpleNamespace(options={**asdict(model_options("mvm", {})), "lr": 1e-3}, classes=["a", "b"])
+    with pytest.raises(ConfigError, match="--audio-front ir takes 4 mel frames per video frame.*has 3"):
+        registry.get("mvm").build(spec, [(T, 16, 16, 1)], (T, 3, 80))
+    spec.options["levels"] = 5
+    with pytest.raises(ConfigError, match="--back mstcn has 4 blocks: --levels at most 4"):
+        registry.get("mvm").build(spec, [(T, 16, 16, 1)], (T, 4, 80))
 
 
 @pytest.mark.parametrize("video_shape", [(T, DIM), (T, 24, 24, 1)])
@@ -257,7 +274,7 @@ def test_training_lowers_loss_and_routes_gradients():
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Gradients do not exist")
-def test_the_authors_system_takes_a_training_step_on_small_clips():
+def test_the_authors_system_takes_a_training_step_on_small_clips_and_loads_back(tmp_path):
     models = build_mvm((4, 24, 24, 1), (4, 4, 8), 3, slots=8, heads=4)
     models.train.run_eagerly = True  # tracing this graph takes TensorFlow minutes on a CPU; the step is the same
     assert models.train.get_layer("tcn_tcn_mb_ms_tcn_mem1").value.shape == (8, 512)  # the audio width, then v_up
@@ -268,7 +285,10 @@ def test_the_authors_system_takes_a_training_step_on_small_clips():
         {"video": video, "audio": audio}, {"visual": labels, "audio": labels}, return_dict=True
     )
     assert np.isfinite(logs["loss"]) and len(models.train.losses) == 4
-    assert tuple(models.infer(video).shape) == (2, 3)
+    expected = models.infer.predict(video, verbose=0)
+    assert expected.shape == (2, 3)
+    models.infer.save(tmp_path / "best.keras")
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "best.keras").predict(video, verbose=0), expected)
 
 
 def test_flip_twice_is_identity_and_tta_on_symmetric_input():

@@ -19,6 +19,7 @@ from pipeline.models.shared import PixelOptions
 FRONTS = ("ir-resnet18", "resnet18", "small")
 BACKS = ("mstcn", "tcn")
 AUDIO_FRONTS = ("ir", "small")
+MSTCN_BLOCKS = 4  # the authors' MS-TCN: dilations 1, 2, 4, 8 (``modules.DILATIONS``)
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class MVMOptions(PixelOptions):
     radius: float = option(16.0, "addressing radius", above=0.0)
     levels: int = option(
         4,
-        "memories: the front's, then one after each block but the last (the authors': 4, after MS-TCN blocks 1-3)",
+        "memories: the front's, then one after each of the first levels - 1 blocks (the authors': 4, after "
+        "MS-TCN blocks 1-3); with --back tcn also its number of blocks",
         least=1,
     )
     front: str = option(
@@ -77,6 +79,17 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
     if audio_shape is None:
         raise ConfigError("mvm trains with audio: prepare with --audio")
     o = spec.options
+    if o["back"] == "mstcn" and o["levels"] > MSTCN_BLOCKS:
+        raise ConfigError(
+            f"--back mstcn has {MSTCN_BLOCKS} blocks: --levels at most {MSTCN_BLOCKS} (the front's memory and one "
+            f"after each block but the last), got {o['levels']}"
+        )
+    audio_front = o.get("audio_front", "ir")
+    if audio_front == "ir" and len(audio_shape) == 3 and audio_shape[1] != 4:
+        raise ConfigError(
+            f"--audio-front ir takes 4 mel frames per video frame (10 ms hop at 25 fps), this audio has "
+            f"{audio_shape[1]}: use --audio-front small"
+        )
     return build_mvm(
         shapes[0],
         audio_shape,
@@ -88,7 +101,7 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
         levels=o["levels"],
         front=o["front"],
         back=o["back"],
-        audio_front=o.get("audio_front", "ir"),
+        audio_front=audio_front,
         dropout=o["dropout"],
         optimizer=make_optimizer(o, "adam"),
     )

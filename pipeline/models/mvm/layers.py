@@ -38,13 +38,10 @@ from typing import NamedTuple, Sequence
 import keras
 from keras import ops
 
-from pipeline.models.mvm import modules
+from pipeline.models.mvm import AUDIO_FRONTS, BACKS, FRONTS, modules
 
 VISUAL = "visual"
 AUDIO = "audio"
-FRONTS = ("ir-resnet18", "resnet18", "small")
-BACKS = ("mstcn", "tcn")
-AUDIO_FRONTS = ("ir", "small")
 
 
 def _normalise(x, axis: int = -1, eps: float = 1e-12):

@@ -35,7 +35,7 @@ import keras
 from keras import ops
 
 KERNELS = (3, 5, 7)
-DILATIONS = (1, 2, 4, 8)
+DILATIONS = (1, 2, 4, 8)  # one per block (``MSTCN_BLOCKS`` of the package)
 BRANCH = 256  # channels per MS-TCN branch: 3 x 256 = 768 wide
 STAGES = (64, 128, 256, 512)
 BN = {"momentum": 0.9, "epsilon": 1e-5}
@@ -65,16 +65,9 @@ class MaxPoolPadding(keras.layers.Layer):
         return {**super().get_config(), "padding": self.padding}
 
 
-def torch_dense(units: int, fan_in: int, name: str, use_bias: bool = True) -> keras.layers.Dense:
+def torch_dense(units: int, fan_in: int, name: str) -> keras.layers.Dense:
     """A ``Dense`` initialised as PyTorch's ``Linear``: kernel and bias uniform in +-1 / sqrt(fan_in)."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return keras.layers.Dense(
-        units,
-        use_bias=use_bias,
-        kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
-        bias_initializer=keras.initializers.RandomUniform(-bound, bound),
-        name=name,
-    )
+    return keras.layers.Dense(units, name=name, **_init(False, fan_in))
 
 
 def _init(xavier: bool, fan_in: int) -> dict:
@@ -153,7 +146,8 @@ def visual_front(video, units: int = 512, prefix: str = "v_front"):
     x = batch_norm(f"{stem}_1")(x)
     x = prelu((1, 2, 3), f"{stem}_2")(x)
     x = MaxPoolPadding((1, 1), name=f"{stem}_3_pad")(x)
-    x = keras.layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), name=f"{stem}_3")(x)
+    # MaxPool3d (1, 3, 3) / (1, 2, 2) is a per-frame 2D pool (TensorFlow's CPU MaxPool3D lacks float16)
+    x = keras.layers.TimeDistributed(keras.layers.MaxPooling2D(3, strides=2), name=f"{stem}_3")(x)
     resnet = f"{prefix}_resnet"
     for stage, filters in enumerate(STAGES):
         for block in range(2):
