@@ -181,6 +181,8 @@ PRESETS: dict[str, Preset] = {
             },
             tta=True,
             pending=(
+                "their audio features: torchaudio's magnitude spectrogram (n_fft 400) -> mel 80 -> dB, CMVN over the "
+                "whole clip before the centre crop (ours: power spectrum, n_fft 512, CMVN over the aligned frames)",
                 "their validation before training (fast_validate, 2 batches) and per-epoch checkpoints of every "
                 "epoch; ours keeps the best and the last",
             ),
