@@ -6,10 +6,11 @@ import argparse
 from dataclasses import fields
 
 from pipeline.models import registry
+from pipeline.training import presets
 from pipeline.training.feed import MODES
 from pipeline.verbs.train import TrainConfig, train
 from pipeline.workspace import Workspace
-from stages.common import add_work_argument, non_negative_int, positive_int, value_type
+from stages.common import add_work_argument, field_type, non_negative_int, positive_int, value_type
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_work_argument(parser)
     what = parser.add_argument_group("model and inputs")
     what.add_argument(
-        "--model", choices=registry.names(), default="mplstm", help="MP-LSTM (default), a baseline, or a pixel model"
+        "--recipe",
+        metavar="NAME",
+        help=f"a paper's full training recipe ({', '.join(presets.PRESETS)}): model, options and fitting as the "
+        "authors' code sets them; options given beside it override it and are recorded as deviations",
+    )
+    what.add_argument(
+        "--model", choices=registry.names(), help="MP-LSTM (default, or the recipe's), a baseline, or a pixel model"
     )
     what.add_argument(
         "--features", help="features name from `extract` (default: the latest); convlstm and mvm read ROI clips"
@@ -35,14 +42,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     fit = parser.add_argument_group("fitting")
     fit.add_argument(
-        "--epochs", type=positive_int, default=50, help="most epochs to train (early stopping may end sooner)"
+        "--epochs", type=positive_int, help="most epochs to train (early stopping may end sooner) (default: 50)"
     )
-    fit.add_argument("--lr", type=float, default=1e-3, help="learning rate (RMSprop; Adam for mvm)")
+    fit.add_argument("--lr", type=float, help="learning rate (default: 0.001)")
     fit.add_argument(
         "--patience",
         type=non_negative_int,
-        default=10,
-        help="early stopping patience (epochs without a better val accuracy)",
+        help="early stopping patience (epochs without a better val accuracy) (default: 10)",
+    )
+    fit.add_argument(
+        "--early-stopping",
+        action=argparse.BooleanOptionalAction,
+        help="stop after --patience epochs without a better val accuracy (default: on)",
+    )
+    fit.add_argument(
+        "--optimizer", choices=presets.OPTIMIZERS, help="optimizer (default: the model's own: rmsprop; adam for mvm)"
+    )
+    fit.add_argument(
+        "--weight-decay",
+        type=field_type(TrainConfig, "weight_decay"),
+        help="weight decay: decoupled for adamw, an L2 term added to the gradient otherwise (default: 0)",
+    )
+    fit.add_argument(
+        "--momentum", type=field_type(TrainConfig, "momentum"), help="momentum of sgd and rmsprop (default: 0)"
+    )
+    fit.add_argument("--clip", type=field_type(TrainConfig, "clip"), help="clipping bound (default: none)")
+    fit.add_argument(
+        "--clip-mode",
+        choices=presets.CLIP_MODES,
+        help="what --clip bounds: each gradient value, the gradient norm, or sgd's momentum step (default: value)",
+    )
+    fit.add_argument(
+        "--lr-schedule",
+        choices=presets.SCHEDULES,
+        help="constant, or plateau: the learning rate times --lr-factor once --lr-patience epochs in a row bring "
+        "no better val accuracy (default: constant)",
+    )
+    fit.add_argument("--lr-patience", type=positive_int, help="plateau schedule: epochs without gain (default: 5)")
+    fit.add_argument(
+        "--lr-factor",
+        type=field_type(TrainConfig, "lr_factor"),
+        help="plateau schedule: learning rate factor (default: 0.5)",
     )
     fit.add_argument(
         "--seed", type=int, default=0, help="seed for weights, shuffling, dropout and a carved validation set"
@@ -119,6 +159,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
     """The command line as the verb's config (model options only where given, so each model keeps its defaults)."""
     return TrainConfig(
         model=args.model,
+        recipe=args.recipe,
         features=args.features,
         name=args.name,
         timesteps=args.timesteps,
@@ -126,9 +167,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         options={
             f.name: getattr(args, f.name) for f in registry.model_flags() if getattr(args, f.name, None) is not None
         },
-        epochs=args.epochs,
-        lr=args.lr,
-        patience=args.patience,
+        **{key: getattr(args, key) for key in presets.STANDARD if key not in ("model", "timesteps")},
         seed=args.seed,
         val_fraction=args.val_fraction,
         force=args.force,

@@ -92,6 +92,12 @@ MISTAKES = {
         ["train", "--model", "mplstm", "--filters", "8"],
         "--model mplstm does not use --filters; its options are ",
     ),
+    "an unknown --recipe": (
+        True,
+        True,
+        ["train", "--recipe", "mvm-lwr"],
+        "unknown --recipe 'mvm-lwr' (did you mean mvm-lrw?); choose from mplstm-released, mvm-lrw, composite-mnist",
+    ),
 }
 
 

@@ -37,12 +37,15 @@ def build_report(
     run_info: Mapping[str, Any],
     history: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, Any]:
-    """The report record written as JSON: name, random-weights flag and warning, metrics, run info, history."""
+    """The report record written as JSON: name, random-weights flag and warning, the training recipe and the run's
+    deviations from it, metrics, run info, history."""
     random = uses_random_weights(run_info)
+    preset = (run_info.get("options") or {}).get("preset")
     return {
         "name": name,
         "random_weights": random,
         "warning": RANDOM_WARNING if random else None,
+        "recipe": {"name": preset["name"], "deviations": list(preset["overrides"])} if preset else None,
         "metrics": dict(metrics),
         "run_info": dict(run_info),
         "history": None
@@ -112,6 +115,22 @@ def _confusion_lines(metrics: Mapping[str, Any]) -> list[str]:
     return ["Rows: true class; columns: predicted class.", "", *_table(["true \\ predicted", *classes], rows)]
 
 
+def _recipe_lines(recipe: Mapping[str, Any] | None) -> list[str]:
+    """The report's recipe section: the preset trained with and every setting the run changed from it."""
+    if not recipe:
+        return []
+    head = ["", "## Training recipe", ""]
+    if not recipe["deviations"]:
+        return [*head, f"Trained with `--recipe {recipe['name']}`; no setting departs from it."]
+    rows = [[d["setting"], d["preset"], d["given"]] for d in recipe["deviations"]]
+    return [
+        *head,
+        f"Trained with `--recipe {recipe['name']}`; deviations from it:",
+        "",
+        *_table(["setting", "recipe", "this run"], rows),
+    ]
+
+
 def summary_markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> str:
     """The Markdown summary of one report; ``images`` maps ``confusion``/``curves`` to relative PNG paths."""
     metrics = report["metrics"]
@@ -152,7 +171,10 @@ def summary_markdown(report: Mapping[str, Any], images: Mapping[str, str]) -> st
     ]
     if "curves" in images:
         lines += ["", "## Training curves", "", f"![training curves]({images['curves']})"]
-    lines += ["", "## Run", "", *_table(["field", "value"], _flatten(report["run_info"]))]
+    lines += _recipe_lines(report.get("recipe"))
+    shown = {**report["run_info"], "options": {**(report["run_info"].get("options") or {}), "preset": None}}
+    shown["options"].pop("preset")  # the recipe has its own section
+    lines += ["", "## Run", "", *_table(["field", "value"], _flatten(shown))]
     return "\n".join(lines) + "\n"
 
 

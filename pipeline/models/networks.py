@@ -108,10 +108,16 @@ def build_model(
     return keras.Model(inputs, outputs, name=layout.name)
 
 
-def compile_model(model: keras.Model, learning_rate: float = 1e-3, jit_compile: bool | str = "auto") -> keras.Model:
-    """Compile as released: RMSprop, categorical cross-entropy, accuracy. Returns the model."""
+def compile_model(
+    model: keras.Model,
+    learning_rate: float = 1e-3,
+    jit_compile: bool | str = "auto",
+    optimizer: keras.optimizers.Optimizer | None = None,
+) -> keras.Model:
+    """Compile as released: ``optimizer`` (default RMSprop at ``learning_rate``), categorical cross-entropy,
+    accuracy. Returns the model."""
     model.compile(
-        optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+        optimizer=optimizer or keras.optimizers.RMSprop(learning_rate=learning_rate),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=jit_compile,

@@ -59,6 +59,7 @@ class ModelEntry:
     multi_perspective_encoder: bool = False  # composite pretraining encodes with one MP-LSTM (else one LSTM)
     smallest: Mapping[str, Any] = field(default_factory=dict)  # options of its smallest network (conformance test)
     listed: int = 100  # where the model choices list it (lower first; ties in registration order)
+    optimizer: str = "rmsprop"  # the optimizer its runs use unless one is given (``pipeline.training.optimizers``)
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUTS:

@@ -157,4 +157,6 @@ def build_sequence_network(spec: Any, shapes: list[tuple[int, ...]], layout: Any
         dropout=o["dropout"],
         **own,
     )
-    return networks.compile_model(model, o["lr"])
+    from pipeline.training.optimizers import make_optimizer
+
+    return networks.compile_model(model, o["lr"], optimizer=make_optimizer(o))

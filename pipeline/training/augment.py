@@ -105,6 +105,33 @@ def erase(clip: np.ndarray, rng: np.random.Generator, frames: int = ERASE_FRAMES
     return clip
 
 
+def mask_axis(spec: np.ndarray, axis: int, most: int, rng: np.random.Generator) -> np.ndarray:
+    """torchaudio's ``mask_along_axis`` on one spectrogram, in place: width ``value`` ~ U[0, most), start ``m`` ~
+    U[0, size - value); the entries from int(m) to int(m) + int(value) (exclusive, truncated as ``.long()`` does)
+    along ``axis`` set to zero."""
+    value = rng.random() * most
+    start = rng.random() * (spec.shape[axis] - value)
+    first = int(start)
+    index = np.arange(spec.shape[axis])
+    hit = (index >= first) & (index < first + int(value))
+    spec[(slice(None),) * axis + (hit,)] = 0.0
+    return spec
+
+
+def mask_audio(audio: np.ndarray, rng: np.random.Generator, freq: int, time: int) -> np.ndarray:
+    """Kim et al.'s audio masking of a batch of frame-aligned mel clips ``[N, T, k, n_mels]`` (normalised): per clip
+    one band of up to ``freq`` mel bins and one run of up to ``time`` audio frames (the T x k sub-frames) zeroed,
+    as torchaudio's ``FrequencyMasking(freq)`` then ``TimeMasking(time)``."""
+    out = np.array(audio, dtype=np.float32)
+    for clip in out:
+        frames = clip.reshape(-1, clip.shape[-1])  # a view: [T * k, n_mels]
+        if freq:
+            mask_axis(frames, 1, freq, rng)
+        if time:
+            mask_axis(frames, 0, time, rng)
+    return out
+
+
 def softmax(scores: np.ndarray) -> np.ndarray:
     """Row-wise softmax of logits ``[N, C]``."""
     shifted = scores - scores.max(axis=1, keepdims=True)

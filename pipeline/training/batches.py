@@ -28,10 +28,13 @@ from pipeline.training.augment import (
     centre_box,
     erase,
     hflip,
+    mask_audio,
     mixup,
     resize,
     shift_crop,
 )
+
+AUDIO = "audio"  # the input key of the frame-aligned audio (the memory model's training network)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Recipe:
     name: str
     box: int
     size: int
+    freq_mask: int = 0  # the training audio's frequency mask (mel bins), 0: none
+    time_mask: int = 0  # the training audio's time mask (audio frames), 0: none
 
     @property
     def erasing(self) -> bool:
@@ -52,8 +57,11 @@ class Recipe:
         return asdict(self)
 
 
-def make_recipe(name: str, roi_side: int, size: int | None = None, max_shift: int = MAX_SHIFT) -> Recipe:
-    """The recipe ``name`` for stored ROI frames of side ``roi_side``; ``size`` is ``--crop`` (None: its default)."""
+def make_recipe(
+    name: str, roi_side: int, size: int | None = None, max_shift: int = MAX_SHIFT, audio_masks: tuple[int, int] = (0, 0)
+) -> Recipe:
+    """The recipe ``name`` for stored ROI frames of side ``roi_side``; ``size`` is ``--crop`` (None: its default);
+    ``audio_masks`` are the training audio's frequency and time masks (``--freq-mask``, ``--time-mask``)."""
     if name not in POLICIES:
         raise ConfigError(f"unknown augmentation policy {name!r}; choose from {POLICIES}")
     box = roi_side - 2 * max_shift
@@ -67,7 +75,7 @@ def make_recipe(name: str, roi_side: int, size: int | None = None, max_shift: in
             f"--augment {name} --crop {size}: the ROI frames are {roi_side} px, too small for a {box} px box shifted "
             f"by +-{max_shift}"
         )
-    return Recipe(name, box, side)
+    return Recipe(name, box, side, *audio_masks)
 
 
 def is_clip(array: np.ndarray) -> bool:
@@ -133,6 +141,8 @@ def augment_batch(
     n = len(next(iter(x.values())) if isinstance(x, dict) else x[0])
     flips = rng.random(n) < 0.5
     x = _map(x, lambda array: augment_clips(array, flips, rng, recipe, max_shift) if is_clip(array) else array)
+    if isinstance(x, dict) and AUDIO in x and (recipe.freq_mask or recipe.time_mask):
+        x[AUDIO] = mask_audio(x[AUDIO], rng, recipe.freq_mask, recipe.time_mask)
     partner_state = np.random.default_rng(rng.integers(1 << 32)).bit_generator.state
     mixed_x = _mix_all(x, partner_state, alpha)
     return (tuple(mixed_x) if isinstance(mixed_x, list) else mixed_x), _mix_all(

@@ -122,9 +122,15 @@ class ResumableBackup(keras.callbacks.Callback):
     an epoch counts as done only once its backup exists, so a kill before that redoes the epoch.
     """
 
-    def __init__(self, folder: Path, early_stopping: keras.callbacks.EarlyStopping | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        early_stopping: keras.callbacks.EarlyStopping | None = None,
+        counters: dict[str, Any] | None = None,
+    ) -> None:
+        """``counters``: callbacks by name whose ``state()`` is saved each epoch and ``restore``d on resume."""
         super().__init__()
-        self.folder, self.early_stopping = Path(folder), early_stopping
+        self.folder, self.early_stopping, self.counters = Path(folder), early_stopping, dict(counters or {})
 
     # -- saving -----------------------------------------------------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -138,6 +144,7 @@ class ResumableBackup(keras.callbacks.Callback):
                 "best": float(self.early_stopping.best),
                 "best_epoch": int(self.early_stopping.best_epoch),
             }
+        state.update({name: callback.state() for name, callback in self.counters.items()})
         write_text_atomic(self.folder / STATE, json.dumps(state))
         for old in self._backups()[KEEP:]:
             old.unlink(missing_ok=True)
@@ -220,4 +227,7 @@ class ResumableBackup(keras.callbacks.Callback):
             saved = state["early_stopping"]
             self.early_stopping.wait, self.early_stopping.best = saved["wait"], saved["best"]
             self.early_stopping.best_epoch = saved["best_epoch"]
+        for name, callback in self.counters.items():
+            if state is not None and name in state:
+                callback.restore(state[name])
         log.info("resuming training after epoch %d (%s)", epoch, self.folder)

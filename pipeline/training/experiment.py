@@ -135,8 +135,10 @@ def composite_classifier(spec: RunSpec, shapes: list[tuple[int, ...]], composite
     settings = CompositeSettings.of(o, registry.get(spec.model).multi_perspective_encoder)
     if composite is None:
         composite = composite_model(spec.timesteps, 0, [s[-1] for s in shapes], settings, bernoulli=False)
+    from pipeline.training.optimizers import make_optimizer
+
     return pretrained_classifier(
-        composite, len(spec.classes), o["dropout"], o["lr"], settings.classifier_head, optimizer=optimizer
+        composite, len(spec.classes), o["dropout"], o["lr"], settings.classifier_head, optimizer or make_optimizer(o)
     )
 
 

@@ -33,6 +33,8 @@ class FitConfig:
     epochs: int = 50
     batch_size: int = 60
     patience: int = 10
+    early_stopping: bool = True  # False: every epoch runs (the best checkpoint is still kept)
+    lr_schedule: dict[str, Any] | None = None  # recorded schedule (``optimizers.schedule_callback``); None: constant
     seed: int = 0
     monitor: str = "val_accuracy"
     checkpoint: str = BEST
@@ -72,6 +74,7 @@ def fit(
 
     from pipeline.training.batches import AugmentedClips, EpochBatches, EpochSync, FreshMovingDigits
     from pipeline.training.checkpoints import BestCheckpoint, EpochSeed, HistoryRows, ResumableBackup, save_atomically
+    from pipeline.training.optimizers import schedule_callback
 
     if is_complete(out_dir, config):
         log.info("%s already finished training; pass --force to train it anew, or --name to train another run", out_dir)
@@ -86,17 +89,21 @@ def fit(
     history_path = out_dir / HISTORY
     previous = read_history(history_path)
     best_so_far = max(previous.get(config.monitor, [-math.inf]))
-    early = None
-    if val is not None:
+    early = schedule = None
+    if val is not None and config.early_stopping:
         early = keras.callbacks.EarlyStopping(
             monitor=config.monitor, mode="max", patience=config.patience, restore_best_weights=False
         )
     # order matters: an epoch's history row, best checkpoint and early-stopping step all happen before its backup,
     # so a run killed in between redoes that epoch, with the same random draws (EpochSeed)
-    callbacks = list(callbacks or []) + [EpochSeed(config.seed), HistoryRows(history_path)]
     if val is not None:
-        callbacks += [BestCheckpoint(out_dir / config.checkpoint, config.monitor, best_so_far), early]
-    callbacks.append(ResumableBackup(out_dir / BACKUP, early))
+        schedule = schedule_callback(config.lr_schedule, config.monitor)
+    # the schedule logs each epoch's learning rate before the history row is written
+    callbacks = list(callbacks or []) + [c for c in (schedule,) if c] + [EpochSeed(config.seed)]
+    callbacks.append(HistoryRows(history_path))
+    if val is not None:
+        callbacks += [c for c in (BestCheckpoint(out_dir / config.checkpoint, config.monitor, best_so_far), early) if c]
+    callbacks.append(ResumableBackup(out_dir / BACKUP, early, {"lr_schedule": schedule} if schedule else None))
     if config.tensorboard and _tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / TENSORBOARD), write_graph=False))
     keras.utils.set_random_seed(config.seed)
@@ -187,12 +194,14 @@ def load_checkpoint(path: Path):
     import keras
 
     from pipeline.models import registry
+    from pipeline.training.optimizers import custom_objects
 
     problem = checkpoint_problem(Path(path))
     if problem:
         raise DataError(f"{path}: unreadable checkpoint ({problem}); retrain it")
     try:
-        return keras.models.load_model(path, safe_mode=True, custom_objects=registry.custom_objects())
+        known = {**registry.custom_objects(), **custom_objects()}
+        return keras.models.load_model(path, safe_mode=True, custom_objects=known)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         size = Path(path).stat().st_size if Path(path).exists() else 0
         raise DataError(

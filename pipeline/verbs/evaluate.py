@@ -77,7 +77,8 @@ def evaluate_run(run_dir: Path, manifest: Manifest, ws: Workspace, config: Evalu
         return model.predict(flip(data.inputs) if mirrored else data.inputs, batch_size=batch, verbose=0)
 
     probs = scores(False)
-    tta = bool(config.tta and spec.pixels)
+    preset = spec.options.get("preset") or {}
+    tta = bool((config.tta or preset.get("settings", {}).get("tta")) and spec.pixels)  # a recipe's own TTA
     if tta:
         from pipeline.training.augment import flipped_logit_sum
 

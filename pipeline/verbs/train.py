@@ -9,12 +9,21 @@ from typing import Any, Mapping
 
 from pipeline.errors import ConfigError
 from pipeline.execution.logs import get_logger, progress_disabled
-from pipeline.execution.settings import SettingsChanged, check_options, differences, option, plain
+from pipeline.execution.settings import (
+    SettingsChanged,
+    check_options,
+    differences,
+    option,
+    plain,
+    recorded_settings,
+)
 from pipeline.manifest import DONE, Manifest
 from pipeline.models import registry
+from pipeline.training import presets
 from pipeline.training.experiment import SPEC, RunSpec, build_model, load_inputs, run_recipe, split_future
 from pipeline.training.feed import MODES, RunInputs
 from pipeline.training.fit import FitConfig
+from pipeline.training.presets import CLIP_MODES, OPTIMIZERS, SCHEDULES
 from pipeline.verbs.common import refuse_or_clear
 from pipeline.workspace import COMPOSITE, PREPARE, TRAIN_BEST, Workspace, features_name, features_stage
 
@@ -32,17 +41,37 @@ class TrainConfig:
     the model's options dataclass (``MPLSTMOptions(units=16)``); they are checked when the config is built, the
     rest take the chosen model's own defaults (its options dataclass), and an option the model does not use is
     refused.
+
+    ``recipe`` names a paper's training recipe (``pipeline.training.presets``): the settings left unset (None) take
+    its values, the others take the standard defaults (``presets.STANDARD``); a setting given beside it that differs
+    from its value is one of its ``overrides`` (the run records them, the report lists them).
     """
 
-    model: str = "mplstm"
+    model: str | None = None  # default: the recipe's, else mplstm
     features: str | None = None  # features name from `extract` (default: the latest); pixel models read ROI clips
     perspectives: tuple[str, ...] | None = None  # default: all
     name: str | None = None  # run name (default: from model, perspectives and features)
     timesteps: int | None = option(None, "frames per sequence (default: the clip length the manifest records)", least=1)
     options: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int = option(50, "most epochs to train", least=1)
-    lr: float = option(1e-3, "learning rate", above=0.0)
-    patience: int = option(10, "early stopping patience", least=0)
+    recipe: str | None = None  # a paper's training recipe by name (`presets.PRESETS`)
+    epochs: int | None = option(None, "most epochs to train (default: 50)", least=1)
+    lr: float | None = option(None, "learning rate (default: 0.001)", above=0.0)
+    patience: int | None = option(None, "early stopping patience (default: 10)", least=0)
+    early_stopping: bool | None = None  # default: True (stop after --patience epochs without a better val accuracy)
+    optimizer: str | None = option(None, "optimizer (default: the model's own)", choices=OPTIMIZERS)
+    weight_decay: float | None = option(
+        None, "weight decay: decoupled for adamw, else an L2 term added to the gradient (default: 0)", least=0.0
+    )
+    momentum: float | None = option(None, "momentum of sgd and rmsprop (default: 0)", least=0.0, below=1.0)
+    clip: float | None = option(None, "clipping bound (default: none)", above=0.0)
+    clip_mode: str | None = option(
+        None, "clip each gradient value, the gradient norm, or sgd's step (default: value)", choices=CLIP_MODES
+    )
+    lr_schedule: str | None = option(
+        None, "constant, or plateau: times --lr-factor after --lr-patience epochs without gain", choices=SCHEDULES
+    )
+    lr_patience: int | None = option(None, "plateau schedule: epochs without gain (default: 5)", least=1)
+    lr_factor: float | None = option(None, "plateau schedule: learning rate factor (default: 0.5)", above=0, below=1)
     seed: int = 0
     val_fraction: float = option(
         0.15, "share held out when the dataset defines no validation split", above=0.0, below=1.0
@@ -54,7 +83,8 @@ class TrainConfig:
     mixed_precision: bool = False
 
     def __post_init__(self) -> None:
-        """Check every field, and the model options against the model's own dataclass (types, ranges, foreign ones)."""
+        """Check every field, fill in the recipe's (or the standard) settings, and check the model options against
+        the model's own dataclass (types, ranges, foreign ones)."""
         check_options(self)
         if isinstance(self.perspectives, str):
             raise ConfigError(
@@ -68,8 +98,40 @@ class TrainConfig:
             }
         if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
             raise ConfigError(f"options must be a mapping of model option names to values, got {self.options!r}")
-        registry.model_options(self.model, dict(options))
-        object.__setattr__(self, "options", dict(options))
+        preset = presets.get(self.recipe) if self.recipe else None
+        fitting, options = presets.resolve(preset, {k: getattr(self, k) for k in presets.STANDARD}, dict(options))
+        for key, value in fitting.items():
+            object.__setattr__(self, key, value)
+        check_options(self)
+        registry.model_options(self.model, options)
+        object.__setattr__(self, "options", options)
+        self.optimizer_settings()  # refuses what the optimizer cannot honour, before any backend starts
+
+    @property
+    def overrides(self) -> list[dict[str, Any]]:
+        """The settings given beside ``recipe`` that differ from its values (``{setting, preset, given}`` each)."""
+        if not self.recipe:
+            return []
+        fitting = {k: getattr(self, k) for k in presets.STANDARD}
+        return presets.deviations(presets.get(self.recipe), fitting, dict(self.options))
+
+    def optimizer_settings(self) -> dict[str, Any]:
+        """The optimizer a run records: its name (the model's own unless given), weight decay, momentum, clipping."""
+        settings = {
+            "name": self.optimizer or registry.get(self.model).optimizer,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "clip": self.clip,
+            "clip_mode": self.clip_mode if self.clip else None,
+        }
+        presets.check_settings(settings)
+        return settings
+
+    def schedule_settings(self) -> dict[str, Any]:
+        """The learning-rate schedule a run records."""
+        if self.lr_schedule == "constant":
+            return {"name": "constant"}
+        return {"name": self.lr_schedule, "patience": self.lr_patience, "factor": self.lr_factor}
 
 
 @dataclass(frozen=True)
@@ -129,7 +191,15 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
     timesteps = resolve_timesteps(
         config.timesteps, clip_length(manifest, perspectives), getattr(options, "future", None) or 0
     )
-    recorded = {**asdict(options), "lr": config.lr}
+    preset = presets.get(config.recipe) if config.recipe else None
+    recorded = {
+        **asdict(options),
+        "lr": config.lr,
+        "optimizer": config.optimizer_settings(),
+        "lr_schedule": config.schedule_settings(),
+    }
+    if preset:
+        recorded["preset"] = preset_record(config, preset, manifest, stage, asdict(options))
     weights = stage_weights(manifest, stage) if stage != PREPARE else "n/a (ROI pixels)"
     return RunSpec(
         name,
@@ -142,6 +212,35 @@ def make_spec(config: TrainConfig, manifest: Manifest) -> RunSpec:
         "" if stage == PREPARE else source,
         recorded,
     )
+
+
+def preset_record(config: TrainConfig, preset: presets.Preset, manifest: Manifest, stage: str, options: dict) -> dict:
+    """What a run records of its recipe: the name, every setting as resolved, and where the run departs from it
+    (settings given beside it, and features extracted otherwise than the recipe's ``features`` say)."""
+    overrides = [dict(o) for o in config.overrides]
+    made = recorded_settings(manifest, stage) or {} if stage != PREPARE else {}
+    for key, wanted in preset.features.items() if stage != PREPARE else ():
+        if made.get(key, "unrecorded") != wanted:
+            overrides.append({"setting": f"features.{key}", "preset": wanted, "given": made.get(key, "unrecorded")})
+            log.warning(
+                "--recipe %s: the features %s were extracted with --%s %s, not %s as the authors' (extract again "
+                "with --%s %s --name ...); recorded as a deviation",
+                preset.name,
+                features_name(stage),
+                key.replace("_", "-"),
+                made.get(key, "unrecorded"),
+                wanted,
+                key.replace("_", "-"),
+                wanted,
+            )
+    for override in overrides:
+        log.info("--recipe %s: %s", preset.name, presets.describe_override(override))
+    settings = {key: getattr(config, key) for key in presets.STANDARD}
+    return {
+        "name": preset.name,
+        "settings": {**settings, **options, "tta": preset.tta, "features": dict(preset.features)},
+        "overrides": overrides,
+    }
 
 
 def clip_length(manifest: Manifest, perspectives: list[str]) -> int | None:
@@ -196,6 +295,7 @@ def train(ws: Workspace, config: TrainConfig) -> TrainResult:
     spec.options.update(
         epochs=config.epochs,
         patience=config.patience,
+        early_stopping=config.early_stopping,
         seed=config.seed,
         lr_asked=config.lr,
         distribute=config.distribute,
@@ -255,6 +355,8 @@ def _comparable(spec: RunSpec) -> dict:
     fields = asdict(spec)
     fields.pop("config", None)  # how it was asked for: compared through the spec it resolved to
     fields["options"] = {k: v for k, v in spec.options.items() if k not in DERIVED_OPTIONS}
+    if "preset" in fields["options"]:  # its settings and overrides are compared through the options they set
+        fields["options"]["preset"] = {"name": spec.options["preset"]["name"]}
     return fields
 
 
@@ -286,8 +388,9 @@ def train_run(ws: Workspace, config: TrainConfig, manifest: Manifest, spec: RunS
     if spec.options.get("augment"):
         from pipeline.training.batches import make_recipe
 
+        masks = (spec.options.get("freq_mask") or 0, spec.options.get("time_mask") or 0)
         spec.options["recipe"] = make_recipe(
-            spec.options["augment"], min(inputs.shapes[0][0][:2]), spec.options["crop"]
+            spec.options["augment"], min(inputs.shapes[0][0][:2]), spec.options["crop"], audio_masks=masks
         ).to_dict()
         log.info("--augment %s: %s", spec.options["augment"], spec.options["recipe"])
     if inputs.mode == "memory":
@@ -315,6 +418,8 @@ def train_run(ws: Workspace, config: TrainConfig, manifest: Manifest, spec: RunS
             epochs=config.epochs,
             batch_size=plan.global_batch,
             patience=config.patience,
+            early_stopping=config.early_stopping,
+            lr_schedule=spec.options["lr_schedule"],
             seed=config.seed,
             tensorboard=config.tensorboard,
             verbose=0 if progress_disabled() else 2,
@@ -470,6 +575,7 @@ def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
 
     from pipeline.evaluation.plots_composite import plot_composite_predictions
     from pipeline.models.composite import composite_inputs
+    from pipeline.training.optimizers import make_optimizer
     from pipeline.training.pretrain import CompositeSettings, pretrain_composite, square_frames, stream_side
 
     o = spec.options
@@ -484,7 +590,9 @@ def pretrain(spec: RunSpec, train, out: Path, config, info: dict):
             config.batch_size, o["pretrain_steps"], spec.timesteps, o["future"], side, config.seed
         )
     settings = CompositeSettings.of(o, registry.get(spec.model).multi_perspective_encoder)
-    composite = pretrain_composite(seen, future, settings, Workspace.pretrain(out), pre_config, info, stream=stream)
+    composite = pretrain_composite(
+        seen, future, settings, Workspace.pretrain(out), pre_config, info, make_optimizer(o), stream
+    )
     shown = [square_frames(x[:1]) for x in (seen[0], future[0])]
     if len(seen) == 1 and future[0].shape[1] and all(s is not None for s in shown):
         outputs = composite.predict(composite_inputs(composite, seen[0][:1], future[0][:1]), verbose=0)

@@ -37,7 +37,9 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
         filters=filters,
         dropout=o.get("dropout", 0.3),
     )
-    return networks.compile_model(model, o["lr"])
+    from pipeline.training.optimizers import make_optimizer
+
+    return networks.compile_model(model, o["lr"], optimizer=make_optimizer(o))
 
 
 register(

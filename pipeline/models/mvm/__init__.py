@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.models.registry import ModelEntry, TwoNetworks, keras_names, option, register, serializables
+from pipeline.models.registry import ModelEntry, TwoNetworks, flag, keras_names, option, register, serializables
 from pipeline.models.shared import PixelOptions
 
 FRONTS = ("ir-resnet18", "resnet18", "small")
@@ -55,13 +55,26 @@ class MVMOptions(PixelOptions):
         choices=AUDIO_FRONTS,
     )
     dropout: float = option(0.0, "dropout before the classifier (the authors' has none)", least=0.0, below=1.0)
+    freq_mask: int = option(
+        0, "--augment: mask up to this many mel bins of the training audio (Kim et al.: 10)", least=0
+    )
+    time_mask: int = option(
+        0, "--augment: mask up to this many audio frames of the training audio (Kim et al.: 20)", least=0
+    )
+
+    @classmethod
+    def resolve(cls, chosen: dict[str, Any]) -> "MVMOptions":
+        """The options from those ``chosen``: the audio masks are part of the training augmentation."""
+        masks = [flag(n) for n in ("freq_mask", "time_mask") if chosen.get(n)]
+        if masks and not chosen.get("augment"):
+            raise ConfigError(f"{', '.join(masks)} mask the training audio: give them with --augment lrw|crop")
+        return super().resolve(chosen)
 
 
 def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...] | None = None) -> Any:
     """The compiled ``MVMModels`` pair for one perspective's clip shape and the frame-aligned audio's shape."""
-    import keras
-
     from pipeline.models.mvm.layers import build_mvm
+    from pipeline.training.optimizers import make_optimizer
 
     if audio_shape is None:
         raise ConfigError("mvm trains with audio: prepare with --audio")
@@ -90,7 +103,7 @@ def build(spec: Any, shapes: list[tuple[int, ...]], audio_shape: tuple[int, ...]
         back=o["back"],
         audio_front=audio_front,
         dropout=o["dropout"],
-        optimizer=keras.optimizers.Adam(o["lr"]),
+        optimizer=make_optimizer(o, "adam"),
     )
 
 
@@ -117,6 +130,7 @@ register(
         audio=True,
         two_networks=MEMORY_FITTING,
         listed=6,
+        optimizer="adam",
         smallest={
             "units": 8,
             "slots": 4,
