@@ -20,6 +20,11 @@ NOT_RUN = {
     # needs the released VGG16 file with its 2622-class top (550 MB as float32): too large to generate in a test
     "--backbone vgg16 --format tfrecord": "VGG16 with top: a 550 MB weight file",
     "tcp://HOST:8786": "an address of a running Dask scheduler (the cluster tests run real ones)",
+    # a paper's full recipe is hundreds of epochs: tests/training/test_presets.py runs each with --epochs 1, small
+    "--recipe": "a paper's full training recipe",
+    "runs/digits": "composite-mnist's data, for its recipe (tests/training/test_presets.py)",
+    # the authors' released checkpoint cannot ship: tests/models/test_mvm_convert.py converts one of their structure
+    "runs/lrw-authors": "the memory model's released checkpoint",
 }
 LRW = ("runs/lrw", "/data/lrw")  # run by tests/recipes/test_lrw_readme.py on an LRW-shaped tree
 
