@@ -70,13 +70,13 @@ def set_display_rotation(path: Path, degrees: int) -> Path:
 
 @pytest.fixture(autouse=True)
 def _project_logger_reset():
-    """Each test starts with the project logger at its default level.
+    """Each test starts, and leaves, the project logger at its default level (unset).
 
-    A CLI run with --quiet raises it for the process.
+    A CLI run with --quiet raises it for the process, also from a module-scoped fixture set up before this one.
     """
     import logging
 
     logger = logging.getLogger("mpview")
-    level = logger.level
+    logger.setLevel(logging.NOTSET)
     yield
-    logger.setLevel(level)
+    logger.setLevel(logging.NOTSET)

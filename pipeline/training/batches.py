@@ -53,8 +53,8 @@ class Recipe:
         return self.name == "lrw"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return asdict(self)
+        """JSON-ready fields; the audio masks only when set, so a run without them records what it did before."""
+        return {key: value for key, value in asdict(self).items() if value or key not in ("freq_mask", "time_mask")}
 
 
 def make_recipe(
