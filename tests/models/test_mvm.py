@@ -284,7 +284,9 @@ def test_the_authors_system_takes_a_training_step_on_small_clips_and_loads_back(
     logs = models.train.train_on_batch(
         {"video": video, "audio": audio}, {"visual": labels, "audio": labels}, return_dict=True
     )
-    assert np.isfinite(logs["loss"]) and len(models.train.losses) == 4
+    assert np.isfinite(logs["loss"])
+    if keras.backend.backend() != "jax":  # JAX's stateless train step keeps no add_loss terms on the model after it
+        assert len(models.train.losses) == 4  # one per memory
     expected = models.infer.predict(video, verbose=0)
     assert expected.shape == (2, 3)
     models.infer.save(tmp_path / "best.keras")
