@@ -16,6 +16,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.execution.logs import get_logger
 from pipeline.execution.settings import check_options, option, plain
 from pipeline.manifest import Manifest
+from pipeline.storage.atomic import file_sha256
 from pipeline.workspace import PREPARE, TRAIN_BEST, Workspace
 
 log = get_logger(__name__)
@@ -81,9 +82,7 @@ def convert(ws: Workspace, config: ConvertConfig) -> ConvertResult:
         )
     if mapping.reorder_head(tensors, list(manifest.classes)):
         log.info("the classifier's rows are put in the manifest's class order (the authors' is the names sorted)")
-    spec = converted_spec(
-        config, list(manifest.classes), perspective, arch, frames, mapping.file_sha256(config.checkpoint)
-    )
+    spec = converted_spec(config, list(manifest.classes), perspective, arch, frames, file_sha256(config.checkpoint))
 
     from pipeline.execution.device import start_tensorflow_quietly
 

@@ -218,8 +218,8 @@ def preset_record(config: TrainConfig, preset: presets.Preset, manifest: Manifes
     """What a run records of its recipe: the name, every setting as resolved, and where the run departs from it
     (settings given beside it, and features extracted otherwise than the recipe's ``features`` say)."""
     overrides = [dict(o) for o in config.overrides]
-    made = recorded_settings(manifest, stage) or {} if stage != PREPARE else {}
-    for key, wanted in preset.features.items() if stage != PREPARE else ():
+    made = (recorded_settings(manifest, stage) or {}) if stage != PREPARE else {}
+    for key, wanted in preset.features.items() if stage != PREPARE else ():  # pixel models read no features
         if made.get(key, "unrecorded") != wanted:
             overrides.append({"setting": f"features.{key}", "preset": wanted, "given": made.get(key, "unrecorded")})
             log.warning(

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.mvm import convert as mapping
+from pipeline.storage.atomic import file_sha256
 from pipeline.verbs.convert import ConvertConfig, converted_spec, networks
 
 FIXTURE = Path(__file__).with_name("mvm_state_dict_shapes.json")
@@ -207,7 +208,7 @@ def test_convert_then_evaluate_scores_the_released_model(released, tmp_path, gri
     assert cli.main(["convert", "--quiet", "mvm", str(path), "--work", str(work)]) == 0
     run = Workspace(work).run("mvm-authors")
     spec = RunSpec.load(run)
-    assert spec.options["converted"]["sha256"] == mapping.file_sha256(path)
+    assert spec.options["converted"]["sha256"] == file_sha256(path)
     assert spec.options["recipe"] == {"name": "lrw", "box": 136, "size": 112} and spec.timesteps == 29
     assert spec.classes == ["ABOUT", "BECAUSE", "LITTLE"]
     assert spec.options["converted"]["preprocessing"]["normalise"] == "(x / 255 - 0.4136) / 0.1700"

@@ -15,7 +15,6 @@ refused, named. Reading the file needs torch (the ``torch`` extra) and never unp
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -96,15 +95,6 @@ def check_groups(path: Path, checkpoint: Mapping[str, Any]) -> None:
             f"{'missing ' + ', '.join(missing) if missing else ''}{'; ' if missing and extra else ''}"
             f"{'unexpected ' + ', '.join(extra) if extra else ''} (it holds {found})"
         )
-
-
-def file_sha256(path: Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shapes_of(tensors: Tensors) -> dict[str, dict[str, tuple[int, ...]]]:
