@@ -218,21 +218,24 @@ def preset_record(config: TrainConfig, preset: presets.Preset, manifest: Manifes
     """What a run records of its recipe: the name, every setting as resolved, and where the run departs from it
     (settings given beside it, and features extracted otherwise than the recipe's ``features`` say)."""
     overrides = [dict(o) for o in config.overrides]
-    made = (recorded_settings(manifest, stage) or {}) if stage != PREPARE else {}
-    for key, wanted in preset.features.items() if stage != PREPARE else ():  # pixel models read no features
-        if made.get(key, "unrecorded") != wanted:
-            overrides.append({"setting": f"features.{key}", "preset": wanted, "given": made.get(key, "unrecorded")})
-            log.warning(
-                "--recipe %s: the features %s were extracted with --%s %s, not %s as the authors' (extract again "
-                "with --%s %s --name ...); recorded as a deviation",
-                preset.name,
-                features_name(stage),
-                key.replace("_", "-"),
-                made.get(key, "unrecorded"),
-                wanted,
-                key.replace("_", "-"),
-                wanted,
-            )
+    made = {} if stage == PREPARE else recorded_settings(manifest, stage) or {}  # pixel models read no features
+    for key, wanted in preset.features.items() if stage != PREPARE else ():
+        given = made.get(key, "unrecorded")
+        if given == wanted:
+            continue
+        overrides.append({"setting": f"features.{key}", "preset": wanted, "given": given})
+        flag = key.replace("_", "-")
+        log.warning(
+            "--recipe %s: the features %s were extracted with --%s %s, not %s as the authors' (extract again "
+            "with --%s %s --name ...); recorded as a deviation",
+            preset.name,
+            features_name(stage),
+            flag,
+            given,
+            wanted,
+            flag,
+            wanted,
+        )
     for override in overrides:
         log.info("--recipe %s: %s", preset.name, presets.describe_override(override))
     settings = {key: getattr(config, key) for key in presets.STANDARD}
