@@ -30,8 +30,9 @@ from stages.common import positive_int
 
 log = get_logger(__name__)
 PER_CLASS = 24  # 240 clips (144 train, 48 val, 48 test)
-FULL_PER_CLASS = 40
-PATIENCE = 15  # train's default 10 stops MV-LSTM at chance on these few clips (it improves slowly at first)
+EPOCHS, LR = 15, 5e-3  # the default run: every model trained with a learning rate 5x train's default
+FULL_PER_CLASS, FULL_EPOCHS, FULL_LR = 40, 50, 1e-3  # --full: the larger run, at train's default rate
+PATIENCE = 15  # train's default 10 stops MV-LSTM at chance at --full's rate (it improves slowly at first)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,10 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"clips per class, 10 classes, 3 views (default: {PER_CLASS}; --full {FULL_PER_CLASS})",
     )
     parser.add_argument(
-        "--epochs", type=positive_int, default=50, help="most training epochs per model (early stopping may end sooner)"
+        "--epochs",
+        type=positive_int,
+        help=f"most training epochs per model (default: {EPOCHS}; --full {FULL_EPOCHS}; early stopping may end sooner)",
     )
     parser.add_argument(
-        "--full", action="store_true", help=f"the larger run, the previous default: {FULL_PER_CLASS} clips per class"
+        "--full",
+        action="store_true",
+        help=f"the larger run: {FULL_PER_CLASS} clips per class, up to {FULL_EPOCHS} epochs at learning rate {FULL_LR}"
+        f" (default {LR})",
     )
     parser.add_argument("--quick", action="store_true", help="a tiny run for tests: few clips and epochs")
     parser.add_argument(
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.composite:
         return run_composite(args)
     ws = Workspace(args.work)
-    per_class, epochs = demo_size(args)
+    per_class, epochs, lr = demo_size(args)
     check(
         prepare(
             ws,
@@ -91,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
     check(extract(ws, ExtractConfig(backbone="pixels", pixel_size=32, pca=64)))
     sizes = {"units": 64, "batch_size": 32}
     runs = [
+        ("late_fusion", {"combine": "features"}, None),
         ("mvlstm", {"units": 192, "mv_output": "tanh"}, None),
         ("mplstm", {}, None),
-        ("late_fusion", {"combine": "features"}, None),
         ("early_fusion", {}, None),
     ]
     runs += [("single", {}, (view,)) for view in ws.load_manifest().perspectives]
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             perspectives=views,
             epochs=epochs,
             patience=PATIENCE,
+            lr=lr,
             options={**sizes, **options},
         )
         for model, options, views in runs
@@ -115,12 +122,13 @@ def run(args: argparse.Namespace) -> int:
     return 1 if result.unscored else 0
 
 
-def demo_size(args: argparse.Namespace) -> tuple[int, int]:
-    """Clips per class and most epochs: ``--quick``'s tiny run, ``--per-class`` as given, else the default or
-    ``--full``'s."""
+def demo_size(args: argparse.Namespace) -> tuple[int, int, float]:
+    """Clips per class, most epochs and learning rate: ``--quick``'s tiny run, else the default's or ``--full``'s,
+    ``--per-class`` and ``--epochs`` winning over either."""
     if args.quick:
-        return 4, 3
-    return args.per_class or (FULL_PER_CLASS if args.full else PER_CLASS), args.epochs
+        return 4, 3, LR
+    per_class, epochs, lr = (FULL_PER_CLASS, FULL_EPOCHS, FULL_LR) if args.full else (PER_CLASS, EPOCHS, LR)
+    return args.per_class or per_class, args.epochs or epochs, lr
 
 
 def train_all(ws: Workspace, configs: list[TrainConfig], jobs: int) -> None:

@@ -22,19 +22,20 @@ def demo_work(tmp_path_factory):
 
 
 def test_demo_sizes_default_full_and_quick():
-    """The default demo is the 5-minute one; --full is the larger run; --per-class wins over both."""
-    from stages.demo import FULL_PER_CLASS, PER_CLASS, demo_size
+    """The default demo is the 5-minute one; --full is the larger run; --per-class and --epochs win over both."""
+    from stages.demo import EPOCHS, FULL_EPOCHS, FULL_LR, FULL_PER_CLASS, LR, PER_CLASS, demo_size
 
     parser = cli.build_parser()
-    runs = ((), ("--full",), ("--quick",), ("--full", "--per-class", "7"))
+    runs = ((), ("--full",), ("--quick",), ("--full", "--per-class", "7"), ("--epochs", "20"))
     sizes = {flags: demo_size(parser.parse_args(["demo", *flags])) for flags in runs}
     assert sizes == {
-        (): (PER_CLASS, 50),
-        ("--full",): (FULL_PER_CLASS, 50),
-        ("--quick",): (4, 3),
-        ("--full", "--per-class", "7"): (7, 50),
+        (): (PER_CLASS, EPOCHS, LR),
+        ("--full",): (FULL_PER_CLASS, FULL_EPOCHS, FULL_LR),
+        ("--quick",): (4, 3, LR),
+        ("--full", "--per-class", "7"): (7, FULL_EPOCHS, FULL_LR),
+        ("--epochs", "20"): (PER_CLASS, 20, LR),
     }
-    assert PER_CLASS < FULL_PER_CLASS == 40
+    assert PER_CLASS < FULL_PER_CLASS == 40 and EPOCHS < FULL_EPOCHS == 50 and FULL_LR == 1e-3 < LR
 
 
 @pytest.mark.slow
