@@ -201,6 +201,23 @@ class EpochBatches(keras.utils.PyDataset):
         raise NotImplementedError
 
 
+class ArrayBatches(EpochBatches):
+    """In-memory ``(x, y)`` (arrays, or lists or dicts of aligned arrays) in a fresh seeded order each epoch.
+
+    Keras's own shuffle of arrays repeats one order every epoch once TensorFlow's seed is set, and setting that seed
+    again each epoch clears TensorFlow's kernel cache, so every epoch would re-instantiate the compiled step.
+    """
+
+    def __init__(self, x: Any, y: Any, batch_size: int, seed: int = 0) -> None:
+        first = next(iter(y.values())) if isinstance(y, dict) else y
+        super().__init__(len(first), batch_size, seed)
+        self.x, self.y = x, y
+
+    def batch(self, rows: np.ndarray, rng: np.random.Generator) -> Any:
+        x, y = (_map(values, lambda array: array[rows]) for values in (self.x, self.y))
+        return tuple(v if not isinstance(v, list) else tuple(v) for v in (x, y))  # tf.data wants tuples, not lists
+
+
 class EpochSync(keras.callbacks.Callback):
     """Tells a batch sequence which epoch begins, so that a resumed fit follows the same orders and draws."""
 

@@ -3,7 +3,7 @@
 ``BestCheckpoint`` keeps the best model by a monitored metric, written under a temporary name and renamed.
 ``ResumableBackup`` saves the training state after every epoch (weights with the optimizer state, the epoch, early
 stopping's counters) as a numbered file plus a small state file, both renamed into place; a damaged backup is
-discarded in favour of the previous one, or the run starts over, saying so. ``EpochSeed`` reseeds every random source
+discarded in favour of the previous one, or the run starts over, saying so. ``EpochSeed`` reseeds the random sources
 at the start of each epoch from (seed, epoch), so a resumed epoch draws what the uninterrupted one drew.
 """
 
@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,11 @@ class BestCheckpoint(keras.callbacks.Callback):
 
 
 class EpochSeed(keras.callbacks.Callback):
-    """Seed Python, NumPy and the backend from ``seed`` and the epoch number before every epoch."""
+    """Seed Python, NumPy and every layer's seed generator from ``seed`` and the epoch number before every epoch.
+
+    Not TensorFlow's global seed: setting it clears TensorFlow's kernel cache, so each epoch would re-instantiate the
+    compiled step (seconds for a large model), and Keras layers draw from their own generators, not from it.
+    """
 
     def __init__(self, seed: int) -> None:
         super().__init__()
@@ -82,7 +87,8 @@ class EpochSeed(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         base = (self.seed * 100003 + epoch * 7919) % 2**31
-        keras.utils.set_random_seed(base)
+        random.seed(base)
+        np.random.seed(base)
         # layers draw dropout masks from their own seed generators, whose state checkpoints do not hold
         generators = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
         for index, state in enumerate(generators):

@@ -72,7 +72,7 @@ def fit(
     """
     import keras
 
-    from pipeline.training.batches import AugmentedClips, EpochBatches, EpochSync, FreshMovingDigits
+    from pipeline.training.batches import ArrayBatches, AugmentedClips, EpochBatches, EpochSync, FreshMovingDigits
     from pipeline.training.checkpoints import BestCheckpoint, EpochSeed, HistoryRows, ResumableBackup, save_atomically
     from pipeline.training.optimizers import schedule_callback
 
@@ -108,13 +108,17 @@ def fit(
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / TENSORBOARD), write_graph=False))
     keras.utils.set_random_seed(config.seed)
     x, y = train
-    kwargs: dict[str, Any] = {"epochs": config.epochs, "callbacks": callbacks, "verbose": config.verbose}
     if y is not None:
-        kwargs.update(batch_size=config.batch_size, shuffle=True)
-    else:
-        kwargs["shuffle"] = False  # a batch sequence orders its own batches (EpochBatches: seeded per epoch)
-        if isinstance(x, (EpochBatches, AugmentedClips, FreshMovingDigits)):
-            callbacks.append(EpochSync(x))
+        x, y = ArrayBatches(x, y, config.batch_size, config.seed), None
+    # a batch sequence orders its own batches (EpochBatches: seeded per epoch)
+    kwargs: dict[str, Any] = {
+        "epochs": config.epochs,
+        "callbacks": callbacks,
+        "verbose": config.verbose,
+        "shuffle": False,
+    }
+    if isinstance(x, (EpochBatches, AugmentedClips, FreshMovingDigits)):
+        callbacks.append(EpochSync(x))
     if val is not None:
         kwargs["validation_data"] = val if val[1] is not None else val[0]
     model.fit(x, y, **kwargs)
