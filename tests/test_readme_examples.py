@@ -55,10 +55,10 @@ def test_docs_commands_run_in_order(tmp_path: Path, grid_dir: Path, monkeypatch:
 
     data = tmp_path / "data"
     # speakers 1, 2 train in both protocols, 4 validation in 28-12-12 (train in the other), 6 test in both;
-    # 3 x 2 x 20 training frames leave room for the docs' 100 PCA components
+    # 3 speakers x 2 utterances x 10 frames x 3 views: 180 training frames for the docs' 100 PCA components
     speakers = (1, 2, 4, 6)
-    oulu = ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=20, speakers=speakers, utterances=(31, 34))
-    ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=20, speakers=speakers, utterances=(1, 4), subset="digit")
+    oulu = ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=10, speakers=speakers, utterances=(31, 34))
+    ouluvs2_cropped_tree(data / "OuluVS2", grid_dir, frames=10, speakers=speakers, utterances=(1, 4), subset="digit")
     places = {
         "/data/OuluVS2": oulu,
         "/data/mplstm": mplstm_tree(
