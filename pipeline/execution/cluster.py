@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import socket
 from typing import Iterator
 
 from pipeline.errors import ConfigError
@@ -58,6 +59,7 @@ class ClusterError(RunError):
 
 def _connect(client_class: type, address: str, timeout: float = 20.0):
     """A client of the scheduler at ``address``; a one-line ``ClusterError`` when it cannot be reached."""
+    _refuse_dead_address(address)
     try:
         return client_class(address, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:
@@ -65,6 +67,32 @@ def _connect(client_class: type, address: str, timeout: float = 20.0):
             f"cannot reach the Dask scheduler at {address} within {timeout:.0f} s "
             f"({type(exc).__name__}: {' '.join(str(exc).split()) or 'no answer'})"
         ) from None
+
+
+def _refuse_dead_address(address: str) -> None:
+    """Fail at once, not after the client's timeout, when the address's host does not resolve or nothing listens on
+    its port (a mistyped address); any other answer, or none, is left to the client and its timeout."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme != "tcp":
+        return
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return  # a malformed port: the client names it
+    if not host or port is None:
+        return
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return
+    except ConnectionRefusedError:
+        reason = f"nothing listens on port {port} of {host} (connection refused)"
+    except socket.gaierror as exc:
+        reason = f"host {host!r} does not resolve ({exc.strerror or exc})"
+    except OSError:
+        return  # no answer yet (a slow network, a firewall): the client waits its timeout
+    raise ClusterError(f"cannot reach the Dask scheduler at {address}: {reason}")
 
 
 def check_worker_versions(client) -> None:

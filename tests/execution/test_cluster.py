@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -417,7 +418,8 @@ def test_shard_the_scheduler_gives_up_on_ends_the_run_and_a_rerun_completes(tmp_
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path: Path) -> None:
-    """A scheduler address nobody answers on gives one line naming it, not a traceback."""
+    """A scheduler address nobody answers on, or whose host does not resolve, gives one line naming it and why, at
+    once rather than after the client's 20 s timeout."""
     import socket
 
     from pipeline.execution.cluster import ClusterError
@@ -425,10 +427,14 @@ def test_unreachable_scheduler_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    address = f"tcp://127.0.0.1:{port}"
-    with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at {address}"):
-        with backend_for(scheduler=address):
-            pass
+    for address, reason in (
+        (f"tcp://127.0.0.1:{port}", f"nothing listens on port {port} of 127.0.0.1"),
+        (f"127.0.0.1:{port}", f"nothing listens on port {port} of 127.0.0.1 (connection refused)"),
+        ("tcp://no-such-host.invalid:8786", "host 'no-such-host.invalid' does not resolve"),
+    ):
+        with pytest.raises(ClusterError, match=re.escape(f"cannot reach the Dask scheduler at {address}: {reason}")):
+            with backend_for(scheduler=address):
+                pass
 
 
 def test_a_worker_with_other_weights_refuses_the_shard(tmp_path: Path) -> None:
