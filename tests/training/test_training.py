@@ -80,26 +80,28 @@ def _history_rows(path):
     return [row[1:] for row in _epochs(path)]
 
 
-class _SeenRows(keras.Model):
-    """Records the sample ids (column 0) of every training batch, in order."""
+class _SeenRows(keras.layers.Layer):
+    """Passes its input through, recording the sample ids (column 0) of every training batch, in order."""
 
-    seen: list[list[int]] = []
+    def __init__(self):
+        super().__init__()
+        self.seen = []
 
-    def train_step(self, data):
-        self.seen.append(data[0][:, 0].numpy().astype(int).tolist())
-        return super().train_step(data)
+    def call(self, x, training=None):
+        if training:  # run eagerly: x holds this batch's values under every backend
+            self.seen.append(np.asarray(x)[:, 0].astype(int).tolist())
+        return x
 
 
 def _epoch_orders(tmp_path, seed):
-    inputs = keras.Input((2,))
-    model = _SeenRows(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    inputs, recorder = keras.Input((2,)), _SeenRows()
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(recorder(inputs)))
     model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"], run_eagerly=True)
-    model.seen = []
     x = np.stack([np.arange(12), np.zeros(12)], axis=1).astype("float32")
     y = one_hot(np.arange(12) % 2, 2)
     config = FitConfig(epochs=3, batch_size=4, patience=10, seed=seed, tensorboard=False, verbose=0)
     fit(model, (x, y), (x, y), tmp_path / f"seed{seed}-{len(list(tmp_path.iterdir()))}", config, {"run": "t"})
-    return [sum(model.seen[e * 3 : e * 3 + 3], []) for e in range(3)]
+    return [sum(recorder.seen[e * 3 : e * 3 + 3], []) for e in range(3)]
 
 
 def test_in_memory_training_reshuffles_every_epoch_and_repeats_per_seed(tmp_path):
