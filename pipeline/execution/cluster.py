@@ -72,16 +72,14 @@ def _connect(client_class: type, address: str, timeout: float = 20.0):
 def _refuse_dead_address(address: str) -> None:
     """Fail at once, not after the client's timeout, when the address's host does not resolve or nothing listens on
     its port (a mistyped address); any other answer, or none, is left to the client and its timeout."""
-    from urllib.parse import urlsplit
+    from distributed.comm.addressing import parse_address, parse_host_port
 
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    if parts.scheme != "tcp":
-        return
     try:
-        host, port = parts.hostname, parts.port
+        scheme, location = parse_address(address)
+        host, port = parse_host_port(location) if scheme == "tcp" else (None, None)
     except ValueError:
-        return  # a malformed port: the client names it
-    if not host or port is None:
+        return  # no port, or a malformed one: the client names it
+    if not host:
         return
     try:
         with socket.create_connection((host, port), timeout=2.0):

@@ -204,8 +204,8 @@ class EpochBatches(keras.utils.PyDataset):
 class ArrayBatches(EpochBatches):
     """In-memory ``(x, y)`` (arrays, or lists or dicts of aligned arrays) in a fresh seeded order each epoch.
 
-    Keras's own shuffle of arrays repeats one order every epoch once TensorFlow's seed is set, and setting that seed
-    again each epoch clears TensorFlow's kernel cache, so every epoch would re-instantiate the compiled step.
+    Keras's own shuffle of arrays repeats one order every epoch once TensorFlow's seed is set (``fit`` sets it once;
+    ``EpochSeed`` says why not every epoch).
     """
 
     def __init__(self, x: Any, y: Any, batch_size: int, seed: int = 0) -> None:
